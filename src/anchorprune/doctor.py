@@ -1,0 +1,87 @@
+"""``anchorprune doctor``: what this environment has, and where each part of the stack lives."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import platform
+import sys
+from pathlib import Path
+
+STACK = [
+    "torch", "transformers", "datasets", "prefect", "mlflow", "dvc", "great-expectations",
+    "elasticsearch", "pydantic", "numpy", "pandas", "fastapi", "sqlalchemy", "pypdfium2",
+]
+
+
+def package_version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def colpali_engine_status() -> str:
+    """Whether colpali-engine imports here (it does not next to the CPU torch 2.13 wheel)."""
+    try:
+        importlib.import_module("colpali_engine")
+    except Exception as exc:  # noqa: BLE001 - any import failure is the answer
+        return f"does not import ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return f"imports (version {package_version('colpali-engine')})"
+
+
+def elasticsearch_status(url: str | None) -> str:
+    if not url:
+        return "ELASTICSEARCH_URL not set: the local index is used"
+    try:
+        from elasticsearch import Elasticsearch
+
+        kwargs = {"request_timeout": 3}
+        if os.environ.get("ELASTICSEARCH_API_KEY"):
+            kwargs["api_key"] = os.environ["ELASTICSEARCH_API_KEY"]
+        info = Elasticsearch(url, **kwargs).info()
+        return f"{_redact(url)} answers: version {info['version']['number']}"
+    except Exception as exc:  # noqa: BLE001
+        return f"{_redact(url)} does not answer ({type(exc).__name__})"
+
+
+def _redact(url: str) -> str:
+    """Hide credentials embedded in a URL (user:password@host)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def gpu_status() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    if torch.cuda.is_available():
+        return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return "none (CPU only)"
+
+
+def report(params: Path = Path("params.yaml")) -> str:
+    from anchorprune.config import ConfigError, load_settings
+
+    lines = [f"python      {sys.version.split()[0]} ({platform.machine()})"]
+    lines += [f"{name:<19} {package_version(name)}" for name in STACK]
+    lines.append(f"colpali-engine      {colpali_engine_status()}")
+    try:
+        cfg = load_settings(params)
+        tracking = os.environ.get("MLFLOW_TRACKING_URI", cfg.tracking.uri)
+        lines.append(f"config              {params} ok (hash {cfg.config_hash()})")
+    except ConfigError as exc:
+        tracking = os.environ.get("MLFLOW_TRACKING_URI", "unknown (config invalid)")
+        lines.append(f"config              INVALID: {exc}")
+    lines.append(f"mlflow tracking     {_redact(tracking)}")
+    prefect_api = os.environ.get("PREFECT_API_URL")
+    prefect_home = os.environ.get("PREFECT_HOME", str(Path.home() / ".prefect"))
+    lines.append(f"prefect             {prefect_api or 'ephemeral API (no server)'}; PREFECT_HOME={prefect_home}")
+    lines.append(f"elasticsearch       {elasticsearch_status(os.environ.get('ELASTICSEARCH_URL'))}")
+    lines.append(f"gpu                 {gpu_status()}")
+    lines.append(f"HF_HUB_OFFLINE      {os.environ.get('HF_HUB_OFFLINE', 'unset')}")
+    return "\n".join(lines)
