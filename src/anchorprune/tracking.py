@@ -1,0 +1,147 @@
+"""MLflow tracking: where runs go, and small helpers to log params, metrics, plots and tables.
+
+Everything goes through an explicit :class:`Tracker` (MLflow's client API), so
+tests can point it at a temporary sqlite store. ``MLFLOW_TRACKING_URI``
+overrides the configured URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anchorprune.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def resolve_tracking_uri(cfg: TrackingConfig, root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the configured URI with a relative sqlite path made absolute.
+
+    >>> resolve_tracking_uri(TrackingConfig(), Path("/proj")) if "MLFLOW_TRACKING_URI" not in os.environ else "x"
+    'sqlite:////proj/mlruns/mlflow.db'
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
+
+
+def git_commit(root: Path) -> str:
+    """The repository's HEAD commit (with ``+dirty`` if the tree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@dataclass
+class Tracker:
+    """One MLflow experiment reached through the client API."""
+
+    uri: str
+    experiment_id: str
+    client: Any  # mlflow.MlflowClient
+
+    @classmethod
+    def from_config(cls, cfg: TrackingConfig, root: Path = Path(".")) -> Tracker:
+        import mlflow
+        from mlflow import MlflowClient
+
+        root = root.resolve()
+        uri = resolve_tracking_uri(cfg, root)
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        # pyfunc logging and the registry use MLflow's fluent API, which reads these globals
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            artifact_root = cfg.artifact_root if cfg.artifact_root.is_absolute() else root / cfg.artifact_root
+            location = None if "://" in uri and not uri.startswith("sqlite") else artifact_root.resolve().as_uri()
+            exp_id = client.create_experiment(cfg.experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        return cls(uri=uri, experiment_id=exp_id, client=client)
+
+    @contextlib.contextmanager
+    def run(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> Iterator[str]:
+        """Create a run, yield its id, and end it FINISHED (or FAILED if the block raises)."""
+        all_tags = dict(tags or {})
+        all_tags["mlflow.runName"] = name
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run_id = run.info.run_id
+        if params:
+            self.log_params(run_id, params)
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(batch), 900):  # MLflow's batch limit is 1000 metrics
+            self.client.log_batch(run_id, metrics=batch[i:i + 900])
+
+    def log_series(self, run_id: str, key: str, values: list[float]) -> None:
+        """One metric with ``step`` = index (MLflow's UI then draws it as a curve)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(key, float(v), now, i) for i, v in enumerate(values)])
+
+    def log_figure(self, run_id: str, fig: Any, filename: str) -> None:
+        self.client.log_figure(run_id, fig, filename)
+
+    def log_text(self, run_id: str, text: str, filename: str) -> None:
+        self.client.log_text(run_id, text, filename)
+
+    def log_dict(self, run_id: str, obj: Any, filename: str) -> None:
+        self.client.log_dict(run_id, obj, filename)
+
+    def log_table(self, run_id: str, frame: Any, stem: str) -> None:
+        """A pandas DataFrame as CSV and HTML artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            csv, html = Path(tmp) / f"{stem}.csv", Path(tmp) / f"{stem}.html"
+            frame.to_csv(csv, index=False)
+            html.write_text(frame.to_html(index=False, float_format=lambda x: f"{x:.4f}"))
+            self.client.log_artifact(run_id, str(csv))
+            self.client.log_artifact(run_id, str(html))
+
+    def child_runs(self, parent_run_id: str) -> list[Any]:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000
+        )
