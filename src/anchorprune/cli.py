@@ -68,46 +68,99 @@ def data_build_demo(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 # ---------------------------------------------------------------- stages (issue #7)
+BackboneOpt = Annotated[str | None, typer.Option("--backbone", "-b", help="only this backbone (default: all)")]
+
+
+def _workspace(params: Path):
+    from anchorprune.stages import Workspace
+
+    return Workspace(settings_or_exit(params), Path.cwd())
+
+
+def _backbones(ws, name: str | None):
+    try:
+        return [ws.settings.backbone(name)] if name else list(ws.settings.backbones)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
-def encode(params: ParamsOpt = Path("params.yaml")) -> None:
+def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Encode pages and queries once per backbone into the features cache."""
-    settings_or_exit(params)
-    not_yet("encode", 7)
+    from anchorprune.stages import stage_encode
+
+    ws = _workspace(params)
+    for b in _backbones(ws, backbone):
+        corpus = stage_encode(ws, b)
+        typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
 
 
 @app.command()
-def calibrate(params: ParamsOpt = Path("params.yaml")) -> None:
+def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Per backbone: SR-by-layer curve on calibration pairs, then the SR-guided window."""
-    settings_or_exit(params)
-    not_yet("calibrate", 7)
+    from anchorprune.stages import stage_calibrate
+
+    ws = _workspace(params)
+    for b in _backbones(ws, backbone):
+        r = stage_calibrate(ws, b)
+        typer.echo(f"{b.name}: SR window layers {r.window[0]}-{r.window[-1]} of {r.num_layers} "
+                   f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)")
 
 
 @app.command()
-def evaluate(params: ParamsOpt = Path("params.yaml")) -> None:
+def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Methods x gamma x windows from the features cache, logged to MLflow."""
-    settings_or_exit(params)
-    not_yet("evaluate", 7)
+    from anchorprune.report import results_table
+    from anchorprune.stages import stage_evaluate
+
+    ws = _workspace(params)
+    for b in _backbones(ws, backbone):
+        typer.echo(results_table(stage_evaluate(ws, b), title=f"{b.name} ({ws.settings.data.dataset})"))
 
 
 @app.command()
-def promote(params: ParamsOpt = Path("params.yaml")) -> None:
+def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Apply the promotion rule and move the registry alias 'champion'."""
-    settings_or_exit(params)
-    not_yet("promote", 7)
+    from anchorprune.stages import stage_promote
+
+    ws = _workspace(params)
+    for b in _backbones(ws, backbone):
+        d = stage_promote(ws, b)
+        typer.echo(f"{b.name}: {'PROMOTED' if d.promoted else 'kept'}: {d.reason}")
 
 
 @app.command()
-def pipeline(params: ParamsOpt = Path("params.yaml")) -> None:
-    """data -> calibrate -> evaluate -> promote -> index, as one Prefect flow."""
+def pipeline(
+    params: ParamsOpt = Path("params.yaml"),
+    rebuild_data: Annotated[bool, typer.Option(help="rebuild the dataset even if data/ has it")] = False,
+    query: Annotated[str | None, typer.Option(help="search the new index with this query at the end")] = None,
+) -> None:
+    """data -> calibrate -> evaluate -> promote -> index, as one Prefect flow, then a search."""
     settings_or_exit(params)
-    not_yet("pipeline", 7)
+    from flows.pipeline import pipeline_flow
+
+    result = pipeline_flow(params=str(params), root=str(Path.cwd()), rebuild_data=rebuild_data)
+    typer.echo(f"data version {result['data_version']}; windows {result['windows']}")
+    for name, p in result["promotion"].items():
+        typer.echo(f"{name}: {p['reason']}")
+    typer.echo(f"index {result['index']['index']} serves version {result['index']['version']}")
+    from anchorprune.stages import Workspace, stage_search
+
+    ws = Workspace(settings_or_exit(params), Path.cwd())
+    q = query or next(iter(ws.dataset.queries.values()))
+    typer.echo(f"search: {q!r}")
+    for rank, hit in enumerate(stage_search(ws, q, k=5), 1):
+        typer.echo(f"  {rank}. {hit.page_id}  {hit.score:.3f}")
 
 
 @app.command()
 def serve(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Serve the scheduled Prefect deployments (long-running)."""
+    """Serve the scheduled Prefect deployments (long-running; needs a Prefect server, see README)."""
     settings_or_exit(params)
-    not_yet("serve", 7)
+    from flows.deployments import main as serve_deployments
+
+    serve_deployments(str(params), str(Path.cwd()))
 
 
 # ---------------------------------------------------------------- index (issue #8)

@@ -1,0 +1,1 @@
+"""Prefect flows: they only wire tasks around ``anchorprune.stages``; the logic lives in the library."""

@@ -1,0 +1,27 @@
+"""evaluate flow: methods x gamma x windows from the features cache, one MLflow parent run per backbone."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+
+from anchorprune.stages import stage_evaluate
+from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
+
+
+@task(name="evaluate-backbone", **STAGE_CACHE, **IO_RETRIES)
+def evaluate_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str,
+                      window: list[int]) -> list[dict]:
+    ws = workspace(params, root)
+    return stage_evaluate(ws, ws.settings.backbone(backbone)).rows()
+
+
+@flow(name="evaluate")
+def evaluate_flow(params: str = "params.yaml", root: str = ".", backbone: str | None = None,
+                  windows: dict[str, list[int]] | None = None) -> dict[str, list[dict]]:
+    """``windows`` (from calibrate) only keys the cache: the stage reads the saved calibration."""
+    ws = workspace(params, root)
+    version = ws.data_version()
+    return {
+        name: evaluate_backbone(params, root, name, ws.settings.config_hash(), version, (windows or {}).get(name, []))
+        for name in backbone_names(ws, backbone)
+    }

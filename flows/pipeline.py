@@ -1,0 +1,30 @@
+"""pipeline flow: data -> calibrate -> evaluate -> promote -> reindex, in order."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.calibrate import calibrate_flow
+from flows.data import data_flow
+from flows.evaluate import evaluate_flow
+from flows.promote import promote_flow
+from flows.reindex import reindex_flow
+
+
+@flow(name="pipeline")
+def pipeline_flow(params: str = "params.yaml", root: str = ".", rebuild_data: bool = False) -> dict:
+    version = data_flow(params, root, rebuild=rebuild_data)
+    windows = calibrate_flow(params, root)
+    evaluation = evaluate_flow(params, root, windows=windows)
+    promotion = promote_flow(params, root)
+    index = reindex_flow(params, root)
+    return {"data_version": version, "windows": windows, "promotion": promotion, "index": index,
+            "configs": {k: len(v) for k, v in evaluation.items()}}
+
+
+@flow(name="recalibrate")
+def recalibrate_flow(params: str = "params.yaml", root: str = ".") -> dict:
+    """The weekly job: calibrate + evaluate + promote (the nightly reindex picks up a new champion)."""
+    windows = calibrate_flow(params, root)
+    evaluate_flow(params, root, windows=windows)
+    return promote_flow(params, root)

@@ -1,0 +1,96 @@
+"""Calibration: the SR-by-layer curve on held-out (query, gold page) pairs, then the SR-guided window."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from anchorprune.encoding import EncodedCorpus
+
+
+@dataclass
+class CalibrationResult:
+    backbone: str
+    num_layers: int
+    gamma: float
+    rho: float
+    num_pairs: int
+    excluded_pairs: int
+    sr_mean: list[float]          # per layer
+    sr_std: list[float]
+    random_mean: list[float]
+    random_std: list[float]
+    window: list[int]             # SR-selected layers
+    alpha: float
+    beta: float
+    median: float
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> CalibrationResult:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: run `anchorprune calibrate` first")
+        return cls(**json.loads(path.read_text()))
+
+
+def calibration_pairs(
+    qrels: Mapping[str, Mapping[str, int]],
+    qids: Sequence[str],
+    page_ids: Sequence[str],
+    max_pairs: int,
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """(query id, gold page id) pairs from ``qids``, at most ``max_pairs``, sampled reproducibly.
+
+    >>> calibration_pairs({"q1": {"a": 1, "b": 0}, "q2": {"c": 2}}, ["q1", "q2"], ["a", "b", "c"], 10)
+    [('q1', 'a'), ('q2', 'c')]
+    """
+    known = set(page_ids)
+    pairs = [(q, p) for q in qids for p, rel in sorted(qrels.get(q, {}).items()) if rel > 0 and p in known]
+    if len(pairs) > max_pairs:
+        pairs = sorted(random.Random(seed).sample(pairs, max_pairs))
+    return pairs
+
+
+def calibrate(
+    corpus: EncodedCorpus,
+    pairs: Sequence[tuple[str, str]],
+    gamma: float,
+    rho: float,
+    random_trials: int = 5,
+    seed: int = 0,
+) -> CalibrationResult:
+    """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (SPEC §3)."""
+    from anchorprune.retention import select_sr_window, sr_curve
+
+    if not pairs:
+        raise ValueError("calibration needs at least one (query, gold page) pair: are there calibration queries?")
+    curve = sr_curve(
+        [(corpus.queries[q], corpus.features[p]) for q, p in pairs],
+        gamma=gamma, random_trials=random_trials, seed=seed,
+    )
+    win = select_sr_window(list(curve.mean), rho=rho)
+    return CalibrationResult(
+        backbone=corpus.backbone,
+        num_layers=corpus.num_layers,
+        gamma=gamma,
+        rho=rho,
+        num_pairs=len(pairs) - int(curve.excluded),
+        excluded_pairs=int(curve.excluded),
+        sr_mean=[float(x) for x in curve.mean],
+        sr_std=[float(x) for x in curve.std],
+        random_mean=[float(x) for x in curve.random_mean],
+        random_std=[float(x) for x in curve.random_std],
+        window=list(win.layers),
+        alpha=float(win.alpha),
+        beta=float(win.beta),
+        median=float(win.median),
+    )

@@ -1,0 +1,83 @@
+"""Encode a dataset once per backbone: page features (through the cache) and query vectors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from anchorprune.backbones.base import Backbone, LayerCapture
+from anchorprune.features import PageFeatures
+from anchorprune.pages import Page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedCorpus:
+    """A dataset as one backbone sees it."""
+
+    backbone: str
+    num_layers: int
+    features: dict[str, PageFeatures]      # page_id -> features
+    queries: dict[str, torch.Tensor]       # query_id -> [m, d]
+
+    @property
+    def page_ids(self) -> list[str]:
+        return list(self.features)
+
+
+def encode_pages(
+    backbone: Backbone,
+    pages: Iterable[Page],
+    capture: LayerCapture,
+    cache_dir: Path | None,
+    batch_size: int,
+) -> dict[str, PageFeatures]:
+    """Features per page id; only pages missing from the cache run the model."""
+    pages = list(pages)
+    if cache_dir is None:
+        feats = []
+        for i in range(0, len(pages), batch_size):
+            feats += backbone.encode_pages(pages[i:i + batch_size], capture)
+    else:
+        from anchorprune.features_cache import FeaturesCache
+
+        feats = FeaturesCache(cache_dir).get_or_encode(backbone, pages, capture, batch_size=batch_size)
+    out: dict[str, PageFeatures] = {}
+    for page, f in zip(pages, feats, strict=True):
+        # the cache is keyed by content: the same content under another id keeps this page's id
+        out[page.page_id] = f if f.page_id == page.page_id else _with_id(f, page.page_id)
+    return out
+
+
+def _with_id(f: PageFeatures, page_id: str) -> PageFeatures:
+    from dataclasses import replace
+
+    return replace(f, page_id=page_id)
+
+
+def encode_queries(backbone: Backbone, queries: Mapping[str, str], batch_size: int = 32) -> dict[str, torch.Tensor]:
+    qids = list(queries)
+    out: dict[str, torch.Tensor] = {}
+    for i in range(0, len(qids), batch_size):
+        chunk = qids[i:i + batch_size]
+        for qid, vecs in zip(chunk, backbone.encode_queries([queries[q] for q in chunk]), strict=True):
+            out[qid] = vecs.float()
+    return out
+
+
+def encode_dataset(
+    backbone: Backbone,
+    pages: Iterable[Page],
+    queries: Mapping[str, str],
+    capture: LayerCapture,
+    cache_dir: Path | None,
+    batch_size: int,
+) -> EncodedCorpus:
+    features = encode_pages(backbone, pages, capture, cache_dir, batch_size)
+    log.info("encoded %d pages and %d queries with %s", len(features), len(queries), backbone.name)
+    return EncodedCorpus(backbone.name, backbone.num_layers, features, encode_queries(backbone, queries))

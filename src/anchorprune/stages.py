@@ -1,0 +1,311 @@
+"""The pipeline stages as plain functions: the CLI (and so ``dvc repro``) and the Prefect flows call these.
+
+Each stage reads its inputs from disk (dataset, features cache, ``reports/``),
+writes its outputs atomically under ``reports/`` and logs to MLflow. Every
+artefact records the data version, backbone id + revision, config hash and git commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from anchorprune.backbones.base import LayerCapture
+from anchorprune.calibration import CalibrationResult, calibrate, calibration_pairs
+from anchorprune.config import BackboneConfig, Settings
+from anchorprune.encoding import EncodedCorpus, encode_dataset
+from anchorprune.evaluation import EvaluationResult, evaluate_grid
+from anchorprune.promotion import Candidate, Decision
+from anchorprune.tracking import Tracker, git_commit
+
+log = logging.getLogger(__name__)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+@dataclass
+class Workspace:
+    """Where a pipeline run reads and writes: the settings plus the project root."""
+
+    settings: Settings
+    root: Path
+
+    def path(self, p: Path | str) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.path(self.settings.paths.data_dir) / self.settings.data.dataset
+
+    @property
+    def reports(self) -> Path:
+        return self.path(self.settings.paths.reports_dir)
+
+    @property
+    def features_dir(self) -> Path:
+        return self.path(self.settings.paths.features_dir)
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        return Tracker.from_config(self.settings.tracking, self.root)
+
+    @cached_property
+    def dataset(self):
+        from anchorprune.data.schema import load_dataset_dir
+
+        return load_dataset_dir(self.dataset_dir)
+
+    def split(self) -> tuple[list[str], list[str]]:
+        from anchorprune.data.schema import split_queries
+
+        d = self.settings.data
+        calib, evalq = split_queries(self.dataset, d.calibration_fraction, d.seed)
+        return list(calib), list(evalq)
+
+    def data_version(self) -> str:
+        from anchorprune.data.versioning import data_version
+
+        try:
+            return data_version(self.root) or "untracked"
+        except Exception as exc:  # noqa: BLE001 - an untracked dataset is still usable
+            log.warning("data version unknown (%s); recording 'untracked'", exc)
+            return "untracked"
+
+    def meta(self, bcfg: BackboneConfig, backbone: Any | None = None) -> dict[str, str]:
+        return {
+            "data_version": self.data_version(),
+            "dataset": self.settings.data.dataset,
+            "backbone": bcfg.name,
+            "backbone_kind": bcfg.kind,
+            "backbone_id": getattr(backbone, "model_id", bcfg.model_id),
+            "backbone_revision": getattr(backbone, "revision", bcfg.revision),
+            "config_hash": self.settings.config_hash(),
+            "git_commit": git_commit(self.root),
+        }
+
+    def backbone(self, bcfg: BackboneConfig):
+        from anchorprune.backbones import load_backbone
+
+        return load_backbone(bcfg)
+
+
+# ---------------------------------------------------------------- encode
+def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None,
+                 capture: LayerCapture | None = None) -> EncodedCorpus:
+    """Encode every page (all layers captured) and every query; the cache makes reruns free."""
+    backbone = backbone or ws.backbone(bcfg)
+    corpus = encode_dataset(
+        backbone, ws.dataset.pages(), ws.dataset.queries, capture or LayerCapture.all(),
+        ws.features_dir, bcfg.batch_size,
+    )
+    write_json(ws.reports / "encode" / f"{bcfg.name}.json", {
+        **ws.meta(bcfg, backbone), "pages": len(corpus.features), "queries": len(corpus.queries),
+        "num_layers": corpus.num_layers,
+        "tokens_per_page": sum(f.num_tokens for f in corpus.features.values()) / max(1, len(corpus.features)),
+    })
+    return corpus
+
+
+# ---------------------------------------------------------------- calibrate
+def stage_calibrate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | None = None,
+                    backbone: Any | None = None) -> CalibrationResult:
+    from anchorprune.plots import sr_curve_figure
+
+    backbone = backbone or (None if corpus else ws.backbone(bcfg))
+    corpus = corpus or stage_encode(ws, bcfg, backbone)
+    c = ws.settings.calibrate
+    calib_qids, _ = ws.split()
+    pairs = calibration_pairs(ws.dataset.qrels, calib_qids, corpus.page_ids, c.pairs, c.seed)
+    result = calibrate(corpus, pairs, gamma=c.gamma, rho=c.rho, random_trials=c.random_trials, seed=c.seed)
+    meta = ws.meta(bcfg, backbone)
+    out = ws.reports / "calibration"
+    result.save(out / f"{bcfg.name}.json")
+    _write_csv(out / "sr_curve.csv", [
+        {"backbone": bcfg.name, "layer": i, "sr_mean": m, "sr_std": s, "random_mean": r}
+        for i, (m, s, r) in enumerate(zip(result.sr_mean, result.sr_std, result.random_mean, strict=True))
+    ], replace_key=("backbone", bcfg.name))
+
+    t = ws.tracker
+    with t.run(f"calibrate-{bcfg.name}", params={**meta, "gamma": c.gamma, "rho": c.rho, "pairs": result.num_pairs},
+               tags={"anchorprune.stage": "calibrate", "anchorprune.backbone": bcfg.name}) as run_id:
+        t.log_series(run_id, "sr_by_layer", result.sr_mean)
+        t.log_series(run_id, "sr_by_layer_std", result.sr_std)
+        t.log_series(run_id, "sr_random_by_layer", result.random_mean)
+        t.log_metrics(run_id, {"window_start": result.window[0], "window_end": result.window[-1],
+                               "alpha": result.alpha, "beta": result.beta, "sr_median": result.median,
+                               "excluded_pairs": result.excluded_pairs, "num_pairs": result.num_pairs})
+        t.log_params(run_id, {"window": f"{result.window[0]}-{result.window[-1]}"})
+        fig = sr_curve_figure(result.sr_mean, result.sr_std, result.random_mean, result.window,
+                              f"{bcfg.name}: score retention by layer", result.gamma)
+        t.log_figure(run_id, fig, "sr_by_layer.png")
+        fig.savefig(out / f"{bcfg.name}_sr_by_layer.png", dpi=110)
+        t.log_dict(run_id, asdict(result), "calibration.json")
+    log.info("calibrated %s: window %s (alpha %.2f, beta %.2f)", bcfg.name, result.window, result.alpha, result.beta)
+    return result
+
+
+# ---------------------------------------------------------------- evaluate
+def resolve_windows(specs: tuple[str, ...], kind: str, num_layers: int, sr_window: list[int]) -> dict[str, list[int]]:
+    from anchorprune.retention import resolve_window
+
+    out: dict[str, list[int]] = {}
+    for spec in specs:
+        try:
+            out[spec] = list(resolve_window(spec, num_layers, sr_window=sr_window, kind=kind))
+        except (KeyError, ValueError) as exc:
+            log.warning("window %r skipped for %s: %s", spec, kind, exc)
+    if not out:
+        raise ValueError(f"none of the windows {specs} applies to backbone kind {kind!r}")
+    return out
+
+
+def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | None = None,
+                   calibration: CalibrationResult | None = None, backbone: Any | None = None) -> EvaluationResult:
+    import pandas as pd
+
+    from anchorprune.plots import retention_figure
+
+    backbone = backbone or (None if corpus else ws.backbone(bcfg))
+    corpus = corpus or stage_encode(ws, bcfg, backbone)
+    calibration = calibration or CalibrationResult.load(ws.reports / "calibration" / f"{bcfg.name}.json")
+    e = ws.settings.evaluate
+    calib_qids, eval_qids = ws.split()
+    windows = resolve_windows(e.windows, bcfg.kind, corpus.num_layers, calibration.window)
+    calib_pages = {p for q in calib_qids for p in ws.dataset.qrels.get(q, {})}
+    result = evaluate_grid(
+        corpus, ws.dataset.qrels, eval_qids, e.methods, e.gammas, windows,
+        random_trials=e.random_trials, seed=e.seed, ks=e.ks,
+        kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
+    )
+    meta = ws.meta(bcfg, backbone)
+    rows = result.rows()
+    frame = pd.DataFrame(rows)
+    out = ws.reports / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
+    write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": rows,
+                                          "num_queries": result.num_queries, "num_pages": result.num_pages})
+    _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
+
+    t = ws.tracker
+    with t.run(f"evaluate-{bcfg.name}", params={**meta, "gammas": list(e.gammas), "methods": list(e.methods),
+                                                "windows": json.dumps(windows), "queries": result.num_queries},
+               tags={"anchorprune.stage": "evaluate", "anchorprune.backbone": bcfg.name}) as parent:
+        for cfg in [result.full, *result.configs]:
+            with t.run(cfg.label + f"@{cfg.gamma:g}", parent_run_id=parent,
+                       params={**meta, "method": cfg.method, "gamma": cfg.gamma, "window": cfg.window or "-",
+                               "window_spec": cfg.window_spec or "-"},
+                       tags={"anchorprune.stage": "evaluate-config", "anchorprune.backbone": bcfg.name}) as child:
+                t.log_metrics(child, {**{_mkey(k): v for k, v in cfg.metrics.items()},
+                                      "ndcg_retention": cfg.ndcg_retention,
+                                      "sr_ratio_of_means": cfg.sr_ratio_of_means,
+                                      "sr_mean_of_ratios": cfg.sr_mean_of_ratios,
+                                      "sr_excluded_pairs": cfg.sr_excluded_pairs,
+                                      "vectors_per_page": cfg.vectors_per_page,
+                                      "bytes_per_page": cfg.bytes_per_page,
+                                      "realised_gamma": cfg.realised_gamma})
+        t.log_table(parent, frame, "comparison")
+        fig = retention_figure([r for r in rows if r["method"] != "full"], f"{bcfg.name}: nDCG@5 retention vs γ")
+        t.log_figure(parent, fig, "ndcg_retention_vs_gamma.png")
+        fig.savefig(out / f"{bcfg.name}_ndcg_retention.png", dpi=110)
+        fig = retention_figure([r for r in rows if r["method"] != "full"], f"{bcfg.name}: score retention vs γ",
+                               metric="sr_ratio_of_means")
+        t.log_figure(parent, fig, "sr_vs_gamma.png")
+        t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
+    write_json(out / f"{bcfg.name}.run.json", {"parent_run_id": parent})
+    return result
+
+
+def _mkey(k: str) -> str:
+    """MLflow metric names: 'ndcg@5' -> 'ndcg_at_5'."""
+    return k.replace("@", "_at_")
+
+
+def candidates_from(result: EvaluationResult, backbone: str, run_id: str | None = None) -> list[Candidate]:
+    return [
+        Candidate(backbone, c.method, c.gamma, c.window, c.ndcg_retention, c.vectors_per_page,
+                  result.random_retention(c.gamma), run_id)
+        for c in result.configs
+    ]
+
+
+# ---------------------------------------------------------------- promote
+def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationResult | None = None) -> Decision:
+    from anchorprune.registry import ChampionSpec, promote
+
+    if evaluation is None:
+        evaluation = load_evaluation(ws.reports / "evaluation" / f"{bcfg.name}.json", bcfg.name)
+    p = ws.settings.promote
+    meta = ws.meta(bcfg)
+    t = ws.tracker
+    with t.run(f"promote-{bcfg.name}", params={**meta, "min_retention": p.min_retention,
+                                               "require_beats_random": p.require_beats_random},
+               tags={"anchorprune.stage": "promote", "anchorprune.backbone": bcfg.name}) as run_id:
+        cands = candidates_from(evaluation, bcfg.name)
+
+        def spec_for(c: Candidate) -> ChampionSpec:
+            window = list(range(int(c.window.split("-")[0]), int(c.window.split("-")[1]) + 1)) if c.window else None
+            return ChampionSpec(backbone=bcfg.model_dump(mode="json"), method=c.method, gamma=c.gamma,
+                                window=window, candidate=asdict(c))
+
+        decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random)
+    write_json(ws.reports / "promotion" / f"{bcfg.name}.json", {
+        "promoted": decision.promoted, "reason": decision.reason, "version": version,
+        "champion": asdict(decision.champion) if decision.champion else None,
+        "rejected": [{"candidate": n, "why": w} for n, w in decision.rejected], "meta": meta,
+    })
+    return decision
+
+
+def load_evaluation(path: Path, backbone: str) -> EvaluationResult:
+    from anchorprune.evaluation import ConfigResult
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `anchorprune evaluate` first")
+    blob = json.loads(path.read_text())
+    fields = set(ConfigResult.__dataclass_fields__)
+    rows = []
+    for r in blob["rows"]:
+        metric_keys = [k for k in r if "@" in k]
+        rows.append(ConfigResult(**{k: v for k, v in r.items() if k in fields - {"metrics", "extra"}},
+                                 metrics={k: r[k] for k in metric_keys}))
+    return EvaluationResult(backbone, rows[0], rows[1:], blob["num_queries"], blob["num_pages"])
+
+
+def _write_csv(path: Path, rows: list[dict], replace_key: tuple[str, str]) -> None:
+    """Write rows into a CSV shared by backbones, replacing this backbone's old rows."""
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    if path.exists():
+        old = pd.read_csv(path)
+        if replace_key[0] in old.columns:
+            old = old[old[replace_key[0]] != replace_key[1]]
+        frame = pd.concat([old, frame], ignore_index=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _update_metrics(path: Path, backbone: str, result: EvaluationResult) -> None:
+    """DVC metrics: per backbone, nDCG@5 retention and SR of each config."""
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics[backbone] = {
+        "full_ndcg_at_5": round(result.full.metrics.get("ndcg@5", 0.0), 4),
+        **{f"{c.label}@{c.gamma:g}": {"ndcg_retention": round(c.ndcg_retention, 4),
+                                      "sr": round(c.sr_ratio_of_means, 4),
+                                      "vectors_per_page": round(c.vectors_per_page, 1)} for c in result.configs},
+    }
+    write_json(path, metrics)
