@@ -101,14 +101,19 @@ class Workspace:
 
 
 # ---------------------------------------------------------------- encode
-def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None,
-                 capture: LayerCapture | None = None) -> EncodedCorpus:
-    """Encode every page (all layers captured) and every query; the cache makes reruns free."""
-    backbone = backbone or ws.backbone(bcfg)
-    corpus = encode_dataset(
-        backbone, ws.dataset.pages(), ws.dataset.queries, capture or LayerCapture.all(),
+def load_corpus(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None,
+                capture: LayerCapture | None = None) -> EncodedCorpus:
+    """Every page (all layers captured unless told) and every query; the features cache makes reruns cheap."""
+    return encode_dataset(
+        backbone or ws.backbone(bcfg), ws.dataset.pages(), ws.dataset.queries, capture or LayerCapture.all(),
         ws.features_dir, bcfg.batch_size,
     )
+
+
+def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None) -> EncodedCorpus:
+    """The encode stage: fill the features cache and write a summary under reports/encode/."""
+    backbone = backbone or ws.backbone(bcfg)
+    corpus = load_corpus(ws, bcfg, backbone)
     write_json(ws.reports / "encode" / f"{bcfg.name}.json", {
         **ws.meta(bcfg, backbone), "pages": len(corpus.features), "queries": len(corpus.queries),
         "num_layers": corpus.num_layers,
@@ -123,7 +128,7 @@ def stage_calibrate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus |
     from anchorprune.plots import sr_curve_figure
 
     backbone = backbone or (None if corpus else ws.backbone(bcfg))
-    corpus = corpus or stage_encode(ws, bcfg, backbone)
+    corpus = corpus or load_corpus(ws, bcfg, backbone)
     c = ws.settings.calibrate
     calib_qids, _ = ws.split()
     pairs = calibration_pairs(ws.dataset.qrels, calib_qids, corpus.page_ids, c.pairs, c.seed)
@@ -177,7 +182,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
     from anchorprune.plots import retention_figure
 
     backbone = backbone or (None if corpus else ws.backbone(bcfg))
-    corpus = corpus or stage_encode(ws, bcfg, backbone)
+    corpus = corpus or load_corpus(ws, bcfg, backbone)
     calibration = calibration or CalibrationResult.load(ws.reports / "calibration" / f"{bcfg.name}.json")
     e = ws.settings.evaluate
     calib_qids, eval_qids = ws.split()
