@@ -11,7 +11,8 @@ from anchorprune.tracking import Tracker
 
 def make_template(dir_: Path) -> Path:
     db = dir_ / "template.db"
-    Tracker.from_config(TrackingConfig(uri=f"sqlite:///{db}", artifact_root=dir_ / "art"), dir_)
+    # migrations only: the experiment each test uses is created in its own copy, with its own artifact root
+    Tracker.from_config(TrackingConfig(uri=f"sqlite:///{db}", artifact_root=dir_ / "art", experiment="template"), dir_)
     return db
 
 
