@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 
 import pytest
+from pdf_fixtures import tree_digest
 from PIL import Image
 
 from anchorprune.data.schema import DatasetWriter, load_dataset_dir
 from anchorprune.data.validation import DataValidationError
 from anchorprune.data.versioning import DataVersionError, build_staged, data_version, dvc_add
-
-
-def tree_digest(root):
-    """sha256 over every path and file's bytes under root (None when root does not exist)."""
-    if not root.exists():
-        return None
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def good(n_pages=2, tag="a"):

@@ -100,6 +100,7 @@ class DatasetWriter:
     root: Path
     image_format: str = "png"
     jpeg_quality: int = 85
+    grayscale: bool = False          # store "L" images (a third of the bytes for black-on-white documents)
     _pages: list[dict[str, Any]] = field(default_factory=list)
     _queries: list[dict[str, Any]] = field(default_factory=list)
     _qrels: list[dict[str, Any]] = field(default_factory=list)
@@ -110,10 +111,11 @@ class DatasetWriter:
 
     def encode_image(self, image: Any) -> bytes:
         buf = io.BytesIO()
+        image = image.convert("L" if self.grayscale else "RGB")
         if self.image_format == "jpeg":
-            image.convert("RGB").save(buf, format="JPEG", quality=self.jpeg_quality, optimize=True)
+            image.save(buf, format="JPEG", quality=self.jpeg_quality)
         else:
-            image.save(buf, format="PNG", optimize=True)
+            image.save(buf, format="PNG")
         return buf.getvalue()
 
     def add_page(self, page_id: str, image: Any | bytes | None, *, text: str | None = None,
