@@ -110,6 +110,7 @@ class PromoteConfig(_Frozen):
 
 class IndexConfig(_Frozen):
     backend: Literal["local", "elasticsearch"] = "local"
+    backbone: str | None = None   # whose champion the index serves; default: the first backbone
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     dtype: Literal["float32", "float16", "bits"] = "float16"
     two_stage: bool = False

@@ -100,6 +100,23 @@ class Workspace:
         return load_backbone(bcfg)
 
 
+# ---------------------------------------------------------------- data
+def stage_data(ws: Workspace, rebuild: bool = False) -> str:
+    """Build (or reuse) the configured dataset, validate it (GX), track data/ with DVC; returns the data version."""
+    from anchorprune.data.validation import validate_dataset_dir
+    from anchorprune.data.versioning import dvc_add
+
+    if rebuild or not ws.dataset_dir.exists():
+        from anchorprune.data.sources import build_from_config
+
+        build_from_config(ws.settings, ws.root)          # staged: validated before it replaces anything
+    else:
+        validate_dataset_dir(ws.dataset_dir)
+    version = dvc_add(ws.root, ws.path(ws.settings.paths.data_dir), push=True)
+    ws.__dict__.pop("dataset", None)                     # reload after a rebuild
+    return version
+
+
 # ---------------------------------------------------------------- encode
 def load_corpus(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None,
                 capture: LayerCapture | None = None) -> EncodedCorpus:
@@ -314,3 +331,72 @@ def _update_metrics(path: Path, backbone: str, result: EvaluationResult) -> None
                                       "vectors_per_page": round(c.vectors_per_page, 1)} for c in result.configs},
     }
     write_json(path, metrics)
+
+
+# ---------------------------------------------------------------- index
+def index_backbone(ws: Workspace) -> BackboneConfig:
+    """The backbone whose champion the index serves (``index.backbone``, else the first listed)."""
+    name = ws.settings.index.backbone or (ws.settings.backbones[0].name if ws.settings.backbones else None)
+    if name is None:
+        raise ValueError("params.yaml lists no backbones: nothing to index")
+    return ws.settings.backbone(name)
+
+
+def open_serving_index(ws: Workspace):
+    from anchorprune.index import open_index
+
+    return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
+
+
+def stage_index(ws: Workspace) -> dict:
+    """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
+
+    Pages whose content hash is already in the serving version are not re-encoded;
+    the rest are encoded with window-only capture (through the features cache).
+    """
+    from anchorprune.encoding import encode_pages
+    from anchorprune.pruning import build_pruner
+    from anchorprune.registry import current_champion, model_name
+
+    bcfg = index_backbone(ws)
+    champ = current_champion(ws.tracker, bcfg.name)
+    if champ is None:
+        raise RuntimeError(
+            f"no '{model_name(bcfg.name)}@champion' in the registry: run `anchorprune promote` first "
+            f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
+        )
+    candidate, spec = champ
+    spec_bcfg = BackboneConfig(**spec.backbone)
+    backbone = ws.backbone(spec_bcfg)
+    capture = LayerCapture.window(spec.window or [backbone.num_layers - 1])
+    index = open_serving_index(ws)
+    existing = index.existing_hashes()
+    pages = list(ws.dataset.pages())
+    changed = [p for p in pages if existing.get(p.page_id) != p.content_hash]
+    feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
+    kwargs = {"window": spec.window} if spec.window else {}
+    if spec.method == "eos_adaptive":
+        from anchorprune.pruning.eos import calibrate_kappa
+
+        # κ is label-free (z-scores of the EOS row), so the pages being encoded calibrate it
+        kwargs["kappa"] = calibrate_kappa(list(feats.values()), spec.gamma)
+    pruner = build_pruner(spec.method, **kwargs)
+    pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
+    keep = [p.page_id for p in pages if p.page_id not in feats]
+    meta = {**ws.meta(spec_bcfg, backbone), "model": model_name(bcfg.name), "model_version": spec.version,
+            "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-"}
+    version = index.build(pruned, meta, reuse=keep)
+    index.swap(version)
+    index.prune_versions(ws.settings.index.keep_versions)
+    info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
+            "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
+            "reencoded_pages": len(changed), "reused_pages": len(keep), **meta}
+    write_json(ws.reports / "index.json", info)
+    return info
+
+
+def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
+    """Search the serving index with the champion's backbone."""
+    bcfg = index_backbone(ws)
+    qvecs = ws.backbone(bcfg).encode_queries([query])[0]  # [m, d]
+    return open_serving_index(ws).search(qvecs, k)

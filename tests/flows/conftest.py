@@ -1,0 +1,71 @@
+"""Flow tests: one Prefect test harness per session, a tiny synthetic project per test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+N_PAGES = 16
+
+
+@pytest.fixture(autouse=True, scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def write_synthetic_dataset(root: Path, name: str = "synth", n: int = N_PAGES) -> Path:
+    """Pages with planted topics for the mock backbone; query q<i> is about page p<i>."""
+    from anchorprune.data.schema import DatasetWriter
+    from anchorprune.data.versioning import build_staged
+
+    def build(staging: Path):
+        w = DatasetWriter(staging)
+        for i in range(n):
+            w.add_page(f"p{i:02d}", None, text=f"synthetic page {i} topic:t{i}", source_doc="synthetic",
+                       page_number=i + 1)
+            w.add_query(f"q{i:02d}", f"which page is about topic:t{i}?")
+            w.add_qrel(f"q{i:02d}", f"p{i:02d}", 1)
+        return w.finish(name=name, source="synthetic", revision="test")
+
+    final, _ = build_staged(root / "data", name, build)
+    return final
+
+
+def project_params(tmp: Path, tracking_uri: str, artifact_root: Path, **overrides) -> dict:
+    params = {
+        "data": {"dataset": "synth", "source": "demo", "calibration_fraction": 0.5, "seed": 0},
+        "backbones": [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted", "batch_size": 8}],
+        "calibrate": {"pairs": 50, "gamma": 0.1, "rho": 0.2, "random_trials": 3},
+        "evaluate": {"gammas": [0.2, 0.1], "methods": ["sap", "random", "eos_topk"], "windows": ["sr", "0-1"],
+                     "random_trials": 3},
+        "promote": {"min_retention": 0.9},
+        "index": {"backend": "local", "name": "test-index", "dtype": "float32"},
+        "tracking": {"uri": tracking_uri, "artifact_root": str(artifact_root), "experiment": "anchorprune"},
+    }
+    for section, values in overrides.items():
+        params[section] = {**params.get(section, {}), **values}
+    return params
+
+
+@pytest.fixture
+def project(tmp_path, mlflow_template, monkeypatch):
+    """A tmp project root: git repo, params.yaml (mock backbone), synthetic data, its own MLflow store."""
+    from mlflow_store import fresh_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    tracking = fresh_tracking(mlflow_template, root / "mlruns")
+    params = project_params(root, tracking.uri, tracking.artifact_root)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_synthetic_dataset(root)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

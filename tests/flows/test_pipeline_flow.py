@@ -1,0 +1,118 @@
+"""The whole pipeline on a tiny synthetic dataset with the mocked backbone (planted anchors)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anchorprune.config import load_settings
+from anchorprune.promotion import choose_champion
+from anchorprune.registry import current_champion, model_name
+from anchorprune.stages import Workspace, candidates_from, load_evaluation, open_serving_index, stage_search
+from anchorprune.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+
+def _ws(root):
+    return Workspace(load_settings(root / "params.yaml"), root)
+
+
+def _run_pipeline(root):
+    from flows.pipeline import pipeline_flow
+
+    return pipeline_flow(params="params.yaml", root=str(root))
+
+
+def test_pipeline_end_to_end(project):
+    result = _run_pipeline(project)
+    ws = _ws(project)
+    tracker = Tracker.from_config(ws.settings.tracking, project)
+    client = tracker.client
+
+    # data: tracked by DVC, version recorded
+    assert (project / "data.dvc").exists() and len(result["data_version"]) == 32
+
+    # calibration: SR by layer with step = layer, window inside the planted anchor layers
+    calib = client.search_runs([tracker.experiment_id], "tags.`anchorprune.stage` = 'calibrate'")
+    assert len(calib) == 1
+    hist = client.get_metric_history(calib[0].info.run_id, "sr_by_layer")
+    assert sorted(m.step for m in hist) == list(range(8))
+    window = result["windows"]["mock"]
+    assert set(window) <= {2, 3, 4, 5}, window
+    sr = {m.step: m.value for m in hist}
+    assert min(sr[layer] for layer in window) > max(sr[0], sr[7])
+    assert "sr_by_layer.png" in [a.path for a in client.list_artifacts(calib[0].info.run_id)]
+
+    # evaluation: a parent run with one child per config and the expected metrics
+    parent = client.search_runs([tracker.experiment_id], "tags.`anchorprune.stage` = 'evaluate'")[0]
+    children = tracker.child_runs(parent.info.run_id)
+    # full + 2 gammas x (sap x 2 windows + random + eos_topk)
+    assert len(children) == 1 + 2 * 4
+    for child in children:
+        for key in ("ndcg_at_5", "ndcg_at_10", "recall_at_5", "ndcg_retention", "sr_ratio_of_means",
+                    "sr_mean_of_ratios", "vectors_per_page", "bytes_per_page"):
+            assert key in child.data.metrics, (child.info.run_name, key)
+        for key in ("method", "gamma", "window", "backbone_id", "backbone_revision", "data_version", "git_commit"):
+            assert key in child.data.params
+    arts = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert {"comparison.csv", "comparison.html", "ndcg_retention_vs_gamma.png"} <= set(arts)
+
+    # planted structure: SAP on the SR window beats random at gamma 0.1
+    ev = load_evaluation(project / "reports" / "evaluation" / "mock.json", "mock")
+    sap = next(c for c in ev.configs if c.method == "sap" and c.gamma == 0.1 and c.window_spec == "sr")
+    rnd = next(c for c in ev.configs if c.method == "random" and c.gamma == 0.1)
+    assert sap.sr_ratio_of_means > rnd.sr_ratio_of_means + 0.1
+
+    # promotion: the alias points at the config the rule must choose
+    expected = choose_champion(candidates_from(ev, "mock"), 0.9).champion
+    champ, spec = current_champion(tracker, "mock")
+    assert expected is not None
+    assert (champ.method, champ.gamma, champ.window) == (expected.method, expected.gamma, expected.window)
+    mv = client.get_model_version_by_alias(model_name("mock"), "champion")
+    assert mv.tags["anchorprune.method"] == expected.method
+
+    # index: a version serves, and each query finds its planted page first
+    info = json.loads((project / "reports" / "index.json").read_text())
+    assert info["version"] == result["index"]["version"] and info["pages"] == 16
+    for i in (0, 5, 11):
+        hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
+        assert hits[0].page_id == f"p{i:02d}"
+
+
+def test_champion_runs_as_pyfunc(project):
+    import mlflow
+    import pandas as pd
+
+    _run_pipeline(project)
+    ws = _ws(project)
+    Tracker.from_config(ws.settings.tracking, project)
+    model = mlflow.pyfunc.load_model(f"models:/{model_name('mock')}@champion")
+    out = model.predict(pd.DataFrame({"page_id": ["a", "b"], "text": ["topic:x", "topic:y"]}))
+    champ, spec = current_champion(Tracker.from_config(ws.settings.tracking, project), "mock")
+    assert list(out["page_id"]) == ["a", "b"]
+    assert all(n == max(1, int(spec.gamma * 32)) for n in out["n_vectors"])
+
+
+def test_failure_in_evaluate_leaves_champion_and_index(project, monkeypatch):
+    _run_pipeline(project)
+    ws = _ws(project)
+    tracker = Tracker.from_config(ws.settings.tracking, project)
+    before_version = str(tracker.client.get_model_version_by_alias(model_name("mock"), "champion").version)
+    before_index = open_serving_index(ws).current().number
+
+    import flows.evaluate
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure inside evaluate")
+
+    monkeypatch.setattr(flows.evaluate, "stage_evaluate", boom)
+    # a changed config makes the evaluate task miss its cache, so the failure is reached
+    params = (project / "params.yaml").read_text().replace("min_retention: 0.9", "min_retention: 0.5")
+    (project / "params.yaml").write_text(params)
+    with pytest.raises(Exception, match="injected failure"):
+        _run_pipeline(project)
+    assert str(tracker.client.get_model_version_by_alias(model_name("mock"), "champion").version) == before_version
+    assert open_serving_index(ws).current().number == before_index
+    assert stage_search(ws, "which page is about topic:t3?", k=1)[0].page_id == "p03"
