@@ -15,9 +15,11 @@ the offending rows and ids. GX is imported lazily (its import takes ~4-5 s).
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +110,7 @@ def image_table(root: Path, corpus: pd.DataFrame) -> pd.DataFrame:
                 rec.update(decodes=True, width=im.width, height=im.height)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
             msg = re.sub(r"<_io.BytesIO object at 0x[0-9a-f]+>", str(rel), str(exc))
-            rec["error"] = f"{type(exc).__name__}: {msg}"
+            rec["error"] = f"{type(exc).__name__}: {msg} in {rel}"
         rows.append(rec)
     df = pd.DataFrame(rows, columns=["page_id", "decodes", "width", "height", "error"])
     return df[df["decodes"].notna()].reset_index(drop=True).astype({"decodes": bool})
@@ -196,12 +198,23 @@ def _bad_ids(df: pd.DataFrame, table: str, rows: list[int], exp) -> list[str]:
     return [str(v) for v in sub[col]] if col in sub else []
 
 
+@functools.cache
+def _context():
+    """One ephemeral GX context per process (each new one makes a temp docs folder)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
 def validate_tables(corpus: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataFrame, images: pd.DataFrame,
                     name: str = "dataset") -> ValidationReport:
     """Run the GX suites on the four tables; returns the report (does not raise)."""
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     gxe = gx.expectations
     page_ids = corpus["page_id"].dropna().astype(str).unique().tolist() if "page_id" in corpus else []
     query_ids = queries["query_id"].dropna().astype(str).unique().tolist() if "query_id" in queries else []
@@ -215,17 +228,15 @@ def validate_tables(corpus: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataF
                 df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
         frames[t] = df
 
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = ctx.data_sources.add_pandas("anchorprune")
+    ctx = _context()
+    run = uuid.uuid4().hex[:8]
+    source = ctx.data_sources.add_pandas(f"anchorprune-{run}")
     results: list[CheckResult] = []
     for table, exps in _expectations(gxe, query_ids, page_ids, judged).items():
         df = frames[table].reset_index(drop=True)
         bd = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}-{table}", expectations=exps))
-        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-{table}", data=bd, suite=suite))
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}-{table}-{run}", expectations=exps))
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-{table}-{run}", data=bd, suite=suite))
         if df.empty and table in ("qrels", "images"):
             continue  # nothing to check row-wise (an empty corpus/queries is caught by the row counts)
         res = vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
