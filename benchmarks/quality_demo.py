@@ -1,0 +1,379 @@
+"""Quality evidence table on the offline demo corpus, with the MiniLM text STAND-IN backbone.
+
+Corpus: the Debian ``r-doc-pdf`` manuals (``demo``: 291 pages; ``large``: 677 pages), R-FAQ's
+human-written questions as queries, the answer page as the single relevant page (labels from the
+PDF outline, question titles blanked on every page). Backbone: all-MiniLM-L6-v2 over each page's
+text layer (``anchorprune.backbones.minilm_text``): a text encoder, NOT a vision model.
+
+Table: full, random (5 seeds, mean ± sd), SAP with each single layer and with the SR-selected
+window, EOS/[CLS] attention (adaptive and top-k), cluster-merge, hierarchical pooling, at
+γ = 0.2 / 0.1 / 0.05: nDCG@5, recall@5, score retention (SR, both aggregates), with paired
+bootstrap 95% intervals of (method − random) on per-query nDCG@5 and per-pair SR. The SR curve and
+the window are calibrated on queries disjoint from the evaluation queries (``split_queries``).
+
+Run (one heavy job at a time machine-wide)::
+
+    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py
+    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py --variant large
+
+Writes ``benchmarks/results/quality_demo[_large].json`` and logs one MLflow run (``--no-mlflow`` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from anchorprune.backbones.base import LayerCapture  # noqa: E402
+from anchorprune.backbones.minilm_text import MiniLMTextBackbone  # noqa: E402
+from anchorprune.features import PageFeatures  # noqa: E402
+
+log = logging.getLogger("quality_demo")
+
+GAMMAS = (0.2, 0.1, 0.05)
+K = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# data and encoding
+# ---------------------------------------------------------------------------------------------
+
+def load_or_build(variant: str, data_dir: Path | None):
+    from anchorprune.data.schema import load_dataset_dir
+
+    path = data_dir or ROOT / "data" / ("rdocs-demo" if variant == "demo" else "rdocs-large")
+    if not (path / "manifest.json").exists():
+        from anchorprune.data import demo as demo_builder  # the demo corpus builder (data issue)
+
+        log.info("building the %s corpus into %s", variant, path)
+        demo_builder.build_demo(path, variant=variant)
+    return load_dataset_dir(path)
+
+
+def encode(ds, backbone: MiniLMTextBackbone, cache_dir: Path, batch_pages: int = 16):
+    """All-layers features for every page and query vectors, cached on (dataset content, model revision)."""
+    key_src = json.dumps([sorted(ds.corpus["content_hash"]), sorted(ds.queries.items()),
+                          backbone.model_id, backbone.revision, "all-layers"]).encode()
+    key = hashlib.sha256(key_src).hexdigest()[:16]
+    path = cache_dir / f"quality-{key}.pt"
+    if path.exists():
+        blob = torch.load(path, weights_only=False)
+        log.info("features from cache %s", path)
+        return blob["features"], blob["queries"], blob["encode_s"]
+    pages = list(ds.pages(images=False))
+    t0 = time.perf_counter()
+    feats: dict[str, PageFeatures] = {}
+    for i in tqdm(range(0, len(pages), batch_pages), desc="encode pages", unit="batch"):
+        for f in backbone.encode_pages(pages[i:i + batch_pages], LayerCapture.all()):
+            feats[f.page_id] = f
+    encode_s = time.perf_counter() - t0
+    qids = list(ds.queries)
+    queries = dict(zip(qids, backbone.encode_queries([ds.queries[q] for q in qids]), strict=True))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"features": feats, "queries": queries, "encode_s": encode_s}, tmp)
+    tmp.replace(path)
+    return feats, queries, encode_s
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring and per-query measures
+# ---------------------------------------------------------------------------------------------
+
+def score_matrix(queries: Sequence[torch.Tensor], docs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Exhaustive MaxSim ``[Q, P]`` through the project's scoring module."""
+    from anchorprune.scoring import maxsim_matrix
+
+    return maxsim_matrix(list(queries), list(docs))
+
+
+def per_query(scores: torch.Tensor, qids: Sequence[str], pids: Sequence[str],
+              qrels: Mapping[str, Mapping[str, int]]) -> dict[str, np.ndarray]:
+    """Per-query nDCG@5 and recall@5 (``anchorprune.metrics``), in ``qids`` order."""
+    from anchorprune.metrics import evaluate_run, run_from_scores
+
+    run = run_from_scores(scores, list(qids), list(pids))
+    ev = evaluate_run({q: dict(qrels[q]) for q in qids}, run, ks=(K,))
+    per = ev["per_query"]
+    return {m: np.array([per[q][m] for q in qids], dtype=np.float64) for m in (f"ndcg@{K}", f"recall@{K}")}
+
+
+def gold_pairs(qids: Sequence[str], pids: Sequence[str], qrels) -> list[tuple[int, int]]:
+    col = {p: j for j, p in enumerate(pids)}
+    return [(i, col[p]) for i, q in enumerate(qids) for p, r in sorted(qrels[q].items()) if r > 0 and p in col]
+
+
+def pair_sr(scores: torch.Tensor, full: torch.Tensor, pairs) -> np.ndarray:
+    """Per-pair score retention; NaN where the full score is <= 0 (excluded, SPEC §3)."""
+    out = np.full(len(pairs), np.nan)
+    for n, (i, j) in enumerate(pairs):
+        f = float(full[i, j])
+        if f > 0:
+            out[n] = float(scores[i, j]) / f
+    return out
+
+
+def paired_bootstrap(diff: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    """Mean of ``diff`` and its 95% percentile interval over ``reps`` resamples of the units.
+
+    >>> m, lo, hi = paired_bootstrap(np.array([1.0, 1.0, 1.0]), 100, 0)
+    >>> (m, lo, hi)
+    (1.0, 1.0, 1.0)
+    """
+    diff = diff[~np.isnan(diff)]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(reps, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# methods
+# ---------------------------------------------------------------------------------------------
+
+def pruner_for(method: str, **kwargs):
+    from anchorprune.pruning import build_pruner
+
+    return build_pruner(method, **kwargs)
+
+
+def prune_all(feats: Mapping[str, PageFeatures], pids: Sequence[str], pruner, gamma: float) -> list[torch.Tensor]:
+    return [pruner.prune(feats[p], gamma).vectors for p in pids]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", choices=("demo", "large"), default="demo")
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / "cache" / "bench")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--trials", type=int, default=5, help="random seeds")
+    ap.add_argument("--bootstrap", type=int, default=10000)
+    ap.add_argument("--calibration-fraction", type=float, default=0.3)
+    ap.add_argument("--sr-gamma", type=float, default=0.05)
+    ap.add_argument("--rho", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-mlflow", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(args.seed)
+    out_path = args.out or ROOT / "benchmarks" / "results" / (
+        "quality_demo.json" if args.variant == "demo" else "quality_demo_large.json")
+
+    from anchorprune.retention import select_sr_window, sr_curve
+
+    from anchorprune.data.schema import split_queries
+
+    ds = load_or_build(args.variant, args.data_dir)
+    calib_q, eval_q = split_queries(ds, args.calibration_fraction, seed=args.seed)
+    assert not set(calib_q) & set(eval_q)
+    backbone = MiniLMTextBackbone()
+    feats, qvecs, encode_s = encode(ds, backbone, args.cache_dir)
+    pids = list(ds.page_ids)
+    n_tokens = [feats[p].num_tokens for p in pids]
+    log.info("%d pages (%d tokens/page mean), %d calibration / %d evaluation queries, encode %.1f s",
+             len(pids), int(np.mean(n_tokens)), len(calib_q), len(eval_q), encode_s)
+
+    # ---- calibration: SR curve per layer and SR-guided window, on calibration queries only ----
+    calib_pairs = [(qvecs[q], feats[p]) for q in calib_q for p, r in sorted(ds.qrels[q].items()) if r > 0]
+    curve = sr_curve(calib_pairs, gamma=args.sr_gamma, random_trials=args.trials, seed=args.seed)
+    win = select_sr_window([float(x) for x in curve.mean], rho=args.rho)
+    window = [int(x) for x in win.layers]
+    log.info("SR by layer %s (random %.3f); window %s", [round(float(x), 3) for x in curve.mean],
+             float(np.mean(curve.random_mean)), window)
+
+    # ---- evaluation ----
+    qlist = [qvecs[q] for q in eval_q]
+    full_docs = [feats[p].embeddings for p in pids]
+    full_scores = score_matrix(qlist, full_docs)
+    pairs = gold_pairs(eval_q, pids, ds.qrels)
+    full_pq = per_query(full_scores, eval_q, pids, ds.qrels)
+
+    from anchorprune.pruning.eos import calibrate_kappa
+
+    calib_pages = sorted({p for q in calib_q for p, r in ds.qrels[q].items() if r > 0})
+    methods: list[tuple[str, str, Callable[[float, int], object], bool]] = []  # label, family, factory, seeded
+    methods.append(("random", "random", lambda g, s: pruner_for("random", seed=s), True))
+    for layer in range(backbone.num_layers):
+        methods.append((f"sap[{layer}]", "sap", lambda g, s, layer=layer: pruner_for("sap", window=[layer]), False))
+    methods.append((f"sap[sr {window[0]}-{window[-1]}]", "sap",
+                    lambda g, s: pruner_for("sap", window=window), False))
+    last = backbone.num_layers - 1
+    methods.append(("eos_topk", "eos", lambda g, s: pruner_for("eos_topk", layer=last), False))
+    methods.append(("eos_adaptive", "eos", lambda g, s: pruner_for(
+        "eos_adaptive", layer=last, kappa=calibrate_kappa([feats[p] for p in pids], g, layer=last)), False))
+    methods.append(("cluster_merge", "merge", lambda g, s: pruner_for("cluster_merge"), False))
+    methods.append(("hier_pool", "merge", lambda g, s: pruner_for("hier_pool"), False))
+
+    rows: list[dict] = []
+    full_row = {"label": "full", "gamma": 1.0, "ndcg@5": float(full_pq["ndcg@5"].mean()),
+                "recall@5": float(full_pq["recall@5"].mean()), "sr_ratio_of_means": 1.0,
+                "sr_mean_of_ratios": 1.0, "vectors_per_page": float(np.mean(n_tokens)), "realised_gamma": 1.0}
+    rows.append(full_row)
+    jobs = [(g, m) for g in GAMMAS for m in methods]
+    random_ref: dict[float, dict[str, np.ndarray]] = {}
+    t_eval = time.perf_counter()
+    for gamma, (label, family, factory, seeded) in tqdm(jobs, desc="methods x gamma"):
+        seeds = range(args.seed, args.seed + args.trials) if seeded else [args.seed]
+        trials = []
+        for s in seeds:
+            pruner = factory(gamma, s)
+            docs = prune_all(feats, pids, pruner, gamma)
+            scores = score_matrix(qlist, docs)
+            pq = per_query(scores, eval_q, pids, ds.qrels)
+            sr = pair_sr(scores, full_scores, pairs)
+            pruned_gold = np.array([float(scores[i, j]) for i, j in pairs])
+            full_gold = np.array([float(full_scores[i, j]) for i, j in pairs])
+            trials.append({
+                "ndcg": pq["ndcg@5"], "recall": pq["recall@5"], "sr": sr,
+                "rom": float(pruned_gold.sum() / full_gold.sum()),
+                "kept": float(np.mean([d.shape[0] for d in docs])),
+                "realised": float(np.mean([d.shape[0] / n for d, n in zip(docs, n_tokens, strict=True)])),
+            })
+        ndcg_q = np.mean([t["ndcg"] for t in trials], axis=0)      # per query, mean over seeds
+        sr_p = np.nanmean([t["sr"] for t in trials], axis=0)        # per pair, mean over seeds
+        row = {
+            "label": label, "family": family, "gamma": gamma,
+            "ndcg@5": float(np.mean([t["ndcg"].mean() for t in trials])),
+            "recall@5": float(np.mean([t["recall"].mean() for t in trials])),
+            "sr_ratio_of_means": float(np.mean([t["rom"] for t in trials])),
+            "sr_mean_of_ratios": float(np.mean([np.nanmean(t["sr"]) for t in trials])),
+            "sr_excluded_pairs": int(np.isnan(trials[0]["sr"]).sum()),
+            "vectors_per_page": float(np.mean([t["kept"] for t in trials])),
+            "realised_gamma": float(np.mean([t["realised"] for t in trials])),
+            "ndcg_retention": float(np.mean([t["ndcg"].mean() for t in trials]) / full_row["ndcg@5"]),
+        }
+        if len(trials) > 1:
+            row["ndcg@5_sd"] = statistics.stdev(float(t["ndcg"].mean()) for t in trials)
+            row["recall@5_sd"] = statistics.stdev(float(t["recall"].mean()) for t in trials)
+            row["sr_mean_of_ratios_sd"] = statistics.stdev(float(np.nanmean(t["sr"])) for t in trials)
+            row["sr_ratio_of_means_sd"] = statistics.stdev(t["rom"] for t in trials)
+        if label == "random":
+            random_ref[gamma] = {"ndcg": ndcg_q, "sr": sr_p}
+        else:
+            ref = random_ref[gamma]
+            m, lo, hi = paired_bootstrap(ndcg_q - ref["ndcg"], args.bootstrap, args.seed)
+            row["d_ndcg@5_vs_random"] = {"mean": m, "ci95": [lo, hi]}
+            m, lo, hi = paired_bootstrap(sr_p - ref["sr"], args.bootstrap, args.seed)
+            row["d_sr_vs_random"] = {"mean": m, "ci95": [lo, hi]}
+        rows.append(row)
+    eval_s = time.perf_counter() - t_eval
+
+    result = {
+        "benchmark": "quality_demo",
+        "variant": args.variant,
+        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py"
+                   + ("" if args.variant == "demo" else " --variant large"),
+        "stand_in": "all-MiniLM-L6-v2 over the PDF text layer (text encoder, NOT a vision model)",
+        "backbone": {"name": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
+                     "num_layers": backbone.num_layers, "dim": backbone.dim},
+        "dataset": {"path": str(ds.path.relative_to(ROOT)) if ds.path.is_relative_to(ROOT) else str(ds.path),
+                    "manifest": ds.manifest, "pages": len(pids), "tokens_per_page_mean": float(np.mean(n_tokens)),
+                    "tokens_per_page_max": int(np.max(n_tokens)), "queries_calibration": len(calib_q),
+                    "queries_evaluation": len(eval_q), "gold_pairs_evaluation": len(pairs)},
+        "calibration": {"gamma": args.sr_gamma, "rho": args.rho, "pairs": len(calib_pairs),
+                        "excluded": int(curve.excluded),
+                        "sr_by_layer": [float(x) for x in curve.mean], "sr_by_layer_std": [float(x) for x in curve.std],
+                        "random_by_layer": [float(x) for x in curve.random_mean],
+                        "window": window, "alpha": float(win.alpha), "beta": float(win.beta),
+                        "median": float(win.median)},
+        "settings": {"gammas": list(GAMMAS), "random_trials": args.trials, "bootstrap": args.bootstrap,
+                     "seed": args.seed, "eos_layer": last, "eos_kappa_pages": "all corpus pages (query-free)",
+                     "calibration_pages_for_reference": len(calib_pages)},
+        "timing": {"encode_pages_s": encode_s, "evaluate_s": eval_s, "torch_threads": torch.get_num_threads(),
+                   "machine": platform.platform()},
+        "rows": rows,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out_path)
+    table = markdown_table(result)
+    print(table)
+    log.info("wrote %s", out_path)
+    if not args.no_mlflow:
+        log_mlflow(result, table)
+    return 0
+
+
+def _fmt_ci(d: dict | None) -> str:
+    if not d:
+        return ""
+    lo, hi = d["ci95"]
+    star = " *" if lo > 0 else (" −" if hi < 0 else "")
+    return f"{d['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}"
+
+
+def _sd_formatter(row: dict) -> Callable[[str], str]:
+    def sd(key: str) -> str:
+        return f" ± {row[key + '_sd']:.3f}" if key + "_sd" in row else ""
+    return sd
+
+
+def markdown_table(result: dict) -> str:
+    lines = [
+        "| γ | method | kept/page | nDCG@5 | recall@5 | SR (mean of ratios) | SR (ratio of means) "
+        "| Δ nDCG@5 vs random [95% CI] | Δ SR vs random [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        g = "1" if r["gamma"] == 1.0 else f"{r['gamma']:g}"
+        sd = _sd_formatter(r)
+        kept = f"{r['vectors_per_page']:.1f}" + ("" if math.isclose(r["realised_gamma"], r["gamma"], abs_tol=0.01)
+                                                   else f" (γ̂ {r['realised_gamma']:.3f})")
+        lines.append(
+            f"| {g} | {r['label']} | {kept} | {r['ndcg@5']:.3f}{sd('ndcg@5')} | {r['recall@5']:.3f}{sd('recall@5')} "
+            f"| {r['sr_mean_of_ratios']:.3f}{sd('sr_mean_of_ratios')} | {r['sr_ratio_of_means']:.3f} "
+            f"| {_fmt_ci(r.get('d_ndcg@5_vs_random'))} | {_fmt_ci(r.get('d_sr_vs_random'))} |"
+        )
+    return "\n".join(lines)
+
+
+def log_mlflow(result: dict, table: str) -> None:
+    try:
+        from anchorprune.config import load_settings
+        from anchorprune.tracking import Tracker
+    except ImportError as exc:  # tracking is optional for this benchmark
+        log.warning("MLflow logging skipped: %s", exc)
+        return
+    settings = load_settings(ROOT / "params.yaml")
+    tracker = Tracker.from_config(settings.tracking, ROOT)
+    params = {"variant": result["variant"], "backbone": result["backbone"]["name"],
+              "revision": result["backbone"]["revision"], "pages": result["dataset"]["pages"],
+              "eval_queries": result["dataset"]["queries_evaluation"],
+              "calib_queries": result["dataset"]["queries_calibration"],
+              "sr_window": "-".join(map(str, result["calibration"]["window"]))}
+    with tracker.run(f"quality-demo-{result['variant']}", params=params,
+                     tags={"benchmark": "quality_demo", "stand_in": "true"}) as run_id:
+        metrics = {}
+        for r in result["rows"]:
+            key = r["label"].replace("[", "_").replace("]", "").replace(" ", "_") + f"_g{r['gamma']:g}"
+            metrics[f"{key}.ndcg5"] = r["ndcg@5"]
+            metrics[f"{key}.recall5"] = r["recall@5"]
+            metrics[f"{key}.sr_mor"] = r["sr_mean_of_ratios"]
+            metrics[f"{key}.sr_rom"] = r["sr_ratio_of_means"]
+        tracker.log_metrics(run_id, metrics)
+        tracker.log_series(run_id, "sr_by_layer", result["calibration"]["sr_by_layer"])
+        tracker.log_dict(run_id, result, "quality_demo.json")
+        tracker.log_text(run_id, table, "quality_demo.md")
+    log.info("MLflow run %s in %s", run_id, tracker.uri)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
