@@ -1,0 +1,206 @@
+"""Exhaustive late-interaction (MaxSim) scoring, batched over packed pages (SPEC §3, §5).
+
+``MaxSim(Q, D) = sum_i max_j q_i . d_j``. Pages are stored *packed*: all page
+vectors concatenated into one ``[T, d]`` matrix plus ``offsets [P + 1]`` (page
+``p`` owns rows ``offsets[p]:offsets[p + 1]``). There are no padding rows, so
+nothing but a real page vector can win a max.
+
+:func:`score_packed` stacks every query token into one ``[M, d]`` matrix,
+multiplies it with one chunk of whole pages at a time (one large matmul into a
+reused buffer, so memory stays bounded), takes the max over each page's column
+range with a segmented reduction, and sums the maxima per query.
+
+Examples
+--------
+>>> import torch
+>>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])                      # [m=2, d=2]
+>>> pages = [torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([[0.0, 2.0]])]
+>>> maxsim(q, pages)
+tensor([1.5000, 2.0000])
+>>> vecs, offsets = pack(pages)
+>>> offsets.tolist()
+[0, 2, 3]
+>>> score_packed([q, q[:1]], vecs, offsets)
+tensor([[1.5000, 2.0000],
+        [1.0000, 0.0000]])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+#: default bound on the ``[M, chunk_tokens]`` similarity buffer, in float32 elements (64 MiB)
+DEFAULT_BUFFER_ELEMENTS = 1 << 24
+
+
+class ScoringError(ValueError):
+    """Inputs to MaxSim scoring are malformed (empty pages, NaN/inf, shape mismatch)."""
+
+
+def pack(pages: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate page matrices ``[n_i, d]`` into ``(vecs [T, d], offsets [P + 1] int64)``.
+
+    The dtype of the pages is kept (float16 pages stay float16).
+
+    >>> import torch
+    >>> v, o = pack([torch.zeros(3, 4), torch.ones(1, 4)])
+    >>> tuple(v.shape), o.tolist()
+    ((4, 4), [0, 3, 4])
+    """
+    if len(pages) == 0:
+        raise ScoringError("pack() got no pages: pass at least one [n, d] tensor")
+    dim = None
+    lengths = []
+    for i, p in enumerate(pages):
+        if p.ndim != 2:
+            raise ScoringError(f"page {i} has shape {tuple(p.shape)}; every page must be [n, d]")
+        if p.shape[0] == 0:
+            raise ScoringError(f"page {i} has no vectors; an empty page cannot be scored (drop it or keep >= 1)")
+        if dim is None:
+            dim = p.shape[1]
+        elif p.shape[1] != dim:
+            raise ScoringError(f"page {i} has dimension {p.shape[1]}, the first page has {dim}")
+        lengths.append(p.shape[0])
+    offsets = torch.zeros(len(pages) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+    return torch.cat(list(pages), dim=0), offsets
+
+
+def _name(page_ids: Sequence[str] | None, p: int) -> str:
+    return f"page {p} ({page_ids[p]!r})" if page_ids is not None else f"page {p}"
+
+
+def _check_offsets(offsets: torch.Tensor, total: int, page_ids: Sequence[str] | None) -> np.ndarray:
+    off = np.asarray(offsets.detach().cpu().numpy() if isinstance(offsets, torch.Tensor) else offsets,
+                     dtype=np.int64)
+    if off.ndim != 1 or off.shape[0] < 2:
+        raise ScoringError(f"offsets must be a 1-D [P + 1] tensor with P >= 1, got shape {tuple(off.shape)}")
+    if off[0] != 0 or off[-1] != total:
+        raise ScoringError(f"offsets must start at 0 and end at the number of vectors ({total}), "
+                           f"got {int(off[0])} .. {int(off[-1])}")
+    lengths = np.diff(off)
+    if (lengths <= 0).any():
+        p = int(np.flatnonzero(lengths <= 0)[0])
+        raise ScoringError(f"{_name(page_ids, p)} has {int(lengths[p])} vectors; empty pages cannot be scored")
+    if page_ids is not None and len(page_ids) != len(lengths):
+        raise ScoringError(f"{len(page_ids)} page ids for {len(lengths)} pages")
+    return off
+
+
+def _stack_queries(queries: Sequence[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All query tokens ``[M, d]`` float32 and the ``[Q, M]`` 0/1 matrix that sums rows per query."""
+    if len(queries) == 0:
+        raise ScoringError("no queries given: pass at least one [m, d] tensor")
+    lengths = []
+    for i, q in enumerate(queries):
+        if q.ndim != 2 or q.shape[1] != dim:
+            raise ScoringError(f"query {i} has shape {tuple(q.shape)}; expected [m, {dim}]")
+        if q.shape[0] == 0:
+            raise ScoringError(f"query {i} has no token vectors")
+        if not torch.isfinite(q).all():
+            raise ScoringError(f"query {i} contains NaN or inf; re-encode it")
+        lengths.append(q.shape[0])
+    qtok = torch.cat([q.to(torch.float32) for q in queries], dim=0)     # [M, d]
+    owner = torch.repeat_interleave(torch.arange(len(queries)), torch.tensor(lengths))
+    summer = torch.zeros(len(queries), qtok.shape[0], dtype=torch.float32)   # [Q, M]
+    summer[owner, torch.arange(qtok.shape[0])] = 1.0
+    return qtok, summer
+
+
+def score_packed(
+    queries: Sequence[torch.Tensor],      # Q x [m_i, d]
+    vecs: torch.Tensor,                   # [T, d] float32 or float16
+    offsets: torch.Tensor,                # [P + 1] int64
+    chunk_tokens: int | None = None,
+    page_ids: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """MaxSim of every query against every packed page: ``[Q, P]`` float32.
+
+    Parameters
+    ----------
+    queries
+        One ``[m_i, d]`` tensor per query (any float dtype; computed in float32).
+    vecs, offsets
+        Packed pages from :func:`pack` (or a memory-mapped index). ``vecs`` may be
+        float16: each chunk is converted to float32 before the matmul.
+    chunk_tokens
+        Page vectors per matmul. Default: as many as keep the ``[M, chunk]``
+        similarity buffer at ~64 MiB (``M`` = total query tokens), never fewer than
+        the longest page. Peak extra memory is about ``4 * M * chunk_tokens`` bytes.
+    page_ids
+        Optional names used in error messages.
+
+    Raises
+    ------
+    ScoringError
+        On empty pages or queries, mismatched dimensions, bad offsets, or NaN/inf in
+        a query or a page (the message names the page).
+
+    Examples
+    --------
+    >>> import torch
+    >>> vecs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])   # page 0: rows 0-1, page 1: row 2
+    >>> score_packed([torch.tensor([[1.0, 0.0]])], vecs, torch.tensor([0, 2, 3]))
+    tensor([[ 1., -1.]])
+    """
+    if vecs.ndim != 2:
+        raise ScoringError(f"vecs must be [T, d], got shape {tuple(vecs.shape)}")
+    if not vecs.is_floating_point():
+        raise ScoringError(f"vecs must be a float tensor, got {vecs.dtype}")
+    total, dim = vecs.shape
+    off = _check_offsets(offsets, total, page_ids)
+    num_pages = off.shape[0] - 1
+    qtok, summer = _stack_queries(queries, dim)                        # [M, d], [Q, M]
+    m = qtok.shape[0]
+    longest = int(np.diff(off).max())
+    if chunk_tokens is None:
+        chunk_tokens = max(longest, DEFAULT_BUFFER_ELEMENTS // m)
+    elif chunk_tokens < 1:
+        raise ScoringError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    buffer = torch.empty(m * max(chunk_tokens, longest), dtype=torch.float32)
+    out = torch.empty(len(queries), num_pages, dtype=torch.float32)   # [Q, P]
+
+    a = 0
+    while a < num_pages:
+        # whole pages [a, b) whose vectors fit in chunk_tokens (at least one page)
+        b = int(np.searchsorted(off, off[a] + chunk_tokens, side="right")) - 1
+        b = min(max(b, a + 1), num_pages)
+        lo, hi = int(off[a]), int(off[b])
+        chunk = vecs[lo:hi]
+        if chunk.dtype != torch.float32:
+            chunk = chunk.to(torch.float32)
+        if not torch.isfinite(chunk).all():
+            bad_row = lo + int(torch.nonzero(~torch.isfinite(chunk).all(dim=1))[0, 0])
+            p = int(np.searchsorted(off, bad_row, side="right")) - 1
+            raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
+                               "re-encode it or drop it from the index")
+        sim = buffer[: m * (hi - lo)].view(m, hi - lo)                   # [M, t]
+        torch.mm(qtok, chunk.T, out=sim)
+        starts = off[a:b] - lo
+        page_max = np.maximum.reduceat(sim.numpy(), starts, axis=1)     # [M, b - a]
+        out[:, a:b] = summer @ torch.from_numpy(page_max)                # per-query sums [Q, b - a]
+        a = b
+    return out
+
+
+def maxsim(query: torch.Tensor, pages: Sequence[torch.Tensor]) -> torch.Tensor:
+    """MaxSim of one query ``[m, d]`` against each page ``[n_i, d]``: ``[P]`` float32.
+
+    >>> import torch
+    >>> maxsim(torch.tensor([[1.0, 0.0]]), [torch.tensor([[0.2, 0.0], [0.7, 0.1]])])
+    tensor([0.7000])
+    """
+    vecs, offsets = pack(pages)
+    return score_packed([query], vecs, offsets)[0]
+
+
+def maxsim_matrix(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[Q, P]`` MaxSim of every query against every page (packs the pages, then :func:`score_packed`)."""
+    vecs, offsets = pack(pages)
+    return score_packed(queries, vecs, offsets)

@@ -1,0 +1,109 @@
+"""MaxSim scoring: hand cases, a naive double loop on random ragged inputs, chunking, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anchorprune.scoring import ScoringError, maxsim, maxsim_matrix, pack, score_packed
+
+
+def naive(query: torch.Tensor, page: torch.Tensor) -> float:
+    total = 0.0
+    for qi in query.tolist():
+        best = -float("inf")
+        for dj in page.tolist():
+            best = max(best, sum(a * b for a, b in zip(qi, dj, strict=True)))
+        total += best
+    return total
+
+
+def test_hand_case():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pages = [torch.tensor([[0.6, 0.8], [1.0, 0.0]]), torch.tensor([[0.0, -1.0]])]
+    # page 0: max(0.6, 1.0) + max(0.8, 0.0) = 1.8 ; page 1: 0 + (-1) = -1
+    assert maxsim(q, pages).tolist() == pytest.approx([1.8, -1.0])
+
+
+def test_padding_can_never_win_a_max():
+    # all similarities negative: a zero padding row would wrongly give 0
+    q = torch.tensor([[1.0, 0.0]])
+    pages = [torch.tensor([[-1.0, 0.0]]), torch.tensor([[-0.5, 0.0], [-0.25, 0.0], [-2.0, 0.0]])]
+    assert maxsim(q, pages).tolist() == pytest.approx([-1.0, -0.25])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    qlens=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    plens=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    chunk=st.one_of(st.none(), st.integers(1, 20)),
+)
+def test_matches_naive_double_loop(seed, qlens, plens, chunk):
+    g = torch.Generator().manual_seed(seed)
+    d = 5
+    queries = [torch.randn(m, d, generator=g) for m in qlens]
+    pages = [torch.randn(n, d, generator=g) for n in plens]
+    vecs, offsets = pack(pages)
+    got = score_packed(queries, vecs, offsets, chunk_tokens=chunk)
+    assert got.shape == (len(queries), len(pages))
+    for i, q in enumerate(queries):
+        for j, p in enumerate(pages):
+            assert got[i, j].item() == pytest.approx(naive(q, p), abs=1e-5)
+
+
+def test_chunk_sizes_agree_and_float16_vectors_accepted():
+    g = torch.Generator().manual_seed(3)
+    pages = [torch.randn(n, 16, generator=g) for n in (7, 1, 30, 12, 5)]
+    queries = [torch.randn(m, 16, generator=g) for m in (3, 8)]
+    vecs, offsets = pack(pages)
+    ref = score_packed(queries, vecs, offsets)
+    for chunk in (1, 7, 8, 31, 10_000):
+        assert torch.allclose(score_packed(queries, vecs, offsets, chunk_tokens=chunk), ref, atol=1e-5)
+    half = score_packed(queries, vecs.half(), offsets)
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, maxsim_matrix(queries, [p.half().float() for p in pages]), atol=1e-5)
+
+
+def test_maxsim_matrix_equals_rows_of_maxsim():
+    g = torch.Generator().manual_seed(1)
+    pages = [torch.randn(n, 4, generator=g) for n in (2, 3)]
+    queries = [torch.randn(m, 4, generator=g) for m in (1, 4, 2)]
+    mat = maxsim_matrix(queries, pages)
+    for i, q in enumerate(queries):
+        assert torch.allclose(mat[i], maxsim(q, pages))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_page_raises_naming_the_page(bad):
+    pages = [torch.ones(2, 3), torch.ones(4, 3), torch.ones(1, 3)]
+    pages[1][2, 1] = bad
+    vecs, offsets = pack(pages)
+    with pytest.raises(ScoringError, match=r"page 1 \('p-b'\).*NaN or inf"):
+        score_packed([torch.ones(1, 3)], vecs, offsets, chunk_tokens=2, page_ids=["p-a", "p-b", "p-c"])
+    with pytest.raises(ScoringError, match="page 1 contains NaN or inf"):
+        maxsim(torch.ones(1, 3), pages)
+
+
+def test_non_finite_query_raises():
+    q = torch.ones(2, 3)
+    q[0, 0] = float("nan")
+    with pytest.raises(ScoringError, match="query 0"):
+        maxsim(q, [torch.ones(1, 3)])
+
+
+def test_empty_page_and_bad_shapes_raise():
+    with pytest.raises(ScoringError, match="page 1 has no vectors"):
+        pack([torch.ones(2, 3), torch.ones(0, 3)])
+    with pytest.raises(ScoringError, match="empty pages"):
+        score_packed([torch.ones(1, 3)], torch.ones(2, 3), torch.tensor([0, 2, 2]))
+    with pytest.raises(ScoringError, match="dimension 4"):
+        pack([torch.ones(2, 3), torch.ones(1, 4)])
+    with pytest.raises(ScoringError, match="end at the number of vectors"):
+        score_packed([torch.ones(1, 3)], torch.ones(2, 3), torch.tensor([0, 1]))
+    with pytest.raises(ScoringError, match=r"query 0 has shape"):
+        score_packed([torch.ones(1, 5)], torch.ones(2, 3), torch.tensor([0, 2]))
+    with pytest.raises(ScoringError, match="no queries"):
+        score_packed([], torch.ones(2, 3), torch.tensor([0, 2]))
