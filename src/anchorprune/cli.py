@@ -60,11 +60,146 @@ def check_config(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 # ---------------------------------------------------------------- data (issue #6)
+def _data_errors():
+    """The data layer's named errors: printed as one clear message, exit 1."""
+    from anchorprune.data.demo import DemoAssetsError
+    from anchorprune.data.pdfs import PdfError
+    from anchorprune.data.schema import DatasetError
+    from anchorprune.data.validation import DataValidationError
+    from anchorprune.data.versioning import DataVersionError
+    from anchorprune.data.vidore import DatasetUnavailableError
+
+    return (DemoAssetsError, PdfError, DatasetError, DataValidationError, DataVersionError,
+            DatasetUnavailableError, FileNotFoundError, ValueError)
+
+
+def _run_data(fn):
+    import logging
+    import time
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    except _data_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return out, time.perf_counter() - t0
+
+
+def _data_root(cfg: Settings) -> Path:
+    p = cfg.paths.data_dir
+    return p if p.is_absolute() else Path.cwd() / p
+
+
+def _echo_built(final: Path, manifest: dict, seconds: float) -> None:
+    c = manifest["counts"]
+    typer.echo(f"{final}: {c['pages']} pages, {c['queries']} queries, {c['qrels']} qrels "
+               f"(validated, {seconds:.1f} s); version it with `anchorprune data add`")
+
+
+NameOpt = Annotated[str | None, typer.Option("--name", help="dataset folder under data/ (default: data.dataset)")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="cap rows/queries/pages for quick runs")]
+
+
 @data_app.command("build-demo")
-def data_build_demo(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Build the offline demo corpus from Debian's R manuals."""
-    settings_or_exit(params)
-    not_yet("data build-demo", 6)
+def data_build_demo(
+    params: ParamsOpt = Path("params.yaml"),
+    variant: Annotated[str | None, typer.Option(help="small (291 pages) | large (677); default data.demo_variant")] = None,
+    name: NameOpt = None,
+    cache_dir: Annotated[Path, typer.Option(help="where the .deb is downloaded and unpacked")] = Path("cache/debs"),
+    pdf_dir: Annotated[Path | None, typer.Option(help="use R manual PDFs from this folder instead of apt")] = None,
+    max_pages_per_doc: Annotated[int | None, typer.Option(min=1, help="cap pages per manual (quick runs)")] = None,
+) -> None:
+    """Build the offline demo corpus from Debian's r-doc-pdf (R-FAQ questions -> pages); needs apt."""
+    from anchorprune.data.demo import build_demo
+
+    cfg = settings_or_exit(params)
+    (final, manifest), secs = _run_data(lambda: build_demo(
+        _data_root(cfg), name=name or cfg.data.dataset, dpi=cfg.data.dpi, variant=variant or cfg.data.demo_variant,
+        cache_dir=cache_dir, pdf_dir=pdf_dir, blank_titles=cfg.data.blank_titles,
+        max_pages_per_doc=max_pages_per_doc or cfg.data.limit))
+    _echo_built(final, manifest, secs)
+
+
+@data_app.command("pdfs")
+def data_pdfs(
+    pdf_dir: Annotated[Path | None, typer.Argument(help="folder of PDFs (default: data.pdf_dir)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    name: NameOpt = None,
+    limit: LimitOpt = None,
+    blank_titles: Annotated[bool | None, typer.Option(help="blank outline titles on their page")] = None,
+) -> None:
+    """Build a dataset from your own PDFs: pages + text layer, weak-label queries from each outline."""
+    from anchorprune.data.pdfs import build_pdf_dataset
+    from anchorprune.data.versioning import build_staged
+
+    cfg = settings_or_exit(params)
+    src = pdf_dir or cfg.data.pdf_dir
+    if src is None:
+        typer.echo("error: give a PDF folder (argument) or set data.pdf_dir in params.yaml", err=True)
+        raise typer.Exit(2)
+    ds_name = name or cfg.data.dataset
+    blank = cfg.data.blank_titles if blank_titles is None else blank_titles
+    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg), ds_name, lambda s: build_pdf_dataset(
+        src, s, name=ds_name, dpi=cfg.data.dpi, blank_titles=blank, limit=limit or cfg.data.limit)))
+    _echo_built(final, manifest, secs)
+
+
+@data_app.command("vidore")
+def data_vidore(
+    ids: Annotated[list[str] | None, typer.Argument(help="HF ids or save_to_disk folders (default: data.vidore_ids)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    name: NameOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Build a dataset from ViDoRe v1/v2 (hub cache or local copies); several ids make one union."""
+    from anchorprune.data.versioning import build_staged
+    from anchorprune.data.vidore import build_vidore_dataset
+
+    cfg = settings_or_exit(params)
+    sources = list(ids or cfg.data.vidore_ids)
+    if not sources:
+        typer.echo("error: give ViDoRe ids (arguments) or set data.vidore_ids in params.yaml", err=True)
+        raise typer.Exit(2)
+    ds_name = name or cfg.data.dataset
+    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg), ds_name, lambda s: build_vidore_dataset(
+        sources, s, name=ds_name, limit=limit or cfg.data.limit)))
+    _echo_built(final, manifest, secs)
+
+
+@data_app.command("validate")
+def data_validate(params: ParamsOpt = Path("params.yaml"), name: NameOpt = None) -> None:
+    """Run the Great Expectations suites on data/<dataset> and print the report (exit 1 on failure)."""
+    from anchorprune.data.validation import validate_dataset_dir
+
+    cfg = settings_or_exit(params)
+    report, _ = _run_data(lambda: validate_dataset_dir(_data_root(cfg) / (name or cfg.data.dataset)))
+    typer.echo(report.render())
+
+
+@data_app.command("add")
+def data_add(
+    params: ParamsOpt = Path("params.yaml"),
+    push: Annotated[bool, typer.Option(help="push to the default DVC remote (.dvc-remote/)")] = True,
+) -> None:
+    """Track data/ with DVC (data.dvc; dvc init and a local remote on first use) and print the data version."""
+    from anchorprune.data.versioning import dvc_add
+
+    cfg = settings_or_exit(params)
+    version, secs = _run_data(lambda: dvc_add(Path.cwd(), _data_root(cfg), push=push))
+    typer.echo(f"data version {version} ({secs:.1f} s); commit data.dvc"
+               + (" (pushed to the default remote)" if push else ""))
+
+
+@data_app.command("version")
+def data_version_cmd() -> None:
+    """Print the data version (the md5 in data.dvc), or 'untracked'."""
+    from anchorprune.data.versioning import data_version
+
+    version, _ = _run_data(lambda: data_version(Path.cwd()))
+    typer.echo(version or "untracked")
 
 
 # ---------------------------------------------------------------- stages (issue #7)
