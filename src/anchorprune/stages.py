@@ -107,9 +107,9 @@ def stage_data(ws: Workspace, rebuild: bool = False) -> str:
     from anchorprune.data.versioning import dvc_add
 
     if rebuild or not ws.dataset_dir.exists():
-        from anchorprune.data.sources import build_from_config
+        from anchorprune.data.build import build_dataset
 
-        build_from_config(ws.settings, ws.root)          # staged: validated before it replaces anything
+        build_dataset(ws.settings, ws.root, rebuild=rebuild)   # staged: validated before it replaces anything
     else:
         validate_dataset_dir(ws.dataset_dir)
     version = dvc_add(ws.root, ws.path(ws.settings.paths.data_dir), push=True)
