@@ -102,3 +102,18 @@ def test_offline_uncached_dataset_says_so(tmp_path, monkeypatch):
 def test_wrong_shape_is_named(v2_dir, tmp_path):
     with pytest.raises(ValueError, match="lacks column"):
         build_vidore_dataset(str(v2_dir / "queries"), tmp_path / "out", name="x")
+
+
+def test_published_image_bytes_are_stored_as_is(tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    img("orange").save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    d = tmp_path / "jpeg_v1"
+    Dataset.from_dict({"query": ["orange?"], "image": [{"bytes": jpeg, "path": None}]},
+                      features=Features({"query": Value("string"), "image": Image()})).save_to_disk(str(d))
+    build_vidore_dataset(str(d), tmp_path / "out", name="j")
+    ds = load_dataset_dir(tmp_path / "out")
+    stored = tmp_path / "out" / ds.corpus["image_path"][0]
+    assert stored.suffix == ".jpg" and stored.read_bytes() == jpeg

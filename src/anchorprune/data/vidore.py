@@ -101,16 +101,29 @@ def load_split(source: str, config: str | None = None, revision: str | None = No
 
 
 def _image_bytes(img: Any) -> tuple[bytes, str]:
-    """(PNG bytes for storage, md5 of the decoded pixels) of a PIL image or an HF image dict."""
+    """(bytes to store, md5 of the decoded RGB pixels) of an HF image dict or a PIL image.
+
+    Undecoded images (``Image(decode=False)``: ``{"bytes", "path"}``) are stored as published
+    (no re-encoding of JPEGs); PIL images are stored as PNG.
+    """
     from PIL import Image
 
-    if isinstance(img, dict):                       # Image(decode=False): {"bytes": ..., "path": ...}
-        img = Image.open(io.BytesIO(img["bytes"])) if img.get("bytes") else Image.open(img["path"])
-    img = img.convert("RGB")
-    md5 = hashlib.md5(img.tobytes()).hexdigest()    # SPEC §5: de-duplicate pages by MD5 of pixels
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue(), md5
+    if isinstance(img, dict):
+        data = img.get("bytes") or Path(img["path"]).read_bytes()
+        pil = Image.open(io.BytesIO(data))
+    else:
+        pil, buf = img, io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
+    md5 = hashlib.md5(pil.convert("RGB").tobytes()).hexdigest()   # SPEC §5: de-duplicate pages by pixel MD5
+    return data, md5
+
+
+def _undecoded(ds: Any, column: str = "image"):
+    """The dataset with ``column`` left as raw bytes (so images are stored exactly as published)."""
+    from datasets import Image as HFImage
+
+    return ds.cast_column(column, HFImage(decode=False)) if column in ds.column_names else ds
 
 
 def add_vidore_v1(writer: DatasetWriter, source: str, *, prefix: str = "", limit: int | None = None,
@@ -125,6 +138,7 @@ def add_vidore_v1(writer: DatasetWriter, source: str, *, prefix: str = "", limit
                          "is it a v2 dataset (configs corpus/queries/qrels)?")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    ds = _undecoded(ds)
     pages: dict[str, str] = {}            # pixel md5 -> page id
     queries: dict[str, str] = {}          # text -> query id
     qrels: set[tuple[str, str]] = set()
@@ -160,7 +174,7 @@ def add_vidore_v2(writer: DatasetWriter, source: str, *, prefix: str = "", limit
     """corpus/queries/qrels configs (split test, score > 0) -> pages, queries, qrels; returns counts."""
     from tqdm import tqdm
 
-    corpus = load_split(source, "corpus", revision)
+    corpus = _undecoded(load_split(source, "corpus", revision))
     queries = load_split(source, "queries", revision)
     qrels = load_split(source, "qrels", revision)
     rels: dict[str, dict[str, int]] = {}
