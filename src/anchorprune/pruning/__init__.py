@@ -1,0 +1,68 @@
+"""Pruning methods over cached :class:`~anchorprune.features.PageFeatures` (SPEC §2, §4).
+
+:func:`build_pruner` maps a method name of ``config.Method`` to a :class:`Pruner`.
+
+Examples
+--------
+>>> build_pruner("sap", window=[11, 12, 13, 14])
+SapPruner(window=[11, 12, 13, 14], heads='mean')
+>>> build_pruner("random", seed=2)
+RandomPruner(seed=2)
+>>> build_pruner("eos_topk")
+EosTopkPruner(layer=None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from anchorprune.pruning.base import PrunedPage, Pruner
+from anchorprune.pruning.eos import EosAdaptivePruner, EosTopkPruner, calibrate_kappa, realised_gamma
+from anchorprune.pruning.merging import ClusterMergePruner, HierarchicalPoolPruner
+from anchorprune.pruning.random import RandomPruner
+from anchorprune.pruning.sap import SapPruner, keep_count, layer_centrality, select
+
+METHODS = ("sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool")
+
+__all__ = [
+    "METHODS", "ClusterMergePruner", "EosAdaptivePruner", "EosTopkPruner", "HierarchicalPoolPruner",
+    "PrunedPage", "Pruner", "RandomPruner", "SapPruner", "build_pruner", "calibrate_kappa", "keep_count",
+    "layer_centrality", "realised_gamma", "select",
+]
+
+
+def build_pruner(
+    method: str,
+    *,
+    window: Sequence[int] | None = None,
+    seed: int = 0,
+    kappa: float | None = None,
+    eos_layer: int | None = None,
+) -> Pruner:
+    """The pruner for ``method``.
+
+    ``window`` is required by ``sap`` (decoder-layer indices); ``seed`` is used by
+    ``random``; ``kappa`` is required by ``eos_adaptive`` (from
+    :func:`calibrate_kappa`); ``eos_layer`` picks the EOS layer (default the last).
+    Arguments a method does not use are ignored, so one call site can build any method.
+    ``sap_max`` raises :class:`NotImplementedError`: the features cache stores SAP-Mean only.
+    """
+    if method == "sap":
+        if not window:
+            raise ValueError("method 'sap' needs window=[layers...] (see anchorprune.retention.resolve_window)")
+        return SapPruner(window)
+    if method == "sap_max":
+        return SapPruner(window or [0], heads="max")   # raises NotImplementedError with the reason
+    if method == "random":
+        return RandomPruner(seed)
+    if method == "eos_adaptive":
+        if kappa is None:
+            raise ValueError("method 'eos_adaptive' needs kappa=calibrate_kappa(calibration_features, gamma)")
+        return EosAdaptivePruner(kappa, layer=eos_layer)
+    if method == "eos_topk":
+        return EosTopkPruner(layer=eos_layer)
+    if method == "cluster_merge":
+        return ClusterMergePruner()
+    if method == "hier_pool":
+        return HierarchicalPoolPruner()
+    raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
