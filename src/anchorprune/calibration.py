@@ -83,7 +83,7 @@ def calibrate(
         num_layers=corpus.num_layers,
         gamma=gamma,
         rho=rho,
-        num_pairs=len(pairs) - int(curve.excluded),
+        num_pairs=int(curve.num_pairs),
         excluded_pairs=int(curve.excluded),
         sr_mean=[float(x) for x in curve.mean],
         sr_std=[float(x) for x in curve.std],

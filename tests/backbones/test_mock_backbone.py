@@ -39,6 +39,6 @@ def test_query_finds_its_topic_page_first():
     mock = MockBackbone()
     feats = mock.encode_pages(_pages(), LayerCapture.all())
     for i in range(5):
-        q = mock.encode_queries([f"what about topic:t{i}"])[0]  # [m, d]
+        q = mock.encode_queries([f"what about topic:t{i}?"])[0]  # [m, d]
         scores = torch.stack([(q @ f.embeddings.T).max(dim=1).values.sum() for f in feats])
         assert int(scores.argmax()) == i

@@ -28,7 +28,7 @@ from anchorprune.config import BackboneConfig
 from anchorprune.features import PageFeatures
 from anchorprune.pages import Page
 
-_TOPIC = re.compile(r"topic:(\S+)")
+_TOPIC = re.compile(r"topic:(\w+)")
 
 
 def _seed(*parts: str) -> int:
