@@ -1,0 +1,56 @@
+"""The pruned index: one contract (:class:`Index`), two backends (local default, Elasticsearch).
+
+:func:`open_index` picks the backend from ``IndexConfig.backend``: ``local``
+(versioned directories under ``root``) unless it says ``elasticsearch``, which
+needs ``ELASTICSEARCH_URL`` (and optionally ``ELASTICSEARCH_API_KEY``) in the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from anchorprune.config import IndexConfig
+from anchorprune.index.base import (
+    CorruptVersionError,
+    Hit,
+    Index,
+    IndexInputError,
+    IndexLockedError,
+    IndexStats,
+    IndexStoreError,
+    IndexVersion,
+    NoServingVersionError,
+    VersionNotFoundError,
+)
+from anchorprune.index.local import LocalIndex
+
+__all__ = [
+    "CorruptVersionError", "Hit", "Index", "IndexInputError", "IndexLockedError", "IndexStats", "IndexStoreError",
+    "IndexVersion", "LocalIndex", "NoServingVersionError", "VersionNotFoundError", "open_index",
+]
+
+
+class BackendConfigError(IndexStoreError, ValueError):
+    """The configured backend cannot be opened (e.g. Elasticsearch without ``ELASTICSEARCH_URL``)."""
+
+
+def open_index(cfg: IndexConfig, root: Path | str) -> Index:
+    """The index named by ``cfg`` (local under ``root/<cfg.name>/``, or the Elasticsearch alias ``cfg.name``).
+
+    >>> import tempfile
+    >>> from anchorprune.config import IndexConfig
+    >>> open_index(IndexConfig(name="demo", dtype="bits"), tempfile.mkdtemp()).dtype
+    'bits'
+    """
+    if cfg.backend == "elasticsearch":
+        if not os.environ.get("ELASTICSEARCH_URL"):
+            raise BackendConfigError(
+                "index.backend is 'elasticsearch' but ELASTICSEARCH_URL is not set: export ELASTICSEARCH_URL "
+                "(and ELASTICSEARCH_API_KEY if the cluster needs one), or set index.backend: local")
+        from anchorprune.index.elasticsearch import ElasticsearchIndex
+
+        return ElasticsearchIndex.from_env(cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage,
+                                           candidates=cfg.candidates)
+    return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage, candidates=cfg.candidates)

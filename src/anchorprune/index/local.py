@@ -1,0 +1,678 @@
+"""The embedded index: versioned directories of packed vectors, memory-mapped, exact MaxSim in chunks.
+
+Layout (``root/<name>/``)::
+
+    CURRENT                 "v3" -- the serving version, replaced atomically (os.replace)
+    .lock                   {"pid", "host", "started_at", "token"} while a build runs
+    v3/
+      vectors.bin           packed page vectors [T, d] float32 | float16, or [T, d/8] uint8 sign bits (raw, C order)
+      offsets.npy           [P + 1] int64: page p owns rows offsets[p]:offsets[p + 1]
+      means.npy             [P, d] float16: L2-normalised mean vector of each page (two-stage first stage)
+      pages.json            {"page_ids": [...], "content_hashes": [...]}
+      manifest.json         dtype, dim, counts, meta (config hash, data version, model, backbone), sha256 of every file
+    .build-v4-<token>/      a build in progress (renamed to v4/ only after it is verified)
+
+Guarantees: a build writes into a hidden staging directory, verifies it (checksums,
+counts, offsets, a smoke search) and only then renames it to ``v<N>/``; the serving
+version changes only in :meth:`LocalIndex.swap`, by replacing ``CURRENT``. Readers
+memory-map ``vectors.bin`` and re-read ``CURRENT`` on every search, so a swap is picked
+up at the next query and a version deleted under a running reader stays readable to it
+(POSIX unlink semantics).
+
+Scoring: exact MaxSim through :func:`anchorprune.scoring.score_packed` (chunked matmul
+over the memory map). Sign-bit pages are decoded chunk by chunk to ``±1/sqrt(d)``
+(:mod:`anchorprune.index.quantize`) and scored against the float query (asymmetric).
+Two-stage search ranks pages by ``mean(page) · mean(query)`` (both L2-normalised),
+then scores the top ``candidates`` pages exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from anchorprune.index import quantize
+from anchorprune.index.base import (
+    CorruptVersionError,
+    Hit,
+    IndexInputError,
+    IndexLockedError,
+    IndexStats,
+    IndexStoreError,
+    IndexVersion,
+    NoServingVersionError,
+    VersionNotFoundError,
+    check_meta,
+    normalized_mean,
+    now_iso,
+    page_matrix,
+    query_matrix,
+    validate_pages,
+    version_number,
+)
+from anchorprune.pruning.base import PrunedPage
+from anchorprune.scoring import score_packed
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_VDIR = re.compile(r"^v(\d+)$")
+#: an unreadable lock file (a crash between create and write) older than this is stale
+_EMPTY_LOCK_STALE_S = 30.0
+#: page vectors decoded at once when scoring sign-bit pages
+_BITS_CHUNK_TOKENS = 1 << 18
+
+
+# ---------------------------------------------------------------- lock
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BuildLock:
+    """An exclusive build lock: a file created with ``O_EXCL`` naming its owner (pid, host).
+
+    A lock whose owner is a dead process on this host is stale and taken over (with a
+    warning); a lock held by a live process, or by another host, refuses the build with
+    :class:`IndexLockedError`. The stale check and takeover run under an ``flock`` on a
+    guard file, so two processes cannot both take over one stale lock.
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path = path
+        self.what = what
+        self.token = uuid.uuid4().hex
+        self.held = False
+
+    def owner(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, owner: dict[str, Any]) -> bool:
+        if not owner:   # empty / half-written lock: stale once it is old enough
+            try:
+                return time.time() - self.path.stat().st_mtime > _EMPTY_LOCK_STALE_S
+            except FileNotFoundError:
+                return True
+        if owner.get("host") != socket.gethostname():
+            return False
+        pid = owner.get("pid")
+        return isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid)
+
+    def acquire(self) -> BuildLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso(), "token": self.token}
+        guard = self.path.with_name(self.path.name + ".guard")
+        with open(guard, "a+") as g:
+            fcntl.flock(g, fcntl.LOCK_EX)
+            try:
+                for _ in range(2):
+                    try:
+                        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    except FileExistsError:
+                        owner = self.owner()
+                        if owner is None:
+                            continue            # released between our open and read: try again
+                        if self._stale(owner):
+                            log.warning("%s: taking over a stale lock %s (owner %s)", self.what, self.path, owner)
+                            with contextlib.suppress(FileNotFoundError):
+                                self.path.unlink()
+                            continue
+                        raise IndexLockedError(
+                            f"{self.what} is already being built by pid {owner.get('pid')} on host "
+                            f"{owner.get('host')!r} since {owner.get('started_at')} (lock file {self.path}); "
+                            "wait for that build to finish. If that process is gone (another host cannot be "
+                            "checked from here), delete the lock file and retry."
+                        ) from None
+                    with os.fdopen(fd, "w") as f:
+                        json.dump(info, f)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    self.held = True
+                    return self
+            finally:
+                fcntl.flock(g, fcntl.LOCK_UN)
+        raise IndexLockedError(f"{self.what}: could not create the lock file {self.path}; retry")
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        owner = self.owner()
+        if owner and owner.get("token") == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        else:
+            log.warning("%s: lock %s is no longer ours (owner %s); leaving it", self.what, self.path, owner)
+        self.held = False
+
+    def __enter__(self) -> BuildLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------- files
+def _sha256(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass
+class _Version:
+    """An opened version directory: manifest, memory-mapped vectors, offsets, means, ids."""
+
+    path: Path
+    manifest: dict[str, Any]
+    vecs: np.ndarray            # [T, w] memmap (copy-on-write mapping; the file is never modified)
+    offsets: np.ndarray         # [P + 1] int64
+    means: np.ndarray           # [P, d] float32
+    page_ids: list[str]
+    content_hashes: list[str]
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest["dtype"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def number(self) -> int:
+        return int(self.manifest["version"])
+
+    @classmethod
+    def open(cls, path: Path, verify: bool = False) -> _Version:
+        mpath = path / "manifest.json"
+        try:
+            manifest = json.loads(mpath.read_text())
+        except FileNotFoundError:
+            raise VersionNotFoundError(f"{path} has no manifest.json: not a complete index version") from None
+        except ValueError as exc:
+            raise CorruptVersionError(f"{mpath} is not valid JSON ({exc}); delete this version") from None
+        if manifest.get("format") != FORMAT:
+            raise CorruptVersionError(f"{mpath} has format {manifest.get('format')!r}, this code reads {FORMAT}")
+        if verify:
+            for fname, rec in manifest["files"].items():
+                f = path / fname
+                if not f.exists():
+                    raise CorruptVersionError(f"{path.name}: file {fname} is missing")
+                if f.stat().st_size != rec["bytes"] or _sha256(f) != rec["sha256"]:
+                    raise CorruptVersionError(f"{path.name}: {fname} does not match its checksum in the manifest; "
+                                              "the version is damaged: delete it and rebuild")
+        dtype, dim = manifest["dtype"], int(manifest["dim"])
+        total = int(manifest["vectors"])
+        width = quantize.stored_width(dtype, dim)
+        vecs = np.memmap(path / "vectors.bin", dtype=quantize.storage_dtype(dtype), mode="c", shape=(total, width))
+        offsets = np.load(path / "offsets.npy")
+        means = np.load(path / "means.npy").astype(np.float32)
+        ids = json.loads((path / "pages.json").read_text())
+        v = cls(path, manifest, vecs, offsets, means, ids["page_ids"], ids["content_hashes"])
+        if verify:
+            v.check_consistent()
+        return v
+
+    def check_consistent(self) -> None:
+        p, t = int(self.manifest["pages"]), int(self.manifest["vectors"])
+        o = self.offsets
+        problems = []
+        if o.shape != (p + 1,) or o[0] != 0 or o[-1] != t or (np.diff(o) <= 0).any():
+            problems.append(f"offsets do not describe {p} non-empty pages over {t} vectors")
+        if self.means.shape != (p, self.dim):
+            problems.append(f"means have shape {self.means.shape}, expected {(p, self.dim)}")
+        if len(self.page_ids) != p or len(set(self.page_ids)) != p or len(self.content_hashes) != p:
+            problems.append("page ids are not unique or do not match the page count")
+        if problems:
+            raise CorruptVersionError(f"{self.path.name}: " + "; ".join(problems))
+
+    def info(self, name: str) -> IndexVersion:
+        m = self.manifest
+        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return IndexVersion(name=name, number=int(m["version"]), created_at=m["created_at"], pages=int(m["pages"]),
+                            vectors=int(m["vectors"]), bytes=size, manifest=m)
+
+    def rows(self, pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded float32 vectors of the given pages (in that order) and their local offsets."""
+        starts, ends = self.offsets[pages], self.offsets[pages + 1]
+        lengths = ends - starts
+        local = np.zeros(len(pages) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=local[1:])
+        idx = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1])
+        stored = np.asarray(self.vecs[idx])
+        return torch.from_numpy(quantize.decode(stored, self.dtype, self.dim)), torch.from_numpy(local)
+
+    def score_all(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None) -> torch.Tensor:
+        """Exact MaxSim ``[Q, P]`` of the queries against every page."""
+        if self.dtype != "bits":
+            return score_packed(queries, torch.from_numpy(self.vecs), torch.from_numpy(self.offsets),
+                                chunk_tokens=chunk_tokens, page_ids=self.page_ids)
+        n_pages = len(self.page_ids)
+        out = torch.empty(len(queries), n_pages, dtype=torch.float32)
+        budget = max(chunk_tokens or _BITS_CHUNK_TOKENS, 1)
+        a = 0
+        while a < n_pages:
+            b = int(np.searchsorted(self.offsets, self.offsets[a] + budget, side="right")) - 1
+            b = min(max(b, a + 1), n_pages)
+            lo, hi = int(self.offsets[a]), int(self.offsets[b])
+            chunk = torch.from_numpy(quantize.decode(np.asarray(self.vecs[lo:hi]), "bits", self.dim))
+            out[:, a:b] = score_packed(queries, chunk, torch.from_numpy(self.offsets[a:b + 1] - lo),
+                                       chunk_tokens=chunk_tokens)
+            a = b
+        return out
+
+
+def _top_k(scores: torch.Tensor, k: int, page_ids: Sequence[str], which: np.ndarray | None = None) -> list[Hit]:
+    s = scores.numpy()
+    order = np.argsort(-s, kind="stable")[:k]         # ties: earlier page first
+    ids = which if which is not None else np.arange(len(s))
+    return [Hit(page_ids[int(ids[i])], float(s[i])) for i in order]
+
+
+# ---------------------------------------------------------------- index
+class LocalIndex:
+    """Versioned on-disk index under ``root/<name>/`` (see the module docstring).
+
+    Parameters
+    ----------
+    root
+        The folder holding indexes (``paths.index_dir``).
+    name
+        Index name (a folder under ``root``).
+    dtype
+        Storage of page vectors in new builds: ``float32``, ``float16`` or ``bits``.
+        Each version records its own dtype; search uses the serving version's.
+    two_stage, candidates
+        Search mean-vector candidates first, then exact MaxSim on the top ``candidates``.
+    chunk_tokens
+        Page vectors per scoring matmul (``None``: about 64 MiB of similarity buffer).
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from anchorprune.pruning.base import PrunedPage
+    >>> idx = LocalIndex(tempfile.mkdtemp(), "demo", dtype="float32")
+    >>> pages = [PrunedPage("a", "h1", torch.eye(4)[:2], None), PrunedPage("b", "h2", torch.eye(4)[2:], None)]
+    >>> v = idx.build(pages, {"config_hash": "c0"})
+    >>> idx.swap(v)
+    >>> idx.search(torch.eye(4)[3:], k=1)
+    [Hit(page_id='b', score=1.0)]
+    """
+
+    backend = "local"
+    #: build steps, in order; ``_checkpoint(step)`` is called as each one starts (tests inject failures there)
+    BUILD_STEPS = ("validate", "lock", "stage", "write", "manifest", "verify", "publish")
+
+    def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
+                 candidates: int = 100, chunk_tokens: int | None = None):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+            raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
+        self.name = name
+        self.dir = Path(root) / name
+        self.dtype = quantize.check_dtype(dtype)
+        self.two_stage = two_stage
+        if candidates < 1:
+            raise IndexInputError(f"candidates must be >= 1, got {candidates}")
+        self.candidates = candidates
+        self.chunk_tokens = chunk_tokens
+        self._cache: dict[int, _Version] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalIndex({str(self.dir)!r}, dtype={self.dtype!r}, two_stage={self.two_stage})"
+
+    # ------------------------------------------------------------ paths and versions
+    @property
+    def _pointer(self) -> Path:
+        return self.dir / "CURRENT"
+
+    def _lock(self) -> BuildLock:
+        return BuildLock(self.dir / ".lock", f"index {self.name!r} ({self.dir})")
+
+    def _checkpoint(self, step: str) -> None:
+        """Called as each build step starts; a no-op (tests patch it to inject failures)."""
+
+    def _numbers(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for p in self.dir.iterdir():
+            m = _VDIR.match(p.name)
+            if m and (p / "manifest.json").is_file():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def _serving_number(self) -> int | None:
+        try:
+            text = self._pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        m = _VDIR.match(text)
+        if not m:
+            raise CorruptVersionError(f"{self._pointer} holds {text!r}, expected 'v<N>'; "
+                                      "point it at a version with `anchorprune index rollback` or swap()")
+        return int(m.group(1))
+
+    def _open(self, number: int, verify: bool = False) -> _Version:
+        if not verify and number in self._cache:
+            return self._cache[number]
+        path = self.dir / f"v{number}"
+        if not path.is_dir():
+            raise VersionNotFoundError(f"index {self.name!r} has no version v{number} (it has "
+                                       f"{[f'v{n}' for n in self._numbers()]})")
+        v = _Version.open(path, verify=verify)
+        self._cache[number] = v
+        return v
+
+    def _serving(self) -> _Version:
+        n = self._serving_number()
+        if n is None:
+            raise NoServingVersionError(f"index {self.name!r} ({self.dir}) has no serving version yet: "
+                                        "run `anchorprune index build` (or build() then swap())")
+        return self._open(n)
+
+    def current(self) -> IndexVersion | None:
+        n = self._serving_number()
+        return None if n is None else self._open(n).info(self.name)
+
+    def versions(self) -> list[IndexVersion]:
+        return [self._open(n).info(self.name) for n in self._numbers()]
+
+    def stats(self) -> IndexStats:
+        cur = self.current()
+        m = cur.manifest if cur else {}
+        return IndexStats(name=self.name, backend=self.backend, dtype=m.get("dtype", self.dtype),
+                          dim=m.get("dim"), current=cur, versions=tuple(self._numbers()), two_stage=self.two_stage)
+
+    def existing_hashes(self) -> dict[str, str]:
+        n = self._serving_number()
+        if n is None:
+            return {}
+        v = self._open(n)
+        return dict(zip(v.page_ids, v.content_hashes, strict=True))
+
+    def verify(self, version: IndexVersion | int) -> IndexVersion:
+        """Re-check a version's checksums and structure (raises :class:`CorruptVersionError`)."""
+        return self._open(version_number(version), verify=True).info(self.name)
+
+    # ------------------------------------------------------------ build
+    def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any], reuse: Iterable[str] = ()) -> IndexVersion:
+        """Write, verify and publish a new version ``v<N>`` (not served until :meth:`swap`).
+
+        ``reuse`` names pages of the serving version to copy unchanged (see
+        :mod:`anchorprune.index.base`, "Incremental rebuilds").
+        """
+        self._checkpoint("validate")
+        meta = check_meta(meta)
+        reuse = list(reuse)
+        if len(set(reuse)) != len(reuse):
+            dup = next(r for r in reuse if reuse.count(r) > 1)
+            raise IndexInputError(f"reuse names page {dup!r} twice")
+        serving_n = self._serving_number()
+        source = self._open(serving_n) if serving_n is not None and reuse else None
+        if reuse and source is None:
+            raise IndexInputError(f"reuse names {len(reuse)} pages but index {self.name!r} has no serving version "
+                                  "to copy them from; pass every page in `pages` instead")
+        dim = source.dim if source is not None else None
+        if source is not None:
+            known = set(source.page_ids)
+            missing = [r for r in reuse if r not in known]
+            if missing:
+                raise IndexInputError(f"reuse names pages not in the serving version v{source.number}: {missing[:5]}"
+                                      f"{' ...' if len(missing) > 5 else ''}; encode them and pass them in `pages`")
+            if source.dtype == "bits" and self.dtype != "bits":
+                raise IndexInputError(f"cannot reuse sign-bit pages of v{source.number} in a {self.dtype} build; "
+                                      "re-encode every page (reuse=())")
+        if isinstance(pages, Sequence):
+            dim = validate_pages(pages, dim)
+            clash = {p.page_id for p in pages} & set(reuse)
+            if clash:
+                raise IndexInputError(f"pages {sorted(clash)[:5]} are both given and named in reuse; pass each once")
+            if not pages and not reuse:
+                raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
+        if dim is not None:
+            quantize.check_dim(self.dtype, dim)
+
+        self._checkpoint("lock")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            for leftover in self.dir.glob(".build-*"):
+                log.warning("removing %s left by an interrupted build", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+            number = max(self._numbers(), default=0) + 1
+            self._checkpoint("stage")
+            staging = self.dir / f".build-v{number}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            try:
+                self._checkpoint("write")
+                counts = self._write(staging, pages, reuse, source, dim)
+                self._checkpoint("manifest")
+                self._write_manifest(staging, number, meta, counts, source)
+                self._checkpoint("verify")
+                built = _Version.open(staging, verify=True)
+                self._smoke_search(built)
+                self._checkpoint("publish")
+                final = self.dir / f"v{number}"
+                os.rename(staging, final)
+                _fsync_dir(self.dir)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        info = self._open(number).info(self.name)
+        log.info("index %s: built v%d (%d pages, %d vectors, %.1f MB, %s); not serving until swap()",
+                 self.name, number, info.pages, info.vectors, info.bytes / 1e6, self.dtype)
+        return info
+
+    def _write(self, staging: Path, pages: Iterable[PrunedPage], reuse: list[str], source: _Version | None,
+               dim: int | None) -> dict[str, Any]:
+        reuse_set = set(reuse)
+        ids: list[str] = []
+        hashes: list[str] = []
+        lengths: list[int] = []
+        means: list[np.ndarray] = []
+        seen: set[str] = set()
+        with open(staging / "vectors.bin", "wb") as out:
+            for i, page in enumerate(tqdm(pages, desc=f"index {self.name}", unit="page", disable=None)):
+                v = page_matrix(page, dim, where=f" (input item {i})")
+                dim = v.shape[1] if dim is None else dim
+                if i == 0:
+                    quantize.check_dim(self.dtype, dim)
+                if page.page_id in seen or page.page_id in reuse_set:
+                    raise IndexInputError(f"page id {page.page_id!r} is given twice (input item {i})")
+                seen.add(page.page_id)
+                out.write(quantize.encode(v, self.dtype).tobytes())
+                ids.append(page.page_id)
+                hashes.append(page.content_hash)
+                lengths.append(v.shape[0])
+                means.append(normalized_mean(v))
+            if reuse:
+                assert source is not None
+                where = {pid: j for j, pid in enumerate(source.page_ids)}
+                for pid in reuse:
+                    j = where[pid]
+                    lo, hi = int(source.offsets[j]), int(source.offsets[j + 1])
+                    stored = np.asarray(source.vecs[lo:hi])
+                    if source.dtype != self.dtype:      # float32 -> float16 / bits, float16 -> float32 / bits
+                        stored = quantize.encode(quantize.decode(stored, source.dtype, source.dim), self.dtype)
+                    out.write(stored.tobytes())
+                    ids.append(pid)
+                    hashes.append(source.content_hashes[j])
+                    lengths.append(hi - lo)
+                    means.append(source.means[j])
+            out.flush()
+            os.fsync(out.fileno())
+        if not ids:
+            raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        _save_npy(staging / "offsets.npy", offsets)
+        _save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
+        _write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
+        return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
+                "reused_pages": len(reuse)}
+
+    def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
+                        source: _Version | None) -> None:
+        files = {}
+        for fname in ("vectors.bin", "offsets.npy", "means.npy", "pages.json"):
+            f = staging / fname
+            files[fname] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        manifest = {
+            "format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
+            "created_at": now_iso(), "dtype": self.dtype, "dim": counts["dim"], "pages": counts["pages"],
+            "vectors": counts["vectors"], "new_pages": counts["new_pages"], "reused_pages": counts["reused_pages"],
+            "reused_from": None if source is None else source.number,
+            "bytes_per_vector": quantize.bytes_per_vector(self.dtype, counts["dim"]),
+            "meta": meta, "files": files,
+        }
+        _write_file(staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _fsync_dir(staging)
+
+    def _smoke_search(self, v: _Version) -> None:
+        """The new version answers a query: its first page's first vector, with finite scores."""
+        q = torch.from_numpy(quantize.decode(np.asarray(v.vecs[:1]), v.dtype, v.dim))
+        scores = v.score_all([q], self.chunk_tokens)
+        if scores.shape != (1, len(v.page_ids)) or not torch.isfinite(scores).all():
+            raise CorruptVersionError(f"{v.path.name}: the smoke search returned {tuple(scores.shape)} "
+                                      "scores or non-finite values")
+
+    # ------------------------------------------------------------ serving
+    def swap(self, version: IndexVersion | int) -> None:
+        """Serve ``version`` from the next search on (``CURRENT`` replaced atomically)."""
+        n = version_number(version)
+        v = self._open(n, verify=True)       # never point at a damaged or incomplete version
+        tmp = self.dir / f".CURRENT.{uuid.uuid4().hex[:8]}"
+        _write_file(tmp, f"v{n}\n".encode())
+        try:
+            os.replace(tmp, self._pointer)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(self.dir)
+        log.info("index %s: now serving v%d (%d pages)", self.name, n, len(v.page_ids))
+
+    def previous(self) -> IndexVersion | None:
+        """The version a rollback would serve: the newest complete version older than the serving one."""
+        cur = self._serving_number()
+        older = [n for n in self._numbers() if cur is not None and n < cur]
+        return self._open(older[-1]).info(self.name) if older else None
+
+    def rollback(self) -> IndexVersion:
+        prev = self.previous()
+        if prev is None:
+            raise VersionNotFoundError(f"index {self.name!r} has no version older than the serving one "
+                                       f"(versions: {self._numbers()}, serving: {self._serving_number()})")
+        self.swap(prev.number)
+        return prev
+
+    def delete_version(self, version: IndexVersion | int) -> None:
+        n = version_number(version)
+        if n == self._serving_number():
+            raise IndexStoreError(f"v{n} is the serving version of index {self.name!r}; swap or roll back first")
+        path = self.dir / f"v{n}"
+        if not path.is_dir():
+            raise VersionNotFoundError(f"index {self.name!r} has no version v{n}")
+        trash = self.dir / f".deleting-v{n}-{uuid.uuid4().hex[:8]}"
+        os.rename(path, trash)             # disappears at once; readers holding a memmap keep reading
+        self._cache.pop(n, None)
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("index %s: deleted v%d", self.name, n)
+
+    def prune_versions(self, keep: int = 2) -> list[int]:
+        """Delete old versions, keeping the serving one and the ``keep - 1`` newest older ones (``keep >= 2``)."""
+        if keep < 2:
+            raise IndexInputError(f"keep must be >= 2 (the serving version and the previous one), got {keep}")
+        numbers = self._numbers()
+        cur = self._serving_number()
+        kept = set(numbers[-keep:]) if cur is None else {cur, *[n for n in numbers if n < cur][-(keep - 1):]}
+        deleted = [n for n in numbers if n not in kept]
+        for n in deleted:
+            self.delete_version(n)
+        return deleted
+
+    # ------------------------------------------------------------ search
+    def search(self, query_vectors: torch.Tensor, k: int = 10) -> list[Hit]:
+        """Top-``k`` pages for one query ``[m, d]`` by MaxSim (exact, or two-stage if configured)."""
+        return self.search_many([query_vectors], k)[0]
+
+    def search_many(self, queries: Sequence[torch.Tensor], k: int = 10) -> list[list[Hit]]:
+        if k < 1:
+            raise IndexInputError(f"k must be >= 1, got {k}")
+        v = self._serving()
+        qs = [query_matrix(q, v.dim, i) for i, q in enumerate(queries)]
+        if not qs:
+            return []
+        if self.two_stage and self.candidates < len(v.page_ids):
+            return [self._two_stage(v, q, k) for q in qs]
+        scores = v.score_all(qs, self.chunk_tokens)                 # [Q, P]
+        return [_top_k(s, k, v.page_ids) for s in scores]
+
+    def _two_stage(self, v: _Version, q: torch.Tensor, k: int) -> list[Hit]:
+        qmean = normalized_mean(q.numpy())                           # [d]
+        first = v.means @ qmean                                      # [P]
+        cand = np.argpartition(-first, self.candidates - 1)[: self.candidates]
+        cand.sort()                                                  # file order: sequential reads
+        vecs, offsets = v.rows(cand)
+        scores = score_packed([q], vecs, offsets, chunk_tokens=self.chunk_tokens)[0]
+        return _top_k(scores, k, v.page_ids, which=cand)
+
+    def exact_scores(self, queries: Sequence[torch.Tensor]) -> tuple[list[str], torch.Tensor]:
+        """Page ids and the exact ``[Q, P]`` MaxSim of the serving version (for evaluation and tests)."""
+        v = self._serving()
+        qs = [query_matrix(q, v.dim, i) for i, q in enumerate(queries)]
+        return list(v.page_ids), v.score_all(qs, self.chunk_tokens)
+
+
+def iter_pages(pages: Iterable[PrunedPage]) -> Iterator[PrunedPage]:
+    """Wrap a sequence as a one-shot iterator (so ``build`` validates page by page while streaming)."""
+    yield from pages
