@@ -1,7 +1,9 @@
 """One contract, both backends: build aside, swap, search, incremental rebuild, rollback, prune.
 
-The Elasticsearch run needs a live cluster with an Enterprise or trial licence at
-``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml); it is skipped otherwise.
+Runs against: the local backend; the Elasticsearch backend over a recording in-memory
+transport (``fake_es``, always); and the Elasticsearch backend against a live cluster with an
+Enterprise or trial licence at ``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml),
+skipped when that variable is unset.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ ES_URL = os.environ.get("ELASTICSEARCH_URL")
 
 BACKENDS = [
     "local",
+    "es-recorded",
     pytest.param("elasticsearch", marks=[
         pytest.mark.elasticsearch,
         pytest.mark.skipif(not ES_URL, reason="ELASTICSEARCH_URL is not set (no live Elasticsearch to test against)"),
@@ -28,18 +31,29 @@ BACKENDS = [
 
 
 @pytest.fixture(params=BACKENDS)
-def make_index(request, tmp_path):
+def make_index(request, tmp_path, monkeypatch):
     """A factory of fresh, empty indexes of the parametrised backend."""
+    from anchorprune.index.elasticsearch import ElasticsearchIndex
+
     made = []
+    if request.param == "es-recorded":
+        from elasticsearch import Elasticsearch
+        from fake_es import FakeES
+
+        fake = FakeES()
+        monkeypatch.setattr(Elasticsearch, "perform_request",
+                            lambda self, method, path, **kw: fake.perform_request(self, method, path, **kw))
 
     def factory(dtype: str = "float32", two_stage: bool = False, candidates: int = 100):
         if request.param == "local":
             return LocalIndex(tmp_path / "indexes", f"t-{len(made)}", dtype=dtype, two_stage=two_stage,
                               candidates=candidates)
-        from anchorprune.index.elasticsearch import ElasticsearchIndex
+        if request.param == "es-recorded":
+            return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), f"t-{len(made)}", dtype=dtype,
+                                      two_stage=two_stage, candidates=candidates, exact_max_pages=0)
 
         idx = ElasticsearchIndex.from_env(f"anchorprune-test-{uuid.uuid4().hex[:8]}", dtype=dtype,
-                                          two_stage=two_stage, candidates=candidates, exact_max_pages=10_000)
+                                          two_stage=two_stage, candidates=candidates, exact_max_pages=0)
         made.append(idx)
         return idx
 

@@ -1,0 +1,685 @@
+"""The Elasticsearch backend: one index per version behind an alias, swapped in one ``update_aliases`` call.
+
+Per version an index ``<alias>-v<N>`` holds one document per page (``_id`` = page id)::
+
+    page_id       keyword
+    content_hash  keyword
+    n_vectors     integer
+    mean_vector   dense_vector, cosine, HNSW      L2-normalised mean of the page vectors (first stage)
+    vectors       rank_vectors                    float | bfloat16 (our "float16") | bit (hex strings)
+
+and the version's manifest in the mapping's ``_meta.anchorprune`` (dtype, dim,
+counts, build meta, ``complete: true`` once verified). The serving version is the
+index the alias points at.
+
+Build: validate -> lock (a document created with ``op_type=create`` in
+``<alias>-lock``, naming pid + host; a dead pid on this host is a stale lock) ->
+create the index with ``refresh_interval: -1`` and 0 replicas -> copy unchanged
+pages server-side with ``_reindex`` (an ``ids`` query: nothing is re-encoded or
+re-sent) -> ``helpers.streaming_bulk`` the new pages (small chunks, a byte cap,
+retries on 429) -> restore refresh interval and replicas -> refresh -> count check
+-> smoke search -> mark complete. Any failure deletes the new index; the alias never
+moves during a build.
+
+Search: exact ``script_score`` with ``maxSimDotProduct`` over every page when the
+serving version holds at most ``exact_max_pages`` pages or two-stage is off;
+otherwise kNN on ``mean_vector`` (``candidates`` pages) rescored with the same script
+(``query_weight: 0``, so the final score is the MaxSim alone). Because
+``script_score`` may not return negative scores, the script adds a per-query bound
+``params.offset`` that is subtracted again from the returned scores. For bit pages
+Elasticsearch's float-query kernel sums the query components where a bit is set
+(``q · b``, ``b`` in {0, 1}); the returned score is mapped back to the local
+backend's scale ``q · (2b - 1) / sqrt(d)`` (``(2 s - sum(q)) / sqrt(d)``, the same
+per-query-token argmax), so both backends rank and score alike. ``hamming=True``
+scores bit queries with ``maxSimInvHamming`` instead.
+
+``rank_vectors`` needs an Enterprise licence (a trial counts); on a basic licence
+:class:`ElasticsearchLicenseError` says so. Credentials come only from the
+environment (``ELASTICSEARCH_URL``, ``ELASTICSEARCH_API_KEY``); TLS certificates are
+verified unless the URL is plain http.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import torch
+
+from anchorprune.index import quantize
+from anchorprune.index.base import (
+    CorruptVersionError,
+    Hit,
+    IndexInputError,
+    IndexLockedError,
+    IndexStats,
+    IndexStoreError,
+    IndexVersion,
+    NoServingVersionError,
+    VersionNotFoundError,
+    check_meta,
+    normalized_mean,
+    now_iso,
+    page_matrix,
+    query_matrix,
+    validate_pages,
+    version_number,
+)
+from anchorprune.index.local import _pid_alive
+from anchorprune.pruning.base import PrunedPage
+
+log = logging.getLogger(__name__)
+
+META_KEY = "anchorprune"
+FORMAT = 1
+#: licence types whose operation mode allows rank_vectors (Enterprise; a trial is Enterprise-level)
+RANK_VECTORS_LICENSES = ("enterprise", "trial")
+VECTORS_FIELD = "vectors"
+MEAN_FIELD = "mean_vector"
+_REINDEX_BATCH = 1000
+
+
+class ElasticsearchLicenseError(IndexStoreError, RuntimeError):
+    """The cluster's licence does not allow ``rank_vectors``."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, for logs and messages.
+
+    >>> redact_url("https://elastic:secret@es.example.com:9200/")
+    'https://es.example.com:9200/'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def mapping(dim: int, dtype: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Index mappings of one version (see the module docstring).
+
+    >>> m = mapping(128, "bits", {})
+    >>> m["properties"]["vectors"], m["properties"]["mean_vector"]["similarity"]
+    ({'type': 'rank_vectors', 'dims': 128, 'element_type': 'bit'}, 'cosine')
+    """
+    quantize.check_dim(dtype, dim)
+    return {
+        "_meta": {META_KEY: manifest},
+        "dynamic": "strict",
+        "properties": {
+            "page_id": {"type": "keyword"},
+            "content_hash": {"type": "keyword"},
+            "n_vectors": {"type": "integer"},
+            MEAN_FIELD: {"type": "dense_vector", "dims": dim, "index": True, "similarity": "cosine",
+                         "index_options": {"type": "hnsw"}},
+            VECTORS_FIELD: {"type": "rank_vectors", "dims": dim, "element_type": quantize.ES_ELEMENT_TYPES[dtype]},
+        },
+    }
+
+
+def build_settings() -> dict[str, Any]:
+    """Settings while a version is being built (no refresh, no replicas)."""
+    return {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"}
+
+
+def page_document(page_id: str, content_hash: str, vecs: np.ndarray, dtype: str) -> dict[str, Any]:
+    """The ``_source`` of one page (``vecs`` is ``[k, d]`` float32).
+
+    >>> doc = page_document("p1", "h", np.array([[1.0, -1.0] * 4]), "bits")
+    >>> doc["vectors"], doc["n_vectors"]
+    (['aa'], 1)
+    """
+    stored: Any = (quantize.to_hex_rows(quantize.encode(vecs, "bits")) if dtype == "bits"
+                   else np.asarray(vecs, dtype=np.float32).tolist())
+    return {"page_id": page_id, "content_hash": content_hash, "n_vectors": int(vecs.shape[0]),
+            MEAN_FIELD: normalized_mean(vecs).tolist(), VECTORS_FIELD: stored}
+
+
+def maxsim_script(query: torch.Tensor, dtype: str, hamming: bool = False,
+                  page_norm: float = 1.0) -> tuple[dict[str, Any], float]:
+    """The Painless script scoring one query ``[m, d]`` against ``vectors``, and the offset it adds.
+
+    >>> s, off = maxsim_script(torch.tensor([[0.6, -0.8]]), "float32")
+    >>> s["source"], s["params"]["offset"] == off, round(off, 3)
+    ("maxSimDotProduct(params.query_vector, 'vectors') + params.offset", True, 1.0)
+    """
+    q = query.to(torch.float32)
+    if hamming:
+        if dtype != "bits":
+            raise IndexInputError("hamming scoring needs a bit index (dtype: bits)")
+        rows: Any = quantize.to_hex_rows(quantize.encode(q.numpy(), "bits"))
+        fn, offset = "maxSimInvHamming", 0.0                       # in [0, m]: never negative
+    elif dtype == "bits":
+        rows, fn = q.tolist(), "maxSimDotProduct"
+        offset = float(torch.clamp(-q, min=0).sum())               # q . b >= sum of negative components
+    else:
+        rows, fn = q.tolist(), "maxSimDotProduct"
+        # |q_i . d_j| <= |q_i| |d_j| <= |q_i| * page_norm (the version's largest page-vector norm)
+        offset = float(q.norm(dim=1).sum()) * page_norm
+    return {"source": f"{fn}(params.query_vector, '{VECTORS_FIELD}') + params.offset",
+            "params": {"query_vector": rows, "offset": offset}}, offset
+
+
+class ElasticsearchIndex:
+    """The :class:`~anchorprune.index.base.Index` contract on Elasticsearch (see the module docstring).
+
+    Parameters
+    ----------
+    client
+        An ``elasticsearch.Elasticsearch`` client (:meth:`from_env` builds one).
+    alias
+        The alias searches go to; versions are ``<alias>-v<N>``.
+    dtype
+        ``float32`` -> ``float``, ``float16`` -> ``bfloat16``, ``bits`` -> ``bit``.
+    two_stage, candidates, exact_max_pages
+        kNN + rescore above ``exact_max_pages`` pages when two-stage is on; exact otherwise.
+    replicas
+        ``number_of_replicas`` restored after the build.
+    chunk_pages, max_chunk_bytes, max_retries
+        ``streaming_bulk`` sizing (default: 32 float pages or 256 bit pages per request, 32 MiB cap).
+    """
+
+    backend = "elasticsearch"
+    BUILD_STEPS = ("validate", "license", "lock", "create", "reuse", "bulk", "settings", "count", "verify",
+                   "publish")
+
+    def __init__(self, client: Any, alias: str, dtype: str = "float16", two_stage: bool = False,
+                 candidates: int = 100, exact_max_pages: int = 5000, replicas: int = 1,
+                 chunk_pages: int | None = None, max_chunk_bytes: int = 32 * 1024 * 1024, max_retries: int = 5,
+                 hamming: bool = False, where: str = "Elasticsearch"):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", alias):
+            raise IndexInputError(f"Elasticsearch alias {alias!r} must be lowercase letters, digits, '_' or '-'")
+        self.client = client
+        self.name = alias
+        self.dtype = quantize.check_dtype(dtype)
+        self.two_stage = two_stage
+        self.candidates = candidates
+        self.exact_max_pages = exact_max_pages
+        self.replicas = replicas
+        self.chunk_pages = chunk_pages or (256 if dtype == "bits" else 32)
+        self.max_chunk_bytes = max_chunk_bytes
+        self.max_retries = max_retries
+        self.hamming = hamming
+        self.where = where
+        self._license_ok = False
+        self._meta_cache: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_env(cls, alias: str, **kwargs: Any) -> ElasticsearchIndex:
+        """Connect with ``ELASTICSEARCH_URL`` and optional ``ELASTICSEARCH_API_KEY`` (TLS verified for https)."""
+        from elasticsearch import Elasticsearch
+
+        url = os.environ.get("ELASTICSEARCH_URL")
+        if not url:
+            raise IndexStoreError("ELASTICSEARCH_URL is not set: export it (and ELASTICSEARCH_API_KEY if needed), "
+                                  "or use the local backend (index.backend: local)")
+        api_key = os.environ.get("ELASTICSEARCH_API_KEY") or None
+        client = Elasticsearch(url, api_key=api_key, request_timeout=120, retry_on_timeout=True, max_retries=3)
+        return cls(client, alias, where=redact_url(url), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ElasticsearchIndex({self.name!r} at {self.where}, dtype={self.dtype!r})"
+
+    # ------------------------------------------------------------ names and versions
+    def index_name(self, number: int) -> str:
+        return f"{self.name}-v{number}"
+
+    @property
+    def lock_index(self) -> str:
+        return f"{self.name}-lock"
+
+    def _checkpoint(self, step: str) -> None:
+        """Called as each build step starts; a no-op (tests patch it to inject failures)."""
+
+    def _all_versions(self) -> dict[int, dict[str, Any]]:
+        """``{N: manifest}`` of every ``<alias>-v<N>`` index (complete or not)."""
+        resp = self.client.indices.get(index=f"{self.name}-v*", allow_no_indices=True, ignore_unavailable=True)
+        pat = re.compile(rf"^{re.escape(self.name)}-v(\d+)$")
+        out = {}
+        for iname, body in dict(resp).items():
+            m = pat.match(iname)
+            if m:
+                out[int(m.group(1))] = (body.get("mappings", {}).get("_meta", {}) or {}).get(META_KEY, {})
+        return out
+
+    def _numbers(self) -> list[int]:
+        return sorted(n for n, man in self._all_versions().items() if man.get("complete"))
+
+    def _serving_number(self) -> int | None:
+        from elasticsearch import NotFoundError
+
+        try:
+            resp = self.client.indices.get_alias(name=self.name)
+        except NotFoundError:
+            return None
+        names = list(dict(resp))
+        if len(names) != 1:
+            raise CorruptVersionError(f"alias {self.name!r} points at {names}; it must name exactly one version. "
+                                      f"Fix it with one POST _aliases call or `anchorprune index rollback`.")
+        m = re.match(rf"^{re.escape(self.name)}-v(\d+)$", names[0])
+        if not m:
+            raise CorruptVersionError(f"alias {self.name!r} points at {names[0]!r}, not a '{self.name}-v<N>' index")
+        return int(m.group(1))
+
+    def _manifest(self, number: int) -> dict[str, Any]:
+        iname = self.index_name(number)
+        if iname in self._meta_cache:
+            return self._meta_cache[iname]
+        from elasticsearch import NotFoundError
+
+        try:
+            resp = self.client.indices.get_mapping(index=iname)
+        except NotFoundError:
+            raise VersionNotFoundError(f"index {self.name!r} has no version v{number} ({iname})") from None
+        man = (dict(resp)[iname]["mappings"].get("_meta", {}) or {}).get(META_KEY, {})
+        if man.get("complete"):
+            self._meta_cache[iname] = man
+        return man
+
+    def _info(self, number: int) -> IndexVersion:
+        man = self._manifest(number)
+        iname = self.index_name(number)
+        stats = self.client.indices.stats(index=iname, metric="store")
+        size = int(dict(stats)["indices"][iname]["primaries"]["store"]["size_in_bytes"])
+        return IndexVersion(name=self.name, number=number, created_at=man.get("created_at", ""),
+                            pages=int(man.get("pages", 0)), vectors=int(man.get("vectors", 0)), bytes=size,
+                            manifest=man)
+
+    def current(self) -> IndexVersion | None:
+        n = self._serving_number()
+        return None if n is None else self._info(n)
+
+    def versions(self) -> list[IndexVersion]:
+        return [self._info(n) for n in self._numbers()]
+
+    def stats(self) -> IndexStats:
+        cur = self.current()
+        m = cur.manifest if cur else {}
+        return IndexStats(name=self.name, backend=self.backend, dtype=m.get("dtype", self.dtype), dim=m.get("dim"),
+                          current=cur, versions=tuple(self._numbers()), two_stage=self.two_stage)
+
+    def existing_hashes(self) -> dict[str, str]:
+        from elasticsearch import helpers
+
+        n = self._serving_number()
+        if n is None:
+            return {}
+        return {hit["_id"]: hit["_source"]["content_hash"] for hit in helpers.scan(
+            self.client, index=self.index_name(n), query={"query": {"match_all": {}}},
+            source_includes=["content_hash"], size=1000)}
+
+    # ------------------------------------------------------------ licence and lock
+    def check_license(self) -> None:
+        """Raise :class:`ElasticsearchLicenseError` unless the licence allows ``rank_vectors``."""
+        if self._license_ok:
+            return
+        from elasticsearch import ApiError
+
+        try:
+            lic = dict(self.client.license.get())["license"]
+        except ApiError as exc:      # e.g. serverless projects have no licence API; the mapping call will tell
+            log.warning("could not read the licence of %s (%s); going on", self.where, exc.meta.status)
+            self._license_ok = True
+            return
+        kind, status = str(lic.get("type", "?")).lower(), str(lic.get("status", "?")).lower()
+        if kind not in RANK_VECTORS_LICENSES or status != "active":
+            raise ElasticsearchLicenseError(self._license_message(f"a {kind} licence ({status})"))
+        self._license_ok = True
+
+    def _license_message(self, what: str) -> str:
+        return (f"{self.where} has {what}, but the rank_vectors field that stores page vectors needs an "
+                "Enterprise licence or a trial (POST _license/start_trial?acknowledge=true starts a 30-day trial). "
+                "The local backend (index.backend: local, the default) works without any licence.")
+
+    def _acquire_lock(self) -> dict[str, Any]:
+        from elasticsearch import ConflictError, NotFoundError
+
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso(),
+                "token": uuid.uuid4().hex}
+        for _ in range(2):
+            try:
+                resp = self.client.index(index=self.lock_index, id="build", document=info, op_type="create",
+                                         refresh=True)
+                return {**info, "_seq_no": resp["_seq_no"], "_primary_term": resp["_primary_term"]}
+            except ConflictError:
+                try:
+                    held = dict(self.client.get(index=self.lock_index, id="build"))
+                except NotFoundError:
+                    continue
+                owner = held.get("_source", {})
+                same_host = owner.get("host") == socket.gethostname()
+                pid = owner.get("pid")
+                if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+                    log.warning("alias %s: taking over a stale build lock (owner %s)", self.name, owner)
+                    with contextlib.suppress(ConflictError, NotFoundError):
+                        self.client.delete(index=self.lock_index, id="build", if_seq_no=held["_seq_no"],
+                                           if_primary_term=held["_primary_term"], refresh=True)
+                    continue
+                raise IndexLockedError(
+                    f"Elasticsearch index {self.name!r} is already being built by pid {pid} on host "
+                    f"{owner.get('host')!r} since {owner.get('started_at')} (lock document {self.lock_index}/build); "
+                    "wait for that build to finish, or if that process is gone, delete the lock document."
+                ) from None
+        raise IndexLockedError(f"could not take the build lock {self.lock_index}/build; retry")
+
+    def _release_lock(self, lock: dict[str, Any]) -> None:
+        from elasticsearch import ConflictError, NotFoundError
+
+        with contextlib.suppress(ConflictError, NotFoundError):
+            self.client.delete(index=self.lock_index, id="build", if_seq_no=lock["_seq_no"],
+                               if_primary_term=lock["_primary_term"], refresh=True)
+
+    # ------------------------------------------------------------ build
+    def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any], reuse: Iterable[str] = ()) -> IndexVersion:
+        """Create, fill, verify and complete ``<alias>-v<N>`` (the alias does not move; see :meth:`swap`)."""
+        self._checkpoint("validate")
+        meta = check_meta(meta)
+        reuse = list(reuse)
+        if len(set(reuse)) != len(reuse):
+            raise IndexInputError("reuse names a page twice")
+        serving = self._serving_number()
+        dim: int | None = None
+        reused_norm = 0.0
+        if reuse:
+            if serving is None:
+                raise IndexInputError(f"reuse names {len(reuse)} pages but alias {self.name!r} serves no version "
+                                      "to copy them from; pass every page in `pages` instead")
+            sman = self._manifest(serving)
+            dim = int(sman["dim"])
+            reused_norm = float(sman.get("page_norm_max", 1.0))
+            if sman.get("dtype") != self.dtype:
+                raise IndexInputError(f"the serving version stores {sman.get('dtype')} vectors and this build "
+                                      f"{self.dtype}: re-send every page (reuse=())")
+            known = self.existing_hashes()
+            missing = [r for r in reuse if r not in known]
+            if missing:
+                raise IndexInputError(f"reuse names pages not in the serving version v{serving}: {missing[:5]}; "
+                                      "encode them and pass them in `pages`")
+        if isinstance(pages, Sequence):
+            dim = validate_pages(pages, dim)
+            clash = {p.page_id for p in pages} & set(reuse)
+            if clash:
+                raise IndexInputError(f"pages {sorted(clash)[:5]} are both given and named in reuse; pass each once")
+            if not pages and not reuse:
+                raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
+        if dim is not None:
+            quantize.check_dim(self.dtype, dim)
+
+        self._checkpoint("license")
+        self.check_license()
+        self._checkpoint("lock")
+        lock = self._acquire_lock()
+        iname = None
+        created = False
+        try:
+            versions = self._all_versions()
+            for n, man in versions.items():
+                if not man.get("complete") and n != serving:
+                    log.warning("deleting %s left by an interrupted build", self.index_name(n))
+                    self.client.indices.delete(index=self.index_name(n), ignore_unavailable=True)
+            number = max(versions, default=0) + 1
+            iname = self.index_name(number)
+            manifest = {"format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
+                        "dtype": self.dtype, "meta": meta, "complete": False, "started_at": now_iso()}
+            self._checkpoint("create")
+            new_pages, stream = self._stream(pages, dim, set(reuse))
+            first = next(stream, None)
+            if dim is None and first is None and not reuse:
+                raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
+            dim = dim if dim is not None else int(first[2].shape[1])        # type: ignore[index]
+            quantize.check_dim(self.dtype, dim)
+            self._create(iname, dim, manifest)
+            created = True
+            self._checkpoint("reuse")
+            if reuse:
+                self._copy_reused(self.index_name(serving), iname, reuse)    # type: ignore[arg-type]
+            self._checkpoint("bulk")
+            sent, vectors_sent = self._bulk(iname, first, stream)
+            self._checkpoint("settings")
+            self.client.indices.put_settings(index=iname, settings={
+                "index": {"refresh_interval": None, "number_of_replicas": self.replicas}})
+            self.client.indices.refresh(index=iname)
+            self._checkpoint("count")
+            want = sent + len(reuse)
+            got = int(dict(self.client.count(index=iname))["count"])
+            if got != want:
+                raise CorruptVersionError(f"{iname} holds {got} documents after the build, expected {want}")
+            vectors_total = vectors_sent + self._reused_vectors(iname, reuse)
+            self._checkpoint("verify")
+            self._smoke_search(iname, dim, max(new_pages[1], reused_norm) * 1.001 + 1e-6)
+            self._checkpoint("publish")
+            manifest = {**manifest, "complete": True, "created_at": now_iso(), "dim": dim, "pages": want,
+                             "vectors": vectors_total, "new_pages": new_pages[0], "reused_pages": len(reuse),
+                             "reused_from": serving if reuse else None,
+                             "bytes_per_vector": quantize.bytes_per_vector(self.dtype, dim),
+                             "page_norm_max": max(new_pages[1], reused_norm)}
+            self.client.indices.put_mapping(index=iname, meta={META_KEY: manifest})
+        except BaseException:
+            if created:
+                with contextlib.suppress(Exception):
+                    self.client.indices.delete(index=iname, ignore_unavailable=True)
+            raise
+        finally:
+            self._release_lock(lock)
+        info = self._info(number)
+        log.info("alias %s: built %s (%d pages, %d vectors); not serving until swap()", self.name, iname,
+                 info.pages, info.vectors)
+        return info
+
+    def _stream(self, pages: Iterable[PrunedPage], dim: int | None,
+                reuse: set[str]) -> tuple[list[Any], Iterator[tuple[str, str, np.ndarray]]]:
+        """Validated ``(page_id, hash, [k, d] float32)`` per page; ``counter[0]`` counts them as they pass."""
+        counter = [0, 0.0]       # pages, largest vector norm
+
+        def gen() -> Iterator[tuple[str, str, np.ndarray]]:
+            nonlocal dim
+            seen: set[str] = set()
+            for i, page in enumerate(pages):
+                v = page_matrix(page, dim, where=f" (input item {i})")
+                dim = v.shape[1] if dim is None else dim
+                if page.page_id in seen or page.page_id in reuse:
+                    raise IndexInputError(f"page id {page.page_id!r} is given twice (input item {i})")
+                seen.add(page.page_id)
+                counter[0] += 1
+                counter[1] = max(counter[1], float(np.linalg.norm(v, axis=1).max()))
+                yield page.page_id, page.content_hash, v
+
+        return counter, gen()
+
+    def _create(self, iname: str, dim: int, manifest: dict[str, Any]) -> None:
+        from elasticsearch import ApiError
+
+        try:
+            self.client.indices.create(index=iname, settings=build_settings(),
+                                       mappings=mapping(dim, self.dtype, manifest))
+        except ApiError as exc:
+            text = str(exc).lower()
+            if "license" in text or "non-compliant" in text:
+                raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors")) from exc
+            if "rank_vectors" in text and ("no handler" in text or "unknown" in text):
+                raise IndexStoreError(f"{self.where} does not know the rank_vectors field type: it needs "
+                                      "Elasticsearch 8.18 or later (9.x recommended), with bfloat16 for dtype "
+                                      "float16 on the newest 9.x; or use the local backend") from exc
+            raise
+
+    def _copy_reused(self, source: str, dest: str, reuse: list[str]) -> None:
+        for a in range(0, len(reuse), _REINDEX_BATCH):
+            ids = reuse[a:a + _REINDEX_BATCH]
+            resp = dict(self.client.reindex(source={"index": source, "query": {"ids": {"values": ids}}},
+                                            dest={"index": dest, "op_type": "create"}, refresh=False,
+                                            wait_for_completion=True))
+            if resp.get("failures") or int(resp.get("created", 0)) != len(ids):
+                raise CorruptVersionError(f"_reindex copied {resp.get('created')} of {len(ids)} unchanged pages "
+                                          f"from {source} to {dest}; failures: {resp.get('failures', [])[:3]}")
+
+    def _reused_vectors(self, iname: str, reuse: list[str]) -> int:
+        if not reuse:
+            return 0
+        return int(self._serving_vector_count(iname, reuse))
+
+    def _serving_vector_count(self, iname: str, ids: list[str]) -> float:
+        total = 0.0
+        for a in range(0, len(ids), _REINDEX_BATCH):
+            resp = dict(self.client.search(index=iname, size=0, query={"ids": {"values": ids[a:a + _REINDEX_BATCH]}},
+                                           aggs={"n": {"sum": {"field": "n_vectors"}}}))
+            total += float(resp["aggregations"]["n"]["value"])
+        return total
+
+    def _bulk(self, iname: str, first: tuple[str, str, np.ndarray] | None,
+              rest: Iterator[tuple[str, str, np.ndarray]]) -> tuple[int, int]:
+        from elasticsearch import helpers
+        from tqdm.auto import tqdm
+
+        vectors = [0]
+
+        def actions() -> Iterator[dict[str, Any]]:
+            if first is None:
+                return
+            for pid, chash, v in _chain(first, rest):
+                vectors[0] += int(v.shape[0])
+                yield {"_op_type": "create", "_index": iname, "_id": pid,
+                       "_source": page_document(pid, chash, v, self.dtype)}
+
+        sent = 0
+        for ok, item in tqdm(helpers.streaming_bulk(
+                self.client, actions(), chunk_size=self.chunk_pages, max_chunk_bytes=self.max_chunk_bytes,
+                # raise_on_error=False: with True the helper raises on a per-document 429 before it can
+                # retry it; failures that survive the retries come back as ok=False and abort the build here
+                max_retries=self.max_retries, initial_backoff=1, max_backoff=60, raise_on_error=False,
+                raise_on_exception=True, refresh=False), desc=f"bulk {iname}", unit="page", disable=None):
+            if not ok:
+                raise CorruptVersionError(f"bulk indexing into {iname} failed: {item}")
+            sent += 1
+        return sent, vectors[0]
+
+    def _smoke_search(self, iname: str, dim: int, page_norm: float) -> None:
+        resp = dict(self.client.search(index=iname, size=1, source=False, query={"match_all": {}}))
+        hits = resp["hits"]["hits"]
+        if not hits:
+            raise CorruptVersionError(f"{iname} returned no documents in the smoke search")
+        body = self._query_body(torch.zeros(1, dim) + 1.0 / np.sqrt(dim), 1, exact=True, page_norm=page_norm)
+        out = dict(self.client.search(index=iname, **body))
+        if not out["hits"]["hits"]:
+            raise CorruptVersionError(f"{iname}: the MaxSim smoke search returned no hit")
+
+    # ------------------------------------------------------------ serving
+    def swap(self, version: IndexVersion | int) -> None:
+        """Point the alias at ``<alias>-v<N>`` in ONE ``update_aliases`` call (remove old + add new)."""
+        n = version_number(version)
+        man = self._manifest(n)
+        if not man.get("complete"):
+            raise CorruptVersionError(f"{self.index_name(n)} is not a complete version (its build did not finish)")
+        old = self._serving_number()
+        actions: list[dict[str, Any]] = []
+        if old is not None and old != n:
+            actions.append({"remove": {"index": self.index_name(old), "alias": self.name}})
+        actions.append({"add": {"index": self.index_name(n), "alias": self.name}})
+        self.client.indices.update_aliases(actions=actions)
+        log.info("alias %s: now serving %s (was %s)", self.name, self.index_name(n),
+                 None if old is None else self.index_name(old))
+
+    def previous(self) -> IndexVersion | None:
+        cur = self._serving_number()
+        older = [n for n in self._numbers() if cur is not None and n < cur]
+        return self._info(older[-1]) if older else None
+
+    def rollback(self) -> IndexVersion:
+        prev = self.previous()
+        if prev is None:
+            raise VersionNotFoundError(f"alias {self.name!r} has no complete version older than the serving one")
+        self.swap(prev.number)
+        return prev
+
+    def delete_version(self, version: IndexVersion | int) -> None:
+        n = version_number(version)
+        if n == self._serving_number():
+            raise IndexStoreError(f"v{n} is the serving version of {self.name!r}; swap or roll back first")
+        if n not in self._all_versions():
+            raise VersionNotFoundError(f"alias {self.name!r} has no version v{n}")
+        self.client.indices.delete(index=self.index_name(n))
+        self._meta_cache.pop(self.index_name(n), None)
+
+    def prune_versions(self, keep: int = 2) -> list[int]:
+        if keep < 2:
+            raise IndexInputError(f"keep must be >= 2 (the serving version and the previous one), got {keep}")
+        numbers = self._numbers()
+        cur = self._serving_number()
+        kept = set(numbers[-keep:]) if cur is None else {cur, *[n for n in numbers if n < cur][-(keep - 1):]}
+        deleted = [n for n in numbers if n not in kept]
+        for n in deleted:
+            self.delete_version(n)
+        return deleted
+
+    def drop_all(self) -> None:
+        """Delete every version and the lock index of this alias (tests, teardown)."""
+        for n in self._all_versions():
+            self.client.indices.delete(index=self.index_name(n), ignore_unavailable=True)
+        self.client.indices.delete(index=self.lock_index, ignore_unavailable=True)
+
+    # ------------------------------------------------------------ search
+    def _query_body(self, q: torch.Tensor, k: int, exact: bool, dtype: str | None = None,
+                    page_norm: float = 1.0) -> dict[str, Any]:
+        dtype = dtype or self.dtype
+        script, _ = maxsim_script(q, dtype, self.hamming, page_norm)
+        score = {"script_score": {"query": {"match_all": {}}, "script": script}}
+        if exact:
+            return {"size": k, "source": False, "query": score}
+        c = max(self.candidates, k)
+        return {"size": k, "source": False, "retriever": {"rescorer": {
+            "retriever": {"knn": {"field": MEAN_FIELD, "query_vector": normalized_mean(q.numpy()).tolist(),
+                                  "k": c, "num_candidates": max(2 * c, 100)}},
+            "rescore": {"window_size": c, "query": {"rescore_query": score, "query_weight": 0.0,
+                                                    "rescore_query_weight": 1.0}}}}}
+
+    def _score_back(self, es_score: float, q: torch.Tensor, dtype: str, dim: int, page_norm: float) -> float:
+        _, offset = maxsim_script(q, dtype, self.hamming, page_norm)
+        s = es_score - offset
+        if dtype == "bits" and not self.hamming:
+            s = (2.0 * s - float(q.sum())) / float(np.sqrt(dim))
+        return s
+
+    def search(self, query_vectors: torch.Tensor, k: int = 10) -> list[Hit]:
+        return self.search_many([query_vectors], k)[0]
+
+    def search_many(self, queries: Sequence[torch.Tensor], k: int = 10) -> list[list[Hit]]:
+        """Top-``k`` pages per query; one ``msearch`` request for all queries."""
+        if k < 1:
+            raise IndexInputError(f"k must be >= 1, got {k}")
+        n = self._serving_number()
+        if n is None:
+            raise NoServingVersionError(f"alias {self.name!r} has no serving version yet: run `anchorprune index "
+                                        "build` (or build() then swap())")
+        man = self._manifest(n)
+        dim, dtype, pages = int(man["dim"]), man["dtype"], int(man["pages"])
+        norm = float(man.get("page_norm_max", 1.0)) * 1.001 + 1e-6      # margin for float rounding
+        qs = [query_matrix(q, dim, i) for i, q in enumerate(queries)]
+        if not qs:
+            return []
+        exact = not self.two_stage or pages <= self.exact_max_pages or pages <= self.candidates
+        iname = self.index_name(n)
+        searches: list[dict[str, Any]] = []
+        for q in qs:
+            body = self._query_body(q, k, exact, dtype, norm)
+            body["_source"] = body.pop("source")
+            searches += [{"index": iname}, body]
+        resp = dict(self.client.msearch(searches=searches))
+        out = []
+        for q, r in zip(qs, resp["responses"], strict=True):
+            if "error" in r:
+                raise IndexStoreError(f"search on {iname} failed: {r['error']}")
+            out.append([Hit(h["_id"], self._score_back(float(h["_score"]), q, dtype, dim, norm)) for h in r["hits"]["hits"]])
+        return out
+
+
+def _chain(first: tuple[str, str, np.ndarray], rest: Iterator[tuple[str, str, np.ndarray]]):
+    yield first
+    yield from rest

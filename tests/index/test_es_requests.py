@@ -1,0 +1,276 @@
+"""Request shapes of the Elasticsearch backend, recorded from the real client (transport replaced).
+
+Shapes follow Elastic's docs: rank_vectors / dense_vector mappings, NDJSON bulk actions,
+one ``_aliases`` call with remove + add, ``script_score`` with ``maxSimDotProduct`` and the
+``rescorer`` retriever over a ``knn`` retriever (notes/elasticsearch-and-peers.md, A4-A6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import actions as helper_actions
+from fake_es import FakeES
+from index_helpers import make_pages, planted_query
+
+from anchorprune.config import IndexConfig
+from anchorprune.index import IndexLockedError, open_index
+from anchorprune.index.elasticsearch import ElasticsearchIndex, ElasticsearchLicenseError, redact_url
+from anchorprune.pruning.base import PrunedPage
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeES()
+    monkeypatch.setattr(Elasticsearch, "perform_request",
+                        lambda self, method, path, **kw: f.perform_request(self, method, path, **kw))
+    monkeypatch.setattr(helper_actions.time, "sleep", lambda s: None)      # bulk retry back-off
+    return f
+
+
+def es_index(dtype="float16", **kw) -> ElasticsearchIndex:
+    return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), "pages", dtype=dtype, **kw)
+
+
+def test_mapping_and_build_settings(fake):
+    idx = es_index("float16")
+    idx.build(make_pages(n=3, dim=32), {"config_hash": "c"})
+    (create,) = fake.of("indices.create")
+    assert create.method == "PUT" and create.path == "/pages-v1"
+    assert create.body["settings"] == {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"}
+    props = create.body["mappings"]["properties"]
+    assert props["mean_vector"] == {"type": "dense_vector", "dims": 32, "index": True, "similarity": "cosine",
+                                    "index_options": {"type": "hnsw"}}
+    assert props["vectors"] == {"type": "rank_vectors", "dims": 32, "element_type": "bfloat16"}
+    assert props["page_id"] == {"type": "keyword"} and props["content_hash"] == {"type": "keyword"}
+    assert create.body["mappings"]["_meta"]["anchorprune"]["complete"] is False
+
+
+@pytest.mark.parametrize(("dtype", "element"), [("float32", "float"), ("bits", "bit")])
+def test_element_types(fake, dtype, element):
+    es_index(dtype).build(make_pages(n=2, dim=16), {})
+    assert fake.of("indices.create")[0].body["mappings"]["properties"]["vectors"]["element_type"] == element
+
+
+def test_build_sequence_settings_restored_and_count_checked(fake):
+    es_index(replicas=2).build(make_pages(n=5), {})
+    order = [c.endpoint for c in fake.calls]
+    want = ["license.get", "index", "indices.create", "bulk", "indices.put_settings", "indices.refresh", "count",
+            "search", "indices.put_mapping", "delete"]
+    pos = [order.index(e) for e in want]
+    assert pos == sorted(pos), order
+    (settings,) = fake.of("indices.put_settings")
+    assert settings.body == {"index": {"refresh_interval": None, "number_of_replicas": 2}}
+    lock = fake.of("index")[0]
+    assert lock.path == "/pages-lock/_doc/build" and lock.params["op_type"] == "create"
+    assert lock.body["pid"] == os.getpid() and lock.body["host"] == socket.gethostname()
+    meta = fake.of("indices.put_mapping")[-1].body["_meta"]["anchorprune"]
+    assert meta["complete"] is True and meta["pages"] == 5 and meta["dtype"] == "float16"
+
+
+def test_bulk_actions_are_ndjson_create_pairs_in_small_chunks(fake):
+    pages = make_pages(n=5, dim=16)
+    es_index("float32", chunk_pages=2).build(pages, {})
+    bulks = fake.of("bulk")
+    assert [len(b.body) // 2 for b in bulks] == [2, 2, 1]
+    head, src = bulks[0].body[0], bulks[0].body[1]
+    assert head == {"create": {"_index": "pages-v1", "_id": "p000"}}
+    assert set(src) == {"page_id", "content_hash", "n_vectors", "mean_vector", "vectors"}
+    assert np.allclose(src["vectors"], pages[0].vectors.numpy()) and src["n_vectors"] == pages[0].vectors.shape[0]
+    assert np.linalg.norm(src["mean_vector"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bulk_splits_by_bytes_and_retries_429(fake, monkeypatch):
+    pages = make_pages(n=6, dim=16)
+    one_doc = len(json.dumps({"create": {"_index": "pages-v1", "_id": "p000"}})) + 2000
+    rejected = {"n": 0}
+    orig = fake.h_bulk
+
+    def flaky(parts, params, body):
+        if rejected["n"] == 0:
+            rejected["n"] += 1
+            first = body[0]["create"]["_id"]
+            out = orig(parts, params, body[2:])
+            out["items"].insert(0, {"create": {"_id": first, "status": 429, "error": {"type": "es_rejected"}}})
+            out["errors"] = True
+            return out
+        return orig(parts, params, body)
+
+    monkeypatch.setattr(fake, "h_bulk", flaky)
+    v = es_index("float32", chunk_pages=100, max_chunk_bytes=2 * one_doc).build(pages, {})
+    assert v.pages == 6
+    assert len(fake.of("bulk")) >= 3                   # split by bytes, not by the 100-page chunk size
+    sent = [b.body[i]["create"]["_id"] for b in fake.of("bulk") for i in range(0, len(b.body), 2)]
+    assert sent.count("p000") == 2                     # the 429-rejected page was sent again
+
+
+def test_bits_go_as_hex_strings(fake):
+    pages = [PrunedPage("a", "h", torch.tensor([[1.0, -1.0] * 8, [-1.0] * 16]), None)]
+    es_index("bits").build(pages, {})
+    src = fake.of("bulk")[0].body[1]
+    assert src["vectors"] == ["aaaa", "0000"]
+
+
+def test_swap_is_one_update_aliases_call_remove_then_add(fake):
+    idx = es_index()
+    idx.swap(idx.build(make_pages(n=2), {}))
+    first = fake.of("indices.update_aliases")
+    assert [c.body for c in first] == [{"actions": [{"add": {"index": "pages-v1", "alias": "pages"}}]}]
+    idx.swap(idx.build(make_pages(n=2, seed=3), {}))
+    calls = fake.of("indices.update_aliases")
+    assert len(calls) == 2 and calls[1].path == "/_aliases"
+    assert calls[1].body == {"actions": [{"remove": {"index": "pages-v1", "alias": "pages"}},
+                                         {"add": {"index": "pages-v2", "alias": "pages"}}]}
+    idx.rollback()
+    assert fake.of("indices.update_aliases")[-1].body == {"actions": [
+        {"remove": {"index": "pages-v2", "alias": "pages"}}, {"add": {"index": "pages-v1", "alias": "pages"}}]}
+
+
+def test_exact_search_body_is_script_score_maxsim(fake):
+    idx = es_index("float32")
+    pages = make_pages(n=4)
+    idx.swap(idx.build(pages, {}))
+    q = planted_query(pages[1], m=2)
+    hits = idx.search(q, k=3)
+    (ms,) = fake.of("msearch")
+    header, body = ms.body
+    assert header == {"index": "pages-v1"}
+    assert body["size"] == 3 and body["_source"] is False
+    script = body["query"]["script_score"]["script"]
+    assert body["query"]["script_score"]["query"] == {"match_all": {}}
+    assert script["source"] == "maxSimDotProduct(params.query_vector, 'vectors') + params.offset"
+    assert np.allclose(script["params"]["query_vector"], q.numpy())
+    assert script["params"]["offset"] >= float(q.norm(dim=1).sum())
+    assert hits[0].page_id == "p001"
+
+
+def test_two_stage_body_is_knn_retriever_rescored_by_maxsim(fake):
+    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=2)
+    pages = make_pages(n=6)
+    idx.swap(idx.build(pages, {}))
+    q = planted_query(pages[2], m=3)
+    assert idx.search(q, k=2)[0].page_id == "p002"
+    body = fake.of("msearch")[0].body[1]
+    r = body["retriever"]["rescorer"]
+    knn = r["retriever"]["knn"]
+    assert knn["field"] == "mean_vector" and knn["k"] == 3 and knn["num_candidates"] >= 3
+    assert np.linalg.norm(knn["query_vector"]) == pytest.approx(1.0, abs=1e-5)
+    assert r["rescore"]["window_size"] == 3
+    rq = r["rescore"]["query"]
+    assert rq["query_weight"] == 0.0 and rq["rescore_query_weight"] == 1.0
+    assert rq["rescore_query"]["script_score"]["script"]["source"].startswith("maxSimDotProduct(")
+
+
+def test_small_corpus_uses_exact_search_even_with_two_stage_on(fake):
+    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=100)
+    idx.swap(idx.build(make_pages(n=6), {}))
+    idx.search(torch.ones(1, 16), k=2)
+    assert "query" in fake.of("msearch")[0].body[1] and "retriever" not in fake.of("msearch")[0].body[1]
+
+
+def test_bit_pages_float_query_and_hamming_query(fake):
+    pages = make_pages(n=4, dim=32)
+    idx = es_index("bits")
+    idx.swap(idx.build(pages, {}))
+    q = planted_query(pages[3], m=2)
+    hits = idx.search(q, k=4)
+    params = fake.of("msearch")[0].body[1]["query"]["script_score"]["script"]["params"]
+    assert len(params["query_vector"][0]) == 32 and isinstance(params["query_vector"][0][0], float)
+    # scores come back on the local backend's scale: q . sign(d) / sqrt(d)
+    signs = torch.where(pages[3].vectors > 0, 1.0, -1.0) / np.sqrt(32)
+    want = float((q @ signs.T).max(dim=1).values.sum())
+    assert {h.page_id: h.score for h in hits}["p003"] == pytest.approx(want, abs=1e-4)
+    ham = ElasticsearchIndex(idx.client, "pages", dtype="bits", hamming=True)
+    ham.search(q, k=2)
+    script = fake.of("msearch")[1].body[1]["query"]["script_score"]["script"]
+    assert script["source"].startswith("maxSimInvHamming(") and len(script["params"]["query_vector"][0]) == 8
+
+
+def test_incremental_build_reindexes_unchanged_pages_server_side(fake):
+    idx = es_index("float32")
+    pages = make_pages(n=5)
+    idx.swap(idx.build(pages, {}))
+    sent_before = len(fake.of("bulk"))
+    changed = [PrunedPage("p001", "new-hash", make_pages(n=1, seed=8)[0].vectors, None)]
+    v2 = idx.build(changed, {}, reuse=["p002", "p003", "p004"])
+    (rx,) = fake.of("reindex")
+    assert rx.body == {"source": {"index": "pages-v1", "query": {"ids": {"values": ["p002", "p003", "p004"]}}},
+                       "dest": {"index": "pages-v2", "op_type": "create"}}
+    new_bulk = fake.of("bulk")[sent_before:]
+    assert [b.body[0]["create"]["_id"] for b in new_bulk] == ["p001"]
+    assert v2.pages == 4 and v2.vectors == sum(p.vectors.shape[0] for p in pages[2:]) + changed[0].vectors.shape[0]
+
+
+def test_basic_licence_is_refused_with_a_clear_message_before_anything_is_created(fake):
+    fake.license_type = "basic"
+    with pytest.raises(ElasticsearchLicenseError) as err:
+        es_index().build(make_pages(n=2), {})
+    msg = str(err.value)
+    assert "basic licence" in msg and "Enterprise" in msg and "trial" in msg and "local backend" in msg
+    assert not fake.of("indices.create") and not fake.of("index")
+
+
+def test_licence_refusal_at_index_creation_is_named(fake, monkeypatch):
+    monkeypatch.setattr(fake, "h_license_get", lambda *a: {"license": {"type": "enterprise", "status": "active"}})
+    fake.license_type = "basic"           # what the mapping call sees
+    with pytest.raises(ElasticsearchLicenseError, match="Enterprise licence or a trial"):
+        es_index().build(make_pages(n=2), {})
+    assert not fake.indices.get("pages-v1")
+    assert "build" not in fake.indices["pages-lock"]["docs"]          # lock released
+
+
+@pytest.mark.parametrize("step", ElasticsearchIndex.BUILD_STEPS)
+def test_failure_at_each_build_step_leaves_the_alias_and_serving_index(fake, step):
+    idx = es_index("float32")
+    pages = make_pages(n=4)
+    idx.swap(idx.build(pages, {}))
+
+    def fail(self, name):
+        if name == step:
+            raise RuntimeError(f"injected at {name}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ElasticsearchIndex, "_checkpoint", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            idx.build(make_pages(n=3, seed=5, prefix="q"), {}, reuse=["p000"])
+    assert set(fake.indices) <= {"pages-v1", "pages-lock"} and fake.aliases["pages"] == {"pages-v1"}
+    assert "build" not in fake.indices["pages-lock"]["docs"]
+    assert idx.search(planted_query(pages[2]), k=1)[0].page_id == "p002"
+
+
+def test_concurrent_build_refused_and_stale_lock_taken_over(fake):
+    idx = es_index()
+    fake.h_index({"index": "pages-lock", "id": "build"}, {"op_type": "create"},
+                 {"pid": 1, "host": "other-host", "started_at": "t", "token": "x"})
+    with pytest.raises(IndexLockedError, match="other-host"):
+        idx.build(make_pages(n=2), {})
+    assert not fake.of("indices.create")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fake.indices["pages-lock"]["docs"]["build"] = {"pid": dead.pid, "host": socket.gethostname(),
+                                                   "started_at": "t", "token": "y"}
+    assert idx.build(make_pages(n=2), {}).number == 1
+
+
+def test_credentials_only_from_env_and_never_logged(fake, monkeypatch, caplog):
+    monkeypatch.setenv("ELASTICSEARCH_URL", "https://elastic:hunter2@es.example.com:9243")
+    monkeypatch.setenv("ELASTICSEARCH_API_KEY", "c2VjcmV0LWtleQ==")
+    with caplog.at_level(logging.DEBUG):
+        idx = open_index(IndexConfig(backend="elasticsearch", name="pages", dtype="bits"), "unused")
+        idx.swap(idx.build(make_pages(n=2, dim=16), {}))
+    assert isinstance(idx, ElasticsearchIndex) and idx.dtype == "bits"
+    assert idx.client._headers["authorization"] == "ApiKey c2VjcmV0LWtleQ=="
+    node = idx.client.transport.node_pool.all()[0]
+    assert node.config.scheme == "https" and node.config.verify_certs is True
+    text = caplog.text + repr(idx) + str(idx.stats().as_dict())
+    assert "hunter2" not in text and "c2VjcmV0LWtleQ" not in text
+    assert redact_url("https://elastic:hunter2@es.example.com:9243") == "https://es.example.com:9243"
