@@ -93,8 +93,8 @@ def _check_offsets(offsets: torch.Tensor, total: int, page_ids: Sequence[str] | 
     return off
 
 
-def _stack_queries(queries: Sequence[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All query tokens ``[M, d]`` float32 and the ``[Q, M]`` 0/1 matrix that sums rows per query."""
+def _stack_queries(queries: Sequence[torch.Tensor], dim: int) -> tuple[torch.Tensor, np.ndarray]:
+    """All query tokens ``[M, d]`` float32 and the first row of each query in it ``[Q]``."""
     if len(queries) == 0:
         raise ScoringError("no queries given: pass at least one [m, d] tensor")
     lengths = []
@@ -103,14 +103,15 @@ def _stack_queries(queries: Sequence[torch.Tensor], dim: int) -> tuple[torch.Ten
             raise ScoringError(f"query {i} has shape {tuple(q.shape)}; expected [m, {dim}]")
         if q.shape[0] == 0:
             raise ScoringError(f"query {i} has no token vectors")
-        if not torch.isfinite(q).all():
-            raise ScoringError(f"query {i} contains NaN or inf; re-encode it")
         lengths.append(q.shape[0])
-    qtok = torch.cat([q.to(torch.float32) for q in queries], dim=0)     # [M, d]
-    owner = torch.repeat_interleave(torch.arange(len(queries)), torch.tensor(lengths))
-    summer = torch.zeros(len(queries), qtok.shape[0], dtype=torch.float32)   # [Q, M]
-    summer[owner, torch.arange(qtok.shape[0])] = 1.0
-    return qtok, summer
+    qtok = torch.cat([q.detach().to(torch.float32) for q in queries], dim=0).contiguous()     # [M, d]
+    if not np.isfinite(qtok.numpy()).all():
+        row = int(np.flatnonzero(~np.isfinite(qtok.numpy()).all(axis=1))[0])
+        i = int(np.searchsorted(np.cumsum(lengths), row, side="right"))
+        raise ScoringError(f"query {i} contains NaN or inf; re-encode it")
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    starts[1:] = np.cumsum(lengths)[:-1]
+    return qtok, starts
 
 
 def score_packed(
@@ -156,7 +157,7 @@ def score_packed(
     total, dim = vecs.shape
     off = _check_offsets(offsets, total, page_ids)
     num_pages = off.shape[0] - 1
-    qtok, summer = _stack_queries(queries, dim)                        # [M, d], [Q, M]
+    qtok, qstarts = _stack_queries(queries, dim)                       # [M, d], [Q]
     m = qtok.shape[0]
     longest = int(np.diff(off).max())
     if chunk_tokens is None:
@@ -164,29 +165,31 @@ def score_packed(
     elif chunk_tokens < 1:
         raise ScoringError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     buffer = torch.empty(m * max(chunk_tokens, longest), dtype=torch.float32)
-    out = torch.empty(len(queries), num_pages, dtype=torch.float32)   # [Q, P]
+    out = np.empty((len(queries), num_pages), dtype=np.float32)       # [Q, P]
 
+    # Only the matmul is multi-threaded; the small reductions run in numpy (single-threaded), which stays
+    # fast when the machine is oversubscribed (OpenMP reductions on small tensors then stall).
     a = 0
     while a < num_pages:
         # whole pages [a, b) whose vectors fit in chunk_tokens (at least one page)
         b = int(np.searchsorted(off, off[a] + chunk_tokens, side="right")) - 1
         b = min(max(b, a + 1), num_pages)
         lo, hi = int(off[a]), int(off[b])
-        chunk = vecs[lo:hi]
+        chunk = vecs[lo:hi].detach()
         if chunk.dtype != torch.float32:
             chunk = chunk.to(torch.float32)
-        if not torch.isfinite(chunk).all():
-            bad_row = lo + int(torch.nonzero(~torch.isfinite(chunk).all(dim=1))[0, 0])
+        chunk_np = chunk.numpy()
+        if not np.isfinite(chunk_np).all():
+            bad_row = lo + int(np.flatnonzero(~np.isfinite(chunk_np).all(axis=1))[0])
             p = int(np.searchsorted(off, bad_row, side="right")) - 1
             raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
                                "re-encode it or drop it from the index")
         sim = buffer[: m * (hi - lo)].view(m, hi - lo)                   # [M, t]
         torch.mm(qtok, chunk.T, out=sim)
-        starts = off[a:b] - lo
-        page_max = np.maximum.reduceat(sim.numpy(), starts, axis=1)     # [M, b - a]
-        out[:, a:b] = summer @ torch.from_numpy(page_max)                # per-query sums [Q, b - a]
+        page_max = np.maximum.reduceat(sim.numpy(), off[a:b] - lo, axis=1)      # [M, b - a]
+        out[:, a:b] = np.add.reduceat(page_max, qstarts, axis=0)                 # [Q, b - a]
         a = b
-    return out
+    return torch.from_numpy(out)
 
 
 def maxsim(query: torch.Tensor, pages: Sequence[torch.Tensor]) -> torch.Tensor:
