@@ -299,8 +299,93 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 # ---------------------------------------------------------------- index (issue #8)
+# `index build` runs the pipeline's index stage (stages.stage_index: the registry's @champion config,
+# window-only capture through the features cache, pages whose content hash is unchanged reused, build ->
+# verify -> swap -> prune to index.keep_versions). search/status/rollback work on whatever serves now.
+def _index_errors():
+    from anchorprune.index import IndexStoreError
+    from anchorprune.scoring import ScoringError
+
+    return (IndexStoreError, ScoringError)
+
+
+def _open_index(params: Path):
+    from anchorprune.index import open_index
+
+    cfg = settings_or_exit(params)
+    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else Path.cwd() / cfg.paths.index_dir
+    try:
+        return open_index(cfg.index, root)
+    except _index_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _index_call(fn):
+    try:
+        return fn()
+    except _index_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 @index_app.command("build")
 def index_build(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Build a new index version from the champion config and swap it in."""
-    settings_or_exit(params)
-    not_yet("index build", 8)
+    """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones."""
+    import logging
+
+    from anchorprune.stages import stage_index
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    info = _index_call(lambda: stage_index(_workspace(params)))
+    typer.echo(f"index {info['index']} ({info['backend']}) now serves v{info['version']}: {info['pages']} pages, "
+               f"{info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB; re-encoded {info['reencoded_pages']}, "
+               f"reused {info['reused_pages']}")
+
+
+@index_app.command("search")
+def index_search(
+    query: Annotated[str, typer.Argument(help="query text (encoded with the champion's backbone)")],
+    params: ParamsOpt = Path("params.yaml"),
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits to print")] = 10,
+) -> None:
+    """Search the serving index version with a text query."""
+    from anchorprune.stages import stage_search
+
+    hits = _index_call(lambda: stage_search(_workspace(params), query, k=k))
+    for rank, hit in enumerate(hits, 1):
+        typer.echo(f"{rank:3d}. {hit.page_id}  {hit.score:.4f}")
+
+
+@index_app.command("status")
+def index_status(
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the stats as JSON")] = False,
+) -> None:
+    """Show the serving version (pages, vectors, bytes, build meta) and the versions kept for rollback."""
+    import json
+
+    idx = _open_index(params)
+    stats = _index_call(idx.stats)
+    if as_json:
+        typer.echo(json.dumps(stats.as_dict(), indent=2))
+        return
+    cur = stats.current
+    typer.echo(f"index {stats.name} ({stats.backend}, {stats.dtype}, two-stage {'on' if stats.two_stage else 'off'})")
+    if cur is None:
+        typer.echo("  no serving version: run `anchorprune index build`")
+    for v in _index_call(idx.versions):
+        mark = "*" if cur is not None and v.number == cur.number else " "
+        meta = v.manifest.get("meta", {})
+        typer.echo(f"  {mark} v{v.number}  {v.created_at}  {v.pages} pages  {v.vectors} vectors  "
+                   f"{v.bytes / 1e6:.1f} MB  {v.bytes / max(v.pages, 1):.0f} B/page  "
+                   f"model {meta.get('model', '-')}:{meta.get('model_version', '-')}  data {meta.get('data_version', '-')}")
+
+
+@index_app.command("rollback")
+def index_rollback(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Serve the previous version again (the newest kept version older than the serving one)."""
+    idx = _open_index(params)
+    before = _index_call(idx.current)
+    prev = _index_call(idx.rollback)
+    typer.echo(f"index {idx.name}: rolled back from v{before.number if before else '-'} to v{prev.number}")
