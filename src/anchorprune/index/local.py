@@ -39,7 +39,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -671,8 +671,3 @@ class LocalIndex:
         v = self._serving()
         qs = [query_matrix(q, v.dim, i) for i, q in enumerate(queries)]
         return list(v.page_ids), v.score_all(qs, self.chunk_tokens)
-
-
-def iter_pages(pages: Iterable[PrunedPage]) -> Iterator[PrunedPage]:
-    """Wrap a sequence as a one-shot iterator (so ``build`` validates page by page while streaming)."""
-    yield from pages
