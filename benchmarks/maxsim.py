@@ -1,0 +1,233 @@
+"""MaxSim speed: packed scorer vs colpali-engine's padded einsum, full vs SAP-pruned pages, on CPU.
+
+Workload (issue 5): 100 queries x 20 tokens against P pages of 1,030 vectors (full) and of
+103 vectors (gamma = 0.1, the SAP-kept subset), d = 128, float32, random unit vectors.
+
+Measured in one run:
+- ``torch.mm`` throughput (the hardware limit): the same [M, d] x [d, chunk] product the scorer
+  runs, into a preallocated output, and a square 2048^3 product for context;
+- ``anchorprune.scoring.score_packed`` on full and pruned pages;
+- the reference: colpali-engine's ``BaseVisualRetrieverProcessor.score_multi_vector`` algorithm
+  (pad_sequence, ``einsum("bnd,csd->bcns").max(3)[0].sum(2)``, batch 128) — colpali-engine itself
+  when it imports, otherwise the same algorithm re-implemented below;
+- equality of the two scorers' scores, speed-ups, and GFLOP/s (2 * M * T * d per pass).
+
+Run (one heavy job at a time machine-wide; 10,000 full pages are 5.3 GB of float32)::
+
+    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/maxsim.py --pages 10000
+
+Writes ``benchmarks/results/maxsim.json`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from anchorprune.scoring import DEFAULT_BUFFER_ELEMENTS, score_packed  # noqa: E402
+
+log = logging.getLogger("benchmarks.maxsim")
+
+
+def reference_score_multi_vector(qs: Sequence[torch.Tensor], ps: Sequence[torch.Tensor],
+                                 batch_size: int = 128) -> torch.Tensor:
+    """colpali-engine 0.3.x ``score_multi_vector`` (CPU): zero-padded batches and one einsum per batch."""
+    scores_list = []
+    for i in range(0, len(qs), batch_size):
+        scores_batch = []
+        qs_batch = torch.nn.utils.rnn.pad_sequence(list(qs[i:i + batch_size]), batch_first=True, padding_value=0)
+        for j in range(0, len(ps), batch_size):
+            ps_batch = torch.nn.utils.rnn.pad_sequence(list(ps[j:j + batch_size]), batch_first=True,
+                                                       padding_value=0)
+            scores_batch.append(torch.einsum("bnd,csd->bcns", qs_batch, ps_batch).max(dim=3)[0].sum(dim=2))
+        scores_list.append(torch.cat(scores_batch, dim=1))
+    return torch.cat(scores_list, dim=0).to(torch.float32)
+
+
+def colpali_engine_scorer() -> tuple[Callable, str]:
+    try:
+        from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor  # type: ignore
+
+        def run(qs, ps):
+            return BaseVisualRetrieverProcessor.score_multi_vector(list(qs), list(ps), batch_size=128, device="cpu")
+
+        return run, "colpali-engine BaseVisualRetrieverProcessor.score_multi_vector"
+    except Exception as exc:  # noqa: BLE001 - any import failure means: use the re-implementation
+        log.info("colpali-engine does not import here (%s): using the re-implemented algorithm", exc)
+        return reference_score_multi_vector, f"re-implemented score_multi_vector (colpali-engine import failed: " \
+                                             f"{type(exc).__name__}: {str(exc)[:120]})"
+
+
+def timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[list[float], torch.Tensor]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def mm_throughput(m: int, d: int, n: int, seconds: float = 3.0) -> float:
+    """GFLOP/s of ``torch.mm([m, d], [d, n], out=preallocated)``, best of repeated calls within ``seconds``."""
+    a = torch.randn(m, d)
+    b = torch.randn(n, d)
+    out = torch.empty(m, n)
+    torch.mm(a, b.T, out=out)
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b.T, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * m * n * d / best / 1e9
+
+
+def unit_pages(pages: int, tokens: int, dim: int, seed: int) -> torch.Tensor:
+    """``[pages * tokens, dim]`` float32 random unit vectors, generated in slabs to bound memory."""
+    g = torch.Generator().manual_seed(seed)
+    vecs = torch.empty(pages * tokens, dim)
+    step = 1 << 20
+    for a in range(0, vecs.shape[0], step):
+        block = vecs[a:a + step]
+        block.normal_(generator=g)
+        block /= block.norm(dim=1, keepdim=True)
+    return vecs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=10_000)
+    ap.add_argument("--page-tokens", type=int, default=1030)
+    ap.add_argument("--gamma", type=float, default=0.1)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--query-tokens", type=int, default=20)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes of each pruned scorer (full: 1 + repeats//2)")
+    ap.add_argument("--chunk-tokens", type=int, default=None, help="score_packed chunk (default: its own)")
+    ap.add_argument("--skip-reference-full", action="store_true", help="skip the slow reference on full pages")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "maxsim.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from anchorprune.pruning.sap import keep_count
+
+    n_full, d = args.page_tokens, args.dim
+    n_pruned = keep_count(n_full, args.gamma)
+    m_total = args.queries * args.query_tokens
+    log.info("generating %d pages x %d x %d (%.2f GB float32)", args.pages, n_full, d,
+             args.pages * n_full * d * 4 / 1e9)
+    full = unit_pages(args.pages, n_full, d, args.seed)                                   # [P * n, d]
+    g = torch.Generator().manual_seed(args.seed + 1)
+    queries = [torch.nn.functional.normalize(torch.randn(args.query_tokens, d, generator=g), dim=-1)
+               for _ in range(args.queries)]
+    # SAP-pruned pages: top-k of a (random) centrality per page, kept in ascending order
+    cent = torch.rand(args.pages, n_full, generator=g)
+    kept = torch.sort(torch.topk(cent, n_pruned, dim=1).indices, dim=1).values           # [P, k]
+    del cent
+    rows = (kept + torch.arange(args.pages)[:, None] * n_full).flatten()
+    pruned = full[rows]                                                                   # [P * k, d]
+    del rows
+    off_full = torch.arange(args.pages + 1, dtype=torch.int64) * n_full
+    off_pruned = torch.arange(args.pages + 1, dtype=torch.int64) * n_pruned
+    full_pages = list(full.split(n_full))       # views, no copy (the reference takes a list)
+    pruned_pages = list(pruned.split(n_pruned))
+
+    chunk = args.chunk_tokens or max(n_full, DEFAULT_BUFFER_ELEMENTS // m_total)
+    log.info("torch.mm throughput ([%d, %d] x [%d, %d])", m_total, d, d, chunk)
+    mm_same = mm_throughput(m_total, d, chunk)
+    mm_square = mm_throughput(2048, 2048, 2048)
+    log.info("torch.mm: %.1f GFLOP/s (scorer shape), %.1f GFLOP/s (2048^3)", mm_same, mm_square)
+
+    reps_full = 1 + args.repeats // 2
+    log.info("ours, pruned (%d x %d)", args.pages, n_pruned)
+    t_ours_p, s_ours_p = timed(lambda: score_packed(queries, pruned, off_pruned, chunk_tokens=args.chunk_tokens),
+                               args.repeats)
+    log.info("ours, full (%d x %d)", args.pages, n_full)
+    t_ours_f, s_ours_f = timed(lambda: score_packed(queries, full, off_full, chunk_tokens=args.chunk_tokens),
+                               reps_full)
+    ref_fn, ref_name = colpali_engine_scorer()
+    log.info("reference (%s), pruned", ref_name)
+    t_ref_p, s_ref_p = timed(lambda: ref_fn(queries, pruned_pages), args.repeats)
+    if args.skip_reference_full:
+        t_ref_f, s_ref_f = None, None
+    else:
+        log.info("reference, full")
+        t_ref_f, s_ref_f = timed(lambda: ref_fn(queries, full_pages), 1)
+
+    def flops(total_vectors: int) -> float:
+        return 2.0 * m_total * total_vectors * d
+
+    best = min
+    res = {
+        "workload": {"queries": args.queries, "query_tokens": args.query_tokens, "pages": args.pages,
+                     "tokens_full": n_full, "tokens_pruned": n_pruned, "gamma": args.gamma, "dim": d,
+                     "dtype": "float32", "chunk_tokens": chunk},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
+        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/maxsim.py "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
+        "reference": ref_name,
+        "torch_mm_gflops": {"scorer_shape": mm_same, "square_2048": mm_square},
+        "seconds": {
+            "ours_full": t_ours_f, "ours_pruned": t_ours_p, "reference_full": t_ref_f, "reference_pruned": t_ref_p,
+        },
+    }
+    ours_f, ours_p, ref_p = best(t_ours_f), best(t_ours_p), best(t_ref_p)
+    ref_f = best(t_ref_f) if t_ref_f else None
+    gf_full = flops(full.shape[0]) / ours_f / 1e9
+    gf_pruned = flops(pruned.shape[0]) / ours_p / 1e9
+    res["gflops"] = {"ours_full": gf_full, "ours_pruned": gf_pruned,
+                     "reference_full": flops(full.shape[0]) / ref_f / 1e9 if ref_f else None,
+                     "reference_pruned": flops(pruned.shape[0]) / ref_p / 1e9}
+    res["equal_scores"] = {
+        "max_abs_diff_pruned": float((s_ours_p - s_ref_p).abs().max()),
+        "max_abs_diff_full": float((s_ours_f - s_ref_f).abs().max()) if s_ref_f is not None else None,
+    }
+    res["ratios"] = {
+        "pruned_speedup_vs_full": ours_f / ours_p,
+        "vs_reference_full": ref_f / ours_f if ref_f else None,
+        "vs_reference_pruned": ref_p / ours_p,
+        "fraction_of_mm_full": gf_full / mm_same,
+        "fraction_of_mm_pruned": gf_pruned / mm_same,
+        "fraction_of_square_mm_full": gf_full / mm_square,
+        "fraction_of_square_mm_pruned": gf_pruned / mm_square,
+        "paper_pruned_speedup_gamma_0.1": 7.9,
+    }
+    checks = {
+        "equal_scores_1e-4": res["equal_scores"]["max_abs_diff_pruned"] <= 1e-4
+        and (res["equal_scores"]["max_abs_diff_full"] is None or res["equal_scores"]["max_abs_diff_full"] <= 1e-4),
+        "pruned_8x_faster_than_full": res["ratios"]["pruned_speedup_vs_full"] >= 8.0,
+        "1.5x_reference_pruned": res["ratios"]["vs_reference_pruned"] >= 1.5,
+        "1.5x_reference_full": None if ref_f is None else res["ratios"]["vs_reference_full"] >= 1.5,
+        "60pct_of_mm_full": res["ratios"]["fraction_of_mm_full"] >= 0.6,
+        "60pct_of_mm_pruned": res["ratios"]["fraction_of_mm_pruned"] >= 0.6,
+    }
+    res["targets_met"] = checks
+    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    res["median_seconds"] = {k: statistics.median(v) for k, v in res["seconds"].items() if v}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=2))
+    tmp.replace(args.out)
+    log.info("%s", json.dumps({k: res[k] for k in ("seconds", "gflops", "ratios", "equal_scores", "targets_met")},
+                              indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
