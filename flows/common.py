@@ -12,8 +12,23 @@ from anchorprune.stages import Workspace
 
 # a rerun with the same inputs (config hash, data version, backbone, root) skips finished work
 STAGE_CACHE = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, cache_expiration=timedelta(days=7))
+TRANSIENT = (OSError, TimeoutError, ConnectionError)  # network, disk, locks (DVC, sqlite)
+
+
+def retry_on_io(task, task_run, state) -> bool:
+    """Retry only what a retry can fix (I/O against the hub, MLflow, Elasticsearch, DVC), not bugs or bad input."""
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception as exc:  # noqa: BLE001 - classify by name for optional libraries
+        names = {c.__name__ for c in type(exc).__mro__}
+        return bool(names & {"MlflowException", "ConnectionError", "TransportError", "DataVersionError"})
+    return False
+
+
 # I/O against the hub, MLflow or Elasticsearch: retry with backoff
-IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10])
+IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_on_io)
 
 
 def workspace(params: str, root: str) -> Workspace:
