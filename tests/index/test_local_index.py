@@ -207,6 +207,23 @@ def test_bit_pages_score_float_query_against_scaled_signs(tmp_path):
     assert v.manifest["files"]["vectors.bin"]["bytes"] == v.vectors * 4      # 32 bits -> 4 bytes per vector
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bits"])
+def test_resident_copy_and_memory_map_give_the_same_results(tmp_path, dtype):
+    pages = make_pages(n=9, dim=32)
+    built = LocalIndex(tmp_path, "r", dtype=dtype)
+    built.swap(built.build(pages, {}))
+    qs = [planted_query(p, m=3, seed=i) for i, p in enumerate(pages[:4])]
+    resident = LocalIndex(tmp_path, "r", dtype=dtype, two_stage=True, candidates=3)
+    mapped = LocalIndex(tmp_path, "r", dtype=dtype, two_stage=True, candidates=3, resident_bytes=0, chunk_tokens=7)
+    for a, b in zip(resident.search_many(qs, k=9), mapped.search_many(qs, k=9), strict=True):
+        assert [h.page_id for h in a] == [h.page_id for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    _, s_res = resident.exact_scores(qs)
+    _, s_map = mapped.exact_scores(qs)
+    assert torch.allclose(s_res, s_map, atol=1e-5)
+    assert resident._serving().dense is not None and mapped._serving().dense is None
+
+
 def test_corrupt_version_is_detected_and_never_swapped_in(served):
     idx, pages = served
     v2 = idx.build(make_pages(n=3, seed=5), {})

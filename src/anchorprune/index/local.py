@@ -220,6 +220,7 @@ class _Version:
     means: np.ndarray           # [P, d] float32
     page_ids: list[str]
     content_hashes: list[str]
+    dense: torch.Tensor | None = None      # [T, d] float32 decoded copy kept in RAM (see LocalIndex.resident_bytes)
 
     @property
     def dtype(self) -> str:
@@ -283,6 +284,24 @@ class _Version:
         return IndexVersion(name=name, number=int(m["version"]), created_at=m["created_at"], pages=int(m["pages"]),
                             vectors=int(m["vectors"]), bytes=size, manifest=m)
 
+    def make_resident(self, budget: int) -> None:
+        """Keep a decoded float32 copy in RAM when it fits ``budget`` bytes (float16 / bits versions only).
+
+        Scoring then skips the per-query float16 -> float32 (or bit-unpacking) pass over every
+        vector; the file on disk keeps its compact encoding.
+        """
+        if self.dense is not None or self.dtype == "float32":
+            return
+        total = self.vecs.shape[0]
+        if total * self.dim * 4 > budget:
+            return
+        dense = torch.empty(total, self.dim, dtype=torch.float32)
+        step = max(1, (1 << 26) // (self.dim * 4))
+        for a in range(0, total, step):
+            dense[a:a + step] = torch.from_numpy(quantize.decode(np.asarray(self.vecs[a:a + step]), self.dtype,
+                                                                 self.dim))
+        self.dense = dense
+
     def rows(self, pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded float32 vectors of the given pages (in that order) and their local offsets."""
         starts, ends = self.offsets[pages], self.offsets[pages + 1]
@@ -290,11 +309,16 @@ class _Version:
         local = np.zeros(len(pages) + 1, dtype=np.int64)
         np.cumsum(lengths, out=local[1:])
         idx = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1])
+        if self.dense is not None:
+            return self.dense[torch.from_numpy(idx)], torch.from_numpy(local)
         stored = np.asarray(self.vecs[idx])
         return torch.from_numpy(quantize.decode(stored, self.dtype, self.dim)), torch.from_numpy(local)
 
     def score_all(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None) -> torch.Tensor:
         """Exact MaxSim ``[Q, P]`` of the queries against every page."""
+        if self.dense is not None:
+            return score_packed(queries, self.dense, torch.from_numpy(self.offsets), chunk_tokens=chunk_tokens,
+                                page_ids=self.page_ids)
         if self.dtype != "bits":
             return score_packed(queries, torch.from_numpy(self.vecs), torch.from_numpy(self.offsets),
                                 chunk_tokens=chunk_tokens, page_ids=self.page_ids)
@@ -337,6 +361,10 @@ class LocalIndex:
         Search mean-vector candidates first, then exact MaxSim on the top ``candidates``.
     chunk_tokens
         Page vectors per scoring matmul (``None``: about 64 MiB of similarity buffer).
+    resident_bytes
+        A float16 or bits serving version whose float32 decoding fits this many bytes is decoded
+        once into RAM and searched from there (faster: no per-query conversion); larger ones, and
+        float32 versions, are searched straight from the memory map. 0 turns it off.
 
     Examples
     --------
@@ -355,7 +383,7 @@ class LocalIndex:
     BUILD_STEPS = ("validate", "lock", "stage", "write", "manifest", "verify", "publish")
 
     def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
-                 candidates: int = 100, chunk_tokens: int | None = None):
+                 candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
@@ -366,6 +394,7 @@ class LocalIndex:
             raise IndexInputError(f"candidates must be >= 1, got {candidates}")
         self.candidates = candidates
         self.chunk_tokens = chunk_tokens
+        self.resident_bytes = resident_bytes
         self._cache: dict[int, _Version] = {}
 
     def __repr__(self) -> str:
@@ -419,7 +448,13 @@ class LocalIndex:
         if n is None:
             raise NoServingVersionError(f"index {self.name!r} ({self.dir}) has no serving version yet: "
                                         "run `anchorprune index build` (or build() then swap())")
-        return self._open(n)
+        v = self._open(n)
+        for other, ov in self._cache.items():      # a swapped-out version does not keep its RAM copy
+            if other != n:
+                ov.dense = None
+        if self.resident_bytes:
+            v.make_resident(self.resident_bytes)
+        return v
 
     def current(self) -> IndexVersion | None:
         n = self._serving_number()
@@ -579,10 +614,17 @@ class LocalIndex:
         _fsync_dir(staging)
 
     def _smoke_search(self, v: _Version) -> None:
-        """The new version answers a query: its first page's first vector, with finite scores."""
+        """The new version answers a query (its first page's first vector) over its first and last pages.
+
+        Only a few pages are scored, so a multi-GB version is not read twice at build time; the
+        checksums already cover every byte.
+        """
         q = torch.from_numpy(quantize.decode(np.asarray(v.vecs[:1]), v.dtype, v.dim))
-        scores = v.score_all([q], self.chunk_tokens)
-        if scores.shape != (1, len(v.page_ids)) or not torch.isfinite(scores).all():
+        n = len(v.page_ids)
+        sample = np.unique(np.concatenate([np.arange(min(n, 32)), np.arange(max(n - 32, 0), n)]))
+        vecs, offsets = v.rows(sample)
+        scores = score_packed([q], vecs, offsets, chunk_tokens=self.chunk_tokens)
+        if scores.shape != (1, len(sample)) or not torch.isfinite(scores).all():
             raise CorruptVersionError(f"{v.path.name}: the smoke search returned {tuple(scores.shape)} "
                                       "scores or non-finite values")
 
