@@ -69,14 +69,16 @@ def calibrate(
     seed: int = 0,
 ) -> CalibrationResult:
     """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (SPEC §3)."""
+    from anchorprune.evaluation import torch_threads
     from anchorprune.retention import select_sr_window, sr_curve
 
     if not pairs:
         raise ValueError("calibration needs at least one (query, gold page) pair: are there calibration queries?")
-    curve = sr_curve(
-        [(corpus.queries[q], corpus.features[p]) for q, p in pairs],
-        gamma=gamma, random_trials=random_trials, seed=seed,
-    )
+    with torch_threads(1):  # many small per-pair ops: see torch_threads
+        curve = sr_curve(
+            [(corpus.queries[q], corpus.features[p]) for q, p in pairs],
+            gamma=gamma, random_trials=random_trials, seed=seed,
+        )
     win = select_sr_window(list(curve.mean), rho=rho)
     return CalibrationResult(
         backbone=corpus.backbone,
