@@ -4,8 +4,10 @@ Workload (issue 5): 100 queries x 20 tokens against P pages of 1,030 vectors (fu
 103 vectors (gamma = 0.1, the SAP-kept subset), d = 128, float32, random unit vectors.
 
 Measured in one run:
-- ``torch.mm`` throughput (the hardware limit): the same [M, d] x [d, chunk] product the scorer
-  runs, into a preallocated output, and a square 2048^3 product for context;
+- ``torch.mm`` throughput (the hardware limit): a *pass* of the scorer's own matmuls over the same
+  vectors (same chunks and buffer, no reductions), timed in the same interleaved rounds as the
+  scorers; and, for context, the best single call of that [M, d] x [d, chunk] product and of a
+  square 2048^3 product;
 - ``anchorprune.scoring.score_packed`` on full and pruned pages;
 - the reference: colpali-engine's ``BaseVisualRetrieverProcessor.score_multi_vector`` algorithm
   (pad_sequence, ``einsum("bnd,csd->bcns").max(3)[0].sum(2)``, batch 128) — colpali-engine itself
@@ -115,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--query-tokens", type=int, default=20)
     ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes of each pruned scorer (full: 1 + repeats//2)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds on pruned pages")
+    ap.add_argument("--full-repeats", type=int, default=2, help="interleaved rounds on full pages")
     ap.add_argument("--chunk-tokens", type=int, default=None, help="score_packed chunk (default: its own)")
     ap.add_argument("--skip-reference-full", action="store_true", help="skip the slow reference on full pages")
     ap.add_argument("--seed", type=int, default=0)
@@ -152,24 +155,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     mm_square = mm_throughput(2048, 2048, 2048)
     log.info("torch.mm: %.1f GFLOP/s (scorer shape), %.1f GFLOP/s (2048^3)", mm_same, mm_square)
 
-    reps_full = 1 + args.repeats // 2
-    log.info("ours, pruned (%d x %d)", args.pages, n_pruned)
-    t_ours_p, s_ours_p = timed(lambda: score_packed(queries, pruned, off_pruned, chunk_tokens=args.chunk_tokens),
-                               args.repeats)
-    log.info("ours, full (%d x %d)", args.pages, n_full)
-    t_ours_f, s_ours_f = timed(lambda: score_packed(queries, full, off_full, chunk_tokens=args.chunk_tokens),
-                               reps_full)
     ref_fn, ref_name = colpali_engine_scorer()
-    log.info("reference (%s), pruned", ref_name)
-    t_ref_p, s_ref_p = timed(lambda: ref_fn(queries, pruned_pages), args.repeats)
-    if args.skip_reference_full:
-        t_ref_f, s_ref_f = None, None
-    else:
-        log.info("reference, full")
-        t_ref_f, s_ref_f = timed(lambda: ref_fn(queries, full_pages), 1)
 
     def flops(total_vectors: int) -> float:
         return 2.0 * m_total * total_vectors * d
+
+    def mm_pass(vecs: torch.Tensor, n_tokens: int) -> torch.Tensor:
+        """Plain matmuls over the same vectors in chunks of the scorer's size (rounded up to 16 columns,
+        the width the scorer pads to), into one reused buffer: no copies, no reductions."""
+        qtok = torch.cat(queries)
+        step = -(-max(1, chunk // n_tokens) * n_tokens // 16) * 16
+        buf = torch.empty(m_total * step)
+        for a in range(0, vecs.shape[0], step):
+            c = vecs[a:a + step]
+            torch.mm(qtok, c.T, out=buf[: m_total * c.shape[0]].view(m_total, c.shape[0]))
+        return buf
+
+    # Interleaved rounds (mm pass, ours, reference) so that load from other processes on this shared
+    # machine hits all three alike; the minimum over rounds is reported.
+    t_mm_p, t_ours_p, t_ref_p = [], [], []
+    for r in range(args.repeats):
+        log.info("pruned round %d/%d (%d x %d)", r + 1, args.repeats, args.pages, n_pruned)
+        t_mm_p += timed(lambda: mm_pass(pruned, n_pruned), 1)[0]
+        t, s_ours_p = timed(lambda: score_packed(queries, pruned, off_pruned, chunk_tokens=args.chunk_tokens), 1)
+        t_ours_p += t
+        t, s_ref_p = timed(lambda: ref_fn(queries, pruned_pages), 1)
+        t_ref_p += t
+    t_mm_f, t_ours_f = [], []
+    for r in range(args.full_repeats):
+        log.info("full round %d/%d (%d x %d)", r + 1, args.full_repeats, args.pages, n_full)
+        t_mm_f += timed(lambda: mm_pass(full, n_full), 1)[0]
+        t, s_ours_f = timed(lambda: score_packed(queries, full, off_full, chunk_tokens=args.chunk_tokens), 1)
+        t_ours_f += t
+    if args.skip_reference_full:
+        t_ref_f, s_ref_f = None, None
+    else:
+        log.info("reference, full (%s)", ref_name)
+        t_ref_f, s_ref_f = timed(lambda: ref_fn(queries, full_pages), 1)
 
     best = min
     res = {
@@ -182,9 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/maxsim.py "
                    + " ".join(sys.argv[1:] if argv is None else argv),
         "reference": ref_name,
-        "torch_mm_gflops": {"scorer_shape": mm_same, "square_2048": mm_square},
+        "torch_mm_gflops": {"best_call_scorer_shape": mm_same, "best_call_square_2048": mm_square,
+                            "pass_full": flops(full.shape[0]) / min(t_mm_f) / 1e9,
+                            "pass_pruned": flops(pruned.shape[0]) / min(t_mm_p) / 1e9},
         "seconds": {
             "ours_full": t_ours_f, "ours_pruned": t_ours_p, "reference_full": t_ref_f, "reference_pruned": t_ref_p,
+            "mm_pass_full": t_mm_f, "mm_pass_pruned": t_mm_p,
         },
     }
     ours_f, ours_p, ref_p = best(t_ours_f), best(t_ours_p), best(t_ref_p)
@@ -202,8 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pruned_speedup_vs_full": ours_f / ours_p,
         "vs_reference_full": ref_f / ours_f if ref_f else None,
         "vs_reference_pruned": ref_p / ours_p,
-        "fraction_of_mm_full": gf_full / mm_same,
-        "fraction_of_mm_pruned": gf_pruned / mm_same,
+        "fraction_of_mm_pass_full": min(t_mm_f) / ours_f,
+        "fraction_of_mm_pass_pruned": min(t_mm_p) / ours_p,
+        "fraction_of_best_mm_call_full": gf_full / mm_same,
+        "fraction_of_best_mm_call_pruned": gf_pruned / mm_same,
         "fraction_of_square_mm_full": gf_full / mm_square,
         "fraction_of_square_mm_pruned": gf_pruned / mm_square,
         "paper_pruned_speedup_gamma_0.1": 7.9,
@@ -214,8 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pruned_8x_faster_than_full": res["ratios"]["pruned_speedup_vs_full"] >= 8.0,
         "1.5x_reference_pruned": res["ratios"]["vs_reference_pruned"] >= 1.5,
         "1.5x_reference_full": None if ref_f is None else res["ratios"]["vs_reference_full"] >= 1.5,
-        "60pct_of_mm_full": res["ratios"]["fraction_of_mm_full"] >= 0.6,
-        "60pct_of_mm_pruned": res["ratios"]["fraction_of_mm_pruned"] >= 0.6,
+        "60pct_of_mm_pass_full": res["ratios"]["fraction_of_mm_pass_full"] >= 0.6,
+        "60pct_of_mm_pass_pruned": res["ratios"]["fraction_of_mm_pass_pruned"] >= 0.6,
+        "60pct_of_best_mm_call_full": res["ratios"]["fraction_of_best_mm_call_full"] >= 0.6,
+        "60pct_of_best_mm_call_pruned": res["ratios"]["fraction_of_best_mm_call_pruned"] >= 0.6,
     }
     res["targets_met"] = checks
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

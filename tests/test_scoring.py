@@ -107,3 +107,15 @@ def test_empty_page_and_bad_shapes_raise():
         score_packed([torch.ones(1, 5)], torch.ones(2, 3), torch.tensor([0, 2]))
     with pytest.raises(ScoringError, match="no queries"):
         score_packed([], torch.ones(2, 3), torch.tensor([0, 2]))
+
+
+def test_aligned_unpadded_and_strided_paths_match_naive():
+    g = torch.Generator().manual_seed(5)
+    pages = [torch.randn(n, 3, generator=g) for n in (16, 32, 5)]
+    queries = [torch.randn(2, 3, generator=g)]
+    vecs, offsets = pack(pages)
+    strided = vecs.T.contiguous().T                       # same values, non-contiguous
+    for v, chunk in ((vecs, 48), (vecs, 16), (strided, 48), (vecs, None)):
+        got = score_packed(queries, v, offsets, chunk_tokens=chunk)
+        for j, p in enumerate(pages):
+            assert got[0, j].item() == pytest.approx(naive(queries[0], p), abs=1e-5)
