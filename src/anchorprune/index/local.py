@@ -78,6 +78,21 @@ _VDIR = re.compile(r"^v(\d+)$")
 _EMPTY_LOCK_STALE_S = 30.0
 #: page vectors decoded at once when scoring sign-bit pages
 _BITS_CHUNK_TOKENS = 1 << 18
+#: default bound, in float32 elements, on each scoring work buffer ([M, chunk] similarities, [chunk, d] staging)
+_WORK_ELEMENTS = 1 << 24
+
+
+def _chunk_tokens(explicit: int | None, m: int, dim: int, total: int) -> int:
+    """Page vectors per scoring matmul: ``explicit``, or as many as keep each work buffer at ~64 MiB.
+
+    Bounded by the vectors actually scored, so a small call never allocates a large buffer.
+
+    >>> _chunk_tokens(None, 20, 128, 10**7), _chunk_tokens(None, 1, 128, 500), _chunk_tokens(64, 1, 128, 500)
+    (131072, 500, 64)
+    """
+    if explicit is not None:
+        return explicit
+    return max(1, min(_WORK_ELEMENTS // max(m, 1), _WORK_ELEMENTS // dim, total))
 
 
 # ---------------------------------------------------------------- lock
@@ -316,6 +331,7 @@ class _Version:
 
     def score_all(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None) -> torch.Tensor:
         """Exact MaxSim ``[Q, P]`` of the queries against every page."""
+        chunk_tokens = _chunk_tokens(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
         if self.dense is not None:
             return score_packed(queries, self.dense, torch.from_numpy(self.offsets), chunk_tokens=chunk_tokens,
                                 page_ids=self.page_ids)
@@ -623,7 +639,8 @@ class LocalIndex:
         n = len(v.page_ids)
         sample = np.unique(np.concatenate([np.arange(min(n, 32)), np.arange(max(n - 32, 0), n)]))
         vecs, offsets = v.rows(sample)
-        scores = score_packed([q], vecs, offsets, chunk_tokens=self.chunk_tokens)
+        scores = score_packed([q], vecs, offsets,
+                              chunk_tokens=_chunk_tokens(self.chunk_tokens, 1, v.dim, vecs.shape[0]))
         if scores.shape != (1, len(sample)) or not torch.isfinite(scores).all():
             raise CorruptVersionError(f"{v.path.name}: the smoke search returned {tuple(scores.shape)} "
                                       "scores or non-finite values")
@@ -705,7 +722,8 @@ class LocalIndex:
         cand = np.argpartition(-first, self.candidates - 1)[: self.candidates]
         cand.sort()                                                  # file order: sequential reads
         vecs, offsets = v.rows(cand)
-        scores = score_packed([q], vecs, offsets, chunk_tokens=self.chunk_tokens)[0]
+        scores = score_packed([q], vecs, offsets,
+                              chunk_tokens=_chunk_tokens(self.chunk_tokens, q.shape[0], v.dim, vecs.shape[0]))[0]
         return _top_k(scores, k, v.page_ids, which=cand)
 
     def exact_scores(self, queries: Sequence[torch.Tensor]) -> tuple[list[str], torch.Tensor]:
