@@ -67,3 +67,13 @@ def test_series_logged_with_step(tracker):
         tracker.log_series(run_id, "sr_by_layer", [0.1, 0.5, 0.3])
     hist = tracker.client.get_metric_history(run_id, "sr_by_layer")
     assert sorted((m.step, round(m.value, 3)) for m in hist) == [(0, 0.1), (1, 0.5), (2, 0.3)]
+
+
+def test_tracking_uri_resolution(monkeypatch, tmp_path):
+    from anchorprune.config import TrackingConfig
+    from anchorprune.tracking import resolve_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    assert resolve_tracking_uri(TrackingConfig(), tmp_path) == "http://mlflow.internal:5000"

@@ -26,11 +26,7 @@ PARENT_TAG = "mlflow.parentRunId"
 
 
 def resolve_tracking_uri(cfg: TrackingConfig, root: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the configured URI with a relative sqlite path made absolute.
-
-    >>> resolve_tracking_uri(TrackingConfig(), Path("/proj")) if "MLFLOW_TRACKING_URI" not in os.environ else "x"
-    'sqlite:////proj/mlruns/mlflow.db'
-    """
+    """``MLFLOW_TRACKING_URI`` if set, else the configured URI with a relative sqlite path made absolute."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
