@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="anchorprune-prefect-"))
+if "PREFECT_HOME" not in os.environ:
+    _prefect_home = tempfile.mkdtemp(prefix="anchorprune-prefect-")
+    os.environ["PREFECT_HOME"] = _prefect_home
+    atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
