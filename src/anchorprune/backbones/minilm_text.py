@@ -254,7 +254,7 @@ class MiniLMTextBackbone:
         per_chunk: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         starts = range(0, len(order), self.chunk_batch)
         for start in tqdm(starts, desc=f"{self.name}: text chunks", unit="batch", leave=False,
-                          disable=len(starts) < 4):
+                          disable=True if len(starts) < 4 else None):
             idx = order[start:start + self.chunk_batch]
             ids, attn, content = self._batch([chunks[i].ids for i in idx])
             hidden, cent, eos = self.forward_with_reductions(ids, attn, content, layers)

@@ -1,0 +1,164 @@
+"""SAP statistics inside one forward pass, without materialising attention maps (SPEC §2, "Decision").
+
+Each captured decoder layer's ``self_attn`` gets a shallow copy of its config whose attention
+implementation is :data:`CAPTURE_KEY`, a function registered with transformers'
+``AttentionInterface``. It returns the stock SDPA output (so the final embeddings are the same
+as a plain SDPA forward) and, beside it, recomputes the post-softmax probabilities of the visual
+query rows in chunks of ``chunk_rows`` rows, reducing them at once to
+
+- ``centrality[b, j] = mean_h sum_{i in V} A[b, h, i, j]`` (in-degree from visual sources), and
+- ``eos[b, j] = mean_h A[b, h, last, j]`` (the row of the last valid token),
+
+accumulated in float32. No more than one chunk of one layer's map is alive at a time; layers
+outside the capture keep SDPA. Recipe and pitfalls: ``shared/notes/window-capture.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+CAPTURE_KEY = "anchorprune_capture"
+_STATE_ATTR = "_anchorprune_capture"
+
+
+@dataclass
+class CaptureState:
+    """What the capture function needs per batch, and what it produces per layer."""
+
+    visual: torch.Tensor                       # [B, S] bool, visual token positions
+    last: torch.Tensor                         # [B] int64, last valid position per row
+    chunk_rows: int = 256
+    centrality: dict[int, torch.Tensor] = field(default_factory=dict)   # layer -> [B, S] float32
+    eos: dict[int, torch.Tensor] = field(default_factory=dict)          # layer -> [B, S] float32
+
+
+def _masked_scores(
+    scores: torch.Tensor,           # [H, r, Sk] float32
+    mask: torch.Tensor | None,      # [B|1, 1|H, S, Sk] bool (True = attend) or float (additive), or None
+    b: int,
+    rows: torch.Tensor,             # [r] query positions
+    causal: bool,
+) -> torch.Tensor:
+    neg = torch.finfo(scores.dtype).min
+    if mask is not None:
+        m = mask[min(b, mask.shape[0] - 1)][:, rows, : scores.shape[-1]]  # [1|H, r, Sk]
+        if m.dtype == torch.bool:
+            return scores.masked_fill(~m, neg)
+        return scores + m.to(scores.dtype)
+    if causal:
+        cols = torch.arange(scores.shape[-1], device=scores.device)
+        return scores.masked_fill(cols[None, None, :] > rows[None, :, None], neg)
+    return scores
+
+
+def reduce_attention(
+    query: torch.Tensor,            # [B, H, S, D]
+    key: torch.Tensor,              # [B, Hkv, Sk, D]
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    causal: bool,
+    visual: torch.Tensor,           # [B, S] bool
+    last: torch.Tensor,             # [B] int64
+    chunk_rows: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(centrality [B, Sk], eos [B, Sk])`` float32, one row chunk of probabilities at a time."""
+    bsz, heads, _, _ = query.shape
+    rep = heads // key.shape[1]
+    sk = key.shape[2]
+    cent = torch.zeros(bsz, sk, dtype=torch.float32, device=query.device)
+    eos = torch.zeros(bsz, sk, dtype=torch.float32, device=query.device)
+    for b in range(bsz):
+        k = key[b].float().repeat_interleave(rep, dim=0)                  # [H, Sk, D]
+        vis_rows = torch.nonzero(visual[b], as_tuple=False).flatten()     # [N]
+        for rows in vis_rows.split(chunk_rows):
+            scores = (query[b][:, rows].float() @ k.transpose(-1, -2)) * scaling   # [H, r, Sk]
+            probs = torch.softmax(_masked_scores(scores, attention_mask, b, rows, causal), dim=-1)
+            cent[b] += probs.sum(dim=1).mean(dim=0)
+        row = last[b].reshape(1)
+        scores = (query[b][:, row].float() @ k.transpose(-1, -2)) * scaling        # [H, 1, Sk]
+        eos[b] = torch.softmax(_masked_scores(scores, attention_mask, b, row, causal), dim=-1)[:, 0].mean(dim=0)
+    return cent, eos
+
+
+def capture_attention_forward(module: nn.Module, query, key, value, attention_mask, scaling=None,
+                              dropout: float = 0.0, **kwargs):
+    """Stock SDPA output; the layer's SAP statistics go into the module's :class:`CaptureState`."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    out = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                 **kwargs)
+    hook = getattr(module, _STATE_ATTR, None)
+    if hook is not None:
+        state, layer = hook
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        is_causal = kwargs.get("is_causal")
+        is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+        causal = query.shape[2] > 1 and attention_mask is None and bool(is_causal)
+        with torch.no_grad():
+            c, e = reduce_attention(query, key, attention_mask, scale, causal, state.visual, state.last,
+                                    state.chunk_rows)
+        state.centrality[layer], state.eos[layer] = c, e
+    return out
+
+
+def register() -> None:
+    """Register :data:`CAPTURE_KEY` with transformers (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(CAPTURE_KEY, capture_attention_forward)
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The language model's decoder layers: the longest ModuleList whose items have ``self_attn``.
+
+    Vision towers come first in some models and have fewer or equally many blocks, so the
+    language model is preferred by name when there is a tie.
+    """
+    best: tuple[int, int, nn.ModuleList] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) and all(hasattr(m, "self_attn") for m in mod):
+            score = (len(mod), int("language_model" in name or "text_model" in name))
+            if best is None or score > best[:2]:
+                best = (*score, mod)
+    if best is None:
+        raise ValueError(f"{type(model).__name__}: no decoder layers with `self_attn` found")
+    return best[2]
+
+
+@contextlib.contextmanager
+def capturing(model: nn.Module, layers: Sequence[int], state: CaptureState) -> Iterator[CaptureState]:
+    """Install the capture on ``layers`` for the duration of the block, then restore every config."""
+    register()
+    decoder = find_decoder_layers(model)
+    saved: list[tuple[nn.Module, object]] = []
+    try:
+        for layer in layers:
+            attn = decoder[layer].self_attn
+            saved.append((attn, attn.config))
+            cfg = copy.copy(attn.config)              # per-layer copy: the shared config stays SDPA
+            cfg._attn_implementation_internal = CAPTURE_KEY
+            attn.config = cfg
+            setattr(attn, _STATE_ATTR, (state, layer))
+        yield state
+    finally:
+        for attn, cfg in saved:
+            attn.config = cfg
+            if hasattr(attn, _STATE_ATTR):
+                delattr(attn, _STATE_ATTR)
+
+
+def last_valid(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` index of the last position with attention_mask == 1 (left or right padding).
+
+    >>> last_valid(torch.tensor([[1, 1, 0], [0, 1, 1]])).tolist()
+    [1, 2]
+    """
+    s = attention_mask.shape[1]
+    idx = torch.arange(s, device=attention_mask.device).expand_as(attention_mask)
+    return torch.where(attention_mask.bool(), idx, torch.full_like(idx, -1)).max(dim=1).values

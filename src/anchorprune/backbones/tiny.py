@@ -1,0 +1,89 @@
+"""Tiny randomly initialised ColPali / ColQwen2 models with local tokenizers, for tests and benchmarks.
+
+No hub access: configs, tokenizers and processors are built here (``shared/notes/stack-probe.md`` §6).
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+
+
+def tiny_gemma_tokenizer():
+    from transformers import GemmaTokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<image>"]
+    chars = ["▁"] + list(string.ascii_letters + string.digits + string.punctuation) + ["\n"]
+    tok = GemmaTokenizer(vocab={t: i for i, t in enumerate(specials + chars)}, merges=[])
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tok
+
+
+def tiny_qwen2_tokenizer():
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+    for s in specials:
+        vocab[s] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    return tok
+
+
+def tiny_colpali(hidden: int = 32, layers: int = 2, heads: int = 2, kv_heads: int = 1, image_size: int = 32,
+                 patch: int = 8, embedding_dim: int = 16, seed: int = 0):
+    """``(model, processor)``: ColPaliForRetrieval with (image_size/patch)^2 image tokens."""
+    from transformers import ColPaliConfig, ColPaliForRetrieval, ColPaliProcessor, PaliGemmaConfig
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tok = tiny_gemma_tokenizer()
+    ip = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    ip.image_seq_length = (image_size // patch) ** 2
+    proc = ColPaliProcessor(image_processor=ip, tokenizer=tok)
+    vlm = PaliGemmaConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=image_size, patch_size=patch, projection_dim=hidden),
+        text_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden // heads,
+                         vocab_size=len(tok)),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), projection_dim=hidden,
+    )
+    torch.manual_seed(seed)
+    model = ColPaliForRetrieval(ColPaliConfig(vlm_config=vlm, embedding_dim=embedding_dim)).eval()
+    return model, proc
+
+
+def tiny_colqwen2(hidden: int = 32, layers: int = 2, heads: int = 2, kv_heads: int = 1, pixels: int = 56 * 56,
+                  embedding_dim: int = 16, seed: int = 0):
+    """``(model, processor)``: ColQwen2ForRetrieval; a 56x56 image gives 4 image-pad tokens."""
+    from transformers import ColQwen2Config, ColQwen2ForRetrieval, ColQwen2Processor, Qwen2VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tok = tiny_qwen2_tokenizer()
+    proc = ColQwen2Processor(
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14,
+                                                 merge_size=2, temporal_patch_size=2),
+        tokenizer=tok,
+    )
+    ids = {k: tok.convert_tokens_to_ids(k) for k in ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                      "<|vision_end|>"]}
+    head_dim = hidden // heads
+    third = head_dim // 2 // 3
+    vlm = Qwen2VLConfig(
+        text_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=len(tok),
+                         bos_token_id=0, eos_token_id=0,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [head_dim // 2 - 2 * third, third, third]}),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = ColQwen2ForRetrieval(ColQwen2Config(vlm_config=vlm, embedding_dim=embedding_dim)).eval()
+    return model, proc
