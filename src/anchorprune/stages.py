@@ -370,8 +370,13 @@ def stage_index(ws: Workspace) -> dict:
     backbone = ws.backbone(spec_bcfg)
     capture = LayerCapture.window(spec.window or [backbone.num_layers - 1])
     index = open_serving_index(ws)
-    existing = index.existing_hashes()
     pages = list(ws.dataset.pages())
+    build_key = {"backbone_id": spec_bcfg.model_id, "backbone_revision": spec_bcfg.revision,
+                 "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-"}
+    serving = index.current()
+    served_key = {k: (serving.manifest.get("meta") or serving.manifest).get(k) for k in build_key} if serving else None
+    # unchanged pages are reused only when the serving version was built with the same pruning config
+    existing = index.existing_hashes() if served_key == build_key else {}
     changed = [p for p in pages if existing.get(p.page_id) != p.content_hash]
     feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
     kwargs = {"window": spec.window} if spec.window else {}
@@ -383,8 +388,8 @@ def stage_index(ws: Workspace) -> dict:
     pruner = build_pruner(spec.method, **kwargs)
     pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
     keep = [p.page_id for p in pages if p.page_id not in feats]
-    meta = {**ws.meta(spec_bcfg, backbone), "model": model_name(bcfg.name), "model_version": spec.version,
-            "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-"}
+    meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
+            "model_version": spec.version}
     version = index.build(pruned, meta, reuse=keep)
     index.swap(version)
     index.prune_versions(ws.settings.index.keep_versions)

@@ -80,6 +80,13 @@ def test_pipeline_end_to_end(project):
         hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
         assert hits[0].page_id == f"p{i:02d}"
 
+    # a rebuild with the same champion and unchanged pages re-sends nothing
+    from anchorprune.stages import stage_index
+
+    again = stage_index(ws)
+    assert again["version"] == info["version"] + 1
+    assert (again["reused_pages"], again["reencoded_pages"]) == (16, 0)
+
 
 def test_champion_runs_as_pyfunc(project):
     import mlflow
