@@ -79,7 +79,7 @@ def reduce_attention(
         for rows in vis_rows.split(chunk_rows):
             scores = (query[b][:, rows].float() @ k.transpose(-1, -2)) * scaling   # [H, r, Sk]
             probs = torch.softmax(_masked_scores(scores, attention_mask, b, rows, causal), dim=-1)
-            cent[b] += probs.sum(dim=1).mean(dim=0)
+            cent[b] += probs.sum(dim=(0, 1)) / heads
         row = last[b].reshape(1)
         scores = (query[b][:, row].float() @ k.transpose(-1, -2)) * scaling        # [H, 1, Sk]
         eos[b] = torch.softmax(_masked_scores(scores, attention_mask, b, row, causal), dim=-1)[:, 0].mean(dim=0)
