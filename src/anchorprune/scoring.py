@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: default bound on the ``[M, chunk_tokens]`` similarity buffer, in float32 elements (64 MiB)
 DEFAULT_BUFFER_ELEMENTS = 1 << 24
+#: default cap on page vectors per chunk (few query tokens would otherwise ask for huge chunks)
+MAX_DEFAULT_CHUNK_TOKENS = 1 << 16
 
 
 _ALIGN = 16   # matmul width granularity (columns); see score_packed
@@ -139,8 +141,9 @@ def score_packed(
         float16: each chunk is converted to float32 before the matmul.
     chunk_tokens
         Page vectors per matmul. Default: as many as keep the ``[M, chunk]``
-        similarity buffer at ~64 MiB (``M`` = total query tokens), never fewer than
-        the longest page. Peak extra memory is about ``4 * M * chunk_tokens`` bytes.
+        similarity buffer at ~64 MiB (``M`` = total query tokens), at most 65,536,
+        never fewer than the longest page. Peak extra memory is about
+        ``4 * (M + d) * chunk_tokens`` bytes.
     page_ids
         Optional names used in error messages.
 
@@ -168,12 +171,12 @@ def score_packed(
     m = qtok.shape[0]
     longest = int(np.diff(off).max())
     if chunk_tokens is None:
-        chunk_tokens = max(longest, DEFAULT_BUFFER_ELEMENTS // m)
+        chunk_tokens = max(longest, min(DEFAULT_BUFFER_ELEMENTS // m, MAX_DEFAULT_CHUNK_TOKENS))
     elif chunk_tokens < 1:
         raise ScoringError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    cap = _round_up(max(chunk_tokens, longest), _ALIGN)
+    cap = _round_up(min(max(chunk_tokens, longest), total), _ALIGN)   # widest chunk this call can see
     buffer = torch.empty(m * cap, dtype=torch.float32)                 # similarities, [M, t_pad] views
-    stage = torch.zeros(cap, dim, dtype=torch.float32)                 # page vectors padded to _ALIGN rows
+    stage: torch.Tensor | None = None                                  # page vectors padded to _ALIGN rows
     out = np.empty((len(queries), num_pages), dtype=np.float32)       # [Q, P]
 
     # Only the matmul is multi-threaded; the small reductions run in numpy (single-threaded), which stays
@@ -190,6 +193,8 @@ def score_packed(
         t_pad = _round_up(t, _ALIGN)
         chunk = vecs[lo:hi].detach()
         if t_pad != t or chunk.dtype != torch.float32 or not chunk.is_contiguous():
+            if stage is None:
+                stage = torch.empty(cap, dim, dtype=torch.float32)
             stage[:t].copy_(chunk)                                       # float16 -> float32 here too
             stage[t:t_pad].zero_()
             chunk = stage[:t_pad]

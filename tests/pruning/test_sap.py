@@ -189,3 +189,32 @@ def test_non_finite_features_raise_naming_the_page(field, bad):
     f = feats(emb, c, (0, 1), 2, page_id="doc-42#3")
     with pytest.raises(ValueError, match=rf"page 'doc-42#3': {field}.*NaN/inf"):
         SapPruner([0, 1]).prune(f, 0.5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    method=st.sampled_from(["sap", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool"]),
+    field=st.sampled_from(["embeddings", "centrality", "eos_attention"]),
+    bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+    n=st.integers(2, 12),
+    data=st.data(),
+)
+def test_non_finite_anywhere_raises_for_every_pruner(method, field, bad, n, data):
+    g = torch.Generator().manual_seed(n)
+    emb = torch.nn.functional.normalize(torch.rand(n, 4, generator=g) + 0.1, dim=-1)
+    cent, eos = torch.rand(2, n, generator=g), torch.rand(2, n, generator=g)
+    target = {"embeddings": emb, "centrality": cent, "eos_attention": eos}[field]
+    i = data.draw(st.integers(0, target.shape[0] - 1))
+    j = data.draw(st.integers(0, target.shape[1] - 1))
+    target[i, j] = bad
+    f = feats(emb, cent, (0, 1), 2, page_id="pg-nan", eos=eos)
+    pruner = build_pruner(method, window=[0, 1], kappa=0.5)
+    reads = {"sap": {"embeddings", "centrality"}, "random": {"embeddings"}, "cluster_merge": {"embeddings"},
+             "hier_pool": {"embeddings"}, "eos_adaptive": {"embeddings", "eos_attention"},
+             "eos_topk": {"embeddings", "eos_attention"}}[method]
+    if field in reads and not (field == "eos_attention" and i != 1):   # EOS reads the last layer only
+        with pytest.raises(ValueError, match=r"page 'pg-nan'.*NaN/inf"):
+            pruner.prune(f, 0.5)
+    else:
+        out = pruner.prune(f, 0.5)                                       # fields a method never reads
+        assert torch.isfinite(out.vectors).all()
