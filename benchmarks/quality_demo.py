@@ -59,10 +59,11 @@ def load_or_build(variant: str, data_dir: Path | None):
 
     path = data_dir or ROOT / "data" / ("rdocs-demo" if variant == "demo" else "rdocs-large")
     if not (path / "manifest.json").exists():
-        from anchorprune.data import demo as demo_builder  # the demo corpus builder (data issue)
+        from anchorprune.data.demo import build_demo  # Debian r-doc-pdf download + build + validate
 
         log.info("building the %s corpus into %s", variant, path)
-        demo_builder.build_demo(path, variant=variant)
+        build_demo(path.parent, name=path.name, variant="small" if variant == "demo" else "large",
+                   cache_dir=ROOT / "cache" / "debs")
     return load_dataset_dir(path)
 
 
@@ -176,9 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_path = args.out or ROOT / "benchmarks" / "results" / (
         "quality_demo.json" if args.variant == "demo" else "quality_demo_large.json")
 
-    from anchorprune.retention import select_sr_window, sr_curve
-
     from anchorprune.data.schema import split_queries
+    from anchorprune.retention import select_sr_window, sr_curve
 
     ds = load_or_build(args.variant, args.data_dir)
     calib_q, eval_q = split_queries(ds, args.calibration_fraction, seed=args.seed)
@@ -215,9 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods.append((f"sap[sr {window[0]}-{window[-1]}]", "sap",
                     lambda g, s: pruner_for("sap", window=window), False))
     last = backbone.num_layers - 1
-    methods.append(("eos_topk", "eos", lambda g, s: pruner_for("eos_topk", layer=last), False))
+    methods.append(("eos_topk", "eos", lambda g, s: pruner_for("eos_topk", eos_layer=last), False))
     methods.append(("eos_adaptive", "eos", lambda g, s: pruner_for(
-        "eos_adaptive", layer=last, kappa=calibrate_kappa([feats[p] for p in pids], g, layer=last)), False))
+        "eos_adaptive", eos_layer=last, kappa=calibrate_kappa([feats[p] for p in pids], g, layer=last)), False))
     methods.append(("cluster_merge", "merge", lambda g, s: pruner_for("cluster_merge"), False))
     methods.append(("hier_pool", "merge", lambda g, s: pruner_for("hier_pool"), False))
 
