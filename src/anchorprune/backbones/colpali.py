@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from anchorprune.backbones.loading import DTYPES, load_pretrained
 from anchorprune.backbones.retrieval import RetrievalBackbone
 from anchorprune.config import BackboneConfig
 
@@ -22,6 +21,4 @@ class ColPaliBackbone(RetrievalBackbone):
     def from_config(cls, cfg: BackboneConfig) -> ColPaliBackbone:
         from transformers import ColPaliForRetrieval, ColPaliProcessor
 
-        model = load_pretrained(ColPaliForRetrieval, cfg.model_id, cfg.revision, dtype=DTYPES[cfg.dtype])
-        processor = load_pretrained(ColPaliProcessor, cfg.model_id, cfg.revision)
-        return cls(model, processor, cfg.name, cfg.model_id, cfg.revision, device=cfg.device)
+        return cls.load(cfg, ColPaliForRetrieval, ColPaliProcessor)

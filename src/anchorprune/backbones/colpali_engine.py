@@ -13,7 +13,6 @@ import importlib
 
 import torch
 
-from anchorprune.backbones.loading import DTYPES, load_pretrained
 from anchorprune.backbones.retrieval import RetrievalBackbone
 from anchorprune.config import BackboneConfig
 
@@ -78,6 +77,4 @@ class ColPaliEngineBackbone(RetrievalBackbone):
     def from_config(cls, cfg: BackboneConfig) -> ColPaliEngineBackbone:
         models = import_colpali_engine()
         model_cls, proc_cls = (getattr(models, n) for n in family_for(cfg.model_id))
-        model = load_pretrained(model_cls, cfg.model_id, cfg.revision, dtype=DTYPES[cfg.dtype])
-        processor = load_pretrained(proc_cls, cfg.model_id, cfg.revision)
-        return cls(model, processor, cfg.name, cfg.model_id, cfg.revision, device=cfg.device)
+        return cls.load(cfg, model_cls, proc_cls)

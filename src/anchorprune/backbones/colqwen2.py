@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from anchorprune.backbones.loading import DTYPES, load_pretrained
 from anchorprune.backbones.retrieval import RetrievalBackbone
 from anchorprune.config import BackboneConfig
 
@@ -23,6 +22,4 @@ class ColQwen2Backbone(RetrievalBackbone):
     def from_config(cls, cfg: BackboneConfig) -> ColQwen2Backbone:
         from transformers import ColQwen2ForRetrieval, ColQwen2Processor
 
-        model = load_pretrained(ColQwen2ForRetrieval, cfg.model_id, cfg.revision, dtype=DTYPES[cfg.dtype])
-        processor = load_pretrained(ColQwen2Processor, cfg.model_id, cfg.revision)
-        return cls(model, processor, cfg.name, cfg.model_id, cfg.revision, device=cfg.device)
+        return cls.load(cfg, ColQwen2ForRetrieval, ColQwen2Processor)

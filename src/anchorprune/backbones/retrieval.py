@@ -14,6 +14,8 @@ from torch import nn
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.capture import CaptureState, capturing, find_decoder_layers, last_valid
+from anchorprune.backbones.loading import DTYPES, load_pretrained
+from anchorprune.config import BackboneConfig
 from anchorprune.features import PageFeatures
 from anchorprune.pages import Page
 
@@ -37,6 +39,13 @@ class RetrievalBackbone:
         self.num_layers = len(find_decoder_layers(self.model))
         self.dim = int(self.embedding_dim())
         self.page_calls = 0
+
+    @classmethod
+    def load(cls, cfg: BackboneConfig, model_cls, processor_cls, **model_kwargs):
+        """Load checkpoint and processor by HF id + revision (clear error when unavailable)."""
+        model = load_pretrained(model_cls, cfg.model_id, cfg.revision, dtype=DTYPES[cfg.dtype], **model_kwargs)
+        processor = load_pretrained(processor_cls, cfg.model_id, cfg.revision)
+        return cls(model, processor, cfg.name, cfg.model_id, cfg.revision, device=cfg.device)
 
     # -- what subclasses define ------------------------------------------------------------
     def embedding_dim(self) -> int:
