@@ -4,7 +4,7 @@ import torch
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
-from anchorprune.features_cache import FeaturesCache
+from anchorprune.features_cache import FeaturesCache, QueryCache
 from anchorprune.pages import Page
 
 
@@ -77,3 +77,37 @@ def test_other_revision_is_another_entry(tmp_path):
     cache.get_or_encode(a, pages(1), LayerCapture.all())
     cache.get_or_encode(b, pages(1), LayerCapture.all())
     assert b.page_calls == 1
+
+
+class CountingMock(MockBackbone):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.query_texts: list[str] = []
+
+    def encode_queries(self, texts):
+        self.query_texts += list(texts)
+        return super().encode_queries(texts)
+
+
+def test_query_cache_encodes_each_text_once_and_keeps_order(tmp_path):
+    mock, cache = CountingMock(), QueryCache(tmp_path)
+    first = cache.get_or_encode(mock, ["topic:a", "topic:b"], batch_size=1)
+    out = cache.get_or_encode(mock, ["topic:c", "topic:b", "topic:a"])
+    assert mock.query_texts == ["topic:a", "topic:b", "topic:c"]
+    assert torch.equal(out[1], first[1]) and torch.equal(out[2], first[0])
+    assert torch.equal(out[0], MockBackbone().encode_queries(["topic:c"])[0])
+
+
+def test_query_cache_flipped_byte_and_other_revision_recompute(tmp_path, caplog):
+    mock, cache = CountingMock(), QueryCache(tmp_path)
+    cache.get_or_encode(mock, ["topic:a"])
+    path = cache.path(mock, "topic:a")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        cache.get_or_encode(mock, ["topic:a"])
+    assert mock.query_texts == ["topic:a", "topic:a"] and "checksum mismatch" in caplog.text
+    other = CountingMock(num_anchors=2)
+    cache.get_or_encode(other, ["topic:a"])
+    assert other.query_texts == ["topic:a"]

@@ -49,11 +49,11 @@ def _masked_scores(
     if mask is not None:
         m = mask[min(b, mask.shape[0] - 1)][:, rows, : scores.shape[-1]]  # [1|H, r, Sk]
         if m.dtype == torch.bool:
-            return scores.masked_fill(~m, neg)
-        return scores + m.to(scores.dtype)
+            return scores.masked_fill_(~m, neg)
+        return scores.add_(m.to(scores.dtype))
     if causal:
         cols = torch.arange(scores.shape[-1], device=scores.device)
-        return scores.masked_fill(cols[None, None, :] > rows[None, :, None], neg)
+        return scores.masked_fill_(cols[None, None, :] > rows[None, :, None], neg)
     return scores
 
 
@@ -68,21 +68,24 @@ def reduce_attention(
     chunk_rows: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(centrality [B, Sk], eos [B, Sk])`` float32, one row chunk of probabilities at a time."""
-    bsz, heads, _, _ = query.shape
-    rep = heads // key.shape[1]
-    sk = key.shape[2]
+    bsz, heads, _, dim = query.shape
+    hkv, sk = key.shape[1], key.shape[2]
+    rep = heads // hkv                                                    # GQA: query heads per KV head
     cent = torch.zeros(bsz, sk, dtype=torch.float32, device=query.device)
     eos = torch.zeros(bsz, sk, dtype=torch.float32, device=query.device)
+
+    def probs(b: int, rows: torch.Tensor) -> torch.Tensor:               # [H, r, Sk] float32
+        q = query[b][:, rows].float().reshape(hkv, rep * len(rows), dim)  # heads grouped by their KV head
+        scores = torch.matmul(q, kt[b]).mul_(scaling).view(heads, len(rows), sk)
+        return torch.softmax(_masked_scores(scores, attention_mask, b, rows, causal), dim=-1)
+
+    kt = [key[b].float().transpose(-1, -2) for b in range(bsz)]          # [Hkv, D, Sk] each, no repeat
     for b in range(bsz):
-        k = key[b].float().repeat_interleave(rep, dim=0)                  # [H, Sk, D]
         vis_rows = torch.nonzero(visual[b], as_tuple=False).flatten()     # [N]
         for rows in vis_rows.split(chunk_rows):
-            scores = (query[b][:, rows].float() @ k.transpose(-1, -2)) * scaling   # [H, r, Sk]
-            probs = torch.softmax(_masked_scores(scores, attention_mask, b, rows, causal), dim=-1)
-            cent[b] += probs.sum(dim=(0, 1)) / heads
-        row = last[b].reshape(1)
-        scores = (query[b][:, row].float() @ k.transpose(-1, -2)) * scaling        # [H, 1, Sk]
-        eos[b] = torch.softmax(_masked_scores(scores, attention_mask, b, row, causal), dim=-1)[:, 0].mean(dim=0)
+            cent[b] += probs(b, rows).sum(dim=(0, 1))
+        eos[b] = probs(b, last[b].reshape(1))[:, 0].mean(dim=0)
+    cent /= heads
     return cent, eos
 
 
