@@ -24,6 +24,10 @@ class NoVisualTokensError(ValueError):
     """A page's input has no visual token (the processor dropped the image?)."""
 
 
+class CaptureNotReachedError(RuntimeError):
+    """The forward ran but a captured layer's attention never went through transformers' AttentionInterface."""
+
+
 class RetrievalBackbone:
     """Base for ColPali / ColQwen2 (transformers) and colpali-engine models."""
 
@@ -82,6 +86,12 @@ class RetrievalBackbone:
         with capturing(self.model, layers, state):
             emb = self.embed(batch)                                              # [B, S, d]
         self.page_calls += 1
+        silent = [layer for layer in layers if layer not in state.centrality]
+        if silent:
+            raise CaptureNotReachedError(
+                f"{self.name} ({self.model_id}): layers {silent} ran without the capture; their attention does not "
+                "dispatch through transformers' AttentionInterface (remote code with its own attention classes?). "
+                "Use a transformers-native model class for this checkpoint.")
         out = []
         for b, page in enumerate(pages):
             pos = torch.nonzero(visual[b], as_tuple=False).flatten()             # [N]
