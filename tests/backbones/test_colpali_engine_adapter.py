@@ -29,7 +29,7 @@ def test_clear_error_where_it_does_not_import():
 @pytest.mark.colpali_engine
 @pytest.mark.skipif(not _importable(), reason="colpali-engine does not import next to the CPU torch 2.13 wheel "
                     "(run `make test-colpali-engine` in the second environment)")
-def test_tiny_colpali_engine_model_capture_matches_visual_rule():
+def test_tiny_colpali_engine_model_rows_equal_naive_and_own_forward():
     import copy
 
     import PIL.Image
@@ -45,7 +45,24 @@ def test_tiny_colpali_engine_model_capture_matches_visual_rule():
     model = ColPali(copy.deepcopy(ref.config.vlm_config)).eval()
     processor = ColPaliProcessor(image_processor=proc.image_processor, tokenizer=proc.tokenizer)
     bb = ColPaliEngineBackbone(model, processor, "ce", "tiny", "t")
-    feats = bb.encode_pages([Page("p", "h", image=PIL.Image.new("RGB", (64, 64)))], LayerCapture.all())
-    assert feats[0].num_tokens == 16 and feats[0].centrality.shape == (2, 16)
+    g = torch.Generator().manual_seed(4)
+    pages = [Page(f"p{i}", f"h{i}", image=PIL.Image.fromarray((torch.rand(40, 40, 3, generator=g) * 255).byte().numpy()))
+             for i in range(2)]
+    feats = bb.encode_pages(pages, LayerCapture.all())
     assert importlib.util.find_spec("colpali_engine") is not None
-    assert torch.isfinite(feats[0].centrality).all()
+    batch = bb.process_images([p.image for p in pages])
+    eager = copy.deepcopy(model.model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        own = model(**batch)                                                   # [B, S, 128]
+        att = eager(**batch, output_attentions=True).attentions
+    for b, f in enumerate(feats):
+        assert f.positions.tolist() == torch.nonzero(batch["input_ids"][b] == ref.config.vlm_config.image_token_index
+                                                     ).flatten().tolist()
+        assert f.num_tokens == 16 and f.centrality.shape == (2, 16)
+        assert torch.equal(f.embeddings, own[b, f.positions].float())
+        pos, last = f.positions, int(batch["attention_mask"][b].nonzero().max())
+        cent = torch.stack([a[b][:, pos][:, :, pos].sum(1).mean(0) for a in att])
+        eos = torch.stack([a[b][:, last, pos].mean(0) for a in att])
+        torch.testing.assert_close(f.centrality, cent, atol=1e-5, rtol=0)
+        torch.testing.assert_close(f.eos_attention, eos, atol=1e-5, rtol=0)
