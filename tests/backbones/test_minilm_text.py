@@ -10,6 +10,8 @@ from anchorprune.backbones.base import Backbone, LayerCapture
 from anchorprune.config import BackboneConfig
 from anchorprune.pages import Page
 
+pytestmark = pytest.mark.slow  # real packaged model (offline); ~12 s for the module
+
 INSTALL = "R can be installed from CRAN. Binary distributions exist for Windows and macOS; on Linux use the package manager. "
 PLOTS = "Gnuplot draws two- and three-dimensional plots of functions and data files, with many terminal types. "
 FISH = "Salmon swim upstream to spawn in rivers every autumn, and bears wait for them at the waterfalls. "
