@@ -49,7 +49,7 @@ def _masked_scores(
     if mask is not None:
         m = mask[min(b, mask.shape[0] - 1)][:, rows, : scores.shape[-1]]  # [1|H, r, Sk]
         if m.dtype == torch.bool:
-            return scores.masked_fill_(~m, neg)
+            return scores if bool(m.all()) else scores.masked_fill_(~m, neg)   # bidirectional prefix: no fill
         return scores.add_(m.to(scores.dtype))
     if causal:
         cols = torch.arange(scores.shape[-1], device=scores.device)
@@ -75,15 +75,15 @@ def reduce_attention(
     eos = torch.zeros(bsz, sk, dtype=torch.float32, device=query.device)
 
     def probs(b: int, rows: torch.Tensor) -> torch.Tensor:               # [H, r, Sk] float32
-        q = query[b][:, rows].float().reshape(hkv, rep * len(rows), dim)  # heads grouped by their KV head
-        scores = torch.matmul(q, kt[b]).mul_(scaling).view(heads, len(rows), sk)
+        q = (query[b][:, rows].float() * scaling).reshape(hkv, rep * len(rows), dim)   # heads grouped by KV head
+        scores = torch.matmul(q, kt[b]).view(heads, len(rows), sk)
         return torch.softmax(_masked_scores(scores, attention_mask, b, rows, causal), dim=-1)
 
     kt = [key[b].float().transpose(-1, -2) for b in range(bsz)]          # [Hkv, D, Sk] each, no repeat
     for b in range(bsz):
         vis_rows = torch.nonzero(visual[b], as_tuple=False).flatten()     # [N]
         for rows in vis_rows.split(chunk_rows):
-            cent[b] += probs(b, rows).sum(dim=(0, 1))
+            cent[b] += probs(b, rows).sum(dim=(0, 1))                     # sum_{h,i} A[h, i, :]
         eos[b] = probs(b, last[b].reshape(1))[:, 0].mean(dim=0)
     cent /= heads
     return cent, eos
