@@ -60,8 +60,15 @@ def _with_id(f: PageFeatures, page_id: str) -> PageFeatures:
     return replace(f, page_id=page_id)
 
 
-def encode_queries(backbone: Backbone, queries: Mapping[str, str], batch_size: int = 32) -> dict[str, torch.Tensor]:
+def encode_queries(backbone: Backbone, queries: Mapping[str, str], batch_size: int = 32,
+                   cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+    """``[m, d]`` vectors per query id; with ``cache_dir`` each (text, model, revision) is encoded once."""
     qids = list(queries)
+    if cache_dir is not None:
+        from anchorprune.features_cache import QueryCache
+
+        vecs = QueryCache(cache_dir).get_or_encode(backbone, [queries[q] for q in qids], batch_size=batch_size)
+        return {q: v.float() for q, v in zip(qids, vecs, strict=True)}
     out: dict[str, torch.Tensor] = {}
     for i in range(0, len(qids), batch_size):
         chunk = qids[i:i + batch_size]
@@ -80,4 +87,5 @@ def encode_dataset(
 ) -> EncodedCorpus:
     features = encode_pages(backbone, pages, capture, cache_dir, batch_size)
     log.info("encoded %d pages and %d queries with %s", len(features), len(queries), backbone.name)
-    return EncodedCorpus(backbone.name, backbone.num_layers, features, encode_queries(backbone, queries))
+    return EncodedCorpus(backbone.name, backbone.num_layers, features,
+                         encode_queries(backbone, queries, cache_dir=cache_dir))
