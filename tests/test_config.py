@@ -43,7 +43,9 @@ def test_repo_params_match_demo_fixture():
 
 def test_settings_are_frozen():
     cfg = load_settings(ROOT / "params.yaml")
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.calibrate.gamma = 0.5  # type: ignore[misc]
 
 

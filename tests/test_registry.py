@@ -46,7 +46,8 @@ def test_first_champion_then_better_moves_then_worse_stays(tracker):
     assert run.data.tags["anchorprune.promotion"] == "kept"
     assert "does not beat current" in run.data.tags["anchorprune.reason"]
     path = tracker.client.download_artifacts(run_id, "promotion.json")
-    assert json.load(open(path))["promoted"] is False
+    with open(path) as fh:
+        assert json.load(fh)["promoted"] is False
 
 
 def test_gate_no_candidate_passes_leaves_no_champion(tracker):

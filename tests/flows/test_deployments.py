@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from flows.deployments import build_deployments
 
 pytestmark = pytest.mark.slow
@@ -23,10 +22,9 @@ def test_deployments_have_crons_and_concurrency_limit(project):
 
 
 def test_triggered_deployment_run_completes(project):
+    from flows.pipeline import pipeline_flow
     from prefect import get_client
     from prefect.runner import Runner
-
-    from flows.pipeline import pipeline_flow
 
     pipeline_flow(params="params.yaml", root=str(project))  # a champion and a first index version exist
     (weekly,) = [d for d in build_deployments("params.yaml", str(project)) if d.name == "weekly"]
