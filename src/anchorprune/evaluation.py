@@ -41,6 +41,7 @@ class ConfigResult:
     bytes_per_page: float
     realised_gamma: float
     extra: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None           # the MLflow child run that logged this config
 
     @property
     def label(self) -> str:

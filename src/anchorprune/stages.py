@@ -216,8 +216,6 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
     out = ws.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
-    write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": rows,
-                                          "num_queries": result.num_queries, "num_pages": result.num_pages})
     _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
 
     t = ws.tracker
@@ -237,6 +235,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                                       "vectors_per_page": cfg.vectors_per_page,
                                       "bytes_per_page": cfg.bytes_per_page,
                                       "realised_gamma": cfg.realised_gamma})
+            cfg.run_id = child
         t.log_table(parent, frame, "comparison")
         fig = retention_figure([r for r in rows if r["method"] != "full"], f"{bcfg.name}: nDCG@5 retention vs γ")
         t.log_figure(parent, fig, "ndcg_retention_vs_gamma.png")
@@ -245,7 +244,8 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                                metric="sr_ratio_of_means")
         t.log_figure(parent, fig, "sr_vs_gamma.png")
         t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
-    write_json(out / f"{bcfg.name}.run.json", {"parent_run_id": parent})
+    write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": result.rows(), "parent_run_id": parent,
+                                          "num_queries": result.num_queries, "num_pages": result.num_pages})
     return result
 
 
@@ -257,7 +257,7 @@ def _mkey(k: str) -> str:
 def candidates_from(result: EvaluationResult, backbone: str, run_id: str | None = None) -> list[Candidate]:
     return [
         Candidate(backbone, c.method, c.gamma, c.window, c.ndcg_retention, c.vectors_per_page,
-                  result.random_retention(c.gamma), run_id)
+                  result.random_retention(c.gamma), run_id or c.run_id)
         for c in result.configs
     ]
 

@@ -70,6 +70,7 @@ def test_pipeline_end_to_end(project):
     champ, spec = current_champion(tracker, "mock")
     assert expected is not None
     assert (champ.method, champ.gamma, champ.window) == (expected.method, expected.gamma, expected.window)
+    assert champ.run_id in {c.info.run_id for c in children}  # the champion links to its evaluation run
     mv = client.get_model_version_by_alias(model_name("mock"), "champion")
     assert mv.tags["anchorprune.method"] == expected.method
 
