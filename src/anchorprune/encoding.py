@@ -47,17 +47,8 @@ def encode_pages(
         from anchorprune.features_cache import FeaturesCache
 
         feats = FeaturesCache(cache_dir).get_or_encode(backbone, pages, capture, batch_size=batch_size)
-    out: dict[str, PageFeatures] = {}
-    for page, f in zip(pages, feats, strict=True):
-        # the cache is keyed by content: the same content under another id keeps this page's id
-        out[page.page_id] = f if f.page_id == page.page_id else _with_id(f, page.page_id)
-    return out
-
-
-def _with_id(f: PageFeatures, page_id: str) -> PageFeatures:
-    from dataclasses import replace
-
-    return replace(f, page_id=page_id)
+    # backbones keep the ids they are given, and the cache re-labels a content hit with the asked id
+    return {page.page_id: f for page, f in zip(pages, feats, strict=True)}
 
 
 def encode_queries(backbone: Backbone, queries: Mapping[str, str], batch_size: int = 32,

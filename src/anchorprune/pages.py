@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +20,3 @@ class Page:
     text: str | None = None           # text layer (used by the text stand-in backbone)
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-
-def content_hash(data: bytes) -> str:
-    """sha256 hex digest of a page's bytes.
-
-    >>> content_hash(b"abc")[:12]
-    'ba7816bf8f01'
-    """
-    return hashlib.sha256(data).hexdigest()

@@ -8,6 +8,7 @@ pages with the backbone and returns the pruned vectors.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
@@ -69,14 +70,15 @@ def _pyfunc_class():
             from PIL import Image
 
             from anchorprune.backbones.base import LayerCapture
-            from anchorprune.pages import Page, content_hash
+            from anchorprune.data.schema import page_content_hash
+            from anchorprune.pages import Page
 
             pages = []
             for row in model_input.to_dict("records"):
                 text = row.get("text")
-                image = Image.open(row["image_path"]).convert("RGB") if row.get("image_path") else None
-                h = content_hash((text or "").encode() + (image.tobytes() if image else b""))
-                pages.append(Page(str(row["page_id"]), h, image=image, text=text))
+                data = Path(row["image_path"]).read_bytes() if row.get("image_path") else None
+                image = Image.open(io.BytesIO(data)).convert("RGB") if data else None
+                pages.append(Page(str(row["page_id"]), page_content_hash(data, text), image=image, text=text))
             window = self.spec["window"]
             capture = LayerCapture.window(window) if window else LayerCapture.all()
             feats = self.backbone.encode_pages(pages, capture)
