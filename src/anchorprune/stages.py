@@ -211,12 +211,8 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
     )
     meta = ws.meta(bcfg, backbone)
-    rows = result.rows()
-    frame = pd.DataFrame(rows)
     out = ws.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
-    _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
 
     t = ws.tracker
     with t.run(f"evaluate-{bcfg.name}", params={**meta, "gammas": list(e.gammas), "methods": list(e.methods),
@@ -236,15 +232,18 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                                       "bytes_per_page": cfg.bytes_per_page,
                                       "realised_gamma": cfg.realised_gamma})
             cfg.run_id = child
-        t.log_table(parent, frame, "comparison")
-        fig = retention_figure([r for r in rows if r["method"] != "full"], f"{bcfg.name}: nDCG@5 retention vs γ")
+        rows = result.rows()  # after the child runs exist, so every row carries its run id
+        pruned_rows = [r for r in rows if r["method"] != "full"]
+        t.log_table(parent, pd.DataFrame(rows), "comparison")
+        fig = retention_figure(pruned_rows, f"{bcfg.name}: nDCG@5 retention vs γ")
         t.log_figure(parent, fig, "ndcg_retention_vs_gamma.png")
         fig.savefig(out / f"{bcfg.name}_ndcg_retention.png", dpi=110)
-        fig = retention_figure([r for r in rows if r["method"] != "full"], f"{bcfg.name}: score retention vs γ",
-                               metric="sr_ratio_of_means")
+        fig = retention_figure(pruned_rows, f"{bcfg.name}: score retention vs γ", metric="sr_ratio_of_means")
         t.log_figure(parent, fig, "sr_vs_gamma.png")
         t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
-    write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": result.rows(), "parent_run_id": parent,
+    _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
+    _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
+    write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": rows, "parent_run_id": parent,
                                           "num_queries": result.num_queries, "num_pages": result.num_pages})
     return result
 
@@ -254,10 +253,10 @@ def _mkey(k: str) -> str:
     return k.replace("@", "_at_")
 
 
-def candidates_from(result: EvaluationResult, backbone: str, run_id: str | None = None) -> list[Candidate]:
+def candidates_from(result: EvaluationResult, backbone: str) -> list[Candidate]:
     return [
         Candidate(backbone, c.method, c.gamma, c.window, c.ndcg_retention, c.vectors_per_page,
-                  result.random_retention(c.gamma), run_id or c.run_id)
+                  result.random_retention(c.gamma), c.run_id)
         for c in result.configs
     ]
 
