@@ -92,21 +92,32 @@ class EvaluateConfig(_Frozen):
             raise ValueError(f"every gamma must be in (0, 1], got {bad}")
         return v
 
+    @field_validator("methods")
+    @classmethod
+    def _methods_available(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if "sap_max" in v:
+            raise ValueError("'sap_max' is not available: the features cache stores the head-mean (SAP-Mean) "
+                             "reduction only; remove it from evaluate.methods (use 'sap')")
+        return v
+
     @field_validator("windows")
     @classmethod
     def _windows_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from anchorprune.windows import window_layers
+
         for w in v:
-            if w in ("sr", "v1", "v2"):
-                continue
-            lo, sep, hi = w.partition("-")
-            if not (sep and lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
-                raise ValueError(f"window {w!r} is not 'sr', 'v1', 'v2' or an inclusive range like '8-11'")
+            if w not in ("sr", "v1", "v2"):
+                window_layers(w)  # raises naming the bad window
         return v
 
 
 class PromoteConfig(_Frozen):
     min_retention: float = Field(0.90, gt=0.0, le=1.0)
     require_beats_random: bool = True
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)   # two-sided bootstrap interval; the gate uses its lower bound
+    bootstrap_resamples: int = Field(2000, ge=100)
+    bootstrap_seed: int = 0
+    min_queries: int = Field(20, ge=1)                  # fewer evaluation queries: nothing is certified
 
 
 class IndexConfig(_Frozen):

@@ -4,6 +4,12 @@ Every config prunes every page from the features cache, scores all evaluation
 queries against all pages with exhaustive MaxSim, and reports nDCG/recall/MRR,
 ``ndcg_retention`` against the full index, score retention of the gold pairs,
 and storage. Random runs ``random_trials`` seeds (mean and std).
+
+Each config also keeps its **per-query** nDCG@5 (random: averaged over its trials
+per query), so promotion can bootstrap over queries (:mod:`anchorprune.promotion`),
+and the κ an adaptive-EOS config was built with, so the same config can be served.
+Results are pydantic models: ``EvaluationResult.model_dump_json`` /
+``model_validate_json`` is the on-disk format of ``reports/evaluation/<backbone>.json``.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ import logging
 import math
 import statistics
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from anchorprune.encoding import EncodedCorpus
+from anchorprune.windows import window_label
+
+__all__ = ["ConfigResult", "EvaluationResult", "evaluate_grid", "grid_jobs", "window_label"]
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +37,11 @@ WINDOWED = {"sap", "sap_max"}
 BYTES_PER_VALUE = 4  # storage is reported for float32 vectors; the index may quantise further
 
 
-@dataclass
-class ConfigResult:
+class ConfigResult(BaseModel):
+    """One evaluated config (the ``full`` reference included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     method: str
     gamma: float
     window: str | None                  # "a-b" for SAP, None otherwise
@@ -40,37 +54,79 @@ class ConfigResult:
     vectors_per_page: float
     bytes_per_page: float
     realised_gamma: float
-    extra: dict[str, float] = field(default_factory=dict)
+    per_query: dict[str, float] = Field(default_factory=dict)  # qid -> nDCG@5 (random: mean over trials)
+    kappa: float | None = None          # the κ eos_adaptive was built with
+    extra: dict[str, float] = Field(default_factory=dict)
     run_id: str | None = None           # the MLflow child run that logged this config
 
     @property
     def label(self) -> str:
         return self.method if self.window is None else f"{self.method}[{self.window}]"
 
+    @property
+    def key(self) -> tuple[str, float, str | None]:
+        """What identifies a config across evaluations: method, γ, window."""
+        return (self.method, round(self.gamma, 6), self.window)
+
     def flat(self) -> dict:
-        row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "extra")}
+        """One table row: scalars and metrics (no per-query arrays)."""
+        row = self.model_dump(exclude={"metrics", "extra", "per_query"})
         row.update(self.metrics)
         row.update(self.extra)
         row["label"] = self.label
         return row
 
 
-@dataclass
-class EvaluationResult:
+class EvaluationResult(BaseModel):
+    """A grid over one backbone; ``meta`` and ``parent_run_id`` are filled by the evaluate stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
     backbone: str
     full: ConfigResult
     configs: list[ConfigResult]
     num_queries: int
     num_pages: int
+    meta: dict[str, Any] = Field(default_factory=dict)
+    parent_run_id: str | None = None
 
     def rows(self) -> list[dict]:
         return [self.full.flat()] + [c.flat() for c in self.configs]
 
-    def random_retention(self, gamma: float) -> float | None:
+    def random_for(self, gamma: float) -> ConfigResult | None:
+        """The random baseline at ``gamma``, if evaluated."""
         for c in self.configs:
             if c.method == "random" and math.isclose(c.gamma, gamma):
-                return c.ndcg_retention
+                return c
         return None
+
+    def random_retention(self, gamma: float) -> float | None:
+        r = self.random_for(gamma)
+        return r.ndcg_retention if r else None
+
+    def find(self, method: str, gamma: float, window: str | None) -> ConfigResult | None:
+        for c in self.configs:
+            if c.method == method and math.isclose(c.gamma, gamma) and c.window == window:
+                return c
+        return None
+
+    def save(self, path: Path) -> None:
+        from anchorprune.ioutil import write_text_atomic
+
+        write_text_atomic(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> EvaluationResult:
+        """Read ``reports/evaluation/<backbone>.json``; a clear error if it is missing or from an older format."""
+        from pydantic import ValidationError
+
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: run `anchorprune evaluate` first")
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            raise ValueError(f"{path} is not an evaluation result of this version ({exc.error_count()} "
+                             "problem(s)): rerun `anchorprune evaluate`") from None
 
 
 @contextlib.contextmanager
@@ -86,17 +142,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def window_label(layers: Sequence[int] | None) -> str | None:
-    """``[8, 9, 10, 11]`` -> ``'8-11'`` (windows are contiguous inclusive ranges).
-
-    >>> window_label([8, 9, 10, 11]), window_label(None)
-    ('8-11', None)
-    """
-    if not layers:
-        return None
-    return f"{min(layers)}-{max(layers)}"
 
 
 def _score(corpus: EncodedCorpus, vectors: Mapping[str, torch.Tensor], qids: Sequence[str]) -> torch.Tensor:
@@ -119,7 +164,7 @@ def _measure(
     qids: Sequence[str],
     pids: Sequence[str],
     ks: Sequence[int],
-) -> tuple[dict[str, float], float, float, int]:
+) -> tuple[dict[str, float], float, float, int, dict[str, float]]:
     from anchorprune.metrics import evaluate_run, run_from_scores
     from anchorprune.retention import sr_mean_of_ratios, sr_ratio_of_means
 
@@ -130,7 +175,8 @@ def _measure(
     full = torch.tensor([float(full_scores[i, j]) for i, j in pairs])
     rom = sr_ratio_of_means(pruned, full)
     mor = sr_mean_of_ratios(pruned, full)
-    return ev["mean"], float(rom.value), float(mor.value), int(mor.excluded)
+    per_query = {q: ev["per_query"][q].get("ndcg@5", 0.0) for q in qids}
+    return ev["mean"], float(rom.value), float(mor.value), int(mor.excluded), per_query
 
 
 def evaluate_grid(
@@ -145,31 +191,23 @@ def evaluate_grid(
     ks: Sequence[int] = (1, 5, 10),
     kappa_calibration: Sequence | None = None,  # features of calibration pages for the EOS κ
     progress: bool = True,
+    extra_configs: Sequence[tuple[str, float, Sequence[int] | None]] = (),
 ) -> EvaluationResult:
-    """Run the grid; ``eval_qids`` must be disjoint from the calibration queries."""
+    """Run the grid; ``eval_qids`` must be disjoint from the calibration queries.
+
+    ``extra_configs`` are (method, γ, window layers or None) evaluated besides the grid
+    when not already in it: the current champion's config, so promotion compares like
+    with like. Random is added at each extra γ so the extra config has its baseline.
+    """
+    if "ndcg@5" not in {f"ndcg@{k}" for k in ks}:
+        ks = tuple(sorted({*ks, 5}))  # promotion's figure
     with torch_threads(1):
         return _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                              kappa_calibration, progress)
+                              kappa_calibration, progress, extra_configs)
 
 
-def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                   kappa_calibration, progress) -> EvaluationResult:
-    from anchorprune.pruning import build_pruner
-    from anchorprune.pruning.eos import calibrate_kappa
-
-    qids = [q for q in eval_qids if q in corpus.queries]
-    if not qids:
-        raise ValueError("no evaluation query has been encoded: check the split and the queries file")
-    pids = corpus.page_ids
-    dim = next(iter(corpus.features.values())).embeddings.shape[1]
-    full_vecs = {p: f.embeddings for p, f in corpus.features.items()}
-    full_scores = _score(corpus, full_vecs, qids)
-    full_metrics, _, _, _ = _measure(full_scores, full_scores, qrels, qids, pids, ks)
-    n_full = statistics.fmean(v.shape[0] for v in full_vecs.values())
-    full = ConfigResult("full", 1.0, None, None, full_metrics, 1.0, 1.0, 1.0, 0, n_full,
-                        n_full * dim * BYTES_PER_VALUE, 1.0)
-    base = full_metrics.get("ndcg@5", 0.0)
-
+def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, float, str | None, tuple | None]]:
+    """(method, γ, window spec, layers) for every config of the grid, then the extra configs not in it."""
     jobs: list[tuple[str, float, str | None, tuple[int, ...] | None]] = []
     for gamma in gammas:
         for method in methods:
@@ -184,38 +222,75 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
             else:
                 jobs.append((method, gamma, None, None))
 
+    def present(method, gamma, layers):
+        return any(m == method and math.isclose(g, gamma) and (lay or None) == (layers or None)
+                   for m, g, _, lay in jobs)
+
+    for method, gamma, layers in extra_configs:
+        layers = tuple(layers) if layers else None
+        if not present(method, gamma, layers):
+            jobs.append((method, gamma, window_label(layers), layers))
+        if method != "random" and not present("random", gamma, None):
+            jobs.append(("random", gamma, None, None))
+    return jobs
+
+
+def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
+                   kappa_calibration, progress, extra_configs) -> EvaluationResult:
+    from anchorprune.pruning import build_pruner
+    from anchorprune.pruning.eos import calibrate_kappa
+
+    qids = [q for q in eval_qids if q in corpus.queries]
+    if not qids:
+        raise ValueError("no evaluation query has been encoded: check the split and the queries file")
+    pids = corpus.page_ids
+    dim = next(iter(corpus.features.values())).embeddings.shape[1]
+    full_vecs = {p: f.embeddings for p, f in corpus.features.items()}
+    full_scores = _score(corpus, full_vecs, qids)
+    full_metrics, _, _, _, full_pq = _measure(full_scores, full_scores, qrels, qids, pids, ks)
+    n_full = statistics.fmean(v.shape[0] for v in full_vecs.values())
+    full = ConfigResult(method="full", gamma=1.0, window=None, window_spec=None, metrics=full_metrics,
+                        ndcg_retention=1.0, sr_ratio_of_means=1.0, sr_mean_of_ratios=1.0, sr_excluded_pairs=0,
+                        vectors_per_page=n_full, bytes_per_page=n_full * dim * BYTES_PER_VALUE,
+                        realised_gamma=1.0, per_query=full_pq)
+    base = full_metrics.get("ndcg@5", 0.0)
+
+    jobs = grid_jobs(methods, gammas, windows, extra_configs)
+
     calib_feats = list(kappa_calibration) if kappa_calibration else list(corpus.features.values())
     configs: list[ConfigResult] = []
     for method, gamma, spec, layers in tqdm(jobs, desc=f"evaluate {corpus.backbone}", disable=not progress):
         seeds = list(range(seed, seed + random_trials)) if method == "random" else [seed]
         trials = []
+        kappa = calibrate_kappa(calib_feats, gamma) if method == "eos_adaptive" else None
         for s in seeds:
             kwargs: dict = {"seed": s}
             if layers is not None:
                 kwargs["window"] = list(layers)
-            if method == "eos_adaptive":
-                kwargs["kappa"] = calibrate_kappa(calib_feats, gamma)
+            if kappa is not None:
+                kwargs["kappa"] = kappa
             pruner = build_pruner(method, **kwargs)
             pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
             vecs = {p: pp.vectors for p, pp in pruned.items()}
             scores = _score(corpus, vecs, qids)
-            metrics, rom, mor, excl = _measure(scores, full_scores, qrels, qids, pids, ks)
+            metrics, rom, mor, excl, pq = _measure(scores, full_scores, qrels, qids, pids, ks)
             n_kept = statistics.fmean(v.shape[0] for v in vecs.values())
             realised = statistics.fmean(vecs[p].shape[0] / full_vecs[p].shape[0] for p in pids)
-            trials.append((metrics, rom, mor, excl, n_kept, realised))
+            trials.append((metrics, rom, mor, excl, n_kept, realised, pq))
         metrics = {k: statistics.fmean(t[0][k] for t in trials) for k in trials[0][0]}
         if len(trials) > 1:
             metrics.update({f"{k}_std": statistics.stdev(t[0][k] for t in trials) for k in trials[0][0]})
         rom = statistics.fmean(t[1] for t in trials)
         mor = statistics.fmean(t[2] for t in trials)
         n_kept = statistics.fmean(t[4] for t in trials)
+        per_query = {q: statistics.fmean(t[6][q] for t in trials) for q in qids}
         configs.append(
             ConfigResult(
                 method=method, gamma=gamma, window=window_label(layers), window_spec=spec, metrics=metrics,
                 ndcg_retention=metrics.get("ndcg@5", 0.0) / base if base > 0 else float("nan"),
                 sr_ratio_of_means=rom, sr_mean_of_ratios=mor, sr_excluded_pairs=trials[0][3],
                 vectors_per_page=n_kept, bytes_per_page=n_kept * dim * BYTES_PER_VALUE,
-                realised_gamma=statistics.fmean(t[5] for t in trials),
+                realised_gamma=statistics.fmean(t[5] for t in trials), per_query=per_query, kappa=kappa,
             )
         )
     return EvaluationResult(corpus.backbone, full, configs, len(qids), len(pids))

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,50 @@ def model_name(backbone: str) -> str:
 
 @dataclass(frozen=True)
 class ChampionSpec:
-    """What a registered pruned encoder is: read from the registry, used by the reindex flow."""
+    """Everything needed to rebuild and query with the champion config, from evaluation to serving.
 
-    backbone: dict[str, Any]      # BackboneConfig as a dict
+    The index build, the query encoder at search time and the pyfunc all read it:
+    the backbone (id, revision, dtype), the resolved revision the evaluation ran
+    with, and the pruner's own arguments (window, γ, κ for eos_adaptive).
+    """
+
+    backbone: dict[str, Any]      # BackboneConfig as a dict (model_id, revision, dtype, ...)
     method: str
     gamma: float
     window: list[int] | None
     version: str | None = None
     candidate: dict[str, Any] | None = None
+    kappa: float | None = None              # eos_adaptive's κ, calibrated at evaluation time
+    resolved_revision: str | None = None    # the revision the backbone reported when evaluated
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ChampionSpec:
+        blob = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in blob.items() if k in known})
+
+    def backbone_config(self):
+        from anchorprune.config import BackboneConfig
+
+        return BackboneConfig(**self.backbone)
+
+    def pruner(self):
+        """The pruner this spec describes, with nothing recomputed (κ comes from the spec)."""
+        from anchorprune.pruning import build_pruner
+
+        if self.method == "eos_adaptive" and self.kappa is None:
+            raise ValueError(f"champion spec v{self.version}: eos_adaptive without its kappa (registered by an "
+                             "older version): rerun `anchorprune promote` after `anchorprune evaluate`")
+        return build_pruner(self.method, window=self.window, kappa=self.kappa)
+
+    def capture(self, num_layers: int):
+        """Layers to capture at encode time: the window for SAP, else the last layer (EOS attention)."""
+        from anchorprune.backbones.base import LayerCapture
+
+        return LayerCapture.window(self.window or [num_layers - 1])
 
 
 def _pyfunc_class():
@@ -57,19 +90,17 @@ def _pyfunc_class():
         def load_context(self, context):  # noqa: D401 - MLflow hook
             from anchorprune.backbones import load_backbone
             from anchorprune.config import BackboneConfig
-            from anchorprune.pruning import build_pruner
 
-            spec = json.loads(Path(context.artifacts["config"]).read_text())
+            spec = ChampionSpec.from_json(Path(context.artifacts["config"]).read_text())
             self.spec = spec
-            self.backbone = load_backbone(BackboneConfig(**spec["backbone"]))
-            self.pruner = build_pruner(spec["method"], window=spec["window"])
+            self.backbone = load_backbone(BackboneConfig(**spec.backbone))
+            self.pruner = spec.pruner()
 
         def predict(self, context, model_input, params=None):
             """``model_input``: DataFrame with ``page_id`` and ``text`` (and/or ``image_path``)."""
             import pandas as pd
             from PIL import Image
 
-            from anchorprune.backbones.base import LayerCapture
             from anchorprune.data.schema import page_content_hash
             from anchorprune.pages import Page
 
@@ -79,10 +110,8 @@ def _pyfunc_class():
                 data = Path(row["image_path"]).read_bytes() if row.get("image_path") else None
                 image = Image.open(io.BytesIO(data)).convert("RGB") if data else None
                 pages.append(Page(str(row["page_id"]), page_content_hash(data, text), image=image, text=text))
-            window = self.spec["window"]
-            capture = LayerCapture.window(window) if window else LayerCapture.all()
-            feats = self.backbone.encode_pages(pages, capture)
-            pruned = [self.pruner.prune(f, self.spec["gamma"]) for f in feats]
+            feats = self.backbone.encode_pages(pages, self.spec.capture(self.backbone.num_layers))
+            pruned = [self.pruner.prune(f, self.spec.gamma) for f in feats]
             return pd.DataFrame(
                 {
                     "page_id": [p.page_id for p in pruned],
@@ -94,6 +123,21 @@ def _pyfunc_class():
     return PrunedEncoder
 
 
+def _signature():
+    """The pyfunc's input and output schema (MLflow shows it; predict checks its input against it)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", "page_id"), ColSpec("string", "text", required=False),
+                     ColSpec("string", "image_path", required=False)])
+    outputs = Schema([ColSpec("string", "page_id"), ColSpec("long", "n_vectors"),
+                      ColSpec(Array(Array("double")), "vectors")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+STALE_TAG = "anchorprune.stale"
+
+
 def current_champion(tracker: Tracker, backbone: str) -> tuple[Candidate, ChampionSpec] | None:
     """The candidate and spec behind ``@champion``, or ``None`` if there is none."""
     from mlflow.exceptions import MlflowException
@@ -102,11 +146,35 @@ def current_champion(tracker: Tracker, backbone: str) -> tuple[Candidate, Champi
         mv = tracker.client.get_model_version_by_alias(model_name(backbone), ALIAS)
     except MlflowException:
         return None
-    spec = ChampionSpec(**{**json.loads(mv.tags["anchorprune.spec"]), "version": str(mv.version)})
-    return Candidate.from_tags(mv.tags), spec
+    spec = ChampionSpec.from_json(_read_spec(tracker, mv))
+    return Candidate.from_tags(mv.tags), replace(spec, version=str(mv.version))
 
 
-def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: ChampionSpec) -> str:
+def _read_spec(tracker: Tracker, mv) -> str:
+    """The spec stored with a model version: its ``config.json`` artifact (older versions: a tag)."""
+    if "anchorprune.spec" in mv.tags:
+        return mv.tags["anchorprune.spec"]
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{mv.name}/{mv.version}/artifacts/config.json", dst_path=tmp,
+            tracking_uri=tracker.uri, registry_uri=tracker.uri)
+        return Path(path).read_text()
+
+
+def stale_reason(tracker: Tracker, backbone: str) -> str | None:
+    """Why the champion was marked stale by the last promotion (``None`` if it is not)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = tracker.client.get_model_version_by_alias(model_name(backbone), ALIAS)
+    except MlflowException:
+        return None
+    return mv.tags.get(STALE_TAG) or None
+
+
+def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: ChampionSpec, description: str = "") -> str:
     """Log the pruned-encoder pyfunc in ``run_id`` and register it; returns the new version."""
     import mlflow
 
@@ -114,18 +182,20 @@ def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: Champion
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.json"
         cfg_path.write_text(spec.to_json())
-        with mlflow.start_run(run_id=run_id):
+        with tracker.fluent(), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="pruned_encoder",
                 python_model=_pyfunc_class()(),
                 artifacts={"config": str(cfg_path)},
                 registered_model_name=name,
                 pip_requirements=["anchorprune"],
+                signature=_signature(),
             )
     version = str(info.registered_model_version)
-    tags = {**candidate.to_tags(), "anchorprune.spec": spec.to_json()}
-    for k, v in tags.items():
+    for k, v in candidate.to_tags().items():
         tracker.client.set_model_version_tag(name, version, k, v)
+    if description:
+        tracker.client.update_model_version(name, version, description=description[:5000])
     return version
 
 
@@ -136,36 +206,66 @@ def promote(
     spec_for: Any,
     min_retention: float,
     require_beats_random: bool = True,
+    min_queries: int = 1,
 ) -> tuple[Decision, str | None]:
     """Apply the rule against the current champion; register and move the alias if it says so.
 
-    ``spec_for(candidate) -> ChampionSpec``. Returns the decision and the version now
-    holding the alias (``None`` if no champion). The reason is logged in ``run_id``.
+    ``candidates`` carry bootstrap intervals and include the current champion's config
+    re-evaluated on the same data. ``spec_for(candidate) -> ChampionSpec``. Returns the
+    decision and the version now holding the alias (``None`` if no champion). The reason
+    is logged in ``run_id``; a champion kept although it fails the gate is tagged stale.
     """
     if not candidates:
         raise ValueError("promote needs at least one evaluated candidate")
     backbone = candidates[0].backbone
+    name = model_name(backbone)
     now = current_champion(tracker, backbone)
-    decision = choose_champion(candidates, min_retention, require_beats_random, current=now[0] if now else None)
+    decision = choose_champion(candidates, min_retention, require_beats_random,
+                               current=now[0] if now else None, min_queries=min_queries)
     version = now[1].version if now else None
     if decision.promoted and decision.champion is not None:
-        version = register(tracker, run_id, decision.champion, spec_for(decision.champion))
-        tracker.client.set_registered_model_alias(model_name(backbone), ALIAS, version)
-        readback = tracker.client.get_model_version_by_alias(model_name(backbone), ALIAS)
+        version = register(tracker, run_id, decision.champion, spec_for(decision.champion), decision.reason)
+        tracker.client.set_registered_model_alias(name, ALIAS, version)
+        readback = tracker.client.get_model_version_by_alias(name, ALIAS)
         if str(readback.version) != version:  # pragma: no cover - registry inconsistency
             raise RuntimeError(f"alias {ALIAS} reads back version {readback.version}, expected {version}")
-    tracker.client.set_tag(run_id, "anchorprune.promotion", "promoted" if decision.promoted else "kept")
+    elif version is not None:
+        if decision.stale:
+            tracker.client.set_model_version_tag(name, version, STALE_TAG, decision.reason[:500])
+        elif STALE_TAG in tracker.client.get_model_version(name, version).tags:
+            tracker.client.delete_model_version_tag(name, version, STALE_TAG)
+    status = "promoted" if decision.promoted else ("stale" if decision.stale else "kept")
+    tracker.client.set_tag(run_id, "anchorprune.promotion", status)
     tracker.client.set_tag(run_id, "anchorprune.reason", decision.reason[:5000])
-    tracker.log_dict(
-        run_id,
-        {
-            "promoted": decision.promoted,
-            "reason": decision.reason,
-            "champion": asdict(decision.champion) if decision.champion else None,
-            "version": version,
-            "rejected": [{"candidate": n, "why": w} for n, w in decision.rejected],
-        },
-        "promotion.json",
-    )
+    tracker.client.set_tag(run_id, "mlflow.note.content", decision.reason[:5000])
+    metrics = {}
+    for c in candidates:
+        if c.retention_low is not None and c.method != "random":
+            tag = f"{c.method}_{c.gamma:g}" + (f"_{c.window}" if c.window else "")
+            metrics[f"retention_low.{tag}"] = c.retention_low
+            if c.vs_random_low is not None:
+                metrics[f"vs_random_low.{tag}"] = c.vs_random_low
+    if decision.champion is not None and decision.champion.retention_low is not None:
+        ch = decision.champion
+        metrics.update({"champion_retention": ch.retention, "champion_retention_low": ch.retention_low,
+                        "champion_retention_high": ch.retention_high,
+                        "champion_vectors_per_page": ch.vectors_per_page})
+        if ch.vs_random_low is not None:
+            metrics.update({"champion_vs_random_low": ch.vs_random_low,
+                            "champion_vs_random_high": ch.vs_random_high})
+    tracker.log_metrics(run_id, metrics)
+    tracker.log_dict(run_id, decision_record(decision, version, candidates), "promotion.json")
     log.info("promotion for %s: %s", backbone, decision.reason)
     return decision, version
+
+
+def decision_record(decision: Decision, version: str | None, candidates: list[Candidate]) -> dict:
+    """What ``promotion.json`` holds: the decision, and every candidate with its interval and verdict."""
+    why = dict(decision.rejected)
+    return {
+        "promoted": decision.promoted, "stale": decision.stale, "reason": decision.reason, "version": version,
+        "champion": asdict(decision.champion) if decision.champion else None,
+        "rejected": [{"candidate": n, "why": w} for n, w in decision.rejected],
+        "candidates": [{**asdict(c), "name": c.name, "certified": c.name not in why, "why": why.get(c.name)}
+                       for c in candidates],
+    }

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from anchorprune.features import PageFeatures
 from anchorprune.pruning.random import page_generator, random_select
 from anchorprune.pruning.sap import check_finite, keep_count, top_k_indices
+from anchorprune.windows import WindowError, window_layers  # WindowError re-exported: its home moved
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +252,6 @@ PUBLISHED_WINDOWS: dict[str, tuple[int, tuple[int, int], tuple[int, int]]] = {
 }
 
 
-class WindowError(ValueError):
-    """A window spec cannot be resolved for this backbone."""
-
 
 def _published(kind: str | None, num_layers: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
     key = kind
@@ -293,10 +291,7 @@ def resolve_window(
         lo, hi = v1 if spec == "v1" else v2
         layers = list(range(lo, hi + 1))
     else:
-        lo_s, sep, hi_s = spec.partition("-")
-        if not (sep and lo_s.isdigit() and hi_s.isdigit() and int(lo_s) <= int(hi_s)):
-            raise WindowError(f"window {spec!r} is not 'sr', 'v1', 'v2' or an inclusive range like '8-11'")
-        layers = list(range(int(lo_s), int(hi_s) + 1))
+        layers = window_layers(spec)
     bad = [x for x in layers if not 0 <= x < num_layers]
     if bad:
         raise WindowError(f"window {spec!r} has layers {bad} outside 0..{num_layers - 1}")

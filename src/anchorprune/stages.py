@@ -19,18 +19,14 @@ from anchorprune.calibration import CalibrationResult, calibrate, calibration_pa
 from anchorprune.config import BackboneConfig, Settings
 from anchorprune.encoding import EncodedCorpus, encode_dataset
 from anchorprune.evaluation import EvaluationResult, evaluate_grid
-from anchorprune.promotion import Candidate, Decision
+from anchorprune.ioutil import write_json
+from anchorprune.promotion import Candidate, Decision, certified_candidates
 from anchorprune.tracking import Tracker, git_commit
 
 log = logging.getLogger(__name__)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+__all__ = ["write_json"]  # re-exported from anchorprune.ioutil (its home)
 
 
 @dataclass
@@ -170,8 +166,8 @@ def stage_calibrate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus |
         t.log_params(run_id, {"window": f"{result.window[0]}-{result.window[-1]}"})
         fig = sr_curve_figure(result.sr_mean, result.sr_std, result.random_mean, result.window,
                               f"{bcfg.name}: score retention by layer", result.gamma)
-        t.log_figure(run_id, fig, "sr_by_layer.png")
         fig.savefig(out / f"{bcfg.name}_sr_by_layer.png", dpi=110)
+        t.log_figure(run_id, fig, "sr_by_layer.png")  # closes the figure
         t.log_dict(run_id, asdict(result), "calibration.json")
     log.info("calibrated %s: window %s (alpha %.2f, beta %.2f)", bcfg.name, result.window, result.alpha, result.beta)
     return result
@@ -209,8 +205,13 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         corpus, ws.dataset.qrels, eval_qids, e.methods, e.gammas, windows,
         random_trials=e.random_trials, seed=e.seed, ks=e.ks,
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
+        extra_configs=champion_config(ws, bcfg),
     )
     meta = ws.meta(bcfg, backbone)
+    result.meta = meta
+    p = ws.settings.promote
+    intervals = {(c.method, round(c.gamma, 6), c.window): c for c in certified_candidates(
+        result, bcfg.name, resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.bootstrap_seed)}
     out = ws.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -223,7 +224,9 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                        params={**meta, "method": cfg.method, "gamma": cfg.gamma, "window": cfg.window or "-",
                                "window_spec": cfg.window_spec or "-"},
                        tags={"anchorprune.stage": "evaluate-config", "anchorprune.backbone": bcfg.name}) as child:
+                ci = intervals.get(cfg.key)
                 t.log_metrics(child, {**{_mkey(k): v for k, v in cfg.metrics.items()},
+                                      **(_ci_metrics(ci) if ci else {}),
                                       "ndcg_retention": cfg.ndcg_retention,
                                       "sr_ratio_of_means": cfg.sr_ratio_of_means,
                                       "sr_mean_of_ratios": cfg.sr_mean_of_ratios,
@@ -232,20 +235,43 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                                       "bytes_per_page": cfg.bytes_per_page,
                                       "realised_gamma": cfg.realised_gamma})
             cfg.run_id = child
-        rows = result.rows()  # after the child runs exist, so every row carries its run id
+        result.parent_run_id = parent
+        # after the child runs exist, so every row carries its run id; intervals beside the point estimates
+        rows = [{**r, **_ci_metrics(intervals.get((r["method"], round(r["gamma"], 6), r["window"])))}
+                for r in result.rows()]
         pruned_rows = [r for r in rows if r["method"] != "full"]
         t.log_table(parent, pd.DataFrame(rows), "comparison")
         fig = retention_figure(pruned_rows, f"{bcfg.name}: nDCG@5 retention vs γ")
-        t.log_figure(parent, fig, "ndcg_retention_vs_gamma.png")
         fig.savefig(out / f"{bcfg.name}_ndcg_retention.png", dpi=110)
+        t.log_figure(parent, fig, "ndcg_retention_vs_gamma.png")
         fig = retention_figure(pruned_rows, f"{bcfg.name}: score retention vs γ", metric="sr_ratio_of_means")
         t.log_figure(parent, fig, "sr_vs_gamma.png")
         t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
     _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
     _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
-    write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": rows, "parent_run_id": parent,
-                                          "num_queries": result.num_queries, "num_pages": result.num_pages})
+    result.save(out / f"{bcfg.name}.json")
     return result
+
+
+def _ci_metrics(c: Candidate | None) -> dict[str, float]:
+    """The bootstrap interval of a candidate as metrics/columns (none for full or an unknown config)."""
+    if c is None or c.retention_low is None:
+        return {}
+    out = {"retention_low": c.retention_low, "retention_high": c.retention_high}
+    if c.vs_random_low is not None:
+        out.update({"vs_random_low": c.vs_random_low, "vs_random_high": c.vs_random_high})
+    return out
+
+
+def champion_config(ws: Workspace, bcfg: BackboneConfig) -> list[tuple[str, float, list[int] | None]]:
+    """The current champion's (method, γ, window) for this backbone, to re-evaluate it with the grid."""
+    from anchorprune.registry import current_champion
+
+    champ = current_champion(ws.tracker, bcfg.name)
+    if champ is None:
+        return []
+    _, spec = champ
+    return [(spec.method, spec.gamma, spec.window)]
 
 
 def _mkey(k: str) -> str:
@@ -253,12 +279,13 @@ def _mkey(k: str) -> str:
     return k.replace("@", "_at_")
 
 
-def candidates_from(result: EvaluationResult, backbone: str) -> list[Candidate]:
-    return [
-        Candidate(backbone, c.method, c.gamma, c.window, c.ndcg_retention, c.vectors_per_page,
-                  result.random_retention(c.gamma), c.run_id)
-        for c in result.configs
-    ]
+def candidates_from(result: EvaluationResult, backbone: str, ws: Workspace | None = None) -> list[Candidate]:
+    """Certified candidates (bootstrap intervals with the promote settings of ``ws``, else the defaults)."""
+    if ws is None:
+        return certified_candidates(result, backbone)
+    p = ws.settings.promote
+    return certified_candidates(result, backbone, resamples=p.bootstrap_resamples, confidence=p.confidence,
+                                seed=p.bootstrap_seed)
 
 
 # ---------------------------------------------------------------- promote
@@ -269,39 +296,40 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
         evaluation = load_evaluation(ws.reports / "evaluation" / f"{bcfg.name}.json", bcfg.name)
     p = ws.settings.promote
     meta = ws.meta(bcfg)
+    if evaluation.meta.get("backbone_id") not in (None, bcfg.model_id):
+        raise ValueError(f"the evaluation of {bcfg.name!r} was made with {evaluation.meta.get('backbone_id')!r}, "
+                         f"the config now names {bcfg.model_id!r}: rerun `anchorprune evaluate` first")
     t = ws.tracker
     with t.run(f"promote-{bcfg.name}", params={**meta, "min_retention": p.min_retention,
-                                               "require_beats_random": p.require_beats_random},
+                                               "require_beats_random": p.require_beats_random,
+                                               "confidence": p.confidence, "resamples": p.bootstrap_resamples,
+                                               "min_queries": p.min_queries},
                tags={"anchorprune.stage": "promote", "anchorprune.backbone": bcfg.name}) as run_id:
-        cands = candidates_from(evaluation, bcfg.name)
+        cands = candidates_from(evaluation, bcfg.name, ws)
+        revision = evaluation.meta.get("backbone_revision")
 
         def spec_for(c: Candidate) -> ChampionSpec:
-            window = list(range(int(c.window.split("-")[0]), int(c.window.split("-")[1]) + 1)) if c.window else None
-            return ChampionSpec(backbone=bcfg.model_dump(mode="json"), method=c.method, gamma=c.gamma,
-                                window=window, candidate=asdict(c))
+            from anchorprune.windows import window_layers
 
-        decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random)
-    write_json(ws.reports / "promotion" / f"{bcfg.name}.json", {
-        "promoted": decision.promoted, "reason": decision.reason, "version": version,
-        "champion": asdict(decision.champion) if decision.champion else None,
-        "rejected": [{"candidate": n, "why": w} for n, w in decision.rejected], "meta": meta,
-    })
+            return ChampionSpec(backbone=bcfg.model_dump(mode="json"), method=c.method, gamma=c.gamma,
+                                window=window_layers(c.window) if c.window else None, candidate=asdict(c),
+                                kappa=c.kappa, resolved_revision=revision)
+
+        decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random,
+                                    min_queries=p.min_queries)
+    from anchorprune.registry import decision_record
+
+    write_json(ws.reports / "promotion" / f"{bcfg.name}.json", {**decision_record(decision, version, cands),
+                                                                "meta": meta})
     return decision
 
 
-def load_evaluation(path: Path, backbone: str) -> EvaluationResult:
-    from anchorprune.evaluation import ConfigResult
-
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run `anchorprune evaluate` first")
-    blob = json.loads(path.read_text())
-    fields = set(ConfigResult.__dataclass_fields__)
-    rows = []
-    for r in blob["rows"]:
-        metric_keys = [k for k in r if "@" in k]
-        rows.append(ConfigResult(**{k: v for k, v in r.items() if k in fields - {"metrics", "extra"}},
-                                 metrics={k: r[k] for k in metric_keys}))
-    return EvaluationResult(backbone, rows[0], rows[1:], blob["num_queries"], blob["num_pages"])
+def load_evaluation(path: Path, backbone: str | None = None) -> EvaluationResult:
+    """Read an evaluation written by :func:`stage_evaluate` (the pydantic model's own JSON)."""
+    result = EvaluationResult.load(path)
+    if backbone is not None and result.backbone != backbone:
+        log.debug("evaluation %s is of corpus backbone %r (asked %r)", path, result.backbone, backbone)
+    return result
 
 
 def _write_csv(path: Path, rows: list[dict], replace_key: tuple[str, str]) -> None:
@@ -354,8 +382,7 @@ def stage_index(ws: Workspace) -> dict:
     the rest are encoded with window-only capture (through the features cache).
     """
     from anchorprune.encoding import encode_pages
-    from anchorprune.pruning import build_pruner
-    from anchorprune.registry import current_champion, model_name
+    from anchorprune.registry import current_champion, model_name, stale_reason
 
     bcfg = index_backbone(ws)
     champ = current_champion(ws.tracker, bcfg.name)
@@ -365,42 +392,57 @@ def stage_index(ws: Workspace) -> dict:
             f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
         )
     candidate, spec = champ
-    spec_bcfg = BackboneConfig(**spec.backbone)
+    stale = stale_reason(ws.tracker, bcfg.name)
+    if stale:
+        log.warning("serving a STALE champion %s v%s: %s", candidate.name, spec.version, stale)
+    spec_bcfg = spec.backbone_config()
     backbone = ws.backbone(spec_bcfg)
-    capture = LayerCapture.window(spec.window or [backbone.num_layers - 1])
+    pruner = spec.pruner()          # everything (window, γ, κ) from the spec: nothing recomputed here
+    capture = spec.capture(backbone.num_layers)
     index = open_serving_index(ws)
     pages = list(ws.dataset.pages())
     build_key = {"backbone_id": spec_bcfg.model_id, "backbone_revision": spec_bcfg.revision,
-                 "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-"}
+                 "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-",
+                 "kappa": spec.kappa}
     serving = index.current()
     served_key = {k: (serving.manifest.get("meta") or serving.manifest).get(k) for k in build_key} if serving else None
     # unchanged pages are reused only when the serving version was built with the same pruning config
     existing = index.existing_hashes() if served_key == build_key else {}
     changed = [p for p in pages if existing.get(p.page_id) != p.content_hash]
     feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
-    kwargs = {"window": spec.window} if spec.window else {}
-    if spec.method == "eos_adaptive":
-        from anchorprune.pruning.eos import calibrate_kappa
-
-        # κ is label-free (z-scores of the EOS row), so the pages being encoded calibrate it
-        kwargs["kappa"] = calibrate_kappa(list(feats.values()), spec.gamma)
-    pruner = build_pruner(spec.method, **kwargs)
     pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
     keep = [p.page_id for p in pages if p.page_id not in feats]
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
-            "model_version": spec.version}
+            "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or ""}
     version = index.build(pruned, meta, reuse=keep)
     index.swap(version)
     index.prune_versions(ws.settings.index.keep_versions)
     info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
             "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
-            "reencoded_pages": len(changed), "reused_pages": len(keep), **meta}
+            "reencoded_pages": len(changed), "reused_pages": len(keep),
+            **{k: v for k, v in meta.items() if k != "spec"}}
     write_json(ws.reports / "index.json", info)
     return info
 
 
+def serving_spec(ws: Workspace, index=None):
+    """The champion spec the serving index version was built from (its manifest), else ``@champion``'s."""
+    from anchorprune.registry import ChampionSpec, current_champion
+
+    index = index or open_serving_index(ws)
+    serving = index.current()
+    blob = ((serving.manifest.get("meta") or {}).get("spec") if serving else None)
+    if blob:
+        return ChampionSpec.from_json(json.dumps(blob))
+    champ = current_champion(ws.tracker, index_backbone(ws).name)
+    if champ is None:
+        raise RuntimeError("nothing to search: no serving index version and no champion (run `anchorprune index`)")
+    return champ[1]
+
+
 def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
-    """Search the serving index with the champion's backbone."""
-    bcfg = index_backbone(ws)
-    qvecs = ws.backbone(bcfg).encode_queries([query])[0]  # [m, d]
-    return open_serving_index(ws).search(qvecs, k)
+    """Search the serving index, encoding the query with the backbone that built it (the champion's)."""
+    index = open_serving_index(ws)
+    spec = serving_spec(ws, index)
+    qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
+    return index.search(qvecs, k)

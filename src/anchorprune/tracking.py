@@ -2,13 +2,18 @@
 
 Everything goes through an explicit :class:`Tracker` (MLflow's client API), so
 tests can point it at a temporary sqlite store. ``MLFLOW_TRACKING_URI``
-overrides the configured URI.
+overrides the configured URI. Nothing sets MLflow's global URIs for good: the
+one fluent call (pyfunc ``log_model``) runs inside :meth:`Tracker.fluent`, which
+restores them. Runs carry MLflow's standard source tags (git commit, user,
+entry point) and the experiment is created in the model-training view.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -23,6 +28,8 @@ from anchorprune.config import TrackingConfig
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
+#: MLflow 3's UI opens an experiment in the GenAI view unless it is tagged as model development
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 
 def resolve_tracking_uri(cfg: TrackingConfig, root: Path) -> str:
@@ -52,28 +59,59 @@ class Tracker:
     uri: str
     experiment_id: str
     client: Any  # mlflow.MlflowClient
+    root: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: TrackingConfig, root: Path = Path(".")) -> Tracker:
-        import mlflow
         from mlflow import MlflowClient
 
         root = root.resolve()
         uri = resolve_tracking_uri(cfg, root)
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        # pyfunc logging and the registry use MLflow's fluent API, which reads these globals
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
             artifact_root = cfg.artifact_root if cfg.artifact_root.is_absolute() else root / cfg.artifact_root
             location = None if "://" in uri and not uri.startswith("sqlite") else artifact_root.resolve().as_uri()
-            exp_id = client.create_experiment(cfg.experiment, artifact_location=location)
+            exp_id = client.create_experiment(cfg.experiment, artifact_location=location,
+                                              tags=dict([EXPERIMENT_KIND_TAG]))
         else:
             exp_id = exp.experiment_id
-        return cls(uri=uri, experiment_id=exp_id, client=client)
+            if exp.tags.get(EXPERIMENT_KIND_TAG[0]) is None:
+                client.set_experiment_tag(exp_id, *EXPERIMENT_KIND_TAG)
+        return cls(uri=uri, experiment_id=exp_id, client=client, root=root)
+
+    @contextlib.contextmanager
+    def fluent(self) -> Iterator[None]:
+        """Point MLflow's fluent API at this store for a block, then restore the previous URIs."""
+        import mlflow
+
+        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before[0])
+            mlflow.set_registry_uri(before[1])
+
+    @functools.cached_property
+    def _source_tags(self) -> dict[str, str]:
+        return self.source_tags()
+
+    def source_tags(self) -> dict[str, str]:
+        """MLflow's standard source tags: git commit, user, entry point."""
+        import getpass
+        import sys
+
+        tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": Path(sys.argv[0]).name or "anchorprune"}
+        commit = git_commit(self.root) if self.root else "unknown"
+        if commit != "unknown":
+            tags["mlflow.source.git.commit"] = commit.removesuffix("+dirty")
+        with contextlib.suppress(Exception):
+            tags["mlflow.user"] = getpass.getuser()
+        return tags
 
     @contextlib.contextmanager
     def run(
@@ -84,7 +122,7 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> Iterator[str]:
         """Create a run, yield its id, and end it FINISHED (or FAILED if the block raises)."""
-        all_tags = dict(tags or {})
+        all_tags = {**self._source_tags, **dict(tags or {})}
         all_tags["mlflow.runName"] = name
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
@@ -108,7 +146,9 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        # MLflow shows NaN as a broken number: a metric that is undefined is not logged
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
         for i in range(0, len(batch), 900):  # MLflow's batch limit is 1000 metrics
             self.client.log_batch(run_id, metrics=batch[i:i + 900])
 
@@ -120,7 +160,13 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(key, float(v), now, i) for i, v in enumerate(values)])
 
     def log_figure(self, run_id: str, fig: Any, filename: str) -> None:
-        self.client.log_figure(run_id, fig, filename)
+        """Log a matplotlib figure and close it (a long-running process would otherwise keep every figure)."""
+        import matplotlib.pyplot as plt
+
+        try:
+            self.client.log_figure(run_id, fig, filename)
+        finally:
+            plt.close(fig)
 
     def log_text(self, run_id: str, text: str, filename: str) -> None:
         self.client.log_text(run_id, text, filename)
