@@ -293,4 +293,5 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
                 realised_gamma=statistics.fmean(t[5] for t in trials), per_query=per_query, kappa=kappa,
             )
         )
-    return EvaluationResult(corpus.backbone, full, configs, len(qids), len(pids))
+    return EvaluationResult(backbone=corpus.backbone, full=full, configs=configs, num_queries=len(qids),
+                            num_pages=len(pids))
