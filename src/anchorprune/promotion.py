@@ -156,13 +156,8 @@ class Candidate:
                        vs_random_high=ci.vs_random_high, confidence=ci.confidence, num_queries=ci.num_queries)
 
     def to_tags(self) -> dict[str, str]:
-        """Compact registry tags: only the set fields, numbers rounded for reading."""
-        out = {}
-        for k, v in asdict(self).items():
-            if v is None:
-                continue
-            out[f"anchorprune.{k}"] = f"{v:.6g}" if isinstance(v, float) else str(v)
-        return out
+        """Compact registry tags: one short tag per set field (unset fields are left out)."""
+        return {f"anchorprune.{k}": str(v) for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> Candidate:
