@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd  # noqa: TC002 - resolved at runtime: MLflow reads predict's type hints
+
 from anchorprune.promotion import Candidate, Decision, choose_champion
 from anchorprune.tracking import Tracker
 
@@ -96,9 +98,8 @@ def _pyfunc_class():
             self.backbone = load_backbone(BackboneConfig(**spec.backbone))
             self.pruner = spec.pruner()
 
-        def predict(self, context, model_input, params=None):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
             """``model_input``: DataFrame with ``page_id`` and ``text`` (and/or ``image_path``)."""
-            import pandas as pd
             from PIL import Image
 
             from anchorprune.data.schema import page_content_hash
@@ -156,10 +157,10 @@ def _read_spec(tracker: Tracker, mv) -> str:
         return mv.tags["anchorprune.spec"]
     import mlflow.artifacts
 
+    location = tracker.client.get_model_version_download_uri(mv.name, mv.version).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{mv.name}/{mv.version}/artifacts/config.json", dst_path=tmp,
-            tracking_uri=tracker.uri, registry_uri=tracker.uri)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/config.json", dst_path=tmp,
+                                                   tracking_uri=tracker.uri)
         return Path(path).read_text()
 
 
