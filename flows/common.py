@@ -1,17 +1,28 @@
-"""Shared task wiring: retries for I/O, input-keyed caching for the expensive stages."""
+"""Shared task wiring: retries for I/O, provenance-keyed caching for the expensive stages."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
 from anchorprune.config import load_settings
+from anchorprune.provenance import stage_key
 from anchorprune.stages import Workspace
 
-# a rerun with the same inputs (config hash, data version, backbone, root) skips finished work
-STAGE_CACHE = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, cache_expiration=timedelta(days=7))
+
+def provenance_key(task_ctx, inputs: dict) -> str | None:
+    """Config, dataset content, library code, package version and git commit (anchorprune.provenance)."""
+    if "params" not in inputs or "root" not in inputs:
+        return None
+    return stage_key(inputs["params"], inputs["root"])
+
+
+#: the cache policy of the stages: a rerun is answered from cache only if its inputs, the task's source AND the
+#: config, data content, library code, version and commit are all unchanged (what `dvc repro` would also rerun on)
+STAGE_POLICY = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=provenance_key)
+STAGE_CACHE = dict(cache_policy=STAGE_POLICY, persist_result=True, cache_expiration=timedelta(days=7))
 TRANSIENT = (OSError, TimeoutError, ConnectionError)  # network, disk, locks (DVC, sqlite)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from anchorprune.stages import stage_evaluate
+from anchorprune.stages import champion_config, stage_evaluate
 from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
 
 
 @task(name="evaluate-backbone", **STAGE_CACHE, **IO_RETRIES)
 def evaluate_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str,
-                      window: list[int]) -> list[dict]:
+                      window: list[int], champion: str = "") -> list[dict]:
     ws = workspace(params, root)
     return stage_evaluate(ws, ws.settings.backbone(backbone)).rows()
 
@@ -18,10 +18,11 @@ def evaluate_backbone(params: str, root: str, backbone: str, config_hash: str, d
 @flow(name="evaluate")
 def evaluate_flow(params: str = "params.yaml", root: str = ".", backbone: str | None = None,
                   windows: dict[str, list[int]] | None = None) -> dict[str, list[dict]]:
-    """``windows`` (from calibrate) only keys the cache: the stage reads the saved calibration."""
+    """``windows`` (from calibrate) and the champion's config only key the cache: the stage reads both itself."""
     ws = workspace(params, root)
     version = ws.data_version()
     return {
-        name: evaluate_backbone(params, root, name, ws.settings.config_hash(), version, (windows or {}).get(name, []))
+        name: evaluate_backbone(params, root, name, ws.settings.config_hash(), version, (windows or {}).get(name, []),
+                                champion=str(champion_config(ws, ws.settings.backbone(name))))
         for name in backbone_names(ws, backbone)
     }

@@ -1,0 +1,69 @@
+"""What a stage's result depends on, as one hash: the key of the Prefect task cache.
+
+A cached result may be reused only if nothing that changes it has changed: the
+task inputs (Prefect hashes those itself), the configuration, the **content** of
+the dataset (not the DVC pointer, which can lag behind an edit), the library's
+code (every ``.py`` file of ``anchorprune`` and ``flows``), the package version
+and the git commit. :func:`stage_key` returns that hash.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("x")
+>>> k1 = tree_hash(d); _ = (d / "a.txt").write_text("y")
+>>> tree_hash(d) != k1
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import anchorprune
+
+#: folders whose Python source is the "library code" a result depends on
+CODE_DIRS: tuple[Path, ...] = (Path(anchorprune.__file__).parent, Path(anchorprune.__file__).parents[2] / "flows")
+
+
+def tree_hash(root: Path, pattern: str = "**/*") -> str:
+    """sha256 over the relative paths and bytes of the files under ``root`` matching ``pattern`` (sorted).
+
+    A missing folder hashes to a fixed value, so "no data" is a state like any other.
+    """
+    h = hashlib.sha256()
+    root = Path(root)
+    if not root.exists():
+        return hashlib.sha256(b"<missing>").hexdigest()
+    for path in sorted(p for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def code_fingerprint(dirs: Iterable[Path] | None = None) -> str:
+    """Hash of the library's Python source and the package version."""
+    h = hashlib.sha256(anchorprune.__version__.encode())
+    for d in dirs if dirs is not None else CODE_DIRS:
+        h.update(tree_hash(d, "**/*.py").encode())
+    return h.hexdigest()
+
+
+def stage_key(params: str | Path, root: str | Path) -> str:
+    """The provenance part of a stage's cache key: config, data content, code, version, git commit."""
+    from anchorprune.config import load_settings
+    from anchorprune.stages import Workspace
+    from anchorprune.tracking import git_commit
+
+    root = Path(root).resolve()
+    params = Path(params)
+    ws = Workspace(load_settings(params if params.is_absolute() else root / params), root)
+    parts = [
+        "config=" + ws.settings.config_hash(),
+        "data=" + tree_hash(ws.dataset_dir),
+        "code=" + code_fingerprint(),
+        "git=" + git_commit(root),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
