@@ -1,0 +1,110 @@
+"""Every method can be champion and serve: build, unchanged rebuild, search and pyfunc predict, all from one spec."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from anchorprune.config import load_settings
+from anchorprune.promotion import Candidate
+from anchorprune.registry import ChampionSpec, _pyfunc_class
+from anchorprune.stages import Workspace, serving_spec, stage_index, stage_search
+
+N = 8
+SPEC_BACKBONE = {"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted", "batch_size": 3}
+METHODS = {  # method -> (window, kappa)
+    "sap": ([2, 3], None),
+    "eos_adaptive": (None, 1.0),
+    "eos_topk": (None, None),
+    "random": (None, None),
+    "cluster_merge": (None, None),
+    "hier_pool": (None, None),
+}
+
+
+@pytest.fixture
+def project(tmp_path, tracking_config):
+    from anchorprune.data.schema import DatasetWriter
+    from anchorprune.data.versioning import build_staged
+
+    root = tmp_path / "proj"
+    root.mkdir()
+
+    def build(staging):
+        w = DatasetWriter(staging)
+        for i in range(N):
+            w.add_page(f"p{i}", None, text=f"page {i} topic:t{i}", source_doc="synthetic", page_number=i + 1)
+            w.add_query(f"q{i}", f"which page is about topic:t{i}?")
+            w.add_qrel(f"q{i}", f"p{i}", 1)
+        return w.finish(name="synth", source="synthetic", revision="test")
+
+    build_staged(root / "data", "synth", build)
+    params = {"data": {"dataset": "synth"},
+              # the config's backbone differs from the champion's (batch size): serving must follow the champion
+              "backbones": [{**SPEC_BACKBONE, "batch_size": 8}],
+              "index": {"backend": "local", "name": "t", "dtype": "float32"},
+              "tracking": {"uri": tracking_config.uri, "artifact_root": str(tracking_config.artifact_root)}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def spec_for(method: str) -> tuple[Candidate, ChampionSpec]:
+    window, kappa = METHODS[method]
+    w = f"{window[0]}-{window[-1]}" if window else None
+    cand = Candidate("mock", method, 0.25, w, 0.95, 8.0, 0.5, kappa=kappa)
+    return cand, ChampionSpec(backbone=SPEC_BACKBONE, method=method, gamma=0.25, window=window, version="1",
+                              kappa=kappa, resolved_revision="L8-d16-n32-a3")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_serves_from_its_spec(project, method, monkeypatch):
+    import anchorprune.registry as registry
+
+    cand, spec = spec_for(method)
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone: None)
+    ws = Workspace(load_settings(project / "params.yaml"), project)
+    asked = []
+    real = Workspace.backbone
+    monkeypatch.setattr(Workspace, "backbone", lambda self, cfg: asked.append(cfg) or real(self, cfg))
+
+    first = stage_index(ws)
+    assert first["pages"] == N and first["reencoded_pages"] == N
+    again = stage_index(ws)                    # unchanged nightly rebuild: nothing recomputed (κ from the spec)
+    assert (again["reused_pages"], again["reencoded_pages"]) == (N, 0)
+    assert serving_spec(ws) == spec
+
+    asked.clear()
+    hits = stage_search(ws, "which page is about topic:t3?", k=3)
+    assert len(hits) == 3
+    assert [c.batch_size for c in asked] == [3]   # the query encoder is the champion's backbone, not params'
+    if method in ("sap", "eos_topk", "hier_pool", "cluster_merge"):
+        assert hits[0].page_id == "p3"
+
+    # the pyfunc builds the same pruner from the same spec (no κ recomputed)
+    model = _pyfunc_class()()
+    cfg = project / "config.json"
+    cfg.write_text(spec.to_json())
+    model.load_context(type("Ctx", (), {"artifacts": {"config": str(cfg)}})())
+    out = model.predict(None, pd.DataFrame({"page_id": ["a", "b"], "text": ["topic:x", "topic:y"]}))
+    assert list(out["page_id"]) == ["a", "b"] and all(n >= 1 for n in out["n_vectors"])
+    if method == "eos_adaptive":
+        assert model.pruner.kappa == 1.0
+
+
+def test_eos_adaptive_spec_without_kappa_is_refused():
+    _, spec = spec_for("eos_adaptive")
+    old = ChampionSpec(**{**json.loads(spec.to_json()), "kappa": None})
+    with pytest.raises(ValueError, match="without its kappa"):
+        old.pruner()
+
+
+def test_sap_max_is_refused_by_the_config(tmp_path):
+    from anchorprune.config import ConfigError
+
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"evaluate": {"methods": ["sap", "sap_max"]}}))
+    with pytest.raises(ConfigError, match="'sap_max' is not available"):
+        load_settings(tmp_path / "p.yaml")
