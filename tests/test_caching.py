@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import yaml
+from flows.common import STAGE_POLICY, provenance_key
 
 from anchorprune import provenance
-from flows.common import STAGE_POLICY, provenance_key
 
 
 def _project(tmp_path):
