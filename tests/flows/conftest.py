@@ -45,7 +45,7 @@ def project_params(tmp: Path, tracking_uri: str, artifact_root: Path, **override
         "calibrate": {"pairs": 50, "gamma": 0.1, "rho": 0.2, "random_trials": 3},
         "evaluate": {"gammas": [0.2, 0.1], "methods": ["sap", "random", "eos_topk"], "windows": ["sr", "0-1"],
                      "random_trials": 3},
-        "promote": {"min_retention": 0.9},
+        "promote": {"min_retention": 0.9, "min_queries": 5, "bootstrap_resamples": 500},
         "index": {"backend": "local", "name": "test-index", "dtype": "float32"},
         "tracking": {"uri": tracking_uri, "artifact_root": str(artifact_root), "experiment": "anchorprune"},
     }

@@ -66,13 +66,19 @@ def test_pipeline_end_to_end(project):
     assert sap.sr_ratio_of_means > rnd.sr_ratio_of_means + 0.1
 
     # promotion: the alias points at the config the rule must choose
-    expected = choose_champion(candidates_from(ev, "mock"), 0.9).champion
+    cands = candidates_from(ev, "mock", ws)
+    expected = choose_champion(cands, 0.9).champion
+    assert all(c.retention_low is not None and c.retention_low <= c.retention <= c.retention_high for c in cands)
     champ, spec = current_champion(tracker, "mock")
     assert expected is not None
     assert (champ.method, champ.gamma, champ.window) == (expected.method, expected.gamma, expected.window)
     assert champ.run_id in {c.info.run_id for c in children}  # the champion links to its evaluation run
     mv = client.get_model_version_by_alias(model_name("mock"), "champion")
     assert mv.tags["anchorprune.method"] == expected.method
+    assert float(mv.tags["anchorprune.retention_low"]) >= 0.9 and mv.description
+    promotion = json.loads((project / "reports" / "promotion" / "mock.json").read_text())
+    assert promotion["champion"]["retention_low"] >= 0.9
+    assert {"retention_low", "vs_random_low"} <= {k for c in promotion["candidates"] for k in c}
 
     # index: a version serves, and each query finds its planted page first
     info = json.loads((project / "reports" / "index.json").read_text())
@@ -95,8 +101,8 @@ def test_champion_runs_as_pyfunc(project):
 
     _run_pipeline(project)
     ws = _ws(project)
-    Tracker.from_config(ws.settings.tracking, project)
-    model = mlflow.pyfunc.load_model(f"models:/{model_name('mock')}@champion")
+    with Tracker.from_config(ws.settings.tracking, project).fluent():
+        model = mlflow.pyfunc.load_model(f"models:/{model_name('mock')}@champion")
     out = model.predict(pd.DataFrame({"page_id": ["a", "b"], "text": ["topic:x", "topic:y"]}))
     champ, spec = current_champion(Tracker.from_config(ws.settings.tracking, project), "mock")
     assert list(out["page_id"]) == ["a", "b"]
