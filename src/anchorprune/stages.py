@@ -160,7 +160,11 @@ def stage_calibrate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus |
         t.log_series(run_id, "sr_by_layer", result.sr_mean)
         t.log_series(run_id, "sr_by_layer_std", result.sr_std)
         t.log_series(run_id, "sr_random_by_layer", result.random_mean)
-        t.log_metrics(run_id, {"window_start": result.window[0], "window_end": result.window[-1],
+        peak = max(range(len(result.sr_mean)), key=lambda i: result.sr_mean[i])
+        # the run overview shows a series' LAST step; the summary metrics say what matters
+        t.log_metrics(run_id, {"sr_peak": result.sr_mean[peak], "sr_peak_layer": peak,
+                               "sr_window_mean": sum(result.sr_mean[i] for i in result.window) / len(result.window),
+                               "window_start": result.window[0], "window_end": result.window[-1],
                                "alpha": result.alpha, "beta": result.beta, "sr_median": result.median,
                                "excluded_pairs": result.excluded_pairs, "num_pairs": result.num_pairs})
         t.log_params(run_id, {"window": f"{result.window[0]}-{result.window[-1]}"})

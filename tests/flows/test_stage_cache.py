@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from prefect import flow, task
-
 from flows.common import STAGE_CACHE
+from prefect import flow, task
 
 pytestmark = pytest.mark.slow
 CALLS: list[str] = []
