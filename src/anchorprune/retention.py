@@ -35,8 +35,8 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorprune.features import PageFeatures
+from anchorprune.pruning.base import check_finite, keep_count, top_k_indices
 from anchorprune.pruning.random import page_generator, random_select
-from anchorprune.pruning.sap import check_finite, keep_count, top_k_indices
 from anchorprune.windows import WindowError, window_layers  # WindowError re-exported: its home moved
 
 log = logging.getLogger(__name__)

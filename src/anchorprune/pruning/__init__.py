@@ -16,18 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anchorprune.pruning.base import PrunedPage, Pruner
+from anchorprune.pruning.base import PrunedPage, Pruner, check_finite, keep_count, top_k_indices
 from anchorprune.pruning.eos import EosAdaptivePruner, EosTopkPruner, calibrate_kappa, realised_gamma
 from anchorprune.pruning.merging import ClusterMergePruner, HierarchicalPoolPruner
 from anchorprune.pruning.random import RandomPruner
-from anchorprune.pruning.sap import SapPruner, keep_count, layer_centrality, select
+from anchorprune.pruning.sap import SapPruner, layer_centrality, select
 
 METHODS = ("sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool")
 
 __all__ = [
     "METHODS", "ClusterMergePruner", "EosAdaptivePruner", "EosTopkPruner", "HierarchicalPoolPruner",
-    "PrunedPage", "Pruner", "RandomPruner", "SapPruner", "build_pruner", "calibrate_kappa", "keep_count",
-    "layer_centrality", "realised_gamma", "select",
+    "PrunedPage", "Pruner", "RandomPruner", "SapPruner", "build_pruner", "calibrate_kappa", "check_finite",
+    "keep_count", "layer_centrality", "realised_gamma", "select", "top_k_indices",
 ]
 
 

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from anchorprune.features import PageFeatures
-from anchorprune.pruning.base import PrunedPage
-from anchorprune.pruning.sap import check_finite, keep_count, top_k_indices
+from anchorprune.pruning.base import PrunedPage, check_finite, keep_count, top_k_indices
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,7 @@ import hashlib
 import torch
 
 from anchorprune.features import PageFeatures
-from anchorprune.pruning.base import PrunedPage
-from anchorprune.pruning.sap import check_finite, keep_count
+from anchorprune.pruning.base import PrunedPage, check_finite, keep_count
 
 
 def page_generator(seed: int, page_id: str) -> torch.Generator:
