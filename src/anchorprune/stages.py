@@ -300,9 +300,10 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
         evaluation = load_evaluation(ws.reports / "evaluation" / f"{bcfg.name}.json", bcfg.name)
     p = ws.settings.promote
     meta = ws.meta(bcfg)
-    if evaluation.meta.get("backbone_id") not in (None, bcfg.model_id):
-        raise ValueError(f"the evaluation of {bcfg.name!r} was made with {evaluation.meta.get('backbone_id')!r}, "
-                         f"the config now names {bcfg.model_id!r}: rerun `anchorprune evaluate` first")
+    if evaluation.meta.get("config_hash") not in (None, meta["config_hash"]):
+        log.warning("the evaluation of %s was made with config %s, the config is now %s: "
+                    "rerun `anchorprune evaluate` for figures of the current config",
+                    bcfg.name, evaluation.meta.get("config_hash"), meta["config_hash"])
     t = ws.tracker
     with t.run(f"promote-{bcfg.name}", params={**meta, "min_retention": p.min_retention,
                                                "require_beats_random": p.require_beats_random,
