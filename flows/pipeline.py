@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.calibrate import calibrate_flow
 from flows.data import data_flow
@@ -17,7 +17,17 @@ def pipeline_flow(params: str = "params.yaml", root: str = ".", rebuild_data: bo
     windows = calibrate_flow(params, root)
     evaluation = evaluate_flow(params, root, windows=windows)
     promotion = promote_flow(params, root)
-    index = reindex_flow(params, root)
+    from anchorprune.stages import index_backbone
+    from flows.common import workspace
+
+    served = index_backbone(workspace(params, root)).name
+    if promotion.get(served, {}).get("champion") is None:
+        # nothing certified and no earlier champion: there is nothing to serve (not a crash)
+        get_run_logger().warning("no certified champion for %s: the index is not built (see "
+                                 "reports/promotion/%s.json)", served, served)
+        index = None
+    else:
+        index = reindex_flow(params, root)
     return {"data_version": version, "windows": windows, "promotion": promotion, "index": index,
             "configs": {k: len(v) for k, v in evaluation.items()}}
 

@@ -279,6 +279,10 @@ def pipeline(
     typer.echo(f"data version {result['data_version']}; windows {result['windows']}")
     for name, p in result["promotion"].items():
         typer.echo(f"{name}: {p['reason']}")
+    if result["index"] is None:
+        typer.echo("no certified champion: the index was not built (see reports/promotion/ for every "
+                   "candidate's interval and why it failed)")
+        return
     typer.echo(f"index {result['index']['index']} serves version {result['index']['version']}")
     from anchorprune.stages import Workspace, stage_search
 
