@@ -83,6 +83,8 @@ def test_spec_round_trip_with_kappa(tracker):
 
 
 def test_no_global_mlflow_state(tracking_config, tmp_path):
+    import os
+
     import mlflow
 
     before = mlflow.get_tracking_uri()
@@ -91,6 +93,8 @@ def test_no_global_mlflow_state(tracking_config, tmp_path):
     with t.fluent():
         assert mlflow.get_tracking_uri() == t.uri
     assert mlflow.get_tracking_uri() == before
+    # set_tracking_uri writes MLFLOW_TRACKING_URI, which would redirect every later Tracker: it is restored
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
     exp = t.client.get_experiment(t.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     with t.run("tagged") as run_id:

@@ -84,17 +84,27 @@ class Tracker:
 
     @contextlib.contextmanager
     def fluent(self) -> Iterator[None]:
-        """Point MLflow's fluent API at this store for a block, then restore the previous URIs."""
+        """Point MLflow's fluent API at this store for a block, then restore what was there before.
+
+        ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, which
+        :func:`resolve_tracking_uri` reads: the environment is restored exactly (unset if it was).
+        """
         import mlflow
 
-        before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        before = {k: os.environ.get(k) for k in keys}
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before[0])
-            mlflow.set_registry_uri(before[1])
+            mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])   # None unsets it
+            mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     @functools.cached_property
     def _source_tags(self) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-N_PAGES = 16
+N_PAGES = 40  # 20 evaluation queries: enough for the bootstrap to certify the planted configs
 
 
 @pytest.fixture(autouse=True, scope="session")

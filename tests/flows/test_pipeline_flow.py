@@ -82,7 +82,7 @@ def test_pipeline_end_to_end(project):
 
     # index: a version serves, and each query finds its planted page first
     info = json.loads((project / "reports" / "index.json").read_text())
-    assert info["version"] == result["index"]["version"] and info["pages"] == 16
+    assert info["version"] == result["index"]["version"] and info["pages"] == 40
     for i in (0, 5, 11):
         hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
         assert hits[0].page_id == f"p{i:02d}"
@@ -92,7 +92,7 @@ def test_pipeline_end_to_end(project):
 
     again = stage_index(ws)
     assert again["version"] == info["version"] + 1
-    assert (again["reused_pages"], again["reencoded_pages"]) == (16, 0)
+    assert (again["reused_pages"], again["reencoded_pages"]) == (40, 0)
 
 
 def test_champion_runs_as_pyfunc(project):
