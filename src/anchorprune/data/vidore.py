@@ -45,7 +45,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -254,15 +254,22 @@ class SourceData:
     stats: dict[str, Any] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)   # doc_id -> metadata
 
-    def image(self, page: dict[str, Any], *, md5: bool = False) -> tuple[bytes, str | None]:
-        """(stored bytes, pixel md5) of a page; the md5 costs a decode, so only when asked or known."""
-        img = self.rows[page["row"]]["image"]
-        if md5 and "md5" not in page:
-            data, page["md5"] = _image_bytes(img)
-            return data, page["md5"]
-        if isinstance(img, dict):
-            return img.get("bytes") or Path(img["path"]).read_bytes(), page.get("md5")
-        return _image_bytes(img)[0], page.get("md5")
+    def images(self, *, md5: bool = False, batch: int = 256) -> Iterator[tuple[dict[str, Any], bytes, str | None]]:
+        """(page, stored bytes, pixel md5) for every page, read in batches (one arrow read per batch).
+
+        The md5 costs a decode: it is computed only when asked (or already known).
+        """
+        col = self.rows.select_columns(["image"])
+        for start in range(0, len(self.pages), batch):
+            chunk = self.pages[start:start + batch]
+            for page, img in zip(chunk, col.select([p["row"] for p in chunk])["image"], strict=True):
+                if md5 and "md5" not in page:
+                    data, page["md5"] = _image_bytes(img)
+                elif isinstance(img, dict):
+                    data = img.get("bytes") or Path(img["path"]).read_bytes()
+                else:
+                    data = _image_bytes(img)[0]
+                yield page, data, page.get("md5")
 
 
 def read_qa(source: str, *, limit: int | None = None, revision: str | None = None) -> SourceData:
@@ -420,8 +427,7 @@ def read_source(source: str, *, languages: tuple[str, ...] | None = None, limit:
 def _write_per_dataset(writer: DatasetWriter, data: list[SourceData]) -> None:
     for d in data:
         prefix = f"{d.name}/" if len(data) > 1 else ""
-        for page in d.pages:
-            img, _ = d.image(page)
+        for page, img, _ in d.images():
             writer.add_page(f"{prefix}{page['id']}", img, text=page["text"], source_doc=page["source_doc"],
                             page_number=page["page_number"], source=d.name)
         for q, text in d.queries.items():
@@ -437,8 +443,7 @@ def _write_union(writer: DatasetWriter, data: list[SourceData]) -> int:
     for d in data:
         prefix = f"{d.name}/" if len(data) > 1 else ""
         remap: dict[str, str] = {}
-        for page in d.pages:
-            img, md5 = d.image(page, md5=True)
+        for page, img, md5 in d.images(md5=True):
             if md5 in kept:
                 remap[page["id"]] = kept[md5]
                 dups += 1
