@@ -284,3 +284,21 @@ def test_hub_ids_are_classified():
     assert vidore_version("vidore/vidore_v3_hr") == 3 and vidore_format("vidore/vidore_v3_hr") == "beir"
     assert vidore_version("vidore/esg_reports_human_labeled_v2") == 2
     assert vidore_format("vidore/shiftproject_test") == "qa"
+
+
+def test_v3_hub_copy_without_documents_metadata_loads(hub, monkeypatch):
+    """mteb's ``*_mteb_format`` copies have corpus/queries/qrels only; the loader must not need the 4th config."""
+    import anchorprune.data.vidore as V
+
+    real = V.load_split
+    local = hub["vidore_v3_pharmaceuticals"]
+
+    def fake(source, config=None, revision=None):
+        assert source == "vidore/vidore_v3_pharmaceuticals_mteb_format"
+        if config == "documents_metadata":
+            raise ValueError("BuilderConfig 'documents_metadata' not found. Available: ['corpus', 'queries', 'qrels']")
+        return real(local, config, revision)
+
+    monkeypatch.setattr(V, "load_split", fake)
+    d = read_source("vidore/vidore_v3_pharmaceuticals_mteb_format", languages=("english",))
+    assert d.version == 3 and d.documents == {} and len(d.queries) == F.V3_QUESTIONS

@@ -411,7 +411,13 @@ def _read_documents(source: str, revision: str | None) -> dict[str, dict[str, An
         config = "documents_metadata" if vidore_version(source) == 3 else None
     if config is None:
         return {}
-    ds = load_split(source, config, revision)
+    try:
+        ds = load_split(source, config, revision)
+    except ValueError as exc:      # e.g. the *_mteb_format copies have no documents_metadata config
+        if config not in str(exc):
+            raise
+        log.warning("%s has no %s config (%s); its pages get no document metadata", source, config, exc)
+        return {}
     key = _column(ds, "doc_id", "doc-id", where=f"{short_name(source)}/{config}")
     return {norm_id(r[key]): _jsonable({k: v for k, v in r.items() if k != key}) for r in ds}
 
