@@ -19,7 +19,7 @@ import pytest
 import torch
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import actions as helper_actions
-from fake_es import FakeES
+from fake_es import FakeES, install
 from index_helpers import make_pages, planted_query
 
 from anchorprune.config import IndexConfig
@@ -30,9 +30,7 @@ from anchorprune.pruning.base import PrunedPage
 
 @pytest.fixture
 def fake(monkeypatch):
-    f = FakeES()
-    monkeypatch.setattr(Elasticsearch, "perform_request",
-                        lambda self, method, path, **kw: f.perform_request(self, method, path, **kw))
+    f = install(monkeypatch, FakeES())
     monkeypatch.setattr(helper_actions.time, "sleep", lambda s: None)      # bulk retry back-off
     return f
 
