@@ -97,10 +97,11 @@ def test_bulk_splits_by_bytes_and_retries_429(fake, monkeypatch):
         if rejected["n"] == 0:
             rejected["n"] += 1
             first = body[0]["create"]["_id"]
-            out = orig(parts, params, body[2:])
-            out["items"].insert(0, {"create": {"_id": first, "status": 429, "error": {"type": "es_rejected"}}})
+            status, out = orig(parts, params, body[2:])
+            out["items"].insert(0, {"create": {"_id": first, "status": 429, "error": {
+                "type": "es_rejected_execution_exception", "reason": "rejected execution"}}})
             out["errors"] = True
-            return out
+            return status, out
         return orig(parts, params, body)
 
     monkeypatch.setattr(fake, "h_bulk", flaky)
@@ -218,12 +219,13 @@ def test_basic_licence_is_refused_with_a_clear_message_before_anything_is_create
 
 
 def test_licence_refusal_at_index_creation_is_named(fake, monkeypatch):
-    monkeypatch.setattr(fake, "h_license_get", lambda *a: {"license": {"type": "enterprise", "status": "active"}})
+    monkeypatch.setattr(fake, "h_license_get", lambda *a: (200, {"license": {"type": "enterprise",
+                                                                            "status": "active"}}))
     fake.license_type = "basic"           # what the mapping call sees
     with pytest.raises(ElasticsearchLicenseError, match="Enterprise licence or a trial"):
         es_index().build(make_pages(n=2), {})
-    assert not fake.indices.get("pages-v1")
-    assert "build" not in fake.indices["pages-lock"]["docs"]          # lock released
+    assert fake.of("indices.create") and not fake.indices.get("pages-v1")
+    assert "build" not in fake.indices["pages-lock"].docs          # lock released
 
 
 @pytest.mark.parametrize("step", ElasticsearchIndex.BUILD_STEPS)
@@ -241,21 +243,22 @@ def test_failure_at_each_build_step_leaves_the_alias_and_serving_index(fake, ste
         with pytest.raises(RuntimeError, match="injected"):
             idx.build(make_pages(n=3, seed=5, prefix="q"), {}, reuse=["p000"])
     assert set(fake.indices) <= {"pages-v1", "pages-lock"} and fake.aliases["pages"] == {"pages-v1"}
-    assert "build" not in fake.indices["pages-lock"]["docs"]
+    assert "build" not in fake.indices["pages-lock"].docs
     assert idx.search(planted_query(pages[2]), k=1)[0].page_id == "p002"
 
 
 def test_concurrent_build_refused_and_stale_lock_taken_over(fake):
     idx = es_index()
-    fake.h_index({"index": "pages-lock", "id": "build"}, {"op_type": "create"},
-                 {"pid": 1, "host": "other-host", "started_at": "t", "token": "x"})
+    status, _ = fake.h_index({"index": "pages-lock", "id": "build"}, {"op_type": "create"},
+                             {"pid": 1, "host": "other-host", "started_at": "t", "token": "x"})
+    assert status == 201
     with pytest.raises(IndexLockedError, match="other-host"):
         idx.build(make_pages(n=2), {})
     assert not fake.of("indices.create")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    fake.indices["pages-lock"]["docs"]["build"] = {"pid": dead.pid, "host": socket.gethostname(),
-                                                   "started_at": "t", "token": "y"}
+    fake.h_index({"index": "pages-lock", "id": "build"}, {},
+                 {"pid": dead.pid, "host": socket.gethostname(), "started_at": "t", "token": "y"})
     assert idx.build(make_pages(n=2), {}).number == 1
 
 
