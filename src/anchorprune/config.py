@@ -115,7 +115,7 @@ class IndexConfig(_Frozen):
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     dtype: Literal["float32", "float16", "bits"] = "float16"
     two_stage: bool = False
-    candidates: int = Field(100, ge=1)
+    candidates: int = Field(100, ge=1, le=10_000)   # kNN num_candidates cannot exceed 10000 (Elasticsearch)
     keep_versions: int = Field(2, ge=2)
 
 

@@ -23,8 +23,16 @@ from fake_es import FakeES, install
 from index_helpers import make_pages, planted_query
 
 from anchorprune.config import IndexConfig
-from anchorprune.index import IndexLockedError, open_index
-from anchorprune.index.elasticsearch import ElasticsearchIndex, ElasticsearchLicenseError, redact_url
+from anchorprune.index import IndexInputError, IndexLockedError, open_index
+from anchorprune.index.elasticsearch import (
+    ElasticsearchIndex,
+    ElasticsearchLicenseError,
+    ElasticsearchVersionError,
+    client_version,
+    element_type,
+    redact_url,
+    source_with_vectors,
+)
 from anchorprune.pruning.base import PrunedPage
 
 
@@ -275,3 +283,124 @@ def test_credentials_only_from_env_and_never_logged(fake, monkeypatch, caplog):
     text = caplog.text + repr(idx) + str(idx.stats().as_dict())
     assert "hunter2" not in text and "c2VjcmV0LWtleQ" not in text
     assert redact_url("https://elastic:hunter2@es.example.com:9243") == "https://es.example.com:9243"
+
+
+# ------------------------------------------------------------ version matrix (issue #14)
+def _speaks(server: str) -> bool:
+    from fake_es import parse_version
+
+    major = parse_version(server)[0]
+    return client_version()[0] in (major, major - 1)
+
+
+@pytest.mark.parametrize(("server", "dtype", "element"), [
+    ("8.18.0", "float16", "float"), ("9.0.0", "float16", "float"), ("9.2.0", "float16", "float"),
+    ("9.3.0", "float16", "bfloat16"), ("9.4.1", "float16", "bfloat16"),
+    ("8.18.0", "bits", "bit"), ("9.3.0", "bits", "bit"), ("8.19.0", "float32", "float"), ("9.3.0", "float32", "float")])
+def test_element_type_follows_the_server_version(fake, caplog, server, dtype, element):
+    if not _speaks(server):
+        pytest.skip(f"client {client_version()} cannot talk to {server} (see test_client_server_mismatch_...)")
+    fake.version = server
+    with caplog.at_level(logging.WARNING):
+        v = es_index(dtype).build(make_pages(n=2, dim=16), {})
+    props = fake.of("indices.create")[0].body["mappings"]["properties"]
+    assert props["vectors"]["element_type"] == element
+    assert v.manifest["element_type"] == element and v.manifest["server_version"] == server
+    assert v.manifest["bytes_per_vector"] == {"float": 64, "bfloat16": 32, "bit": 2}[element]
+    assert ("no rank_vectors element_type bfloat16" in caplog.text) is (dtype == "float16" and element == "float")
+
+
+def test_element_type_choice_is_a_plain_function():
+    assert [element_type("float16", v) for v in [(8, 18, 0), (9, 2, 9), (9, 3, 0)]] == ["float", "float", "bfloat16"]
+
+
+def test_client_server_mismatch_is_one_clear_error(fake):
+    major = client_version()[0]
+    fake.version = "8.19.0" if major >= 9 else "10.0.0"
+    with pytest.raises(ElasticsearchVersionError) as err:
+        es_index().build(make_pages(n=2), {})
+    msg = str(err.value)
+    assert "\n" not in msg and f"only talks to {major}.x servers" in msg
+    assert ("pip install 'elasticsearch>=8.18,<9'" in msg) if major >= 9 else ("pip install 'elasticsearch>=9.0,<11'"
+                                                                                in msg)
+    assert not fake.of("indices.create") and [c.endpoint for c in fake.calls] == ["info"]
+
+
+def test_a_server_older_than_8_18_is_refused(fake):
+    fake.version = "8.17.4"
+    if not _speaks(fake.version):
+        pytest.skip("the installed client cannot talk to 8.x servers")
+    with pytest.raises(ElasticsearchVersionError, match=r"8\.17\.4.*need 8\.18 or later"):
+        es_index().search(torch.ones(1, 16))
+
+
+def test_knn_num_candidates_never_exceeds_the_server_limit(fake):
+    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=2)
+    idx.swap(idx.build(make_pages(n=4), {}))
+    assert len(idx.search(torch.ones(1, 16), k=6000)) == 4             # k above candidates: k = 6000 kNN
+    knn = fake.of("msearch")[0].body[1]["retriever"]["rescorer"]["retriever"]["knn"]
+    assert knn["k"] == 6000 and knn["num_candidates"] == 10_000          # was max(2c, 100) = 12000: refused
+    window = fake.of("msearch")[0].body[1]["retriever"]["rescorer"]["rescore"]["window_size"]
+    assert window >= fake.of("msearch")[0].body[1]["size"]
+    with pytest.raises(IndexInputError, match=r"above 10000"):
+        idx.search(torch.ones(1, 16), k=10_001)
+    with pytest.raises(IndexInputError, match=r"candidates=10001 is outside \[1, 10000\].*index.candidates"):
+        es_index(candidates=10_001)
+
+
+def test_config_bounds_index_candidates_by_the_knn_limit():
+    from pydantic import ValidationError
+
+    assert IndexConfig(candidates=10_000).candidates == 10_000
+    with pytest.raises(ValidationError, match="10000"):
+        IndexConfig(candidates=10_001)
+
+
+def test_expired_trial_is_refused_before_anything_is_created(fake):
+    fake.license_status = "expired"
+    with pytest.raises(ElasticsearchLicenseError, match="trial licence \\(expired\\)"):
+        es_index().build(make_pages(n=2), {})
+    assert not fake.of("indices.create")
+
+
+def test_licence_refusals_after_creation_are_named(fake, monkeypatch):
+    idx = es_index("float32")
+    idx.swap(idx.build(make_pages(n=3), {}))
+
+    def expire(self, step):
+        if step == "bulk":
+            fake.license_status = "expired"       # the trial runs out between index creation and the bulk
+
+    monkeypatch.setattr(ElasticsearchIndex, "_checkpoint", expire)
+    with pytest.raises(ElasticsearchLicenseError, match="Enterprise licence or a trial"):
+        es_index("float32").build(make_pages(n=2, seed=4, prefix="q"), {})
+    assert set(fake.indices) == {"pages-v1", "pages-lock"}
+    with pytest.raises(ElasticsearchLicenseError):
+        idx.search(torch.ones(1, 16), k=2)
+
+
+@pytest.mark.parametrize("server", ["9.0.0", "9.3.0"])
+def test_incremental_bit_build_scores_reused_pages_alike(fake, server):
+    """On 9.2+ vectors leave _source; _reindex rehydrates bit vectors as signed ints, which score the same."""
+    fake.version = server
+    pages = make_pages(n=4, dim=16)
+    idx = es_index("bits")
+    idx.swap(idx.build(pages, {}))
+    q = planted_query(pages[2], m=2)
+    before = {h.page_id: h.score for h in idx.search(q, k=4)}
+    idx.swap(idx.build([PrunedPage("p000", "h2", pages[1].vectors, None)], {}, reuse=["p001", "p002", "p003"]))
+    stored = fake.indices["pages-v2"].docs["p002"]
+    assert ("vectors" in stored.source) is (server < "9.2")
+    after = {h.page_id: h.score for h in idx.search(q, k=4)}
+    for pid in ("p001", "p002", "p003"):
+        assert after[pid] == pytest.approx(before[pid], abs=1e-5)
+
+
+def test_every_search_body_asks_for_no_source_and_no_unknown_keys(fake):
+    idx = es_index("float16", two_stage=True, candidates=3, exact_max_pages=2)
+    idx.swap(idx.build(make_pages(n=6), {}))
+    idx.search_many([torch.ones(2, 16), torch.ones(1, 16)], k=2)
+    for c in fake.of("msearch"):
+        for body in c.body[1::2]:
+            assert body["_source"] is False and set(body) <= {"size", "_source", "retriever", "query"}
+    assert source_with_vectors((8, 18, 0)) is True and source_with_vectors((9, 3, 0)) == {"exclude_vectors": False}
