@@ -238,6 +238,7 @@ class FakeES:
         ("GET", r"/(?P<index>[^/_][^/]*)/_stats(/(?P<metric>[^/]+))?", "indices.stats"),
         ("PUT|POST", r"/(?P<index>[^/_][^/]*)/_doc/(?P<id>[^/]+)", "index"),
         ("PUT|POST", r"/(?P<index>[^/_][^/]*)/_create/(?P<id>[^/]+)", "create"),
+        ("POST", r"/(?P<index>[^/_][^/]*)/_update/(?P<id>[^/]+)", "update"),
         ("GET", r"/(?P<index>[^/_][^/]*)/_doc/(?P<id>[^/]+)", "get"),
         ("DELETE", r"/(?P<index>[^/_][^/]*)/_doc/(?P<id>[^/]+)", "delete"),
         ("PUT", r"/(?P<index>[^/_][^/]*)", "indices.create"),
@@ -688,6 +689,9 @@ class FakeES:
 
     @staticmethod
     def _check_seq(idx: Index, doc_id: str, params: dict[str, Any]) -> None:
+        # Not in the note: optimistic concurrency control (elastic.co/docs/reference/elasticsearch/rest-apis/
+        # optimistic-concurrency-control): index/update/delete with if_seq_no + if_primary_term that do not
+        # match the current document are 409 version_conflict_engine_exception
         if "if_seq_no" not in params and "if_primary_term" not in params:
             return
         cur = idx.docs.get(doc_id)
@@ -709,6 +713,22 @@ class FakeES:
     def h_create(self, parts, params, body):
         idx = self._resolve_write(parts["index"])
         return self._write(idx, parts["id"], body, "create", params)
+
+    def h_update(self, parts, params, body):
+        # partial update (docs: update API): {"doc": {...}} merged into the current _source; a missing
+        # document is 404 document_missing_exception unless doc_as_upsert / upsert
+        idx = self._resolve_write(parts["index"])
+        doc_id = parts["id"]
+        cur = idx.docs.get(doc_id)
+        if cur is None and not (body.get("doc_as_upsert") or "upsert" in body):
+            self._check_seq(idx, doc_id, params)
+            raise EsError(404, "document_missing_exception", f"[{doc_id}]: document missing",
+                          index_uuid=idx.uuid, shard="0", index=idx.name)
+        if "doc" not in body and "upsert" not in body:
+            raise AssertionError("the fake Elasticsearch only models doc / upsert updates, not scripts")
+        merged = {**(cur.source if cur else body.get("upsert", {})), **body.get("doc", {})}
+        status, out = self._write(idx, doc_id, merged, "index", params)
+        return 200, {**out, "result": "updated" if cur else "created"}
 
     def h_get(self, parts, params, body):
         name = parts["index"]

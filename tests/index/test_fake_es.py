@@ -391,6 +391,16 @@ def test_create_and_seq_no_conflicts_through_the_client(monkeypatch):
     assert second["_seq_no"] > first["_seq_no"] and es.get(index="lock", id="build")["_source"] == {"host": "h3"}
     with pytest.raises(ConflictError):
         es.delete(index="lock", id="build", if_seq_no=first["_seq_no"], if_primary_term=1)
+    cur = es.get(index="lock", id="build")
+    renewed = es.update(index="lock", id="build", doc={"expires": 2}, if_seq_no=cur["_seq_no"],
+                        if_primary_term=cur["_primary_term"])
+    assert es.get(index="lock", id="build")["_source"] == {"host": "h3", "expires": 2}
+    with pytest.raises(ConflictError):                 # a lease renewal against a stale seq_no
+        es.update(index="lock", id="build", doc={"expires": 3}, if_seq_no=cur["_seq_no"],
+                  if_primary_term=cur["_primary_term"])
+    assert renewed["_seq_no"] > cur["_seq_no"]
+    with pytest.raises(NotFoundError):
+        es.update(index="lock", id="nope", doc={"x": 1})
     with pytest.raises(NotFoundError):
         es.indices.get_alias(name="nope")
 
