@@ -404,3 +404,19 @@ def test_every_search_body_asks_for_no_source_and_no_unknown_keys(fake):
         for body in c.body[1::2]:
             assert body["_source"] is False and set(body) <= {"size", "_source", "retriever", "query"}
     assert source_with_vectors((8, 18, 0)) is True and source_with_vectors((9, 3, 0)) == {"exclude_vectors": False}
+
+
+def test_score_offset_covers_bfloat16_rounding(fake):
+    """bfloat16 rounds a stored value by up to 2^-9 of itself: the offset must cover the grown norm.
+
+    Every component of this page vector rounds *up* by almost 2^-8 (0.25 * (1 + 1.01 / 256) -> 0.25 * (1 + 1 / 128)),
+    so ``q = -d`` scores below ``-|d| * 1.001``: the old margin made the script score negative and the server
+    refuse the search ([2] ScriptScoreQuery).
+    """
+    a = 0.25 * (1 + 1.01 / 256)
+    d = torch.full((1, 16), a)
+    idx = es_index("float16")
+    idx.swap(idx.build([PrunedPage("p", "h", d, None)], {}))
+    assert fake.indices["pages-v1"].mappings["properties"]["vectors"]["element_type"] == "bfloat16"
+    (hit,) = idx.search(-d / d.norm(), k=1)
+    assert hit.score == pytest.approx(-4 * 0.25 * (1 + 1 / 128), abs=1e-5)

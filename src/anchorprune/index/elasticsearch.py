@@ -365,7 +365,9 @@ class ElasticsearchIndex:
                                   "or use the local backend (index.backend: local)")
         api_key = os.environ.get("ELASTICSEARCH_API_KEY") or None
         client = Elasticsearch(url, api_key=api_key, request_timeout=120, retry_on_timeout=True, max_retries=3)
-        return cls(client, alias, where=redact_url(url), **kwargs)
+        idx = cls(client, alias, where=redact_url(url), **kwargs)
+        idx.server()            # version, licence and client fit, checked at connect
+        return idx
 
     def __repr__(self) -> str:
         return f"ElasticsearchIndex({self.name!r} at {self.where}, dtype={self.dtype!r})"
