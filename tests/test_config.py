@@ -16,6 +16,7 @@ INVALID = {
     "bad-backbone-kind.yaml": ["'backbones.0.kind'", "minilm-text"],
     "duplicate-backbone.yaml": ["unique", "['a']"],
     "not-a-mapping.yaml": ["must hold a mapping"],
+    "candidates-over-knn-limit.yaml": ["'index.candidates'", "above 10000", "use 10000 or fewer"],
 }
 
 

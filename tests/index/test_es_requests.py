@@ -352,7 +352,7 @@ def test_config_bounds_index_candidates_by_the_knn_limit():
     from pydantic import ValidationError
 
     assert IndexConfig(candidates=10_000).candidates == 10_000
-    with pytest.raises(ValidationError, match="10000"):
+    with pytest.raises(ValidationError, match="above 10000, the most kNN candidates"):
         IndexConfig(candidates=10_001)
 
 
