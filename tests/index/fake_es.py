@@ -12,6 +12,20 @@ are computed from those facts (float32, stored element type rounding, MSB-first 
 the backend's helpers. Where the note marks a fact **[unconfirmed]**, the comment says so and the
 fake takes the stricter reading.
 
+Rules enforced (section of the note): [7] compatible-with header vs server major, X-Elastic-Product
+on every response; [1] rank_vectors element types per version (bfloat16 from 9.3), dims ranges and
+multiples, optional dims set by the first document, value shapes, licence at mapping creation, on
+every document and on script access (403 security_exception; active enterprise/trial only),
+exclude_source_vectors from 9.2 with exclude_vectors (8.19+) and _reindex rehydration; [2] maxSim
+scores in float32 over the stored element type (bfloat16 round-to-even, MSB-first bits, float query
+vs bit doc = Σ q_k over set bits), query-vector shape errors, missing field fails the search,
+negative script scores refused; [3] dense_vector unit length for dot_product, zero magnitude for
+cosine, kNN k / num_candidates bounds and order, knn retriever requires both, (1+cos)/2 scores;
+[4] rescorer window_size >= size, no negative window, no empty rescore, no scroll; [5] alias removal
+404 / partial success with action_results / must_exist; [6] bulk item errors, 409 on create;
+optimistic concurrency (if_seq_no / if_primary_term); [8] refresh visibility (GET real-time),
+scroll snapshot paged; [9] index exists / missing index errors.
+
 Deliberate test knobs (not server behaviour): ``scroll_page`` caps scroll pages so that paging is
 exercised with few documents; ``refresh=wait_for`` on an index whose ``refresh_interval`` is ``-1``
 raises ``AssertionError`` (a real server would hang [8]).
