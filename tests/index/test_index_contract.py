@@ -1,7 +1,7 @@
 """One contract, both backends: build aside, swap, search, incremental rebuild, rollback, prune.
 
-Runs against: the local backend; the Elasticsearch backend over a recording in-memory
-transport (``fake_es``, always); and the Elasticsearch backend against a live cluster with an
+Runs against: the local backend; the Elasticsearch backend over the strict in-memory double
+(``fake_es``, always, at server versions 8.18, 9.0, 9.2 and 9.3); and the Elasticsearch backend against a live cluster with an
 Enterprise or trial licence at ``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml),
 skipped when that variable is unset.
 """
@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 import torch
+from fake_es import VERSIONS
 from index_helpers import brute_maxsim, make_pages, planted_query, unit
 
 from anchorprune.index import IndexInputError, LocalIndex, NoServingVersionError, VersionNotFoundError
@@ -20,8 +21,8 @@ from anchorprune.pruning.base import PrunedPage
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL")
 
-#: the strict double at every server version of the matrix (fake_es.VERSIONS: 8.18, 9.0, 9.2, 9.3)
-FAKE_VERSIONS = ("8.18.0", "9.0.0", "9.2.0", "9.3.0")
+#: the strict double at every server version of the matrix (8.18, 9.0, 9.2, 9.3)
+FAKE_VERSIONS = VERSIONS
 
 BACKENDS = [
     "local",
