@@ -17,6 +17,7 @@ INVALID = {
     "duplicate-backbone.yaml": ["unique", "['a']"],
     "not-a-mapping.yaml": ["must hold a mapping"],
     "bad-vidore-language.yaml": ["'data.vidore_languages'", "['en']", "'english'"],
+    "candidates-over-knn-limit.yaml": ["'index.candidates'", "above 10000", "use 10000 or fewer"],
 }
 
 

@@ -136,6 +136,15 @@ class IndexConfig(_Frozen):
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
 
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_within_knn_limit(cls, v: int) -> int:
+        # Elasticsearch refuses kNN num_candidates above 10000 (KnnSearchBuilder); the local backend follows suit
+        if v > 10_000:
+            raise ValueError(f"{v} is above 10000, the most kNN candidates Elasticsearch accepts "
+                             "(num_candidates); use 10000 or fewer")
+        return v
+
 
 class ScheduleConfig(_Frozen):
     reindex_cron: str = "0 2 * * *"
