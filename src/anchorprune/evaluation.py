@@ -1,7 +1,9 @@
 """The evaluation grid: methods x gamma x windows over an encoded corpus (SPEC §5).
 
-Every config prunes every page from the features cache, scores all evaluation
-queries against all pages with exhaustive MaxSim, and reports nDCG/recall/MRR,
+Every config prunes every page from the features cache, scores each evaluation
+query against the pages of its own source (all pages when the dataset has no
+sources; :mod:`anchorprune.sources`) with exhaustive MaxSim, and reports the
+macro average over sources of nDCG/recall/MRR,
 ``ndcg_retention`` against the full index, score retention of the gold pairs,
 and storage. Random runs ``random_trials`` seeds (mean and std).
 
@@ -89,6 +91,8 @@ class EvaluationResult(BaseModel):
     num_pages: int
     meta: dict[str, Any] = Field(default_factory=dict)
     parent_run_id: str | None = None
+    sources: list[str] = Field(default_factory=list)         # evaluation datasets, when more than one
+    query_sources: dict[str, str] = Field(default_factory=dict)  # qid -> source, when more than one
 
     def rows(self) -> list[dict]:
         return [self.full.flat()] + [c.flat() for c in self.configs]
@@ -144,10 +148,11 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _score(corpus: EncodedCorpus, vectors: Mapping[str, torch.Tensor], qids: Sequence[str]) -> torch.Tensor:
+def _score(corpus: EncodedCorpus, vectors: Mapping[str, torch.Tensor], qids: Sequence[str],
+           pids: Sequence[str] | None = None) -> torch.Tensor:
     from anchorprune.scoring import pack, score_packed
 
-    pids = corpus.page_ids
+    pids = corpus.page_ids if pids is None else pids
     vecs, offsets = pack([vectors[p] for p in pids])
     return score_packed([corpus.queries[q] for q in qids], vecs, offsets)  # [Q, P]
 
@@ -179,6 +184,35 @@ def _measure(
     return ev["mean"], float(rom.value), float(mor.value), int(mor.excluded), per_query
 
 
+def _measure_sources(
+    corpus: EncodedCorpus,
+    vectors: Mapping[str, torch.Tensor],
+    full_scores: Mapping[str, torch.Tensor],   # source -> [Q_s, P_s] scores of the full index
+    qrels: Mapping[str, Mapping[str, int]],
+    groups: Sequence,                           # anchorprune.sources.SourceGroup
+    ks: Sequence[int],
+) -> tuple[dict[str, float], float, float, int, dict[str, dict[str, float]], dict[str, torch.Tensor],
+           dict[str, float]]:
+    """Score each source's queries against its own pages only; metrics and SR are macro-averaged over sources.
+
+    Returns (macro metrics, SR ratio of means, SR mean of ratios, excluded pairs, per-source metrics,
+    per-source score matrices, per-query nDCG@5). With one source this is exactly :func:`_measure` on all pages.
+    """
+    from anchorprune.sources import macro_average
+
+    per_source, scores, roms, mors, excluded, per_query = {}, {}, [], [], 0, {}
+    for g in groups:
+        scores[g.name] = _score(corpus, vectors, g.qids, g.pids)
+        full = full_scores.get(g.name, scores[g.name])
+        metrics, rom, mor, excl, pq = _measure(scores[g.name], full, qrels, g.qids, g.pids, ks)
+        per_source[g.name] = metrics
+        per_query.update(pq)
+        roms.append(rom), mors.append(mor)
+        excluded += excl
+    return (macro_average(per_source), statistics.fmean(roms), statistics.fmean(mors), excluded, per_source,
+            scores, per_query)
+
+
 def evaluate_grid(
     corpus: EncodedCorpus,
     qrels: Mapping[str, Mapping[str, int]],
@@ -192,18 +226,23 @@ def evaluate_grid(
     kappa_calibration: Sequence | None = None,  # features of calibration pages for the EOS κ
     progress: bool = True,
     extra_configs: Sequence[tuple[str, float, Sequence[int] | None]] = (),
+    query_sources: Mapping[str, str] | None = None,   # qid -> source (SPEC §5 per-dataset protocol)
+    page_sources: Mapping[str, str] | None = None,    # pid -> source
 ) -> EvaluationResult:
     """Run the grid; ``eval_qids`` must be disjoint from the calibration queries.
 
     ``extra_configs`` are (method, γ, window layers or None) evaluated besides the grid
     when not already in it: the current champion's config, so promotion compares like
     with like. Random is added at each extra γ so the extra config has its baseline.
+
+    With sources, each query is ranked only against its own source's pages and every metric
+    (so ``ndcg_retention``, which promotion gates on) is the macro average over sources.
     """
     if "ndcg@5" not in {f"ndcg@{k}" for k in ks}:
         ks = tuple(sorted({*ks, 5}))  # promotion's figure
     with torch_threads(1):
         return _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                              kappa_calibration, progress, extra_configs)
+                              kappa_calibration, progress, extra_configs, query_sources, page_sources)
 
 
 def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, float, str | None, tuple | None]]:
@@ -236,9 +275,11 @@ def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, flo
 
 
 def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                   kappa_calibration, progress, extra_configs) -> EvaluationResult:
+                   kappa_calibration, progress, extra_configs=(), query_sources=None,
+                   page_sources=None) -> EvaluationResult:
     from anchorprune.pruning import build_pruner
     from anchorprune.pruning.eos import calibrate_kappa
+    from anchorprune.sources import per_source_keys, source_groups
 
     qids = [q for q in eval_qids if q in corpus.queries]
     if not qids:
@@ -246,13 +287,16 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
     pids = corpus.page_ids
     dim = next(iter(corpus.features.values())).embeddings.shape[1]
     full_vecs = {p: f.embeddings for p, f in corpus.features.items()}
-    full_scores = _score(corpus, full_vecs, qids)
-    full_metrics, _, _, _, full_pq = _measure(full_scores, full_scores, qrels, qids, pids, ks)
+    groups = source_groups(qids, pids, query_sources, page_sources)
+    full_metrics, _, _, _, full_by_source, full_scores, full_pq = _measure_sources(
+        corpus, full_vecs, {}, qrels, groups, ks)
     n_full = statistics.fmean(v.shape[0] for v in full_vecs.values())
+    several = len(groups) > 1
     full = ConfigResult(method="full", gamma=1.0, window=None, window_spec=None, metrics=full_metrics,
                         ndcg_retention=1.0, sr_ratio_of_means=1.0, sr_mean_of_ratios=1.0, sr_excluded_pairs=0,
                         vectors_per_page=n_full, bytes_per_page=n_full * dim * BYTES_PER_VALUE,
-                        realised_gamma=1.0, per_query=full_pq)
+                        realised_gamma=1.0, per_query=full_pq,
+                        extra=per_source_keys(full_by_source) if several else {})
     base = full_metrics.get("ndcg@5", 0.0)
 
     jobs = grid_jobs(methods, gammas, windows, extra_configs)
@@ -272,18 +316,26 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
             pruner = build_pruner(method, **kwargs)
             pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
             vecs = {p: pp.vectors for p, pp in pruned.items()}
-            scores = _score(corpus, vecs, qids)
-            metrics, rom, mor, excl, pq = _measure(scores, full_scores, qrels, qids, pids, ks)
+            metrics, rom, mor, excl, by_source, _, pq = _measure_sources(corpus, vecs, full_scores, qrels, groups,
+                                                                         ks)
             n_kept = statistics.fmean(v.shape[0] for v in vecs.values())
             realised = statistics.fmean(vecs[p].shape[0] / full_vecs[p].shape[0] for p in pids)
-            trials.append((metrics, rom, mor, excl, n_kept, realised, pq))
+            trials.append((metrics, rom, mor, excl, n_kept, realised, by_source, pq))
         metrics = {k: statistics.fmean(t[0][k] for t in trials) for k in trials[0][0]}
         if len(trials) > 1:
             metrics.update({f"{k}_std": statistics.stdev(t[0][k] for t in trials) for k in trials[0][0]})
         rom = statistics.fmean(t[1] for t in trials)
         mor = statistics.fmean(t[2] for t in trials)
         n_kept = statistics.fmean(t[4] for t in trials)
-        per_query = {q: statistics.fmean(t[6][q] for t in trials) for q in qids}
+        per_query = {q: statistics.fmean(t[7][q] for t in trials) for q in qids}
+        extra: dict[str, float] = {}
+        if several:                      # per source: mean over trials, and retention against that source's full
+            by_source = {g.name: {k: statistics.fmean(t[6][g.name][k] for t in trials) for k in trials[0][6][g.name]}
+                         for g in groups}
+            for name, m in by_source.items():
+                b = full_by_source[name].get("ndcg@5", 0.0)
+                m["ndcg_retention"] = m.get("ndcg@5", 0.0) / b if b > 0 else float("nan")
+            extra = per_source_keys(by_source)
         configs.append(
             ConfigResult(
                 method=method, gamma=gamma, window=window_label(layers), window_spec=spec, metrics=metrics,
@@ -291,7 +343,9 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
                 sr_ratio_of_means=rom, sr_mean_of_ratios=mor, sr_excluded_pairs=trials[0][3],
                 vectors_per_page=n_kept, bytes_per_page=n_kept * dim * BYTES_PER_VALUE,
                 realised_gamma=statistics.fmean(t[5] for t in trials), per_query=per_query, kappa=kappa,
+                extra=extra,
             )
         )
     return EvaluationResult(backbone=corpus.backbone, full=full, configs=configs, num_queries=len(qids),
-                            num_pages=len(pids))
+                            num_pages=len(pids), sources=[g.name for g in groups] if several else [],
+                            query_sources={q: g.name for g in groups for q in g.qids} if several else {})

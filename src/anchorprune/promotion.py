@@ -54,13 +54,13 @@ class Interval:
 
 
 def _macro_ratio(num: np.ndarray, den: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    """Per resample (rows), the mean over groups of sum(num)/sum(den) within each group."""
-    parts = []
-    for g in groups:
-        d = den[:, g].sum(axis=1)
-        n = num[:, g].sum(axis=1)
-        parts.append(np.divide(n, d, out=np.zeros_like(n), where=d > 0))
-    return np.mean(parts, axis=0)
+    """Per resample (rows): macro mean of ``num`` over groups / macro mean of ``den`` over groups.
+
+    The same arithmetic as the evaluation's ``ndcg_retention`` (macro nDCG@5 / macro full nDCG@5).
+    """
+    n = np.mean([num[:, g].mean(axis=1) for g in groups], axis=0)
+    d = np.mean([den[:, g].mean(axis=1) for g in groups], axis=0)
+    return np.divide(n, d, out=np.zeros_like(n), where=d > 0)
 
 
 def certify(
@@ -82,8 +82,9 @@ def certify(
     the same units. The interval is two-sided at ``confidence`` (percentiles
     ``(1-c)/2`` and ``(1+c)/2``).
 
-    ``groups`` (e.g. the dataset source of each query) makes the figures a macro
-    average over groups, with queries resampled within their group.
+    ``groups`` (e.g. the dataset source of each query) makes the figures macro averages
+    over groups (macro pruned / macro full, as the evaluation's retention), with queries
+    resampled within their group.
     """
     p, f = np.asarray(pruned, dtype=np.float64), np.asarray(full, dtype=np.float64)
     r = None if random is None else np.asarray(random, dtype=np.float64)
@@ -151,7 +152,8 @@ class Candidate:
         return (self.vectors_per_page, -self.retention, self.name)
 
     def with_interval(self, ci: Interval) -> Candidate:
-        return replace(self, retention=ci.retention, retention_low=ci.retention_low,
+        # the point estimate stays the evaluation's own figure; the bootstrap adds the interval
+        return replace(self, retention_low=ci.retention_low,
                        retention_high=ci.retention_high, vs_random_low=ci.vs_random_low,
                        vs_random_high=ci.vs_random_high, confidence=ci.confidence, num_queries=ci.num_queries)
 
@@ -301,8 +303,9 @@ def certified_candidates(evaluation, backbone: str, *, resamples: int = RESAMPLE
         ci = certify([c.per_query[q] for q in qids], full,
                      [rnd.per_query[q] for q in qids] if rnd is not None else None,
                      resamples=resamples, confidence=confidence, seed=seed, groups=labels)
+        baseline = evaluation.random_for(c.gamma)   # random's own row too (it cannot beat itself: the gate says so)
         base = Candidate(backbone, c.method, c.gamma, c.window, c.ndcg_retention, c.vectors_per_page,
-                         rnd.ndcg_retention if rnd is not None else None, c.run_id, kappa=c.kappa)
+                         baseline.ndcg_retention if baseline is not None else None, c.run_id, kappa=c.kappa)
         out.append(base.with_interval(ci))
     if any(math.isnan(c.retention) for c in out):
         raise ValueError("full nDCG@5 is 0 on every query: retention is undefined; check the qrels")

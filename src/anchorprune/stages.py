@@ -78,10 +78,21 @@ class Workspace:
             log.warning("data version unknown (%s); recording 'untracked'", exc)
             return "untracked"
 
+    def languages(self) -> str:
+        """Which query languages the dataset holds (``all``, ``english``, ...; ``n/a`` without a filter)."""
+        from anchorprune.data.schema import MANIFEST_FILE
+        from anchorprune.data.vidore import languages_label
+
+        try:
+            return languages_label(json.loads((self.dataset_dir / MANIFEST_FILE).read_text()))
+        except (OSError, ValueError):
+            return "n/a"
+
     def meta(self, bcfg: BackboneConfig, backbone: Any | None = None) -> dict[str, str]:
         return {
             "data_version": self.data_version(),
             "dataset": self.settings.data.dataset,
+            "languages": self.languages(),
             "backbone": bcfg.name,
             "backbone_kind": bcfg.kind,
             "backbone_id": getattr(backbone, "model_id", bcfg.model_id),
@@ -210,18 +221,22 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         random_trials=e.random_trials, seed=e.seed, ks=e.ks,
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
         extra_configs=champion_config(ws, bcfg),
+        query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # SPEC §5 per dataset
     )
     meta = ws.meta(bcfg, backbone)
     result.meta = meta
+    protocol = {"sources": json.dumps(result.sources)} if result.sources else {}
     p = ws.settings.promote
     intervals = {(c.method, round(c.gamma, 6), c.window): c for c in certified_candidates(
-        result, bcfg.name, resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.bootstrap_seed)}
+        result, bcfg.name, resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.bootstrap_seed,
+        groups=result.query_sources or None)}
     out = ws.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
 
     t = ws.tracker
     with t.run(f"evaluate-{bcfg.name}", params={**meta, "gammas": list(e.gammas), "methods": list(e.methods),
-                                                "windows": json.dumps(windows), "queries": result.num_queries},
+                                                "windows": json.dumps(windows), "queries": result.num_queries,
+                                                **protocol},
                tags={"anchorprune.stage": "evaluate", "anchorprune.backbone": bcfg.name}) as parent:
         for cfg in [result.full, *result.configs]:
             with t.run(cfg.label + f"@{cfg.gamma:g}", parent_run_id=parent,
@@ -237,7 +252,8 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                                       "sr_excluded_pairs": cfg.sr_excluded_pairs,
                                       "vectors_per_page": cfg.vectors_per_page,
                                       "bytes_per_page": cfg.bytes_per_page,
-                                      "realised_gamma": cfg.realised_gamma})
+                                      "realised_gamma": cfg.realised_gamma,
+                                      **{k: v for k, v in cfg.extra.items() if k.startswith("per_source/")}})
             cfg.run_id = child
         result.parent_run_id = parent
         # after the child runs exist, so every row carries its run id; intervals beside the point estimates
@@ -285,11 +301,12 @@ def _mkey(k: str) -> str:
 
 def candidates_from(result: EvaluationResult, backbone: str, ws: Workspace | None = None) -> list[Candidate]:
     """Certified candidates (bootstrap intervals with the promote settings of ``ws``, else the defaults)."""
+    groups = result.query_sources or None     # several sources: macro average, resampled within each source
     if ws is None:
-        return certified_candidates(result, backbone)
+        return certified_candidates(result, backbone, groups=groups)
     p = ws.settings.promote
     return certified_candidates(result, backbone, resamples=p.bootstrap_resamples, confidence=p.confidence,
-                                seed=p.bootstrap_seed)
+                                seed=p.bootstrap_seed, groups=groups)
 
 
 # ---------------------------------------------------------------- promote
