@@ -235,6 +235,28 @@ class MuveraFirstStage:
         return self._encode(_as_matrix(vecs, self.dim, "query"), document=False)
 
 
+def resolve_first_stage(first_stage: str | None, two_stage: bool = False) -> FirstStageName:
+    """The first stage an index uses: ``first_stage``, or (None) ``mean`` if ``two_stage`` else ``none``.
+
+    >>> resolve_first_stage(None, True), resolve_first_stage(None), resolve_first_stage("muvera")
+    ('mean', 'none', 'muvera')
+    """
+    name = first_stage if first_stage is not None else ("mean" if two_stage else "none")
+    if name not in ("none", "mean", "muvera"):
+        raise IndexInputError(f"first stage {name!r} is not one of none, mean, muvera")
+    return name  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """How a search was answered: the first stage used, the pages it handed to exact MaxSim, of how many."""
+
+    first_stage: str        # "none" (every page scored exactly), "mean" or "muvera"
+    candidates: int         # pages rescored exactly
+    pages: int              # pages in the serving version
+    version: int            # the serving version number
+
+
 def make_first_stage(name: str, dim: int, params: Mapping[str, Any] | None = None) -> FirstStage | None:
     """The first stage ``name`` for ``dim``-dimensional token vectors (``none``: None).
 
