@@ -189,3 +189,94 @@ def test_top_candidates_is_the_top_n_by_dot_product():
     assert got.tolist() == sorted(np.argsort(-(codes @ q))[:7].tolist())
     assert top_candidates(codes, q, 80).tolist() == list(range(50))
 
+
+
+# ---------------------------------------------------------------- through the local index
+@pytest.fixture
+def pages():
+    from index_helpers import make_pages
+
+    return make_pages(n=60, dim=16, per_page=5, seed=3)
+
+
+def _first_stage_top(stage, pages, q, n: int, params=None) -> set[str]:
+    fs = make_first_stage(stage, 16, params)
+    codes = np.stack([fs.encode_document(p.vectors.numpy()) for p in pages])     # [P, D]
+    return {pages[i].page_id for i in top_candidates(codes, fs.encode_query(q.numpy()), n)}
+
+
+PARAMS = {"k_sim": 3, "d_proj": 8, "reps": 4, "seed": 7}
+
+
+@pytest.mark.parametrize("stage", ["none", "mean", "muvera"])
+def test_local_search_rescores_first_stage_candidates_exactly(tmp_path, pages, stage):
+    from index_helpers import brute_maxsim, planted_query
+
+    from anchorprune.index import LocalIndex
+
+    idx = LocalIndex(tmp_path, "fs", dtype="float32", candidates=8, first_stage=stage, first_stage_params=PARAMS)
+    idx.swap(idx.build(pages, {"config_hash": "c"}))
+    by_id = {p.page_id: p for p in pages}
+    queries = [planted_query(pages[i], m=3, noise=0.3, seed=i) for i in (0, 17, 42)]
+    results, report = idx.search_report(queries, k=5)
+    assert (report.first_stage, report.candidates, report.pages) == (stage, 60 if stage == "none" else 8, 60)
+    assert idx.current().manifest["first_stage"]["name"] == stage
+    for q, hits in zip(queries, results, strict=True):
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        for h in hits:                                    # every score is the exact MaxSim of that page
+            assert h.score == pytest.approx(brute_maxsim(q, by_id[h.page_id].vectors), abs=1e-5)
+        if stage == "none":                               # the exact top 5 of all pages
+            exact = sorted(pages, key=lambda p: -brute_maxsim(q, p.vectors))[:5]
+            assert [h.page_id for h in hits] == [p.page_id for p in exact]
+        else:                                             # the exact top 5 of the first stage's 8 candidates
+            cand = _first_stage_top(stage, pages, q, 8, PARAMS)
+            assert {h.page_id for h in hits} <= cand
+            best = sorted(cand, key=lambda c: -brute_maxsim(q, by_id[c].vectors))[:5]
+            assert [h.page_id for h in hits] == best
+
+
+def test_muvera_version_records_params_reopens_and_reuses(tmp_path, pages):
+    from anchorprune.index import LocalIndex
+
+    idx = LocalIndex(tmp_path, "fs", dtype="float16", candidates=6, first_stage="muvera", first_stage_params=PARAMS)
+    v1 = idx.build(pages, {"config_hash": "c"})
+    idx.swap(v1)
+    m = v1.manifest
+    assert m["first_stage"]["params"] == {**PARAMS, "dim": 16, "final_dim": None, "fill_empty": True, "dims": 256}
+    assert {"first_stage.bin", "first_stage.npz"} <= set(m["files"])
+    assert (tmp_path / "fs" / "v1" / "first_stage.bin").stat().st_size == 60 * 256 * 2      # [P, D] float16
+    q = pages[5].vectors[:3]
+    before = idx.search(q, k=3)
+    reopened = LocalIndex(tmp_path, "fs", candidates=6, first_stage="muvera", first_stage_params={"seed": 99})
+    assert reopened.search(q, k=3) == before              # the stored matrices answer, not the new params
+    # an incremental build copies 40 pages: their FDEs equal a fresh build's
+    v2 = idx.build(pages[40:], {"config_hash": "c"}, reuse=[p.page_id for p in pages[:40]])
+    fresh = LocalIndex(tmp_path, "fresh", dtype="float16", first_stage="muvera", first_stage_params=PARAMS)
+    v3 = fresh.build(pages[40:] + pages[:40], {"config_hash": "c"})
+    a = np.fromfile(tmp_path / "fs" / f"v{v2.number}" / "first_stage.bin", np.float16)
+    b = np.fromfile(tmp_path / "fresh" / f"v{v3.number}" / "first_stage.bin", np.float16)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_muvera_asked_of_a_version_without_fdes_falls_back_to_the_mean(tmp_path, pages, caplog):
+    from anchorprune.index import LocalIndex
+
+    LocalIndex(tmp_path, "fs", dtype="float32").swap(LocalIndex(tmp_path, "fs", dtype="float32")
+                                                     .build(pages, {"config_hash": "c"}))
+    idx = LocalIndex(tmp_path, "fs", candidates=8, first_stage="muvera")
+    q = pages[3].vectors[:2]
+    hits, report = idx.search_report([q], k=4)
+    assert report.first_stage == "mean" and "built without FDEs" in caplog.text
+    assert hits[0] == LocalIndex(tmp_path, "fs", candidates=8, first_stage="mean").search(q, k=4)
+
+
+def test_config_selects_the_first_stage(tmp_path):
+    from anchorprune.config import IndexConfig
+    from anchorprune.index import open_index
+
+    assert open_index(IndexConfig(two_stage=True), tmp_path).first_stage == "mean"
+    assert open_index(IndexConfig(), tmp_path).first_stage == "none"
+    idx = open_index(IndexConfig(first_stage="muvera", muvera={"k_sim": 3, "reps": 2}), tmp_path)
+    assert idx.first_stage == "muvera" and idx.first_stage_params["k_sim"] == 3
+    with pytest.raises(ValueError, match="first_stage"):
+        IndexConfig(first_stage="hnsw")
