@@ -647,8 +647,9 @@ class LocalIndex:
                     hashes.append(source.content_hashes[j])
                     lengths.append(hi - lo)
                     means.append(source.means[j])
-            out.flush()
-            os.fsync(out.fileno())
+            for f in (out, fde_out) if fde_out is not None else (out,):
+                f.flush()
+                os.fsync(f.fileno())
         if not ids:
             raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
