@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -196,16 +197,25 @@ class MuveraFirstStage:
                 "dims": self.dims}
 
     # ------------------------------------------------------------ encoding
+    @cached_property
+    def _gauss_flat(self) -> np.ndarray:         # [d, reps * k_sim], repetition-major columns
+        return np.ascontiguousarray(self.gauss.transpose(1, 0, 2).reshape(self.dim, -1))
+
+    @cached_property
+    def _proj_flat(self) -> np.ndarray:          # [d, reps * d_proj]
+        assert self.proj is not None
+        return np.ascontiguousarray(self.proj.transpose(1, 0, 2).reshape(self.dim, -1))
+
     def codes(self, vecs: np.ndarray) -> np.ndarray:
         """Bucket of each vector in each repetition ``[n, reps]`` (bit i = sign of ``g_i . x``)."""
-        bits = np.einsum("nd,rdk->nrk", vecs, self.gauss) > 0                    # [n, reps, k_sim]
+        bits = (vecs @ self._gauss_flat > 0).reshape(-1, self.reps, self.k_sim)                  # [n, reps, k_sim]
         return (bits * (1 << np.arange(self.k_sim))).sum(axis=2)                  # [n, reps]
 
     def projected(self, vecs: np.ndarray) -> np.ndarray:
         """``psi(x)`` of each vector in each repetition ``[n, reps, block]``."""
         if self.proj is None:
             return np.broadcast_to(vecs[:, None, :], (vecs.shape[0], self.reps, self.dim))
-        return np.einsum("nd,rdp->nrp", vecs, self.proj) / np.float32(np.sqrt(self.d_proj))
+        return (vecs @ self._proj_flat).reshape(-1, self.reps, self.d_proj) / np.float32(np.sqrt(self.d_proj))
 
     def _encode(self, vecs: np.ndarray, document: bool) -> np.ndarray:
         codes = self.codes(vecs)                                                  # [n, R]
