@@ -208,7 +208,7 @@ class MuveraFirstStage:
 
     def codes(self, vecs: np.ndarray) -> np.ndarray:
         """Bucket of each vector in each repetition ``[n, reps]`` (bit i = sign of ``g_i . x``)."""
-        bits = (vecs @ self._gauss_flat > 0).reshape(-1, self.reps, self.k_sim)                  # [n, reps, k_sim]
+        bits = (vecs @ self._gauss_flat > 0).reshape(vecs.shape[0], self.reps, self.k_sim)                  # [n, reps, k_sim]
         return (bits * (1 << np.arange(self.k_sim))).sum(axis=2)                  # [n, reps]
 
     def projected(self, vecs: np.ndarray) -> np.ndarray:
