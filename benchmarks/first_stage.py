@@ -185,7 +185,8 @@ def run_size(args: argparse.Namespace) -> dict:
     real = real_vectors(args)
     n = args.size
     q_off = np.concatenate([[0], np.cumsum(real["qlengths"])])
-    queries = [torch.from_numpy(real["qvecs"][q_off[i]:q_off[i + 1]]) for i in range(len(real["qlengths"]))]
+    queries = [torch.from_numpy(real["qvecs"][q_off[i]:q_off[i + 1]])
+               for i in range(min(args.queries, len(real["qlengths"])))]
     workdir = Path(args.workdir) / f"idx-{n}"
     shutil.rmtree(workdir, ignore_errors=True)
     params = {"k_sim": args.k_sim, "d_proj": args.d_proj, "reps": args.reps, "final_dim": args.final_dim, "seed": 0}
@@ -279,6 +280,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": {
             "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "load_at_start": loadavg(),
+            "threads": {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")},
             "note": "2 CPU cores shared with other jobs: latencies are noisy; see load per row"},
         "vectors": {
             "encoder": "MiniLM text stand-in (all-MiniLM-L6-v2, 384-d token vectors), NOT ColPali",
