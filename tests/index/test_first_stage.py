@@ -246,7 +246,9 @@ def test_muvera_version_records_params_reopens_and_reuses(tmp_path, pages):
     assert {"first_stage.bin", "first_stage.npz"} <= set(m["files"])
     assert (tmp_path / "fs" / "v1" / "first_stage.bin").stat().st_size == 60 * 256 * 2      # [P, D] float16
     q = pages[5].vectors[:3]
+    assert idx._open(v1.number).fde is None               # build + verify never load the FDE matrix
     before = idx.search(q, k=3)
+    assert idx._open(v1.number).fde.shape == (60, 256)    # the first muvera search does
     reopened = LocalIndex(tmp_path, "fs", candidates=6, first_stage="muvera", first_stage_params={"seed": 99})
     assert reopened.search(q, k=3) == before              # the stored matrices answer, not the new params
     # an incremental build copies 40 pages: their FDEs equal a fresh build's

@@ -246,7 +246,7 @@ class _Version:
     page_ids: list[str]
     content_hashes: list[str]
     dense: torch.Tensor | None = None      # [T, d] float32 decoded copy kept in RAM (see LocalIndex.resident_bytes)
-    fde: np.ndarray | None = None          # [P, D] float32 MUVERA FDE of each page (versions built with it)
+    fde: np.ndarray | None = None          # [P, D] float32 MUVERA FDE, loaded at the first muvera search
     muvera: MuveraFirstStage | None = None  # its encoder (random matrices read back from first_stage.npz)
 
     @property
@@ -292,11 +292,6 @@ class _Version:
         if fs.get("name") == "muvera":
             with np.load(path / "first_stage.npz") as state:
                 v.muvera = MuveraFirstStage.from_state(fs["params"], dict(state))
-            v.fde = np.fromfile(path / "first_stage.bin", dtype=np.float16).astype(np.float32)
-            if v.fde.size % v.muvera.dims:
-                raise CorruptVersionError(f"{path.name}: first_stage.bin holds {v.fde.size} values, not a "
-                                          f"multiple of the FDE dimension {v.muvera.dims}")
-            v.fde = v.fde.reshape(-1, v.muvera.dims)
         if verify:
             v.check_consistent()
         return v
@@ -309,12 +304,25 @@ class _Version:
             problems.append(f"offsets do not describe {p} non-empty pages over {t} vectors")
         if self.means.shape != (p, self.dim):
             problems.append(f"means have shape {self.means.shape}, expected {(p, self.dim)}")
-        if self.fde is not None and self.fde.shape[0] != p:
-            problems.append(f"first_stage.bin has {self.fde.shape[0]} rows for {p} pages")
+        if self.muvera is not None:
+            size = (self.path / "first_stage.bin").stat().st_size
+            if size != p * self.muvera.dims * 2:
+                problems.append(f"first_stage.bin has {size} bytes, not {p} pages x {self.muvera.dims} float16")
         if len(self.page_ids) != p or len(set(self.page_ids)) != p or len(self.content_hashes) != p:
             problems.append("page ids are not unique or do not match the page count")
         if problems:
             raise CorruptVersionError(f"{self.path.name}: " + "; ".join(problems))
+
+    def fde_matrix(self) -> np.ndarray:
+        """The ``[P, D]`` float32 FDE matrix, read on first use (a build's verify step never loads it)."""
+        if self.fde is None:
+            assert self.muvera is not None
+            raw = np.fromfile(self.path / "first_stage.bin", dtype=np.float16)
+            if raw.size != len(self.page_ids) * self.muvera.dims:
+                raise CorruptVersionError(f"{self.path.name}: first_stage.bin holds {raw.size} values, not "
+                                          f"{len(self.page_ids)} pages x {self.muvera.dims}")
+            self.fde = raw.reshape(-1, self.muvera.dims).astype(np.float32)
+        return self.fde
 
     def info(self, name: str) -> IndexVersion:
         m = self.manifest
@@ -785,8 +793,8 @@ class LocalIndex:
 
     def _two_stage(self, v: _Version, q: torch.Tensor, k: int, stage: str = "mean") -> list[Hit]:
         if stage == "muvera":
-            assert v.muvera is not None and v.fde is not None
-            cand = top_candidates(v.fde, v.muvera.encode_query(q.numpy()), self.candidates)
+            assert v.muvera is not None
+            cand = top_candidates(v.fde_matrix(), v.muvera.encode_query(q.numpy()), self.candidates)
         else:
             cand = top_candidates(v.means, normalized_mean(q.numpy()), self.candidates)   # [P, d] @ [d]
         vecs, offsets = v.rows(cand)                                 # candidates in file order: sequential reads
