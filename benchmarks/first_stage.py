@@ -216,6 +216,12 @@ def run_size(args: argparse.Namespace) -> dict:
             used = rep.first_stage
         return hits, times, used
 
+    if args.build_only:
+        out = {"pages": n, "vectors": m["vectors"], "build_s": round(build_s, 1),
+               "build_peak_rss_mib": round(build_rss, 1), "rss_before_build_mib": round(rss0, 1),
+               "index_resident_mib": round(sum(resident.values()) / 2**20, 1), "load_end": loadavg()}
+        shutil.rmtree(workdir, ignore_errors=True)
+        return out
     exact_hits, exact_ms, _ = timed("none", 1)
     rows = [{"first_stage": "exact", "candidates": n, "recall@10": 1.0, "p50_ms": pct(exact_ms, 50),
              "p95_ms": pct(exact_ms, 95), "load": loadavg()}]
@@ -260,6 +266,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/anchorprune-first-stage")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "first_stage.json"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--build-only", action="store_true", help="measure the build (time, peak RSS) only")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(args.seed)
