@@ -316,6 +316,77 @@ def run_real(name: str, repeats: int, threads: int) -> dict:
     }
 
 
+def run_real_attention(name: str, repeats: int, threads: int) -> dict:
+    """The capture's extra work alone at real size: one layer's attention call, stock SDPA vs the capture
+    function (SDPA + the chunked reduction), on real-size q / k / v, interleaved, ``4 * repeats`` rounds."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from anchorprune.backbones.capture import _STATE_ATTR, CaptureState, capture_attention_forward
+
+    torch.set_num_threads(threads)
+    d = REAL[name]
+    g = torch.Generator().manual_seed(2)
+    seq, h, kv, hd = d["seq"], d["heads"], d["kv_heads"], d["head_dim"]
+    q = torch.randn(1, h, seq, hd, generator=g)
+    k, v = torch.randn(1, kv, seq, hd, generator=g), torch.randn(1, kv, seq, hd, generator=g)
+    gemma = d["family"] == "gemma"
+    mask = torch.ones(1, 1, seq, seq, dtype=torch.bool) if gemma else None     # bidirectional page / causal
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = not gemma, h // kv
+    visual = torch.zeros(1, seq, dtype=torch.bool)
+    n_vis = d["patches"] // (1 if gemma else 4)
+    visual[0, (0 if gemma else 5):(0 if gemma else 5) + n_vis] = True
+    state = CaptureState(visual=visual, last=torch.tensor([seq - 1]))
+    fns = {"sdpa": lambda: sdpa_attention_forward(module, q, k, v, mask, scaling=hd ** -0.5),
+           "capture": lambda: capture_attention_forward(module, q, k, v, mask, scaling=hd ** -0.5)}
+    setattr(module, _STATE_ATTR, (state, 0))
+    times: dict[str, list[float]] = {m: [] for m in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()
+        for _ in range(4 * repeats):
+            for m, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[m].append(time.perf_counter() - t0)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    return {"seq": seq, "visual_rows": n_vis, "heads": h, "kv_heads": kv, "head_dim": hd,
+            "median_s": med, "times_s": times, "capture_extra_per_layer_s": med["capture"] - med["sdpa"]}
+
+
+def main_real_attention(args) -> None:
+    results = {}
+    for name in args.models.split(","):
+        out = subprocess.run([sys.executable, __file__, "--mode", f"real-attention:{name}", "--repeats",
+                              str(args.repeats), "--threads", str(args.threads)], capture_output=True, text=True,
+                             check=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(name, json.dumps(results[name]["median_s"]), flush=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    real = data.get("real_size", {}).get("models", {})
+    for name, r in results.items():
+        if name in real:      # recompose with the directly measured extra work per captured layer
+            m = real[name]
+            d = REAL[name]
+            base = m["composed_full_model"]["plain_s"]
+            window = d["v2"][1] - d["v2"][0] + 1
+            r["composed_time_ratio_from_attention_extra"] = {
+                f"capture_v2_{window}_layers": 1 + window * r["capture_extra_per_layer_s"] / base,
+                f"capture_all_{d['layers']}_layers": 1 + d["layers"] * r["capture_extra_per_layer_s"] / base,
+            }
+    data["real_size_attention"] = {
+        "command": "python benchmarks/capture_overhead.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_at_start": args.load_at_start, "loadavg_at_end": os.getloadavg()},
+        "method": "one decoder layer's attention call at real size (random q/k/v, fp32): stock SDPA vs the capture "
+                  "function; the difference is the capture's whole extra work per captured layer, measured without "
+                  "the MLP and projections whose run-to-run noise dominates the per-layer figures",
+        "models": results,
+    }
+    RESULTS.write_text(json.dumps(data, indent=2))
+
+
 def main_real(args) -> None:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")  # freed blocks leave RSS
     results = {}
@@ -361,11 +432,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--size", choices=["small", "real"], default="small",
-                    help="small: the hidden-512 8-layer model (whole forward); real: real-size per-layer figures")
+    ap.add_argument("--size", choices=["small", "real", "real-attention"], default="small",
+                    help="small: the hidden-512 8-layer model (whole forward); real: real-size per-layer figures; "
+                         "real-attention: the capture's extra work alone, one real-size attention call")
     ap.add_argument("--models", default=",".join(REAL), help="real size: which of " + ", ".join(REAL))
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.mode and args.mode.startswith("real-attention:"):
+        print(json.dumps(run_real_attention(args.mode.split(":", 1)[1], args.repeats, args.threads)))
+        return
+    if args.size == "real-attention":
+        args.load_at_start = os.getloadavg()
+        main_real_attention(args)
+        return
     if args.mode and args.mode.startswith("real:"):
         print(json.dumps(run_real(args.mode.split(":", 1)[1], args.repeats, args.threads)))
         return
