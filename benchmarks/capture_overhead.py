@@ -28,6 +28,11 @@ Peak memory per layer is measured the same way; the model's weights (exact param
 the full-model figure. bf16 is used only where the CPU has native bf16 (``torch.ops.mkldnn._is_mkldnn_bf16_supported``).
 
     .venv/bin/python benchmarks/capture_overhead.py --size real --repeats 3   # adds "real_size" to the JSON
+
+The per-layer figures are noisy on a loaded machine; ``--size real-attention`` times the capture's extra
+work alone (one real-size attention call, stock SDPA vs the capture function) and recomposes the ratios:
+
+    .venv/bin/python benchmarks/capture_overhead.py --size real-attention --repeats 3   # "real_size_attention"
 """
 
 from __future__ import annotations
