@@ -73,7 +73,8 @@ class CalibrateConfig(_Frozen):
     seed: int = 0
 
 
-Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool"]
+Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool",
+                 "anchor_merge"]
 
 
 class EvaluateConfig(_Frozen):

@@ -22,7 +22,7 @@ from anchorprune.encoding import EncodedCorpus
 
 log = logging.getLogger(__name__)
 
-WINDOWED = {"sap", "sap_max"}
+WINDOWED = {"sap", "sap_max", "anchor_merge"}
 BYTES_PER_VALUE = 4  # storage is reported for float32 vectors; the index may quantise further
 
 
