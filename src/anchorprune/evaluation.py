@@ -186,6 +186,7 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
 
     calib_feats = list(kappa_calibration) if kappa_calibration else list(corpus.features.values())
     configs: list[ConfigResult] = []
+    pruners: dict[tuple, object] = {}
     for method, gamma, spec, layers in tqdm(jobs, desc=f"evaluate {corpus.backbone}", disable=not progress):
         seeds = list(range(seed, seed + random_trials)) if method == "random" else [seed]
         trials = []
@@ -195,7 +196,11 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
                 kwargs["window"] = list(layers)
             if method == "eos_adaptive":
                 kwargs["kappa"] = calibrate_kappa(calib_feats, gamma)
-            pruner = build_pruner(method, **kwargs)
+                pruner = build_pruner(method, **kwargs)
+            else:   # one pruner across gammas: hier_pool then computes each page's Ward linkage once
+                if (method, s, layers) not in pruners:
+                    pruners[(method, s, layers)] = build_pruner(method, **kwargs)
+                pruner = pruners[(method, s, layers)]
             pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
             vecs = {p: pp.vectors for p, pp in pruned.items()}
             scores = _score(corpus, vecs, qids)
