@@ -114,7 +114,7 @@ class IndexConfig(_Frozen):
     backend: Literal["local", "elasticsearch"] = "local"
     backbone: str | None = None   # whose champion the index serves; default: the first backbone
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    dtype: Literal["float32", "float16", "bits"] = "float16"
+    dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
     two_stage: bool = False
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
