@@ -6,9 +6,12 @@ PDF outline, question titles blanked on every page). Backbone: all-MiniLM-L6-v2 
 text layer (``anchorprune.backbones.minilm_text``): a text encoder, NOT a vision model.
 
 Table: full, random (5 seeds, mean ± sd), SAP with each single layer and with the SR-selected
-window, EOS/[CLS] attention (adaptive and top-k), cluster-merge, hierarchical pooling, at
+window, EOS/[CLS] attention (adaptive and top-k), cluster-merge, hierarchical pooling, and
+anchor-guided merging (SAP anchors of the SR window, with and without a token-distance prior) at
 γ = 0.2 / 0.1 / 0.05: nDCG@5, recall@5, score retention (SR, both aggregates), with paired
-bootstrap 95% intervals of (method − random) on per-query nDCG@5 and per-pair SR. The SR curve and
+bootstrap 95% intervals of (method − random) on per-query nDCG@5 and per-pair SR, for
+``anchor_merge`` also against the SR-window SAP and hierarchical pooling, and the pruning CPU time
+per page of every method (``time.process_time``, one fresh pruner per γ, as one index build). The SR curve and
 the window are calibrated on queries disjoint from the evaluation queries (``split_queries``).
 
 Run (one heavy job at a time machine-wide)::
@@ -26,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import statistics
 import sys
@@ -170,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sr-gamma", type=float, default=0.05)
     ap.add_argument("--rho", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anchor-radius", type=int, default=16, help="anchor_merge position-prior row (tokens)")
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -220,6 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eos_adaptive", eos_layer=last, kappa=calibrate_kappa([feats[p] for p in pids], g, layer=last)), False))
     methods.append(("cluster_merge", "merge", lambda g, s: pruner_for("cluster_merge"), False))
     methods.append(("hier_pool", "merge", lambda g, s: pruner_for("hier_pool"), False))
+    methods.append(("anchor_merge", "anchor_merge", lambda g, s: pruner_for("anchor_merge", window=window), False))
+    methods.append((f"anchor_merge[r={args.anchor_radius}]", "anchor_merge",
+                    lambda g, s: pruner_for("anchor_merge", window=window, radius=args.anchor_radius), False))
+    sap_label = f"sap[sr {window[0]}-{window[-1]}]"
+    paired_refs = {"anchor_merge": (sap_label, "hier_pool")}     # family -> labels compared against
 
     rows: list[dict] = []
     full_row = {"label": "full", "gamma": 1.0, "ndcg@5": float(full_pq["ndcg@5"].mean()),
@@ -228,13 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(full_row)
     jobs = [(g, m) for g in GAMMAS for m in methods]
     random_ref: dict[float, dict[str, np.ndarray]] = {}
+    per_label: dict[tuple[str, float], dict[str, np.ndarray]] = {}   # (label, gamma) -> per-query / per-pair
     t_eval = time.perf_counter()
     for gamma, (label, family, factory, seeded) in tqdm(jobs, desc="methods x gamma"):
         seeds = range(args.seed, args.seed + args.trials) if seeded else [args.seed]
         trials = []
         for s in seeds:
             pruner = factory(gamma, s)
+            c0 = time.process_time()
             docs = prune_all(feats, pids, pruner, gamma)
+            cpu_s = time.process_time() - c0
             scores = score_matrix(qlist, docs)
             pq = per_query(scores, eval_q, pids, ds.qrels)
             sr = pair_sr(scores, full_scores, pairs)
@@ -245,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rom": float(pruned_gold.sum() / full_gold.sum()),
                 "kept": float(np.mean([d.shape[0] for d in docs])),
                 "realised": float(np.mean([d.shape[0] / n for d, n in zip(docs, n_tokens, strict=True)])),
+                "cpu_ms_per_page": 1000.0 * cpu_s / len(pids),
             })
         ndcg_q = np.mean([t["ndcg"] for t in trials], axis=0)      # per query, mean over seeds
         sr_p = np.nanmean([t["sr"] for t in trials], axis=0)        # per pair, mean over seeds
@@ -258,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "vectors_per_page": float(np.mean([t["kept"] for t in trials])),
             "realised_gamma": float(np.mean([t["realised"] for t in trials])),
             "ndcg_retention": float(np.mean([t["ndcg"].mean() for t in trials]) / full_row["ndcg@5"]),
+            "cpu_ms_per_page": float(np.mean([t["cpu_ms_per_page"] for t in trials])),
         }
         if len(trials) > 1:
             row["ndcg@5_sd"] = statistics.stdev(float(t["ndcg"].mean()) for t in trials)
@@ -272,14 +287,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             row["d_ndcg@5_vs_random"] = {"mean": m, "ci95": [lo, hi]}
             m, lo, hi = paired_bootstrap(sr_p - ref["sr"], args.bootstrap, args.seed)
             row["d_sr_vs_random"] = {"mean": m, "ci95": [lo, hi]}
+        per_label[(label, gamma)] = {"ndcg": ndcg_q, "sr": sr_p}
+        for other in paired_refs.get(family, ()):
+            ref = per_label[(other, gamma)]
+            m, lo, hi = paired_bootstrap(ndcg_q - ref["ndcg"], args.bootstrap, args.seed)
+            row.setdefault("vs", {})[other] = {"d_ndcg@5": {"mean": m, "ci95": [lo, hi]}}
+            m, lo, hi = paired_bootstrap(sr_p - ref["sr"], args.bootstrap, args.seed)
+            row["vs"][other]["d_sr"] = {"mean": m, "ci95": [lo, hi]}
+            other_row = next(r for r in rows if r["label"] == other and r["gamma"] == gamma)
+            row["vs"][other]["cpu_ratio"] = row["cpu_ms_per_page"] / other_row["cpu_ms_per_page"]
         rows.append(row)
     eval_s = time.perf_counter() - t_eval
+
+    # ---- hierarchical pooling over all gammas: one pruner (one Ward linkage per page, cut per gamma)
+    #      against a fresh pruner per gamma (the linkage recomputed for every ratio, as before issue 18)
+    ward_grid = {}
+    for how, make in (("linkage_per_gamma", lambda: None), ("linkage_once_per_page", lambda: pruner_for("hier_pool"))):
+        shared = make()
+        c0, w0 = time.process_time(), time.perf_counter()
+        for gamma in GAMMAS:
+            prune_all(feats, pids, shared or pruner_for("hier_pool"), gamma)
+        ward_grid[how] = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
+    ward_grid["cpu_speedup"] = ward_grid["linkage_per_gamma"]["cpu_s"] / ward_grid["linkage_once_per_page"]["cpu_s"]
+    log.info("hier_pool grid over %s: %s", GAMMAS, ward_grid)
 
     result = {
         "benchmark": "quality_demo",
         "variant": args.variant,
-        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py"
-                   + ("" if args.variant == "demo" else " --variant large"),
+        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
         "stand_in": "all-MiniLM-L6-v2 over the PDF text layer (text encoder, NOT a vision model)",
         "backbone": {"name": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
                      "num_layers": backbone.num_layers, "dim": backbone.dim},
@@ -297,14 +333,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "seed": args.seed, "eos_layer": last, "eos_kappa_pages": "all corpus pages (query-free)",
                      "calibration_pages_for_reference": len(calib_pages)},
         "timing": {"encode_pages_s": encode_s, "evaluate_s": eval_s, "torch_threads": torch.get_num_threads(),
-                   "machine": platform.platform()},
+                   "machine": platform.platform(), "loadavg_end": list(os.getloadavg()),
+                   "hier_pool_grid_prune": ward_grid,
+                   "note": "2 CPU cores shared with other jobs: CPU times are noisy"},
         "rows": rows,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out_path)
-    table = markdown_table(result)
+    table = markdown_table(result) + "\n\n" + comparison_table(result)
     print(table)
     log.info("wrote %s", out_path)
     if not args.no_mlflow:
@@ -329,8 +367,8 @@ def _sd_formatter(row: dict) -> Callable[[str], str]:
 def markdown_table(result: dict) -> str:
     lines = [
         "| γ | method | kept/page | nDCG@5 | recall@5 | SR (mean of ratios) | SR (ratio of means) "
-        "| Δ nDCG@5 vs random [95% CI] | Δ SR vs random [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Δ nDCG@5 vs random [95% CI] | Δ SR vs random [95% CI] | CPU ms/page |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         g = "1" if r["gamma"] == 1.0 else f"{r['gamma']:g}"
@@ -340,8 +378,20 @@ def markdown_table(result: dict) -> str:
         lines.append(
             f"| {g} | {r['label']} | {kept} | {r['ndcg@5']:.3f}{sd('ndcg@5')} | {r['recall@5']:.3f}{sd('recall@5')} "
             f"| {r['sr_mean_of_ratios']:.3f}{sd('sr_mean_of_ratios')} | {r['sr_ratio_of_means']:.3f} "
-            f"| {_fmt_ci(r.get('d_ndcg@5_vs_random'))} | {_fmt_ci(r.get('d_sr_vs_random'))} |"
+            f"| {_fmt_ci(r.get('d_ndcg@5_vs_random'))} | {_fmt_ci(r.get('d_sr_vs_random'))} "
+            f"| {r['cpu_ms_per_page']:.2f} |" if "cpu_ms_per_page" in r else
+            f"| {_fmt_ci(r.get('d_ndcg@5_vs_random'))} | {_fmt_ci(r.get('d_sr_vs_random'))} | |"
         )
+    return "\n".join(lines)
+
+
+def comparison_table(result: dict) -> str:
+    """anchor_merge rows against the SR-window SAP and hierarchical pooling (paired bootstrap, CPU ratio)."""
+    lines = ["| γ | method | vs | Δ nDCG@5 [95% CI] | Δ SR [95% CI] | CPU time ratio |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        for other, d in r.get("vs", {}).items():
+            lines.append(f"| {r['gamma']:g} | {r['label']} | {other} | {_fmt_ci(d['d_ndcg@5'])} | {_fmt_ci(d['d_sr'])} "
+                         f"| {d['cpu_ratio']:.3f} |")
     return "\n".join(lines)
 
 
