@@ -172,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-reference", action="store_true", help="skip the padded-einsum reference")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true", help="add the bf16 columns (issue 18)")
+    ap.add_argument("--real-rounds", type=int, default=1, help="timed rounds on the real vectors")
     ap.add_argument("--real-features", type=Path, default=None,
                     help="quality features cache (cache/bench/quality-*.pt): bf16 agreement on real vectors")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "maxsim.json")
@@ -332,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  torch.cat(scores[(kind, "ours_bf16")], dim=1)) for kind in sets},
         }
         if args.real_features:
-            res["bf16"]["real"] = real_vectors_check(args.real_features, args.gamma, args.rounds)
+            res["bf16"]["real"] = real_vectors_check(args.real_features, args.gamma, args.real_rounds)
     m = ratios["min"]
     bf16_targets = {}
     if args.bf16:
