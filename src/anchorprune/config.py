@@ -91,7 +91,8 @@ class CalibrateConfig(_Frozen):
     seed: int = 0
 
 
-Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool"]
+Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool",
+                 "anchor_merge"]
 
 
 class EvaluateConfig(_Frozen):
@@ -141,7 +142,7 @@ class IndexConfig(_Frozen):
     backend: Literal["local", "elasticsearch"] = "local"
     backbone: str | None = None   # whose champion the index serves; default: the first backbone
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    dtype: Literal["float32", "float16", "bits"] = "float16"
+    dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
     two_stage: bool = False
     # first stage before exact MaxSim: none | mean | muvera; null: mean if two_stage else none
     first_stage: Literal["none", "mean", "muvera"] | None = None

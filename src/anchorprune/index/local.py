@@ -78,7 +78,7 @@ from anchorprune.index.first_stage import (
     top_candidates,
 )
 from anchorprune.pruning.base import PrunedPage
-from anchorprune.scoring import score_packed
+from anchorprune.scoring import bf16_accelerated, score_packed
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ class _Version:
         Scoring then skips the per-query float16 -> float32 (or bit-unpacking) pass over every
         vector; the file on disk keeps its compact encoding.
         """
-        if self.dense is not None or self.dtype == "float32":
+        if self.dense is not None or self.dtype == "float32" or (self.dtype == "bfloat16" and bf16_accelerated()):
             return
         total = self.vecs.shape[0]
         if total * self.dim * 4 > budget:
@@ -366,9 +366,10 @@ class _Version:
         if self.dense is not None:
             return score_packed(queries, self.dense, torch.from_numpy(self.offsets), chunk_tokens=chunk_tokens,
                                 page_ids=self.page_ids)
-        if self.dtype != "bits":
-            return score_packed(queries, torch.from_numpy(self.vecs), torch.from_numpy(self.offsets),
-                                chunk_tokens=chunk_tokens, page_ids=self.page_ids)
+        if self.dtype != "bits":   # bfloat16 rows: bf16 matmuls where the CPU accelerates them, else float32
+            vecs = quantize.as_bfloat16(self.vecs) if self.dtype == "bfloat16" else torch.from_numpy(self.vecs)
+            return score_packed(queries, vecs, torch.from_numpy(self.offsets),
+                                chunk_tokens=chunk_tokens, page_ids=self.page_ids, compute="auto")
         n_pages = len(self.page_ids)
         out = torch.empty(len(queries), n_pages, dtype=torch.float32)
         budget = max(chunk_tokens or _BITS_CHUNK_TOKENS, 1)
