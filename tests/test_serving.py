@@ -17,6 +17,7 @@ N = 8
 SPEC_BACKBONE = {"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted", "batch_size": 3}
 METHODS = {  # method -> (window, kappa)
     "sap": ([2, 3], None),
+    "anchor_merge": ([2, 3], None),
     "eos_adaptive": (None, 1.0),
     "eos_topk": (None, None),
     "random": (None, None),
