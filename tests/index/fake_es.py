@@ -143,6 +143,9 @@ class FakeES:
             if kind == "add":
                 new.setdefault(spec["alias"], set()).add(spec["index"])
             elif kind == "remove":
+                if spec.get("must_exist") and spec["index"] not in new.get(spec["alias"], set()):
+                    # must_exist: the whole request fails and nothing is applied (notes/elasticsearch-fidelity.md §5)
+                    raise _err(NotFoundError, 404, f"aliases [{spec['alias']}] missing")
                 new.get(spec["alias"], set()).discard(spec["index"])
             else:
                 raise AssertionError(kind)
@@ -155,6 +158,8 @@ class FakeES:
         idx = self.indices.setdefault(name, {"mappings": {}, "settings": {}, "docs": {}, "meta": {}})
         if params.get("op_type") == "create" and doc_id in idx["docs"]:
             raise _err(ConflictError, 409, f"[{doc_id}]: version conflict, document already exists")
+        if "if_seq_no" in params and (doc_id not in idx["docs"] or int(params["if_seq_no"]) != idx["meta"][doc_id]):
+            raise _err(ConflictError, 409, f"[{doc_id}]: version conflict, required seqNo [{params['if_seq_no']}]")
         self.seq += 1
         idx["docs"][doc_id] = body
         idx["meta"][doc_id] = self.seq

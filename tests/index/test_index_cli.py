@@ -44,7 +44,7 @@ def test_rollback_serves_the_previous_version_and_fails_clearly_without_one(tmp_
     assert out.exit_code == 0 and "rolled back from v2 to v1" in out.output
     assert idx.current().number == 1
     again = runner.invoke(app, ["index", "rollback", "--params", str(params)])
-    assert again.exit_code == 1 and "no version older than the serving one" in again.output
+    assert again.exit_code == 1 and "no healthy version that served before the serving one" in again.output
 
 
 def test_status_of_an_empty_index_says_how_to_build_one(tmp_path):
