@@ -347,11 +347,29 @@ def open_serving_index(ws: Workspace):
     return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
 
 
-def stage_index(ws: Workspace) -> dict:
+class NoChampionError(LookupError):
+    """The registry has no ``@champion`` for the index's backbone."""
+
+
+def stage_index(ws: Workspace, wait: bool = False) -> dict:
     """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
 
+    The build lock is held for the whole rebuild (read the champion, encode, build, verify,
+    swap, prune), whoever runs it (CLI, Prefect, ``dvc repro``, cron): a second one is refused
+    at once naming the holder, or queues with ``wait=True``. The swap is a compare-and-swap
+    against the version the rebuild started from, so it never moves the index backwards.
+    """
+    index = open_serving_index(ws)
+    with index.rebuild(wait=wait) as started_from:
+        return _stage_index_locked(ws, index, started_from)
+
+
+def _stage_index_locked(ws: Workspace, index, started_from: int | None) -> dict:
+    """:func:`stage_index`'s body, run with the build lock held.
+
     Pages whose content hash is already in the serving version are not re-encoded;
-    the rest are encoded with window-only capture (through the features cache).
+    the rest, and reused pages whose stored vectors fail their checksum, are encoded with
+    window-only capture (through the features cache).
     """
     from anchorprune.encoding import encode_pages
     from anchorprune.pruning import build_pruner
@@ -360,7 +378,7 @@ def stage_index(ws: Workspace) -> dict:
     bcfg = index_backbone(ws)
     champ = current_champion(ws.tracker, bcfg.name)
     if champ is None:
-        raise RuntimeError(
+        raise NoChampionError(
             f"no '{model_name(bcfg.name)}@champion' in the registry: run `anchorprune promote` first "
             f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
         )
@@ -368,7 +386,6 @@ def stage_index(ws: Workspace) -> dict:
     spec_bcfg = BackboneConfig(**spec.backbone)
     backbone = ws.backbone(spec_bcfg)
     capture = LayerCapture.window(spec.window or [backbone.num_layers - 1])
-    index = open_serving_index(ws)
     pages = list(ws.dataset.pages())
     build_key = {"backbone_id": spec_bcfg.model_id, "backbone_revision": spec_bcfg.revision,
                  "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-"}
@@ -376,7 +393,12 @@ def stage_index(ws: Workspace) -> dict:
     served_key = {k: (serving.manifest.get("meta") or serving.manifest).get(k) for k in build_key} if serving else None
     # unchanged pages are reused only when the serving version was built with the same pruning config
     existing = index.existing_hashes() if served_key == build_key else {}
-    changed = [p for p in pages if existing.get(p.page_id) != p.content_hash]
+    # a page whose stored vectors fail their checksum is re-encoded, never copied forward
+    damaged = set(index.damaged_pages([p.page_id for p in pages if existing.get(p.page_id) == p.content_hash]))
+    if damaged:
+        log.warning("index: %d stored pages fail their checksum and are re-encoded: %s", len(damaged),
+                    sorted(damaged)[:5])
+    changed = [p for p in pages if existing.get(p.page_id) != p.content_hash or p.page_id in damaged]
     feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
     kwargs = {"window": spec.window} if spec.window else {}
     if spec.method == "eos_adaptive":
@@ -390,7 +412,7 @@ def stage_index(ws: Workspace) -> dict:
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
             "model_version": spec.version}
     version = index.build(pruned, meta, reuse=keep)
-    index.swap(version)
+    index.swap(version, expected=started_from)      # compare-and-swap: never backwards
     index.prune_versions(ws.settings.index.keep_versions)
     info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
             "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
