@@ -1,6 +1,6 @@
 """One contract, both backends: build aside, swap, search, incremental rebuild, rollback, prune.
 
-Runs against: the local backend; the Elasticsearch backend over a recording in-memory
+The ``make_index`` fixture (``tests/index/conftest.py``) runs each test against: the local backend; the Elasticsearch backend over a recording in-memory
 transport (``fake_es``, always); and the Elasticsearch backend against a live cluster with an
 Enterprise or trial licence at ``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml),
 skipped when that variable is unset.
@@ -8,58 +8,12 @@ skipped when that variable is unset.
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 import torch
 from index_helpers import brute_maxsim, make_pages, planted_query, unit
 
-from anchorprune.index import IndexInputError, LocalIndex, NoServingVersionError, VersionNotFoundError
+from anchorprune.index import IndexInputError, NoServingVersionError, VersionNotFoundError
 from anchorprune.pruning.base import PrunedPage
-
-ES_URL = os.environ.get("ELASTICSEARCH_URL")
-
-BACKENDS = [
-    "local",
-    "es-recorded",
-    pytest.param("elasticsearch", marks=[
-        pytest.mark.elasticsearch,
-        pytest.mark.skipif(not ES_URL, reason="ELASTICSEARCH_URL is not set (no live Elasticsearch to test against)"),
-    ]),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def make_index(request, tmp_path, monkeypatch):
-    """A factory of fresh, empty indexes of the parametrised backend."""
-    from anchorprune.index.elasticsearch import ElasticsearchIndex
-
-    made = []
-    if request.param == "es-recorded":
-        from elasticsearch import Elasticsearch
-        from fake_es import FakeES
-
-        fake = FakeES()
-        monkeypatch.setattr(Elasticsearch, "perform_request",
-                            lambda self, method, path, **kw: fake.perform_request(self, method, path, **kw))
-
-    def factory(dtype: str = "float32", two_stage: bool = False, candidates: int = 100):
-        if request.param == "local":
-            return LocalIndex(tmp_path / "indexes", f"t-{len(made)}", dtype=dtype, two_stage=two_stage,
-                              candidates=candidates)
-        if request.param == "es-recorded":
-            return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), f"t-{len(made)}", dtype=dtype,
-                                      two_stage=two_stage, candidates=candidates, exact_max_pages=0)
-
-        idx = ElasticsearchIndex.from_env(f"anchorprune-test-{uuid.uuid4().hex[:8]}", dtype=dtype,
-                                          two_stage=two_stage, candidates=candidates, exact_max_pages=0)
-        made.append(idx)
-        return idx
-
-    yield factory
-    for idx in made:
-        idx.drop_all()
 
 
 def test_build_does_not_serve_until_swap(make_index):

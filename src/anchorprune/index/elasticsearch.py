@@ -189,6 +189,7 @@ class ElasticsearchIndex:
     """
 
     backend = "elasticsearch"
+    lock_breakable = True
     BUILD_STEPS = ("validate", "license", "lock", "create", "reuse", "bulk", "settings", "count", "verify",
                    "publish")
 

@@ -83,6 +83,8 @@ class Store(Protocol):
 
     name: str
     backend: str
+    #: whether a lock held by someone else can be removed from here (False: the OS holds it for a live process)
+    lock_breakable: bool
 
     def version_numbers(self) -> list[int]:
         """Numbers of the complete versions, ascending."""
@@ -121,7 +123,7 @@ class Store(Protocol):
         """The current holder's record; {} if unreadable; None if the lock is free."""
 
     def lock_break(self, held: dict[str, Any]) -> bool:
-        """Remove ``held``'s lock if it is still that record; False if this store cannot break a lock."""
+        """Remove ``held``'s lock if it is still that record (True), or False if this store cannot."""
 
     def lock_renew(self, owner: dict[str, Any]) -> None:
         """Extend the lease (raise IndexLockedError if the lock is no longer ours)."""
@@ -270,15 +272,16 @@ class Lifecycle:
                         else f"{self.what}: not locked")
             held = self.store.lock_owner()
         why = stale_reason(held) if held else None
+        if not self.store.lock_breakable:
+            raise IndexLockedError(
+                f"{self.what} is locked by a running process, {describe_owner(held)} "
+                f"({self.store.lock_where()}); the lock goes away when it exits: stop it "
+                f"(kill {(held or {}).get('pid')}) if it is stuck")
         if not (why or force):
             raise IndexLockedError(
                 f"{self.what} is locked by {describe_owner(held)} ({self.store.lock_where()}), which may still be "
                 "running; stop that build, or pass --force if you know it is gone")
-        if not self.store.lock_break(held or {}):
-            raise IndexLockedError(
-                f"{self.what} is locked by a running process, {describe_owner(held)} "
-                f"({self.store.lock_where()}); the lock goes away when it exits: stop it (kill {held.get('pid')}) "
-                "if it is stuck")
+        self.store.lock_break(held or {})
         return f"{self.what}: removed the build lock of {describe_owner(held)}" + (f" ({why})" if why else "")
 
     # ------------------------------------------------------------ serving pointer

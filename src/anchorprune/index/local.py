@@ -383,6 +383,7 @@ class LocalIndex:
     """
 
     backend = "local"
+    lock_breakable = False
     #: build steps, in order; ``_checkpoint(step)`` is called as each one starts (tests inject failures there)
     BUILD_STEPS = ("validate", "lock", "stage", "write", "manifest", "verify", "publish")
 
