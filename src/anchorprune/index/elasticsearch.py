@@ -355,8 +355,13 @@ class ElasticsearchIndex:
         cluster applies nothing if the alias no longer points at that version (an atomic compare-and-swap)."""
         from elasticsearch import NotFoundError
 
-        old = self._serving_number() if expected is ANY else expected
         actions: list[dict[str, Any]] = []
+        try:
+            old = self._serving_number() if expected is ANY else expected
+        except CorruptVersionError:             # the alias names several indices: take it off all of them
+            old = None
+            actions += [{"remove": {"index": i, "alias": self.name}}
+                        for i in dict(self.client.indices.get_alias(name=self.name))]
         if old is not None and old != number:
             remove: dict[str, Any] = {"index": self.index_name(old), "alias": self.name}
             if expected is not ANY:
