@@ -306,9 +306,9 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
 def _index_errors():
     from anchorprune.index import IndexStoreError
     from anchorprune.scoring import ScoringError
-    from anchorprune.stages import NoChampionError
+    from anchorprune.stages import IndexStageError
 
-    return (IndexStoreError, ScoringError, NoChampionError)
+    return (IndexStoreError, ScoringError, IndexStageError)
 
 
 def _open_index(params: Path):

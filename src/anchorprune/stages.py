@@ -337,7 +337,7 @@ def index_backbone(ws: Workspace) -> BackboneConfig:
     """The backbone whose champion the index serves (``index.backbone``, else the first listed)."""
     name = ws.settings.index.backbone or (ws.settings.backbones[0].name if ws.settings.backbones else None)
     if name is None:
-        raise ValueError("params.yaml lists no backbones: nothing to index")
+        raise IndexStageError("params.yaml lists no backbones: nothing to index; add one under `backbones:`")
     return ws.settings.backbone(name)
 
 
@@ -347,8 +347,8 @@ def open_serving_index(ws: Workspace):
     return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
 
 
-class NoChampionError(LookupError):
-    """The registry has no ``@champion`` for the index's backbone."""
+class IndexStageError(LookupError):
+    """The index stage cannot start: no backbone configured, or no ``@champion`` in the registry."""
 
 
 def stage_index(ws: Workspace, wait: bool = False) -> dict:
@@ -378,7 +378,7 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None) -> dict:
     bcfg = index_backbone(ws)
     champ = current_champion(ws.tracker, bcfg.name)
     if champ is None:
-        raise NoChampionError(
+        raise IndexStageError(
             f"no '{model_name(bcfg.name)}@champion' in the registry: run `anchorprune promote` first "
             f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
         )
