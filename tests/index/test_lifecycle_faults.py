@@ -241,3 +241,15 @@ def test_a_lock_held_by_a_live_rebuild_is_reported_by_status_and_not_removed_by_
         go.set()
         _join(child)
     assert q.get(timeout=TIMEOUT)[0] == "ok" and idx.life.store.lock_owner() is None
+
+
+def test_an_open_handle_notices_damage_done_after_it_opened_the_version(served):
+    idx, pages = served
+    idx.swap(idx.build(make_pages(n=4, seed=5), {}))
+    assert idx.search(planted_query(pages[0]), k=1)                # v2 opened and cached by this handle
+    (idx.dir / "v2" / "means.npy").write_bytes(b"")
+    with pytest.raises(CorruptVersionError, match="v2/means.npy has 0 bytes.*index rollback"):
+        idx.search(planted_query(pages[0]), k=1)
+    assert [h.ok for h in idx.health()] == [True, False]
+    assert idx.rollback().number == 1
+    assert idx.search(planted_query(pages[0]), k=1)[0].page_id == pages[0].page_id

@@ -567,7 +567,12 @@ class LocalIndex:
                 self._replace(self.dir / "SERVED", json.dumps([*hist, number]))
 
     def check_version(self, number: int, full: bool) -> None:
-        self._open(number, verify=full)
+        v = self._open(number, verify=full)
+        try:
+            check_sizes(v.path, v.manifest)        # an already-open version: its files may have changed since
+        except CorruptVersionError:
+            self._cache.pop(number, None)
+            raise
 
     def version_info(self, number: int) -> IndexVersion:
         return self._open(number).info(self.name)
