@@ -365,7 +365,8 @@ class Lifecycle:
         if cur is None:
             return set(numbers[-keep:])
         older = [n for n in numbers if n < cur]
-        served_older = [n for n in older if n in self.served()]
+        served = self.served()
+        served_older = [n for n in older if n in served]
         kept = {cur, *served_older[-1:]}
         for n in reversed(older):
             if len(kept) >= keep:
