@@ -2,19 +2,23 @@
 
 Layout (``root/<name>/``)::
 
-    CURRENT                 "v3" -- the serving version, replaced atomically (os.replace)
-    .lock                   {"pid", "host", "started_at", "token"} while a build runs
+    CURRENT                 "v3" -- the serving version, replaced atomically (os.replace) under .pointer.lock
+    SERVED                  [1, 2, 3] -- versions that have served (rollback targets; see lifecycle.py)
+    .lock                   a filelock held for a whole rebuild (the OS drops it when its process dies)
+    .lock.owner             {"pid", "host", "started_at", "token", "command"} of the holder, for messages
     v3/
       vectors.bin           packed page vectors [T, d] float32 | float16, or [T, d/8] uint8 sign bits (raw, C order)
       offsets.npy           [P + 1] int64: page p owns rows offsets[p]:offsets[p + 1]
       means.npy             [P, d] float16: L2-normalised mean vector of each page (two-stage first stage)
       pages.json            {"page_ids": [...], "content_hashes": [...]}
+      page_digests.npy      [P, 16] uint8: blake2b of each page's stored bytes (checked on reuse and on returned hits)
       manifest.json         dtype, dim, counts, meta (config hash, data version, model, backbone), sha256 of every file
     .build-v4-<token>/      a build in progress (renamed to v4/ only after it is verified)
 
 Guarantees: a build writes into a hidden staging directory, verifies it (checksums,
 counts, offsets, a smoke search) and only then renames it to ``v<N>/``; the serving
-version changes only in :meth:`LocalIndex.swap`, by replacing ``CURRENT``. Readers
+version changes only in :meth:`LocalIndex.swap` (a compare-and-swap decided in
+:mod:`anchorprune.index.lifecycle`), by replacing ``CURRENT``. Readers
 memory-map ``vectors.bin`` and re-read ``CURRENT`` on every search, so a swap is picked
 up at the next query and a version deleted under a running reader stays readable to it
 (POSIX unlink semantics).
