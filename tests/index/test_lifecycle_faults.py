@@ -253,3 +253,24 @@ def test_an_open_handle_notices_damage_done_after_it_opened_the_version(served):
     assert [h.ok for h in idx.health()] == [True, False]
     assert idx.rollback().number == 1
     assert idx.search(planted_query(pages[0]), k=1)[0].page_id == pages[0].page_id
+
+
+def test_damage_that_only_changes_the_ranking_is_refused_at_the_first_search(served):
+    """The issue's second case: a third of vectors.bin overwritten, the damaged page drops out of the top k."""
+    idx, _ = served
+    new = make_pages(n=30, seed=2, prefix="b")
+    idx.swap(idx.build(new, {}))
+    q = planted_query(new[12])
+    assert idx.search(q, k=3)[0].page_id == "b012"
+    f = idx.dir / "v2" / "vectors.bin"
+    data = bytearray(f.read_bytes())
+    third = len(data) // 3
+    data[third: 2 * third] = np.full(third // 2, 0.25, dtype=np.float16).tobytes()[:third]
+    f.write_bytes(bytes(data))
+    fresh = LocalIndex(idx.dir.parent, "idx", resident_bytes=0)       # searched from the memory map
+    with pytest.raises(CorruptVersionError, match="v2/vectors.bin does not match its checksum.*index rollback"):
+        fresh.search(q, k=3)
+    unchecked = LocalIndex(idx.dir.parent, "idx", resident_bytes=0, verify_on_open=False)
+    hits = unchecked.search(q, k=3)            # the documented trade-off: only returned pages are checked
+    assert "b012" not in [h.page_id for h in hits]
+    assert fresh.rollback().number == 1

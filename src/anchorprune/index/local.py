@@ -200,6 +200,7 @@ class _Version:
     digests: np.ndarray | None = None      # [P, 16] uint8 blake2b of each page's stored bytes (None: older versions)
     dense: torch.Tensor | None = None      # [T, d] float32 decoded copy kept in RAM (see LocalIndex.resident_bytes)
     _where: dict[str, int] | None = None   # page id -> position, built on first use
+    checked: bool = False                  # vectors.bin's sha256 was checked since this object opened it
 
     @property
     def dtype(self) -> str:
@@ -233,6 +234,7 @@ class _Version:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptVersionError(f"{path.name} cannot be read ({type(exc).__name__}: {exc}); {_FIX}") from None
         v.check_consistent()
+        v.checked = verify
         return v
 
     def position(self, page_id: str) -> int:
@@ -298,6 +300,7 @@ class _Version:
             raise CorruptVersionError(f"{self.path.name}/vectors.bin does not match its checksum in the manifest "
                                       f"(the file is damaged); {_FIX}")
         self.dense = dense
+        self.checked = True
 
     def rows(self, pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded float32 vectors of the given pages (in that order) and their local offsets."""
@@ -373,6 +376,11 @@ class LocalIndex:
         A float16 or bits serving version whose float32 decoding fits this many bytes is decoded
         once into RAM and searched from there (faster: no per-query conversion); larger ones, and
         float32 versions, are searched straight from the memory map. 0 turns it off.
+    verify_on_open
+        Check the sha256 of the serving version's ``vectors.bin`` at its first search in this
+        object (a float16 / bits version decoded into RAM is checked on the way anyway). Every
+        search also checks file sizes and the digests of the pages it returns. Turn it off only
+        for a version too large to read once per process (then ``anchorprune index verify``).
 
     Examples
     --------
@@ -392,7 +400,8 @@ class LocalIndex:
     BUILD_STEPS = ("validate", "lock", "stage", "write", "manifest", "verify", "publish")
 
     def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
-                 candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30):
+                 candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
+                 verify_on_open: bool = True):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
@@ -404,6 +413,7 @@ class LocalIndex:
         self.candidates = candidates
         self.chunk_tokens = chunk_tokens
         self.resident_bytes = resident_bytes
+        self.verify_on_open = verify_on_open
         self._cache: dict[int, _Version] = {}
         self.life = Lifecycle(self, f"index {name!r} ({self.dir})")
 
@@ -473,6 +483,9 @@ class LocalIndex:
                 ov.dense = None
         if self.resident_bytes:
             v.make_resident(self.resident_bytes)
+        if self.verify_on_open and not v.checked:     # once per opened version: nothing served changes silently
+            check_files(v.path, v.manifest, full=True)
+            v.checked = True
         return v
 
     def current(self) -> IndexVersion | None:
