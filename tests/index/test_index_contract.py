@@ -1,6 +1,6 @@
 """One contract, both backends: build aside, swap, search, incremental rebuild, rollback, prune.
 
-The ``make_index`` fixture (``tests/index/conftest.py``) runs each test against: the local backend; the Elasticsearch backend over a recording in-memory
+The ``make_index`` fixture (``tests/index/index_fixtures.py``) runs each test against: the local backend; the Elasticsearch backend over a recording in-memory
 transport (``fake_es``, always); and the Elasticsearch backend against a live cluster with an
 Enterprise or trial licence at ``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml),
 skipped when that variable is unset.
@@ -8,12 +8,15 @@ skipped when that variable is unset.
 
 from __future__ import annotations
 
+import index_fixtures
 import pytest
 import torch
 from index_helpers import brute_maxsim, make_pages, planted_query, unit
 
 from anchorprune.index import IndexInputError, NoServingVersionError, VersionNotFoundError
 from anchorprune.pruning.base import PrunedPage
+
+make_index = index_fixtures.make_index        # the shared fixture (see index_fixtures.py)
 
 
 def test_build_does_not_serve_until_swap(make_index):

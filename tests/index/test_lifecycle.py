@@ -1,6 +1,6 @@
 """The life cycle (lifecycle.py) on both stores: lock over the rebuild, compare-and-swap, served history,
 rollback to a healthy served version, retention, health. Every test runs on the local store and on the
-Elasticsearch backend over the fake (``make_index`` in conftest.py), and on a live cluster when
+Elasticsearch backend over the fake (``make_index`` in index_fixtures.py), and on a live cluster when
 ``ELASTICSEARCH_URL`` is set. Damage is injected per store (``damage``/``break_pointer``).
 """
 
@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 
+import index_fixtures
 import pytest
 from index_helpers import make_pages, planted_query
 
@@ -21,6 +22,8 @@ from anchorprune.index import (
     VersionNotFoundError,
 )
 from anchorprune.index.elasticsearch import ElasticsearchIndex
+
+make_index = index_fixtures.make_index        # the shared fixture (see index_fixtures.py)
 
 
 def twin(idx):

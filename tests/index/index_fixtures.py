@@ -1,4 +1,8 @@
-"""The ``make_index`` fixture: fresh, empty indexes of each backend (contract and lifecycle tests share it)."""
+"""The ``make_index`` fixture: fresh, empty indexes of each backend (contract and lifecycle tests share it).
+
+Imported by name (``from index_fixtures import make_index``), not a second ``conftest.py``: with
+``--doctest-modules`` two ``conftest`` modules in one run collide ("import file mismatch").
+"""
 
 from __future__ import annotations
 
