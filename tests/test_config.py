@@ -16,6 +16,8 @@ INVALID = {
     "bad-backbone-kind.yaml": ["'backbones.0.kind'", "minilm-text"],
     "duplicate-backbone.yaml": ["unique", "['a']"],
     "not-a-mapping.yaml": ["must hold a mapping"],
+    "bad-vidore-language.yaml": ["'data.vidore_languages'", "['en']", "'english'"],
+    "candidates-over-knn-limit.yaml": ["'index.candidates'", "above 10000", "use 10000 or fewer"],
 }
 
 
@@ -69,3 +71,9 @@ def test_unknown_backbone_lookup_lists_known():
     cfg = load_settings(ROOT / "params.yaml")
     with pytest.raises(ConfigError, match="known: minilm-text"):
         cfg.backbone("colpali")
+
+
+def test_vidore_languages_default_all_and_english_list():
+    assert load_settings(ROOT / "params.yaml").data.vidore_languages == "all"
+    cfg = load_settings(CONFS / "valid" / "vidore-mteb-english.yaml")
+    assert cfg.data.vidore_languages == ("english",) and cfg.data.vidore_protocol == "per_dataset"

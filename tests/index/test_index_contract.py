@@ -1,7 +1,8 @@
 """One contract, both backends: build aside, swap, search, incremental rebuild, rollback, prune.
 
-The ``make_index`` fixture (``tests/index/index_fixtures.py``) runs each test against: the local backend; the Elasticsearch backend over a recording in-memory
-transport (``fake_es``, always); and the Elasticsearch backend against a live cluster with an
+The ``make_index`` fixture (``tests/index/index_fixtures.py``) runs each test against: the local backend;
+the Elasticsearch backend over the strict in-memory double (``fake_es``, always, at server versions 8.18,
+9.0, 9.2 and 9.3); and the Elasticsearch backend against a live cluster with an
 Enterprise or trial licence at ``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml),
 skipped when that variable is unset.
 """
