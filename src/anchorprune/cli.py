@@ -303,15 +303,17 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     serve_deployments(str(params), str(Path.cwd()))
 
 
-# ---------------------------------------------------------------- index (issue #8)
+# ---------------------------------------------------------------- index (issues #8, #13)
 # `index build` runs the pipeline's index stage (stages.stage_index: the registry's @champion config,
 # window-only capture through the features cache, pages whose content hash is unchanged reused, build ->
-# verify -> swap -> prune to index.keep_versions). search/status/rollback work on whatever serves now.
+# verify -> swap -> prune to index.keep_versions) with the build lock held throughout. status/rollback/verify/
+# unlock work even when the serving version is broken; every failure is one line and a non-zero exit.
 def _index_errors():
     from anchorprune.index import IndexStoreError
     from anchorprune.scoring import ScoringError
+    from anchorprune.stages import IndexStageError
 
-    return (IndexStoreError, ScoringError)
+    return (IndexStoreError, ScoringError, IndexStageError)
 
 
 def _open_index(params: Path):
@@ -330,19 +332,26 @@ def _index_call(fn):
     try:
         return fn()
     except _index_errors() as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(1) from None
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 @index_app.command("build")
-def index_build(params: ParamsOpt = Path("params.yaml")) -> None:
+def index_build(
+    params: ParamsOpt = Path("params.yaml"),
+    wait: Annotated[bool, typer.Option("--wait", help="queue behind a running build instead of failing")] = False,
+) -> None:
     """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones."""
     import logging
 
     from anchorprune.stages import stage_index
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    info = _index_call(lambda: stage_index(_workspace(params)))
+    info = _index_call(lambda: stage_index(_workspace(params), wait=wait))
     typer.echo(f"index {info['index']} ({info['backend']}) now serves v{info['version']}: {info['pages']} pages, "
                f"{info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB; re-encoded {info['reencoded_pages']}, "
                f"reused {info['reused_pages']}")
@@ -355,8 +364,14 @@ def index_search(
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits to print")] = 10,
 ) -> None:
     """Search the serving index version with a text query."""
+    if not query.strip():
+        typer.echo('error: the query is empty; pass the text to search for, e.g. `anchorprune index search '
+                   '"how do I install R packages"`', err=True)
+        raise typer.Exit(2)
     from anchorprune.stages import stage_search
 
+    idx = _open_index(params)
+    _index_call(lambda: idx.search_many([], 1))          # the cheap checks first: no model load for a broken index
     hits = _index_call(lambda: stage_search(_workspace(params), query, k=k))
     for rank, hit in enumerate(hits, 1):
         typer.echo(f"{rank:3d}. {hit.page_id}  {hit.score:.4f}")
@@ -367,30 +382,86 @@ def index_status(
     params: ParamsOpt = Path("params.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="print the stats as JSON")] = False,
 ) -> None:
-    """Show the serving version (pages, vectors, bytes, build meta) and the versions kept for rollback."""
+    """Show the serving version, every version's health, and which ones a rollback can serve."""
     import json
 
     idx = _open_index(params)
-    stats = _index_call(idx.stats)
+    pointer = _index_call(idx.life.pointer_problem)
+    health = _index_call(idx.health)
+    cur = next((h for h in health if h.serving), None)
+    target = _index_call(idx.life.rollback_target)
     if as_json:
-        typer.echo(json.dumps(stats.as_dict(), indent=2))
+        stats = _index_call(idx.stats) if cur is not None and cur.ok else None
+        out = stats.as_dict() if stats else {"name": idx.name, "backend": idx.backend, "current": None}
+        out["pointer_problem"] = pointer
+        out["rollback_target"] = target
+        out["health"] = [{"version": h.number, "ok": h.ok, "problem": h.problem, "served": h.served,
+                          "serving": h.serving} for h in health]
+        typer.echo(json.dumps(out, indent=2))
         return
-    cur = stats.current
-    typer.echo(f"index {stats.name} ({stats.backend}, {stats.dtype}, two-stage {'on' if stats.two_stage else 'off'})")
-    if cur is None:
+    typer.echo(f"index {idx.name} ({idx.backend}, {idx.dtype}, two-stage {'on' if idx.two_stage else 'off'})")
+    if pointer:
+        typer.echo(f"  ! serving pointer: {_one_line(pointer)}")
+    elif cur is None:
         typer.echo("  no serving version: run `anchorprune index build`")
-    for v in _index_call(idx.versions):
-        mark = "*" if cur is not None and v.number == cur.number else " "
+    for h in health:
+        mark = "*" if h.serving else " "
+        served = "served" if h.served else "never served"
+        if not h.ok:
+            typer.echo(f"  {mark} v{h.number}  DAMAGED ({served}): {_one_line(h.problem or '')}")
+            continue
+        v = h.info
         meta = v.manifest.get("meta", {})
         typer.echo(f"  {mark} v{v.number}  {v.created_at}  {v.pages} pages  {v.vectors} vectors  "
                    f"{v.bytes / 1e6:.1f} MB  {v.bytes / max(v.pages, 1):.0f} B/page  "
-                   f"model {meta.get('model', '-')}:{meta.get('model_version', '-')}  data {meta.get('data_version', '-')}")
+                   f"model {meta.get('model', '-')}:{meta.get('model_version', '-')}  "
+                   f"data {meta.get('data_version', '-')}  {served}")
+    if pointer or (cur is not None and not cur.ok):
+        typer.echo(f"  fix: `anchorprune index rollback` serves v{target}" if target is not None
+                   else "  fix: no healthy version that served is left: `anchorprune index build`")
 
 
 @index_app.command("rollback")
 def index_rollback(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Serve the previous version again (the newest kept version older than the serving one)."""
+    """Serve the newest healthy version that served before the serving one (works when the serving one is broken)."""
     idx = _open_index(params)
-    before = _index_call(idx.current)
+    before = idx.life.pointer_problem() is None and _index_call(idx.life.serving)
     prev = _index_call(idx.rollback)
-    typer.echo(f"index {idx.name}: rolled back from v{before.number if before else '-'} to v{prev.number}")
+    typer.echo(f"index {idx.name}: rolled back from {f'v{before}' if before else 'a broken pointer'} to "
+               f"v{prev.number}")
+
+
+@index_app.command("verify")
+def index_verify(
+    params: ParamsOpt = Path("params.yaml"),
+    version: Annotated[int | None, typer.Option("--version", help="check only this version")] = None,
+) -> None:
+    """Check every checksum of every version (or one); exit 1 naming each damaged file."""
+    idx = _open_index(params)
+    health = [h for h in _index_call(lambda: idx.health(full=True)) if version is None or h.number == version]
+    if version is not None and not health:
+        typer.echo(f"error: index {idx.name} has no version v{version}; `anchorprune index status` lists them",
+                   err=True)
+        raise typer.Exit(1)
+    bad = 0
+    for h in health:
+        if h.ok:
+            typer.echo(f"v{h.number}: ok{' (serving)' if h.serving else ''}")
+        else:
+            bad += 1
+            typer.echo(f"v{h.number}: DAMAGED{' (serving)' if h.serving else ''}: {_one_line(h.problem or '')}",
+                       err=True)
+    if bad:
+        typer.echo(f"error: {bad} damaged version(s); `anchorprune index rollback` serves the last healthy one, "
+                   "`anchorprune index build` writes a fresh one", err=True)
+        raise typer.Exit(1)
+
+
+@index_app.command("unlock")
+def index_unlock(
+    params: ParamsOpt = Path("params.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="remove a lock whose owner may still be running")] = False,
+) -> None:
+    """Remove a build lock left behind by a build that is gone (refuses a live one unless --force)."""
+    idx = _open_index(params)
+    typer.echo(_index_call(lambda: idx.unlock(force=force)))

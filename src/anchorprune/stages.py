@@ -387,7 +387,7 @@ def index_backbone(ws: Workspace) -> BackboneConfig:
     """The backbone whose champion the index serves (``index.backbone``, else the first listed)."""
     name = ws.settings.index.backbone or (ws.settings.backbones[0].name if ws.settings.backbones else None)
     if name is None:
-        raise ValueError("params.yaml lists no backbones: nothing to index")
+        raise IndexStageError("params.yaml lists no backbones: nothing to index; add one under `backbones:`")
     return ws.settings.backbone(name)
 
 
@@ -397,11 +397,29 @@ def open_serving_index(ws: Workspace):
     return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
 
 
-def stage_index(ws: Workspace) -> dict:
+class IndexStageError(LookupError):
+    """The index stage cannot start: no backbone configured, or no ``@champion`` in the registry."""
+
+
+def stage_index(ws: Workspace, wait: bool = False) -> dict:
     """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
 
+    The build lock is held for the whole rebuild (read the champion, encode, build, verify,
+    swap, prune), whoever runs it (CLI, Prefect, ``dvc repro``, cron): a second one is refused
+    at once naming the holder, or queues with ``wait=True``. The swap is a compare-and-swap
+    against the version the rebuild started from, so it never moves the index backwards.
+    """
+    index = open_serving_index(ws)
+    with index.rebuild(wait=wait) as started_from:
+        return _stage_index_locked(ws, index, started_from)
+
+
+def _stage_index_locked(ws: Workspace, index, started_from: int | None) -> dict:
+    """:func:`stage_index`'s body, run with the build lock held.
+
     Pages whose content hash is already in the serving version are not re-encoded;
-    the rest are encoded with window-only capture (through the features cache).
+    the rest, and reused pages whose stored vectors fail their checksum, are encoded with
+    window-only capture (through the features cache).
     """
     from anchorprune.encoding import encode_pages
     from anchorprune.registry import current_champion, model_name, stale_reason
@@ -409,7 +427,7 @@ def stage_index(ws: Workspace) -> dict:
     bcfg = index_backbone(ws)
     champ = current_champion(ws.tracker, bcfg.name)
     if champ is None:
-        raise RuntimeError(
+        raise IndexStageError(
             f"no '{model_name(bcfg.name)}@champion' in the registry: run `anchorprune promote` first "
             f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
         )
@@ -421,7 +439,6 @@ def stage_index(ws: Workspace) -> dict:
     backbone = ws.backbone(spec_bcfg)
     pruner = spec.pruner()          # everything (window, γ, κ) from the spec: nothing recomputed here
     capture = spec.capture(backbone.num_layers)
-    index = open_serving_index(ws)
     pages = list(ws.dataset.pages())
     build_key = {"backbone_id": spec_bcfg.model_id, "backbone_revision": spec_bcfg.revision,
                  "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-",
@@ -430,14 +447,19 @@ def stage_index(ws: Workspace) -> dict:
     served_key = {k: (serving.manifest.get("meta") or serving.manifest).get(k) for k in build_key} if serving else None
     # unchanged pages are reused only when the serving version was built with the same pruning config
     existing = index.existing_hashes() if served_key == build_key else {}
-    changed = [p for p in pages if existing.get(p.page_id) != p.content_hash]
+    # a page whose stored vectors fail their checksum is re-encoded, never copied forward
+    damaged = set(index.damaged_pages([p.page_id for p in pages if existing.get(p.page_id) == p.content_hash]))
+    if damaged:
+        log.warning("index: %d stored pages fail their checksum and are re-encoded: %s", len(damaged),
+                    sorted(damaged)[:5])
+    changed = [p for p in pages if existing.get(p.page_id) != p.content_hash or p.page_id in damaged]
     feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
     pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
     keep = [p.page_id for p in pages if p.page_id not in feats]
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
             "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or ""}
     version = index.build(pruned, meta, reuse=keep)
-    index.swap(version)
+    index.swap(version, expected=started_from)      # compare-and-swap: never backwards
     index.prune_versions(ws.settings.index.keep_versions)
     info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
             "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,

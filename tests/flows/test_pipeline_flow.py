@@ -94,6 +94,21 @@ def test_pipeline_end_to_end(project):
     assert again["version"] == info["version"] + 1
     assert (again["reused_pages"], again["reencoded_pages"]) == (40, 0)
 
+    # issue 13: a served page whose stored vectors were overwritten is re-encoded, not copied forward
+    import numpy as np
+
+    from anchorprune.index import LocalIndex
+
+    vdir = project / ws.settings.paths.index_dir / ws.settings.index.name / f"v{again['version']}"
+    vec = vdir / "vectors.bin"
+    data = bytearray(vec.read_bytes())
+    data[:16] = np.full(4, 0.5, dtype=np.float32).tobytes()        # page 0's first vector: wrong but finite
+    vec.write_bytes(bytes(data))
+    healed = stage_index(ws)
+    assert (healed["reused_pages"], healed["reencoded_pages"]) == (15, 1)
+    LocalIndex(vdir.parent.parent, ws.settings.index.name).verify(healed["version"])
+    assert stage_search(ws, "which page is about topic:t0?", k=1)[0].page_id == "p00"
+
 
 def test_champion_runs_as_pyfunc(project):
     import mlflow

@@ -138,8 +138,10 @@ def test_swap_is_one_update_aliases_call_remove_then_add(fake):
     assert calls[1].body == {"actions": [{"remove": {"index": "pages-v1", "alias": "pages"}},
                                          {"add": {"index": "pages-v2", "alias": "pages"}}]}
     idx.rollback()
+    # a rollback is a compare-and-swap: must_exist makes the cluster apply nothing if v2 no longer serves
     assert fake.of("indices.update_aliases")[-1].body == {"actions": [
-        {"remove": {"index": "pages-v2", "alias": "pages"}}, {"add": {"index": "pages-v1", "alias": "pages"}}]}
+        {"remove": {"index": "pages-v2", "alias": "pages", "must_exist": True}},
+        {"add": {"index": "pages-v1", "alias": "pages"}}]}
 
 
 def test_exact_search_body_is_script_score_maxsim(fake):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import os
 import socket
 import subprocess
@@ -98,40 +99,55 @@ def test_a_second_build_in_the_same_process_is_refused(served, monkeypatch):
     assert inner and f"pid {os.getpid()}" in str(inner[0]) and "already being built" in str(inner[0])
 
 
-def test_a_live_owner_on_this_host_refuses_the_build(served):
+def _hold_lock(root, ready, release):
+    """In a child process: hold the build lock of ``root/idx`` until ``release`` is set."""
+    with LocalIndex(root, "idx").rebuild():
+        ready.set()
+        release.wait(30)
+
+
+def test_a_live_owner_in_another_process_refuses_the_build_naming_it(served):
     idx, pages = served
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(idx.dir.parent, ready, release))
+    holder.start()
     try:
-        (idx.dir / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
-                                                   "started_at": "2026-01-01T00:00:00Z", "token": "x"}))
-        with pytest.raises(IndexLockedError, match=f"pid {sleeper.pid}"):
+        assert ready.wait(30)
+        with pytest.raises(IndexLockedError, match=f"pid {holder.pid} on host") as err:
             idx.build(make_pages(n=2), {})
+        assert "index build --wait" in str(err.value) and "index unlock" in str(err.value)
+        with pytest.raises(IndexLockedError, match="running process"):
+            idx.unlock()                          # a live owner's OS lock cannot be removed from here
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        release.set()
+        holder.join(30)
     _still_serving(idx, pages)
-    assert (idx.dir / ".lock").exists()               # someone else's lock is not ours to remove
+    assert not (idx.dir / ".lock.owner").exists()   # the holder removed its record on the way out
+    assert idx.build(make_pages(n=2), {}).number == 2
 
 
-def test_a_lock_from_another_host_is_never_judged_stale(served):
-    idx, _ = served
-    (idx.dir / ".lock").write_text(json.dumps({"pid": 1, "host": "some-other-host", "started_at": "t"}))
-    with pytest.raises(IndexLockedError, match="some-other-host"):
-        idx.build(make_pages(n=2), {})
-
-
-def test_a_stale_lock_of_a_dead_pid_is_taken_over(served, caplog):
+def test_an_owner_record_left_by_a_dead_build_is_taken_over_with_a_warning(served, caplog):
     idx, _ = served
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (idx.dir / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                               "started_at": "2026-01-01T00:00:00Z", "token": "old"}))
+    (idx.dir / ".lock.owner").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                                     "started_at": "2026-01-01T00:00:00Z", "token": "old",
+                                                     "command": "anchorprune index build"}))
     (idx.dir / ".build-v2-deadbeef").mkdir()          # what the crashed build left behind
-    with caplog.at_level(logging.WARNING, logger="anchorprune.index.local"):
+    with caplog.at_level(logging.WARNING, logger="anchorprune.index.lifecycle"):
         v = idx.build(make_pages(n=2, seed=8), {})
     assert v.number == 2
-    assert "stale lock" in caplog.text
-    assert not (idx.dir / ".lock").exists() and not (idx.dir / ".build-v2-deadbeef").exists()
+    assert "stale build lock" in caplog.text and f"pid {dead.pid}" in caplog.text
+    assert not (idx.dir / ".lock.owner").exists() and not (idx.dir / ".build-v2-deadbeef").exists()
+
+
+def test_unlock_removes_a_leftover_record_and_says_so(served):
+    idx, _ = served
+    (idx.dir / ".lock.owner").write_text(json.dumps({"pid": 1, "host": "some-other-host", "started_at": "t"}))
+    assert "removed a lock record left by pid 1 on host 'some-other-host'" in idx.unlock()
+    assert not (idx.dir / ".lock.owner").exists()
+    assert idx.unlock().endswith("not locked")
 
 
 @pytest.mark.parametrize("bad", ["nan", "dim", "empty", "duplicate"])
@@ -261,7 +277,7 @@ def test_manifest_records_meta_checksums_and_sizes(served):
     v = idx.current()
     m = v.manifest
     assert m["meta"] == {"config_hash": "c1"} and m["dtype"] == "float16" and m["dim"] == 16
-    assert set(m["files"]) == {"vectors.bin", "offsets.npy", "means.npy", "pages.json"}
+    assert set(m["files"]) == {"vectors.bin", "offsets.npy", "means.npy", "pages.json", "page_digests.npy"}
     assert m["files"]["vectors.bin"]["bytes"] == v.vectors * 16 * 2
     assert v.bytes == sum(f.stat().st_size for f in (idx.dir / "v1").iterdir())
     assert (idx.dir / "CURRENT").read_text().strip() == "v1"

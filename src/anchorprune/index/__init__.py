@@ -24,11 +24,13 @@ from anchorprune.index.base import (
     NoServingVersionError,
     VersionNotFoundError,
 )
+from anchorprune.index.lifecycle import SwapConflictError, VersionHealth
 from anchorprune.index.local import LocalIndex
 
 __all__ = [
     "CorruptVersionError", "Hit", "Index", "IndexInputError", "IndexLockedError", "IndexStats", "IndexStoreError",
-    "IndexVersion", "LocalIndex", "NoServingVersionError", "VersionNotFoundError", "open_index",
+    "IndexVersion", "LocalIndex", "NoServingVersionError", "SwapConflictError", "VersionHealth",
+    "VersionNotFoundError", "open_index",
 ]
 
 

@@ -3,17 +3,22 @@
 Both backends (:mod:`anchorprune.index.local`, :mod:`anchorprune.index.elasticsearch`)
 follow the same life cycle:
 
+0. ``with index.rebuild(wait=False) as started_from:`` holds the build lock for a whole
+   rebuild (read the champion, encode, build, swap, prune); a second one gets
+   :class:`IndexLockedError` naming the holder at once (``wait=True`` queues).
 1. ``build(pages, meta, reuse=...)`` validates the input, writes a **new** version
    next to the serving one, verifies it (checksums / counts / a smoke search) and
    returns its :class:`IndexVersion`. It does **not** serve it. A failure at any step
-   removes the half-built version and leaves the serving one untouched. Only one build
-   of an index runs at a time (a lock naming its owner; a second build gets
-   :class:`IndexLockedError`).
-2. ``swap(version)`` makes it the serving version in one atomic step (a pointer file
-   replaced with ``os.replace`` / one ``update_aliases`` call).
-3. ``rollback()`` serves the previous version again (the newest complete version older
-   than the serving one); ``prune_versions(keep)`` deletes old versions but always keeps
-   the serving one and its previous one.
+   removes the half-built version and leaves the serving one untouched. It takes the
+   build lock itself when no ``rebuild()`` holds it.
+2. ``swap(version, expected=started_from)`` makes it the serving version in one atomic
+   step (a pointer file replaced with ``os.replace`` / one ``update_aliases`` call), only
+   if ``started_from`` still serves (compare-and-swap; otherwise
+   :class:`~anchorprune.index.lifecycle.SwapConflictError` and the newer version keeps serving).
+3. ``rollback()`` serves the newest healthy version older than the serving one that has
+   served (any healthy served version when the serving one is broken);
+   ``prune_versions(keep)`` never deletes the serving one nor the last one that served
+   before it. All of this is written once, in :mod:`anchorprune.index.lifecycle`.
 
 Incremental rebuilds
 --------------------
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -137,7 +143,9 @@ class Index(Protocol):
     def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any],
               reuse: Iterable[str] = ()) -> IndexVersion: ...
 
-    def swap(self, version: IndexVersion | int) -> None: ...
+    def rebuild(self, wait: bool = False) -> AbstractContextManager[int | None]: ...
+
+    def swap(self, version: IndexVersion | int, expected: Any = ...) -> None: ...
 
     def search(self, query_vectors: torch.Tensor, k: int = 10) -> list[Hit]: ...
 
@@ -156,6 +164,14 @@ class Index(Protocol):
     def prune_versions(self, keep: int = 2) -> list[int]: ...
 
     def existing_hashes(self) -> dict[str, str]: ...
+
+    def damaged_pages(self, page_ids: Iterable[str]) -> list[str]: ...
+
+    def verify(self, version: IndexVersion | int) -> IndexVersion: ...
+
+    def health(self, full: bool = False) -> list[Any]: ...
+
+    def unlock(self, force: bool = False) -> str: ...
 
 
 # ---------------------------------------------------------------- shared helpers

@@ -12,8 +12,10 @@ and the version's manifest in the mapping's ``_meta.anchorprune`` (dtype, dim,
 counts, build meta, ``complete: true`` once verified). The serving version is the
 index the alias points at.
 
-Build: validate -> lock (a document created with ``op_type=create`` in
-``<alias>-lock``, naming pid + host; a dead pid on this host is a stale lock) ->
+Build: validate -> lock (a document ``<alias>-lock/_doc/build`` created with
+``op_type=create``, naming pid, host and command, with a lease that each build step
+renews by compare-and-set on ``_seq_no``; an expired lease or a dead pid on this host
+is a stale lock, taken over with a warning; see :mod:`anchorprune.index.lifecycle`) ->
 create the index with ``refresh_interval: -1`` and 0 replicas -> copy unchanged
 pages server-side with ``_reindex`` (an ``ids`` query: nothing is re-encoded or
 re-sent) -> ``helpers.streaming_bulk`` the new pages (small chunks, a byte cap,
@@ -57,8 +59,6 @@ import json
 import logging
 import os
 import re
-import socket
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +86,7 @@ from anchorprune.index.base import (
     validate_pages,
     version_number,
 )
-from anchorprune.index.local import _pid_alive
+from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth, describe_owner
 from anchorprune.pruning.base import PrunedPage
 
 log = logging.getLogger(__name__)
@@ -326,13 +326,14 @@ class ElasticsearchIndex:
     """
 
     backend = "elasticsearch"
+    lock_breakable = True
     BUILD_STEPS = ("validate", "license", "lock", "create", "reuse", "bulk", "settings", "count", "verify",
                    "publish")
 
     def __init__(self, client: Any, alias: str, dtype: str = "float16", two_stage: bool = False,
                  candidates: int = 100, exact_max_pages: int = 5000, replicas: int = 1,
                  chunk_pages: int | None = None, max_chunk_bytes: int = 32 * 1024 * 1024, max_retries: int = 5,
-                 hamming: bool = False, where: str = "Elasticsearch"):
+                 hamming: bool = False, where: str = "Elasticsearch", lock_lease_s: float = 600.0):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", alias):
             raise IndexInputError(f"Elasticsearch alias {alias!r} must be lowercase letters, digits, '_' or '-'")
         self.client = client
@@ -353,6 +354,8 @@ class ElasticsearchIndex:
         self._license_ok = False
         self._server: ServerInfo | None = None
         self._meta_cache: dict[str, dict[str, Any]] = {}
+        self._lock_seq: tuple[Any, Any] = (None, None)
+        self.life = Lifecycle(self, f"Elasticsearch index {alias!r} at {where}", lease_s=lock_lease_s)
 
     @classmethod
     def from_env(cls, alias: str, **kwargs: Any) -> ElasticsearchIndex:
@@ -514,43 +517,159 @@ class ElasticsearchIndex:
                 "Enterprise licence or a trial (POST _license/start_trial?acknowledge=true starts a 30-day trial). "
                 "The local backend (index.backend: local, the default) works without any licence.")
 
-    def _acquire_lock(self) -> dict[str, Any]:
+    # ------------------------------------------------------------ the Store protocol (lifecycle.py decides)
+    def version_numbers(self) -> list[int]:
+        return self._numbers()
+
+    def read_serving(self) -> int | None:
+        return self._serving_number()
+
+    def write_serving(self, number: int, expected: Any) -> None:
+        """One ``update_aliases`` call; with ``expected``, its ``remove`` carries ``must_exist: true``, so the
+        cluster applies nothing if the alias no longer points at that version (an atomic compare-and-swap)."""
+        from elasticsearch import NotFoundError
+
+        actions: list[dict[str, Any]] = []
+        try:
+            old = self._serving_number() if expected is ANY else expected
+        except CorruptVersionError:             # the alias names several indices: take it off all of them
+            old = None
+            actions += [{"remove": {"index": i, "alias": self.name}}
+                        for i in dict(self.client.indices.get_alias(name=self.name))]
+        if old is not None and old != number:
+            remove: dict[str, Any] = {"index": self.index_name(old), "alias": self.name}
+            if expected is not ANY:
+                remove["must_exist"] = True
+            actions.append({"remove": remove})
+        actions.append({"add": {"index": self.index_name(number), "alias": self.name}})
+        try:
+            self.client.indices.update_aliases(actions=actions)
+        except NotFoundError:
+            if expected is ANY:
+                raise
+            raise self.life._conflict(number, expected, self._serving_number()) from None
+        log.info("alias %s: now serving %s (was %s)", self.name, self.index_name(number),
+                 None if old is None else self.index_name(old))
+
+    def served_history(self) -> list[int] | None:
+        served = [n for n, man in self._all_versions().items() if man.get("complete") and man.get("served_at")]
+        return sorted(served) if served else None
+
+    def record_served(self, number: int) -> None:
+        man = self._manifest(number)
+        if man.get("served_at"):
+            return
+        man = {**man, "served_at": now_iso()}
+        self.client.indices.put_mapping(index=self.index_name(number), meta={META_KEY: man})
+        self._meta_cache[self.index_name(number)] = man
+
+    def check_version(self, number: int, full: bool) -> None:
+        man = self._manifest(number)
+        if not man.get("complete"):
+            raise CorruptVersionError(f"{self.index_name(number)} is not a complete version (its build did not "
+                                      "finish); run `anchorprune index rollback` or `anchorprune index build`")
+        if full:
+            got = int(dict(self.client.count(index=self.index_name(number)))["count"])
+            if got != int(man.get("pages", -1)):
+                raise CorruptVersionError(f"{self.index_name(number)} holds {got} documents, its manifest says "
+                                          f"{man.get('pages')}; run `anchorprune index rollback`")
+
+    def version_info(self, number: int) -> IndexVersion:
+        return self._info(number)
+
+    def remove_version(self, number: int) -> None:
+        self.client.indices.delete(index=self.index_name(number))
+        self._meta_cache.pop(self.index_name(number), None)
+
+    def cleanup_leftovers(self) -> None:
+        try:
+            serving = self._serving_number()
+        except CorruptVersionError:
+            return                                   # the alias is odd: leave every index for a human
+        for n, man in self._all_versions().items():
+            if not man.get("complete") and n != serving:
+                log.warning("deleting %s left by an interrupted build", self.index_name(n))
+                self.client.indices.delete(index=self.index_name(n), ignore_unavailable=True)
+
+    def lock_where(self) -> str:
+        return f"lock document {self.lock_index}/_doc/build"
+
+    def lock_try(self, owner: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        from elasticsearch import ConflictError
+
+        try:
+            resp = self.client.index(index=self.lock_index, id="build", document=owner, op_type="create",
+                                     refresh=True)
+        except ConflictError:
+            return False, None
+        self._lock_seq = (resp["_seq_no"], resp["_primary_term"])
+        return True, None
+
+    def lock_owner(self) -> dict[str, Any] | None:
+        from elasticsearch import NotFoundError
+
+        try:
+            held = dict(self.client.get(index=self.lock_index, id="build"))
+        except NotFoundError:
+            return None
+        return {**(held.get("_source") or {}), "_seq_no": held.get("_seq_no"),
+                "_primary_term": held.get("_primary_term")}
+
+    def lock_break(self, held: dict[str, Any]) -> bool:
         from elasticsearch import ConflictError, NotFoundError
 
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso(),
-                "token": uuid.uuid4().hex}
-        for _ in range(2):
-            try:
-                resp = self.client.index(index=self.lock_index, id="build", document=info, op_type="create",
-                                         refresh=True)
-                return {**info, "_seq_no": resp["_seq_no"], "_primary_term": resp["_primary_term"]}
-            except ConflictError:
-                try:
-                    held = dict(self.client.get(index=self.lock_index, id="build"))
-                except NotFoundError:
-                    continue
-                owner = held.get("_source", {})
-                same_host = owner.get("host") == socket.gethostname()
-                pid = owner.get("pid")
-                if same_host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-                    log.warning("alias %s: taking over a stale build lock (owner %s)", self.name, owner)
-                    with contextlib.suppress(ConflictError, NotFoundError):
-                        self.client.delete(index=self.lock_index, id="build", if_seq_no=held["_seq_no"],
-                                           if_primary_term=held["_primary_term"], refresh=True)
-                    continue
-                raise IndexLockedError(
-                    f"Elasticsearch index {self.name!r} is already being built by pid {pid} on host "
-                    f"{owner.get('host')!r} since {owner.get('started_at')} (lock document {self.lock_index}/build); "
-                    "wait for that build to finish, or if that process is gone, delete the lock document."
-                ) from None
-        raise IndexLockedError(f"could not take the build lock {self.lock_index}/build; retry")
+        with contextlib.suppress(ConflictError, NotFoundError):      # changed meanwhile: the caller looks again
+            self.client.delete(index=self.lock_index, id="build", if_seq_no=held["_seq_no"],
+                               if_primary_term=held["_primary_term"], refresh=True)
+        return True
 
-    def _release_lock(self, lock: dict[str, Any]) -> None:
+    def lock_renew(self, owner: dict[str, Any]) -> None:
         from elasticsearch import ConflictError, NotFoundError
 
+        seq, term = self._lock_seq
+        try:
+            resp = self.client.index(index=self.lock_index, id="build", document=owner, if_seq_no=seq,
+                                     if_primary_term=term, refresh=True)
+        except (ConflictError, NotFoundError):
+            raise IndexLockedError(
+                f"alias {self.name!r}: this build lost its lock ({self.lock_where()}): its lease expired and another "
+                f"build took it over ({describe_owner(self.lock_owner())}); this build stops here") from None
+        self._lock_seq = (resp["_seq_no"], resp["_primary_term"])
+
+    def lock_release(self, owner: dict[str, Any]) -> None:
+        from elasticsearch import ConflictError, NotFoundError
+
+        seq, term = getattr(self, "_lock_seq", (None, None))
+        if seq is None:
+            return
         with contextlib.suppress(ConflictError, NotFoundError):
-            self.client.delete(index=self.lock_index, id="build", if_seq_no=lock["_seq_no"],
-                               if_primary_term=lock["_primary_term"], refresh=True)
+            self.client.delete(index=self.lock_index, id="build", if_seq_no=seq, if_primary_term=term, refresh=True)
+        self._lock_seq = (None, None)
+
+    @contextlib.contextmanager
+    def rebuild(self, wait: bool = False) -> Iterator[int | None]:
+        """Hold the build lock for a whole rebuild; yields the version it starts from (for ``swap(expected=)``)."""
+        with self.life.locked(wait=wait):
+            yield self._serving_number()
+
+    def _step(self, name: str) -> None:
+        self.life.renew()
+        self._checkpoint(name)
+
+    def damaged_pages(self, page_ids: Iterable[str]) -> list[str]:
+        """Always empty: Elasticsearch checksums its own segment files (and refuses to open damaged ones)."""
+        return []
+
+    def verify(self, version: IndexVersion | int) -> IndexVersion:
+        n = version_number(version)
+        self.check_version(n, full=True)
+        return self._info(n)
+
+    def health(self, full: bool = False) -> list[VersionHealth]:
+        return self.life.health(full)
+
+    def unlock(self, force: bool = False) -> str:
+        return self.life.unlock(force)
 
     # ------------------------------------------------------------ build
     def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any], reuse: Iterable[str] = ()) -> IndexVersion:
@@ -591,15 +710,12 @@ class ElasticsearchIndex:
         self._checkpoint("license")
         self.check_license()
         self._checkpoint("lock")
-        lock = self._acquire_lock()
+        held = contextlib.ExitStack()
+        held.enter_context(self.life.locked())         # re-entrant: a rebuild() around us already holds it
         iname = None
         created = False
         try:
             versions = self._all_versions()
-            for n, man in versions.items():
-                if not man.get("complete") and n != serving:
-                    log.warning("deleting %s left by an interrupted build", self.index_name(n))
-                    self.client.indices.delete(index=self.index_name(n), ignore_unavailable=True)
             number = max(versions, default=0) + 1
             iname = self.index_name(number)
             element = self.element_type()
@@ -610,7 +726,7 @@ class ElasticsearchIndex:
             manifest = {"format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
                         "dtype": self.dtype, "element_type": element, "server_version": self.server().number,
                         "meta": meta, "complete": False, "started_at": now_iso()}
-            self._checkpoint("create")
+            self._step("create")
             new_pages, stream = self._stream(pages, dim, set(reuse))
             first = next(stream, None)
             if dim is None and first is None and not reuse:
@@ -619,24 +735,24 @@ class ElasticsearchIndex:
             quantize.check_dim(self.dtype, dim)
             self._create(iname, dim, manifest, element)
             created = True
-            self._checkpoint("reuse")
+            self._step("reuse")
             if reuse:
                 self._copy_reused(self.index_name(serving), iname, reuse)    # type: ignore[arg-type]
-            self._checkpoint("bulk")
+            self._step("bulk")
             sent, vectors_sent = self._bulk(iname, first, stream)
-            self._checkpoint("settings")
+            self._step("settings")
             self.client.indices.put_settings(index=iname, settings={
                 "index": {"refresh_interval": None, "number_of_replicas": self.replicas}})
             self.client.indices.refresh(index=iname)
-            self._checkpoint("count")
+            self._step("count")
             want = sent + len(reuse)
             got = int(dict(self.client.count(index=iname))["count"])
             if got != want:
                 raise CorruptVersionError(f"{iname} holds {got} documents after the build, expected {want}")
             vectors_total = vectors_sent + self._reused_vectors(iname, reuse)
-            self._checkpoint("verify")
+            self._step("verify")
             self._smoke_search(iname, dim, _norm_bound(max(new_pages[1], reused_norm), element))
-            self._checkpoint("publish")
+            self._step("publish")
             manifest = {**manifest, "complete": True, "created_at": now_iso(), "dim": dim, "pages": want,
                              "vectors": vectors_total, "new_pages": new_pages[0], "reused_pages": len(reuse),
                              "reused_from": serving if reuse else None,
@@ -649,7 +765,7 @@ class ElasticsearchIndex:
                     self.client.indices.delete(index=iname, ignore_unavailable=True)
             raise
         finally:
-            self._release_lock(lock)
+            held.close()
         info = self._info(number)
         log.info("alias %s: built %s (%d pages, %d vectors); not serving until swap()", self.name, iname,
                  info.pages, info.vectors)
@@ -756,53 +872,24 @@ class ElasticsearchIndex:
         if not out["hits"]["hits"]:
             raise CorruptVersionError(f"{iname}: the MaxSim smoke search returned no hit")
 
-    # ------------------------------------------------------------ serving
-    def swap(self, version: IndexVersion | int) -> None:
-        """Point the alias at ``<alias>-v<N>`` in ONE ``update_aliases`` call (remove old + add new)."""
-        n = version_number(version)
-        man = self._manifest(n)
-        if not man.get("complete"):
-            raise CorruptVersionError(f"{self.index_name(n)} is not a complete version (its build did not finish)")
-        old = self._serving_number()
-        actions: list[dict[str, Any]] = []
-        if old is not None and old != n:
-            actions.append({"remove": {"index": self.index_name(old), "alias": self.name}})
-        actions.append({"add": {"index": self.index_name(n), "alias": self.name}})
-        self.client.indices.update_aliases(actions=actions)
-        log.info("alias %s: now serving %s (was %s)", self.name, self.index_name(n),
-                 None if old is None else self.index_name(old))
+    # ------------------------------------------------------------ serving (decided in lifecycle.py)
+    def swap(self, version: IndexVersion | int, expected: Any = ANY) -> None:
+        """Point the alias at ``<alias>-v<N>`` in ONE ``update_aliases`` call (remove old + add new); with
+        ``expected``, only if the alias still names that version (else :class:`SwapConflictError`)."""
+        self.life.swap(version_number(version), expected)
 
     def previous(self) -> IndexVersion | None:
-        cur = self._serving_number()
-        older = [n for n in self._numbers() if cur is not None and n < cur]
-        return self._info(older[-1]) if older else None
+        n = self.life.rollback_target()
+        return None if n is None else self._info(n)
 
     def rollback(self) -> IndexVersion:
-        prev = self.previous()
-        if prev is None:
-            raise VersionNotFoundError(f"alias {self.name!r} has no complete version older than the serving one")
-        self.swap(prev.number)
-        return prev
+        return self._info(self.life.rollback())
 
     def delete_version(self, version: IndexVersion | int) -> None:
-        n = version_number(version)
-        if n == self._serving_number():
-            raise IndexStoreError(f"v{n} is the serving version of {self.name!r}; swap or roll back first")
-        if n not in self._all_versions():
-            raise VersionNotFoundError(f"alias {self.name!r} has no version v{n}")
-        self.client.indices.delete(index=self.index_name(n))
-        self._meta_cache.pop(self.index_name(n), None)
+        self.life.delete(version_number(version))
 
     def prune_versions(self, keep: int = 2) -> list[int]:
-        if keep < 2:
-            raise IndexInputError(f"keep must be >= 2 (the serving version and the previous one), got {keep}")
-        numbers = self._numbers()
-        cur = self._serving_number()
-        kept = set(numbers[-keep:]) if cur is None else {cur, *[n for n in numbers if n < cur][-(keep - 1):]}
-        deleted = [n for n in numbers if n not in kept]
-        for n in deleted:
-            self.delete_version(n)
-        return deleted
+        return self.life.prune(keep)
 
     def drop_all(self) -> None:
         """Delete every version and the lock index of this alias (tests, teardown)."""
@@ -866,7 +953,8 @@ class ElasticsearchIndex:
                 if _is_license_refusal(r.get("status"), r):
                     raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors"))
                 raise IndexStoreError(f"search on {iname} failed: {r['error']}")
-            out.append([Hit(h["_id"], self._score_back(float(h["_score"]), q, dtype, dim, norm)) for h in r["hits"]["hits"]])
+            hits = [Hit(h["_id"], self._score_back(float(h["_score"]), q, dtype, dim, norm)) for h in r["hits"]["hits"]]
+            out.append(sorted(hits, key=lambda h: (-h.score, h.page_id)))     # ties by page id, as the metrics
         return out
 
 

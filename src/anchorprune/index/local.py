@@ -2,8 +2,10 @@
 
 Layout (``root/<name>/``)::
 
-    CURRENT                 "v3" -- the serving version, replaced atomically (os.replace)
-    .lock                   {"pid", "host", "started_at", "token"} while a build runs
+    CURRENT                 "v3" -- the serving version, replaced atomically (os.replace) under .pointer.lock
+    SERVED                  [1, 2, 3] -- versions that have served (rollback targets; see lifecycle.py)
+    .lock                   a filelock held for a whole rebuild (the OS drops it when its process dies)
+    .lock.owner             {"pid", "host", "started_at", "token", "command"} of the holder, for messages
     v3/
       vectors.bin           packed page vectors [T, d] float32 | float16, or [T, d/8] uint8 sign bits (raw, C order)
       offsets.npy           [P + 1] int64: page p owns rows offsets[p]:offsets[p + 1]
@@ -11,12 +13,14 @@ Layout (``root/<name>/``)::
       first_stage.bin       [P, D] float16 MUVERA FDE of each page (only when built with first_stage="muvera")
       first_stage.npz       the FDE's random matrices (so a reopened version encodes queries identically)
       pages.json            {"page_ids": [...], "content_hashes": [...]}
+      page_digests.npy      [P, 16] uint8: blake2b of each page's stored bytes (checked on reuse and on returned hits)
       manifest.json         dtype, dim, counts, meta (config hash, data version, model, backbone), sha256 of every file
     .build-v4-<token>/      a build in progress (renamed to v4/ only after it is verified)
 
 Guarantees: a build writes into a hidden staging directory, verifies it (checksums,
 counts, offsets, a smoke search) and only then renames it to ``v<N>/``; the serving
-version changes only in :meth:`LocalIndex.swap`, by replacing ``CURRENT``. Readers
+version changes only in :meth:`LocalIndex.swap` (a compare-and-swap decided in
+:mod:`anchorprune.index.lifecycle`), by replacing ``CURRENT``. Readers
 memory-map ``vectors.bin`` and re-read ``CURRENT`` on every search, so a swap is picked
 up at the next query and a version deleted under a running reader stays readable to it
 (POSIX unlink semantics).
@@ -32,21 +36,19 @@ the top ``candidates`` pages exactly: the final ranking is always exact MaxSim.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
-import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -56,9 +58,7 @@ from anchorprune.index.base import (
     CorruptVersionError,
     Hit,
     IndexInputError,
-    IndexLockedError,
     IndexStats,
-    IndexStoreError,
     IndexVersion,
     NoServingVersionError,
     VersionNotFoundError,
@@ -77,6 +77,7 @@ from anchorprune.index.first_stage import (
     resolve_first_stage,
     top_candidates,
 )
+from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
 from anchorprune.pruning.base import PrunedPage
 from anchorprune.scoring import bf16_accelerated, score_packed
 
@@ -84,8 +85,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 _VDIR = re.compile(r"^v(\d+)$")
-#: an unreadable lock file (a crash between create and write) older than this is stale
-_EMPTY_LOCK_STALE_S = 30.0
+#: the files of a version, in the order they are written (``page_digests.npy``: versions built since issue 13)
+_FILES = ("vectors.bin", "offsets.npy", "means.npy", "pages.json", "page_digests.npy")
+#: bytes of the per-page digest (blake2b) of each page's stored vectors
+_DIGEST = 16
+_FIX = "run `anchorprune index rollback` to serve the last healthy version, then `anchorprune index build`"
 #: page vectors decoded at once when scoring sign-bit pages
 _BITS_CHUNK_TOKENS = 1 << 18
 #: default bound, in float32 elements, on each scoring work buffer ([M, chunk] similarities, [chunk, d] staging)
@@ -103,104 +107,6 @@ def _chunk_tokens(explicit: int | None, m: int, dim: int, total: int) -> int:
     if explicit is not None:
         return explicit
     return max(1, min(_WORK_ELEMENTS // max(m, 1), _WORK_ELEMENTS // dim, total))
-
-
-# ---------------------------------------------------------------- lock
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class BuildLock:
-    """An exclusive build lock: a file created with ``O_EXCL`` naming its owner (pid, host).
-
-    A lock whose owner is a dead process on this host is stale and taken over (with a
-    warning); a lock held by a live process, or by another host, refuses the build with
-    :class:`IndexLockedError`. The stale check and takeover run under an ``flock`` on a
-    guard file, so two processes cannot both take over one stale lock.
-    """
-
-    def __init__(self, path: Path, what: str):
-        self.path = path
-        self.what = what
-        self.token = uuid.uuid4().hex
-        self.held = False
-
-    def owner(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}
-
-    def _stale(self, owner: dict[str, Any]) -> bool:
-        if not owner:   # empty / half-written lock: stale once it is old enough
-            try:
-                return time.time() - self.path.stat().st_mtime > _EMPTY_LOCK_STALE_S
-            except FileNotFoundError:
-                return True
-        if owner.get("host") != socket.gethostname():
-            return False
-        pid = owner.get("pid")
-        return isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid)
-
-    def acquire(self) -> BuildLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso(), "token": self.token}
-        guard = self.path.with_name(self.path.name + ".guard")
-        with open(guard, "a+") as g:
-            fcntl.flock(g, fcntl.LOCK_EX)
-            try:
-                for _ in range(2):
-                    try:
-                        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                    except FileExistsError:
-                        owner = self.owner()
-                        if owner is None:
-                            continue            # released between our open and read: try again
-                        if self._stale(owner):
-                            log.warning("%s: taking over a stale lock %s (owner %s)", self.what, self.path, owner)
-                            with contextlib.suppress(FileNotFoundError):
-                                self.path.unlink()
-                            continue
-                        raise IndexLockedError(
-                            f"{self.what} is already being built by pid {owner.get('pid')} on host "
-                            f"{owner.get('host')!r} since {owner.get('started_at')} (lock file {self.path}); "
-                            "wait for that build to finish. If that process is gone (another host cannot be "
-                            "checked from here), delete the lock file and retry."
-                        ) from None
-                    with os.fdopen(fd, "w") as f:
-                        json.dump(info, f)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    self.held = True
-                    return self
-            finally:
-                fcntl.flock(g, fcntl.LOCK_UN)
-        raise IndexLockedError(f"{self.what}: could not create the lock file {self.path}; retry")
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        owner = self.owner()
-        if owner and owner.get("token") == self.token:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-        else:
-            log.warning("%s: lock %s is no longer ours (owner %s); leaving it", self.what, self.path, owner)
-        self.held = False
-
-    def __enter__(self) -> BuildLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 # ---------------------------------------------------------------- files
@@ -234,6 +140,62 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def _page_digest(stored: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(stored).tobytes(), digest_size=_DIGEST).digest()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A version's manifest, or a one-line error naming the file and the fix."""
+    mpath = path / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise VersionNotFoundError(f"{path} has no manifest.json: not a complete index version") from None
+    except (OSError, ValueError) as exc:
+        raise CorruptVersionError(f"{mpath} is not valid JSON ({exc}); {_FIX}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CorruptVersionError(f"{mpath} has format {getattr(manifest, 'get', lambda k: None)('format')!r}, "
+                                  f"this code reads {FORMAT}; {_FIX}")
+    need = ("dtype", "dim", "vectors", "pages", "version", "files")
+    if any(k not in manifest for k in need) or not isinstance(manifest["files"], dict):
+        raise CorruptVersionError(f"{mpath} lacks one of {need}; {_FIX}")
+    return manifest
+
+
+def check_files(path: Path, manifest: dict[str, Any], full: bool) -> None:
+    """Every file the manifest lists exists with its recorded size; the small files match their sha256;
+    ``vectors.bin``'s sha256 only with ``full`` (it is the big one)."""
+    for fname, rec in manifest["files"].items():
+        f = path / fname
+        try:
+            size = f.stat().st_size
+        except FileNotFoundError:
+            raise CorruptVersionError(f"{path.name}/{fname} is missing; {_FIX}") from None
+        if size != rec["bytes"]:
+            raise CorruptVersionError(f"{path.name}/{fname} has {size} bytes, its manifest says {rec['bytes']} "
+                                      f"(truncated or overwritten); {_FIX}")
+        if (full or fname != "vectors.bin") and _sha256(f) != rec["sha256"]:
+            raise CorruptVersionError(f"{path.name}/{fname} does not match its checksum in the manifest "
+                                      f"(the file is damaged); {_FIX}")
+    want = int(manifest["vectors"]) * quantize.bytes_per_vector(manifest["dtype"], int(manifest["dim"]))
+    rec = manifest["files"].get("vectors.bin")
+    if rec is None or rec["bytes"] != want:
+        raise CorruptVersionError(f"{path.name}/manifest.json describes {manifest['vectors']} vectors "
+                                  f"({want} bytes) but vectors.bin is recorded with {rec and rec['bytes']}; {_FIX}")
+
+
+def check_sizes(path: Path, manifest: dict[str, Any]) -> None:
+    """The cheapest check (one ``stat`` per file), run before every search of a version already open."""
+    for fname, rec in manifest["files"].items():
+        try:
+            size = (path / fname).stat().st_size
+        except FileNotFoundError:
+            raise CorruptVersionError(f"{path.name}/{fname} is missing; {_FIX}") from None
+        if size != rec["bytes"]:
+            raise CorruptVersionError(f"{path.name}/{fname} has {size} bytes, its manifest says {rec['bytes']} "
+                                      f"(truncated or overwritten); {_FIX}")
+
+
 @dataclass
 class _Version:
     """An opened version directory: manifest, memory-mapped vectors, offsets, means, ids."""
@@ -245,7 +207,10 @@ class _Version:
     means: np.ndarray           # [P, d] float32
     page_ids: list[str]
     content_hashes: list[str]
+    digests: np.ndarray | None = None      # [P, 16] uint8 blake2b of each page's stored bytes (None: older versions)
     dense: torch.Tensor | None = None      # [T, d] float32 decoded copy kept in RAM (see LocalIndex.resident_bytes)
+    _where: dict[str, int] | None = None   # page id -> position, built on first use
+    checked: bool = False                  # vectors.bin's sha256 was checked since this object opened it
     fde: np.ndarray | None = None          # [P, D] float32 MUVERA FDE, loaded at the first muvera search
     muvera: MuveraFirstStage | None = None  # its encoder (random matrices read back from first_stage.npz)
 
@@ -263,38 +228,50 @@ class _Version:
 
     @classmethod
     def open(cls, path: Path, verify: bool = False) -> _Version:
-        mpath = path / "manifest.json"
-        try:
-            manifest = json.loads(mpath.read_text())
-        except FileNotFoundError:
-            raise VersionNotFoundError(f"{path} has no manifest.json: not a complete index version") from None
-        except ValueError as exc:
-            raise CorruptVersionError(f"{mpath} is not valid JSON ({exc}); delete this version") from None
-        if manifest.get("format") != FORMAT:
-            raise CorruptVersionError(f"{mpath} has format {manifest.get('format')!r}, this code reads {FORMAT}")
-        if verify:
-            for fname, rec in manifest["files"].items():
-                f = path / fname
-                if not f.exists():
-                    raise CorruptVersionError(f"{path.name}: file {fname} is missing")
-                if f.stat().st_size != rec["bytes"] or _sha256(f) != rec["sha256"]:
-                    raise CorruptVersionError(f"{path.name}: {fname} does not match its checksum in the manifest; "
-                                              "the version is damaged: delete it and rebuild")
+        """Open a version: manifest, sizes and the small files' checksums always (cheap); with ``verify``,
+        the sha256 of ``vectors.bin`` too. Damage raises :class:`CorruptVersionError` naming the file."""
+        manifest = read_manifest(path)
+        check_files(path, manifest, full=verify)
         dtype, dim = manifest["dtype"], int(manifest["dim"])
         total = int(manifest["vectors"])
         width = quantize.stored_width(dtype, dim)
-        vecs = np.memmap(path / "vectors.bin", dtype=quantize.storage_dtype(dtype), mode="c", shape=(total, width))
-        offsets = np.load(path / "offsets.npy")
-        means = np.load(path / "means.npy").astype(np.float32)
-        ids = json.loads((path / "pages.json").read_text())
-        v = cls(path, manifest, vecs, offsets, means, ids["page_ids"], ids["content_hashes"])
-        fs = manifest.get("first_stage") or {}
-        if fs.get("name") == "muvera":
-            with np.load(path / "first_stage.npz") as state:
-                v.muvera = MuveraFirstStage.from_state(fs["params"], dict(state))
-        if verify:
-            v.check_consistent()
+        try:
+            vecs = np.memmap(path / "vectors.bin", dtype=quantize.storage_dtype(dtype), mode="c",
+                             shape=(total, width))
+            offsets = np.load(path / "offsets.npy")
+            means = np.load(path / "means.npy").astype(np.float32)
+            ids = json.loads((path / "pages.json").read_text())
+            digests = np.load(path / "page_digests.npy") if (path / "page_digests.npy").exists() else None
+            v = cls(path, manifest, vecs, offsets, means, ids["page_ids"], ids["content_hashes"], digests=digests)
+            fs = manifest.get("first_stage") or {}
+            if fs.get("name") == "muvera":
+                with np.load(path / "first_stage.npz") as state:
+                    v.muvera = MuveraFirstStage.from_state(fs["params"], dict(state))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptVersionError(f"{path.name} cannot be read ({type(exc).__name__}: {exc}); {_FIX}") from None
+        v.check_consistent()
+        v.checked = verify
         return v
+
+    def position(self, page_id: str) -> int:
+        if self._where is None:
+            self._where = {pid: j for j, pid in enumerate(self.page_ids)}
+        return self._where[page_id]
+
+    def page_digest_ok(self, j: int) -> bool:
+        """Whether page ``j``'s stored vectors still hash to the digest recorded at build (True if none)."""
+        if self.digests is None:
+            return True
+        lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
+        return _page_digest(np.asarray(self.vecs[lo:hi])) == bytes(self.digests[j])
+
+    def check_pages(self, pages: Iterable[int]) -> None:
+        """Raise :class:`CorruptVersionError` naming the first page whose stored vectors fail their digest."""
+        for j in pages:
+            if not self.page_digest_ok(int(j)):
+                raise CorruptVersionError(
+                    f"{self.path.name}/vectors.bin: the stored vectors of page {self.page_ids[int(j)]!r} do not "
+                    f"match their checksum (the file is damaged); {_FIX}")
 
     def check_consistent(self) -> None:
         p, t = int(self.manifest["pages"]), int(self.manifest["vectors"])
@@ -310,8 +287,10 @@ class _Version:
                 problems.append(f"first_stage.bin has {size} bytes, not {p} pages x {self.muvera.dims} float16")
         if len(self.page_ids) != p or len(set(self.page_ids)) != p or len(self.content_hashes) != p:
             problems.append("page ids are not unique or do not match the page count")
+        if self.digests is not None and self.digests.shape != (p, _DIGEST):
+            problems.append(f"page digests have shape {self.digests.shape}, expected {(p, _DIGEST)}")
         if problems:
-            raise CorruptVersionError(f"{self.path.name}: " + "; ".join(problems))
+            raise CorruptVersionError(f"{self.path.name}: " + "; ".join(problems) + f"; {_FIX}")
 
     def fde_matrix(self) -> np.ndarray:
         """The ``[P, D]`` float32 FDE matrix, read on first use (a build's verify step never loads it)."""
@@ -343,10 +322,16 @@ class _Version:
             return
         dense = torch.empty(total, self.dim, dtype=torch.float32)
         step = max(1, (1 << 26) // (self.dim * 4))
+        sha = hashlib.sha256()          # every byte is read anyway: check the whole file's checksum on the way
         for a in range(0, total, step):
-            dense[a:a + step] = torch.from_numpy(quantize.decode(np.asarray(self.vecs[a:a + step]), self.dtype,
-                                                                 self.dim))
+            raw = np.asarray(self.vecs[a:a + step])
+            sha.update(raw.tobytes())
+            dense[a:a + step] = torch.from_numpy(quantize.decode(raw, self.dtype, self.dim))
+        if sha.hexdigest() != self.manifest["files"]["vectors.bin"]["sha256"]:
+            raise CorruptVersionError(f"{self.path.name}/vectors.bin does not match its checksum in the manifest "
+                                      f"(the file is damaged); {_FIX}")
         self.dense = dense
+        self.checked = True
 
     def rows(self, pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded float32 vectors of the given pages (in that order) and their local offsets."""
@@ -386,9 +371,19 @@ class _Version:
 
 
 def _top_k(scores: torch.Tensor, k: int, page_ids: Sequence[str], which: np.ndarray | None = None) -> list[Hit]:
+    """The ``k`` best pages, score descending, ties broken by page id ascending (as :mod:`anchorprune.metrics`).
+
+    >>> [h.page_id for h in _top_k(torch.tensor([1.0, 2.0, 2.0, 0.5]), 2, ["d", "c", "b", "a"])]
+    ['b', 'c']
+    """
     s = scores.numpy()
-    order = np.argsort(-s, kind="stable")[:k]         # ties: earlier page first
     ids = which if which is not None else np.arange(len(s))
+    if k < len(s):                                    # everything scoring at least the k-th best score
+        kth = np.partition(s, len(s) - k)[len(s) - k]
+        pool = np.flatnonzero(s >= kth)
+    else:
+        pool = np.arange(len(s))
+    order = sorted(pool.tolist(), key=lambda i: (-float(s[i]), page_ids[int(ids[i])]))[:k]
     return [Hit(page_ids[int(ids[i])], float(s[i])) for i in order]
 
 
@@ -417,6 +412,11 @@ class LocalIndex:
         A float16 or bits serving version whose float32 decoding fits this many bytes is decoded
         once into RAM and searched from there (faster: no per-query conversion); larger ones, and
         float32 versions, are searched straight from the memory map. 0 turns it off.
+    verify_on_open
+        Check the sha256 of the serving version's ``vectors.bin`` at its first search in this
+        object (a float16 / bits version decoded into RAM is checked on the way anyway). Every
+        search also checks file sizes and the digests of the pages it returns. Turn it off only
+        for a version too large to read once per process (then ``anchorprune index verify``).
 
     Examples
     --------
@@ -431,12 +431,14 @@ class LocalIndex:
     """
 
     backend = "local"
+    lock_breakable = False
     #: build steps, in order; ``_checkpoint(step)`` is called as each one starts (tests inject failures there)
     BUILD_STEPS = ("validate", "lock", "stage", "write", "manifest", "verify", "publish")
 
     def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
                  candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
-                 first_stage: str | None = None, first_stage_params: dict[str, Any] | None = None):
+                 verify_on_open: bool = True, first_stage: str | None = None,
+                 first_stage_params: dict[str, Any] | None = None):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
@@ -450,7 +452,9 @@ class LocalIndex:
         self.candidates = candidates
         self.chunk_tokens = chunk_tokens
         self.resident_bytes = resident_bytes
+        self.verify_on_open = verify_on_open
         self._cache: dict[int, _Version] = {}
+        self.life = Lifecycle(self, f"index {name!r} ({self.dir})")
 
     def __repr__(self) -> str:
         return f"LocalIndex({str(self.dir)!r}, dtype={self.dtype!r}, first_stage={self.first_stage!r})"
@@ -460,8 +464,9 @@ class LocalIndex:
     def _pointer(self) -> Path:
         return self.dir / "CURRENT"
 
-    def _lock(self) -> BuildLock:
-        return BuildLock(self.dir / ".lock", f"index {self.name!r} ({self.dir})")
+    @property
+    def _owner_file(self) -> Path:
+        return self.dir / ".lock.owner"
 
     def _checkpoint(self, step: str) -> None:
         """Called as each build step starts; a no-op (tests patch it to inject failures)."""
@@ -481,10 +486,13 @@ class LocalIndex:
             text = self._pointer.read_text().strip()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorruptVersionError(f"{self._pointer} cannot be read ({exc}); run `anchorprune index rollback` "
+                                      "to point it at the last healthy version") from None
         m = _VDIR.match(text)
         if not m:
-            raise CorruptVersionError(f"{self._pointer} holds {text!r}, expected 'v<N>'; "
-                                      "point it at a version with `anchorprune index rollback` or swap()")
+            raise CorruptVersionError(f"{self._pointer} holds {text[:40]!r}, expected 'v<N>'; run `anchorprune "
+                                      "index rollback` to point it at the last healthy version")
         return int(m.group(1))
 
     def _open(self, number: int, verify: bool = False) -> _Version:
@@ -493,7 +501,7 @@ class LocalIndex:
         path = self.dir / f"v{number}"
         if not path.is_dir():
             raise VersionNotFoundError(f"index {self.name!r} has no version v{number} (it has "
-                                       f"{[f'v{n}' for n in self._numbers()]})")
+                                       f"{[f'v{n}' for n in self._numbers()]}); {_FIX}")
         v = _Version.open(path, verify=verify)
         self._cache[number] = v
         return v
@@ -504,11 +512,19 @@ class LocalIndex:
             raise NoServingVersionError(f"index {self.name!r} ({self.dir}) has no serving version yet: "
                                         "run `anchorprune index build` (or build() then swap())")
         v = self._open(n)
+        try:                       # the cheap check at every search: a file truncated or removed since it opened
+            check_sizes(v.path, v.manifest)
+        except CorruptVersionError:
+            self._cache.pop(n, None)
+            raise
         for other, ov in self._cache.items():      # a swapped-out version does not keep its RAM copy
             if other != n:
                 ov.dense = None
         if self.resident_bytes:
             v.make_resident(self.resident_bytes)
+        if self.verify_on_open and not v.checked:     # once per opened version: nothing served changes silently
+            check_files(v.path, v.manifest, full=True)
+            v.checked = True
         return v
 
     def current(self) -> IndexVersion | None:
@@ -531,16 +547,170 @@ class LocalIndex:
         v = self._open(n)
         return dict(zip(v.page_ids, v.content_hashes, strict=True))
 
+    def damaged_pages(self, page_ids: Iterable[str]) -> list[str]:
+        """Pages of the serving version (among ``page_ids``) whose stored vectors fail their checksum.
+
+        A version without per-page digests (built before them) counts every page as damaged when
+        its ``vectors.bin`` fails its whole-file checksum.
+        """
+        n = self._serving_number()
+        if n is None:
+            return []
+        v = self._open(n)
+        where = {pid: j for j, pid in enumerate(v.page_ids)}
+        wanted = [p for p in page_ids if p in where]
+        if v.digests is None:
+            try:
+                check_files(v.path, v.manifest, full=True)
+            except CorruptVersionError:
+                return wanted
+            return []
+        return [p for p in wanted if not v.page_digest_ok(where[p])]
+
     def verify(self, version: IndexVersion | int) -> IndexVersion:
         """Re-check a version's checksums and structure (raises :class:`CorruptVersionError`)."""
         return self._open(version_number(version), verify=True).info(self.name)
+
+    # ------------------------------------------------------------ the Store protocol (lifecycle.py decides)
+    def version_numbers(self) -> list[int]:
+        return self._numbers()
+
+    def read_serving(self) -> int | None:
+        return self._serving_number()
+
+    def _pointer_lock(self) -> filelock.FileLock:
+        """A short lock around every read-compare-replace of ``CURRENT`` and ``SERVED`` (not the build lock:
+        a rollback must work while a build runs; that build's compare-and-swap then refuses)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(self.dir / ".pointer.lock", timeout=60, thread_local=False)
+
+    def write_serving(self, number: int, expected: Any) -> None:
+        with self._pointer_lock():
+            if expected is not ANY:
+                cur = self._serving_number()
+                if cur != expected:
+                    raise self.life._conflict(number, expected, cur)
+            self._replace(self._pointer, f"v{number}\n")
+        log.info("index %s: now serving v%d", self.name, number)
+
+    def _replace(self, path: Path, text: str) -> None:
+        tmp = self.dir / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        _write_file(tmp, text.encode())
+        try:
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(self.dir)
+
+    def served_history(self) -> list[int] | None:
+        try:
+            hist = json.loads((self.dir / "SERVED").read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            log.warning("index %s: %s is unreadable; treating every version up to the serving one as served",
+                        self.name, self.dir / "SERVED")
+            return None
+        return [int(n) for n in hist if isinstance(n, int)]
+
+    def record_served(self, number: int) -> None:
+        with self._pointer_lock():
+            hist = self.served_history()
+            if hist is None:        # first record: what served before it is what the old layout implies
+                hist = [n for n in self._numbers() if n < number]
+            if number not in hist:
+                self._replace(self.dir / "SERVED", json.dumps([*hist, number]))
+
+    def check_version(self, number: int, full: bool) -> None:
+        v = self._open(number, verify=full)
+        try:
+            check_sizes(v.path, v.manifest)        # an already-open version: its files may have changed since
+        except CorruptVersionError:
+            self._cache.pop(number, None)
+            raise
+
+    def version_info(self, number: int) -> IndexVersion:
+        return self._open(number).info(self.name)
+
+    def remove_version(self, number: int) -> None:
+        path = self.dir / f"v{number}"
+        trash = self.dir / f".deleting-v{number}-{uuid.uuid4().hex[:8]}"
+        os.rename(path, trash)             # disappears at once; readers holding a memmap keep reading
+        self._cache.pop(number, None)
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("index %s: deleted v%d", self.name, number)
+
+    def cleanup_leftovers(self) -> None:
+        for leftover in [*self.dir.glob(".build-*"), *self.dir.glob(".deleting-*")]:
+            log.warning("removing %s left by an interrupted build", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def lock_where(self) -> str:
+        return f"lock file {self.dir / '.lock'}, owner record {self._owner_file}"
+
+    def lock_try(self, owner: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(self.dir / ".lock", thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False, None
+        left = self._read_owner()          # we hold the OS lock: a record here was left by a process that died
+        self._lock_handle = lock
+        self._replace(self._owner_file, json.dumps(owner))
+        return True, left
+
+    def _read_owner(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._owner_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def lock_owner(self) -> dict[str, Any] | None:
+        if not self.dir.is_dir():
+            return None
+        probe = filelock.FileLock(self.dir / ".lock", thread_local=False)
+        try:
+            probe.acquire(timeout=0)
+        except filelock.Timeout:
+            return self._read_owner() or {}
+        probe.release()
+        return None
+
+    def lock_break(self, held: dict[str, Any]) -> bool:
+        return False                       # the OS holds it for a live process; it goes away when that exits
+
+    def lock_renew(self, owner: dict[str, Any]) -> None:
+        return None
+
+    def lock_release(self, owner: dict[str, Any]) -> None:
+        left = self._read_owner()
+        if left and left.get("token") == owner.get("token"):
+            with contextlib.suppress(FileNotFoundError):
+                self._owner_file.unlink()
+        handle = getattr(self, "_lock_handle", None)
+        if handle is not None:
+            self._lock_handle = None
+            handle.release()
+
+    # ------------------------------------------------------------ the rebuild
+    @contextlib.contextmanager
+    def rebuild(self, wait: bool = False) -> Iterator[int | None]:
+        """Hold the build lock for a whole rebuild; yields the version it starts from (for ``swap(expected=)``)."""
+        with self.life.locked(wait=wait):
+            yield self._serving_number()
 
     # ------------------------------------------------------------ build
     def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any], reuse: Iterable[str] = ()) -> IndexVersion:
         """Write, verify and publish a new version ``v<N>`` (not served until :meth:`swap`).
 
         ``reuse`` names pages of the serving version to copy unchanged (see
-        :mod:`anchorprune.index.base`, "Incremental rebuilds").
+        :mod:`anchorprune.index.base`, "Incremental rebuilds"); each one's stored vectors are
+        checked against their digest first, and a damaged one stops the build (re-encode it:
+        :meth:`damaged_pages` names them).
         """
         self._checkpoint("validate")
         meta = check_meta(meta)
@@ -563,6 +733,8 @@ class LocalIndex:
             if source.dtype == "bits" and self.dtype != "bits":
                 raise IndexInputError(f"cannot reuse sign-bit pages of v{source.number} in a {self.dtype} build; "
                                       "re-encode every page (reuse=())")
+            if source.digests is None:          # no per-page digests: the whole file must pass before we copy
+                check_files(source.path, source.manifest, full=True)
         if isinstance(pages, Sequence):
             dim = validate_pages(pages, dim)
             clash = {p.page_id for p in pages} & set(reuse)
@@ -575,10 +747,7 @@ class LocalIndex:
 
         self._checkpoint("lock")
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
-            for leftover in self.dir.glob(".build-*"):
-                log.warning("removing %s left by an interrupted build", leftover)
-                shutil.rmtree(leftover, ignore_errors=True)
+        with self.life.locked():
             number = max(self._numbers(), default=0) + 1
             self._checkpoint("stage")
             staging = self.dir / f".build-v{number}-{uuid.uuid4().hex[:8]}"
@@ -590,6 +759,7 @@ class LocalIndex:
                 self._write_manifest(staging, number, meta, counts, source)
                 self._checkpoint("verify")
                 built = _Version.open(staging, verify=True)
+                built.check_pages(range(len(built.page_ids)))
                 self._smoke_search(built)
                 self._checkpoint("publish")
                 final = self.dir / f"v{number}"
@@ -610,6 +780,7 @@ class LocalIndex:
         hashes: list[str] = []
         lengths: list[int] = []
         means: list[np.ndarray] = []
+        digests: list[bytes] = []
         seen: set[str] = set()
         muvera: MuveraFirstStage | None = None
         fde_out = open(staging / "first_stage.bin", "wb") if self.first_stage == "muvera" else None  # noqa: SIM115
@@ -636,6 +807,7 @@ class LocalIndex:
                 seen.add(page.page_id)
                 stored = quantize.encode(v, self.dtype)
                 out.write(stored.tobytes())
+                digests.append(_page_digest(stored))
                 add_fde(stored)
                 ids.append(page.page_id)
                 hashes.append(page.content_hash)
@@ -648,9 +820,15 @@ class LocalIndex:
                     j = where[pid]
                     lo, hi = int(source.offsets[j]), int(source.offsets[j + 1])
                     stored = np.asarray(source.vecs[lo:hi])
+                    if source.digests is not None and _page_digest(stored) != bytes(source.digests[j]):
+                        raise CorruptVersionError(
+                            f"v{source.number}/vectors.bin: the stored vectors of reused page {pid!r} do not match "
+                            "their checksum; re-encode it (pass it in `pages`, not `reuse`: "
+                            "`anchorprune index build` does this by itself)")
                     if source.dtype != self.dtype:      # float32 -> float16 / bits, float16 -> float32 / bits
                         stored = quantize.encode(quantize.decode(stored, source.dtype, source.dim), self.dtype)
                     out.write(stored.tobytes())
+                    digests.append(_page_digest(stored))
                     add_fde(stored)
                     ids.append(pid)
                     hashes.append(source.content_hashes[j])
@@ -666,6 +844,7 @@ class LocalIndex:
         _save_npy(staging / "offsets.npy", offsets)
         _save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         _write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
+        _save_npy(staging / "page_digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, _DIGEST))
         first_stage: dict[str, Any] = {"name": self.first_stage, "params": {}}
         if muvera is not None:
             assert fde_out is not None
@@ -678,7 +857,7 @@ class LocalIndex:
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: _Version | None) -> None:
         files = {}
-        for fname in ("vectors.bin", "offsets.npy", "means.npy", "pages.json", "first_stage.bin", "first_stage.npz"):
+        for fname in (*_FILES, "first_stage.bin", "first_stage.npz"):
             f = staging / fname
             if fname.startswith("first_stage") and counts["first_stage"]["name"] != "muvera":
                 continue
@@ -710,59 +889,33 @@ class LocalIndex:
             raise CorruptVersionError(f"{v.path.name}: the smoke search returned {tuple(scores.shape)} "
                                       "scores or non-finite values")
 
-    # ------------------------------------------------------------ serving
-    def swap(self, version: IndexVersion | int) -> None:
-        """Serve ``version`` from the next search on (``CURRENT`` replaced atomically)."""
-        n = version_number(version)
-        v = self._open(n, verify=True)       # never point at a damaged or incomplete version
-        tmp = self.dir / f".CURRENT.{uuid.uuid4().hex[:8]}"
-        _write_file(tmp, f"v{n}\n".encode())
-        try:
-            os.replace(tmp, self._pointer)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        _fsync_dir(self.dir)
-        log.info("index %s: now serving v%d (%d pages)", self.name, n, len(v.page_ids))
+    # ------------------------------------------------------------ serving (decided in lifecycle.py)
+    def swap(self, version: IndexVersion | int, expected: Any = ANY) -> None:
+        """Serve ``version`` from the next search on (``CURRENT`` replaced atomically); with ``expected`` (the
+        version a rebuild started from), only if that still serves, else :class:`SwapConflictError`."""
+        self.life.swap(version_number(version), expected)
 
     def previous(self) -> IndexVersion | None:
-        """The version a rollback would serve: the newest complete version older than the serving one."""
-        cur = self._serving_number()
-        older = [n for n in self._numbers() if cur is not None and n < cur]
-        return self._open(older[-1]).info(self.name) if older else None
+        """The version a rollback would serve: the newest healthy version older than the serving one that served."""
+        n = self.life.rollback_target()
+        return None if n is None else self._open(n).info(self.name)
 
     def rollback(self) -> IndexVersion:
-        prev = self.previous()
-        if prev is None:
-            raise VersionNotFoundError(f"index {self.name!r} has no version older than the serving one "
-                                       f"(versions: {self._numbers()}, serving: {self._serving_number()})")
-        self.swap(prev.number)
-        return prev
+        return self._open(self.life.rollback()).info(self.name)
 
     def delete_version(self, version: IndexVersion | int) -> None:
-        n = version_number(version)
-        if n == self._serving_number():
-            raise IndexStoreError(f"v{n} is the serving version of index {self.name!r}; swap or roll back first")
-        path = self.dir / f"v{n}"
-        if not path.is_dir():
-            raise VersionNotFoundError(f"index {self.name!r} has no version v{n}")
-        trash = self.dir / f".deleting-v{n}-{uuid.uuid4().hex[:8]}"
-        os.rename(path, trash)             # disappears at once; readers holding a memmap keep reading
-        self._cache.pop(n, None)
-        shutil.rmtree(trash, ignore_errors=True)
-        log.info("index %s: deleted v%d", self.name, n)
+        self.life.delete(version_number(version))
 
     def prune_versions(self, keep: int = 2) -> list[int]:
-        """Delete old versions, keeping the serving one and the ``keep - 1`` newest older ones (``keep >= 2``)."""
-        if keep < 2:
-            raise IndexInputError(f"keep must be >= 2 (the serving version and the previous one), got {keep}")
-        numbers = self._numbers()
-        cur = self._serving_number()
-        kept = set(numbers[-keep:]) if cur is None else {cur, *[n for n in numbers if n < cur][-(keep - 1):]}
-        deleted = [n for n in numbers if n not in kept]
-        for n in deleted:
-            self.delete_version(n)
-        return deleted
+        """Delete old versions; keeps the serving one, the last one that served before it, and newest older ones
+        up to ``keep`` (``keep >= 2``)."""
+        return self.life.prune(keep)
+
+    def health(self, full: bool = False) -> list[VersionHealth]:
+        return self.life.health(full)
+
+    def unlock(self, force: bool = False) -> str:
+        return self.life.unlock(force)
 
     # ------------------------------------------------------------ search
     def search(self, query_vectors: torch.Tensor, k: int = 10) -> list[Hit]:
@@ -789,8 +942,13 @@ class LocalIndex:
             if not qs:
                 return [], report
             scores = v.score_all(qs, self.chunk_tokens)             # [Q, P]
-            return [_top_k(s, k, v.page_ids) for s in scores], report
-        return [self._two_stage(v, q, k, stage) for q in qs], SearchReport(stage, self.candidates, pages, v.number)
+            out = [_top_k(s, k, v.page_ids) for s in scores]
+        else:
+            out = [self._two_stage(v, q, k, stage) for q in qs]
+            report = SearchReport(stage, self.candidates, pages, v.number)
+        # nothing served changes silently: the pages returned still hash to what the build wrote
+        v.check_pages(sorted({v.position(h.page_id) for hits in out for h in hits}))
+        return out, report
 
     def _two_stage(self, v: _Version, q: torch.Tensor, k: int, stage: str = "mean") -> list[Hit]:
         if stage == "muvera":
