@@ -7,7 +7,10 @@ Every source (ViDoRe, a folder of PDFs, the Debian demo) is written in this layo
       images/           one file per page (image_path is relative to the dataset folder)
       queries.parquet   query_id, text
       qrels.parquet     query_id, page_id, relevance
-      manifest.json     name, source, revision, counts, created_at, schema_version, extra
+      manifest.json     name, source, revision, counts, schema_version, extra
+
+The folder depends only on its content: the manifest holds no build time, so rebuilding the
+same pages gives the same DVC hash (``data.dvc``, ``dvc.lock``) and no stage is marked stale.
 
 ``content_hash`` is the sha256 of the stored image bytes and the text layer
 (see :func:`page_content_hash`): the features cache keys on it, so a page is
@@ -38,7 +41,6 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +159,6 @@ class DatasetWriter:
             "revision": revision,
             "schema_version": SCHEMA_VERSION,
             "counts": {"pages": len(self._pages), "queries": len(self._queries), "qrels": len(self._qrels)},
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "extra": dict(extra or {}),
         }
         (self.root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
