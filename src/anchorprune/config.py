@@ -89,6 +89,7 @@ class PathsConfig(_Frozen):
     features_dir: Path = Path("cache/features")
     index_dir: Path = Path("indexes")
     reports_dir: Path = Path("reports")
+    validation_dir: Path = Path("cache/validation")   # GX verdicts by dataset content hash
 
 
 class DataConfig(_Frozen):

@@ -60,10 +60,21 @@ class Workspace:
     def tracker(self) -> Tracker:
         return Tracker.from_config(self.settings.tracking, self.root)
 
+    def check_dataset(self) -> str:
+        """Run the GX suites on the dataset before a stage uses it; a pass is cached by content hash.
+
+        Raises :class:`~anchorprune.data.validation.DataValidationError` (duplicate page ids,
+        qrels to missing pages, ...) before anything is written or logged.
+        """
+        from anchorprune.data.validation import ensure_valid
+
+        return ensure_valid(self.dataset_dir, self.path(self.settings.paths.validation_dir))
+
     @cached_property
     def dataset(self):
         from anchorprune.data.schema import load_dataset_dir
 
+        self.check_dataset()
         return load_dataset_dir(self.dataset_dir)
 
     def split(self) -> tuple[list[str], list[str]]:
@@ -103,15 +114,13 @@ class Workspace:
 # ---------------------------------------------------------------- data
 def stage_data(ws: Workspace, rebuild: bool = False) -> str:
     """Build (or reuse) the configured dataset, validate it (GX), track data/ with DVC; returns the data version."""
-    from anchorprune.data.validation import validate_dataset_dir
     from anchorprune.data.versioning import dvc_add
 
     if rebuild or not ws.dataset_dir.exists():
         from anchorprune.data.build import build_dataset
 
         build_dataset(ws.settings, ws.root, rebuild=rebuild)   # staged: validated before it replaces anything
-    else:
-        validate_dataset_dir(ws.dataset_dir)
+    ws.check_dataset()                                         # records the verdict for the later stages
     version = dvc_add(ws.root, ws.path(ws.settings.paths.data_dir), push=True)
     ws.__dict__.pop("dataset", None)                     # reload after a rebuild
     return version
@@ -265,6 +274,7 @@ def candidates_from(result: EvaluationResult, backbone: str) -> list[Candidate]:
 def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationResult | None = None) -> Decision:
     from anchorprune.registry import ChampionSpec, promote
 
+    ws.check_dataset()  # promote reads no pages, but must not promote what a broken dataset scored
     if evaluation is None:
         evaluation = load_evaluation(ws.reports / "evaluation" / f"{bcfg.name}.json", bcfg.name)
     p = ws.settings.promote
