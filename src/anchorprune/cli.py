@@ -330,14 +330,25 @@ def _index_call(fn):
 
 
 @index_app.command("build")
-def index_build(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones."""
+def index_build(
+    params: ParamsOpt = Path("params.yaml"),
+    force: Annotated[bool, typer.Option(help="rebuild even when champion, data and index config are unchanged")]
+    = False,
+) -> None:
+    """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones.
+
+    Does nothing (and says so) when the serving version already has this champion, data and index config.
+    """
     import logging
 
     from anchorprune.stages import stage_index
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    info = _index_call(lambda: stage_index(_workspace(params)))
+    info = _index_call(lambda: stage_index(_workspace(params), force=force))
+    if not info.get("rebuilt", True):
+        typer.echo(f"index {info['index']} ({info['backend']}) unchanged: still serves v{info['version']} "
+                   f"({info['reason']}; --force rebuilds)")
+        return
     typer.echo(f"index {info['index']} ({info['backend']}) now serves v{info['version']}: {info['pages']} pages, "
                f"{info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB; re-encoded {info['reencoded_pages']}, "
                f"reused {info['reused_pages']}")

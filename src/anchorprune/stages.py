@@ -357,11 +357,46 @@ def open_serving_index(ws: Workspace):
     return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
 
 
-def stage_index(ws: Workspace) -> dict:
+def index_config_key(ws: Workspace) -> dict:
+    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out)."""
+    return ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+
+
+def serving_is_current(ws: Workspace, index, model: str, model_version: str | int | None,
+                       dataset_hash: str) -> dict | None:
+    """The no-op reindex decision: the serving version's build record when a rebuild would change nothing.
+
+    A rebuild is skipped only when the serving version was built from this champion (model and
+    version), this data (DVC version and dataset content hash) and this index config, as recorded
+    in its manifest; anything missing or different (an older manifest) means rebuild.
+    """
+    serving = index.current()
+    if serving is None:
+        return None
+    meta = serving.manifest.get("meta") or {}
+    want = {"model": model, "model_version": str(model_version), "data_version": ws.data_version(),
+            "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
+    have = {k: (str(meta.get(k)) if k == "model_version" and meta.get(k) is not None else meta.get(k))
+            for k in want}
+    if have != want:
+        changed = sorted(k for k in want if have[k] != want[k])
+        log.info("index %s: rebuilding (changed since v%s: %s)", ws.settings.index.name, serving.number,
+                 ", ".join(changed))
+        return None
+    return {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": serving.number,
+            "pages": serving.pages, "vectors": serving.vectors, "bytes": serving.bytes,
+            "reencoded_pages": 0, "reused_pages": serving.pages, **meta, "rebuilt": False,
+            "reason": f"champion {model} v{model_version}, data {ws.data_version()} and the index config are "
+                      f"unchanged since v{serving.number}: nothing rebuilt"}
+
+
+def stage_index(ws: Workspace, force: bool = False) -> dict:
     """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
 
-    Pages whose content hash is already in the serving version are not re-encoded;
-    the rest are encoded with window-only capture (through the features cache).
+    Nothing is built when the serving version already has this champion, data and index
+    config (:func:`serving_is_current`; ``force`` rebuilds anyway). Pages whose content
+    hash is already in the serving version are not re-encoded; the rest are encoded with
+    window-only capture (through the features cache).
     """
     from anchorprune.encoding import encode_pages
     from anchorprune.pruning import build_pruner
@@ -375,6 +410,12 @@ def stage_index(ws: Workspace) -> dict:
             f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
         )
     candidate, spec = champ
+    dataset_hash = ws.check_dataset()
+    if not force:
+        same = serving_is_current(ws, open_serving_index(ws), model_name(bcfg.name), spec.version, dataset_hash)
+        if same is not None:
+            log.info("index %s: %s", same["index"], same["reason"])
+            return same
     spec_bcfg = BackboneConfig(**spec.backbone)
     backbone = ws.backbone(spec_bcfg)
     capture = LayerCapture.window(spec.window or [backbone.num_layers - 1])
@@ -398,13 +439,14 @@ def stage_index(ws: Workspace) -> dict:
     pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
     keep = [p.page_id for p in pages if p.page_id not in feats]
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
-            "model_version": spec.version}
+            "model_version": spec.version, "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
     version = index.build(pruned, meta, reuse=keep)
     index.swap(version)
     index.prune_versions(ws.settings.index.keep_versions)
     info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
             "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
-            "reencoded_pages": len(changed), "reused_pages": len(keep), **meta}
+            "reencoded_pages": len(changed), "reused_pages": len(keep), **meta, "rebuilt": True,
+            "reason": f"built from champion {meta['model']} v{spec.version} and data {meta['data_version']}"}
     write_json(ws.reports / "index.json", info)
     return info
 

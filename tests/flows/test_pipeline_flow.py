@@ -81,12 +81,32 @@ def test_pipeline_end_to_end(project):
         hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
         assert hits[0].page_id == f"p{i:02d}"
 
-    # a rebuild with the same champion and unchanged pages re-sends nothing
-    from anchorprune.stages import stage_index
+    # a triggered reindex with champion, data and index config unchanged builds nothing and says so
+    from anchorprune.stages import serving_is_current, stage_index
+    from flows.reindex import reindex_flow
 
-    again = stage_index(ws)
-    assert again["version"] == info["version"] + 1
+    kept = [v.number for v in open_serving_index(ws).versions()]
+    noop = reindex_flow(params="params.yaml", root=str(project))
+    assert noop["rebuilt"] is False and noop["version"] == info["version"], noop
+    assert "nothing rebuilt" in noop["reason"]
+    assert [v.number for v in open_serving_index(ws).versions()] == kept
+    assert json.loads((project / "reports" / "index.json").read_text())["version"] == info["version"]
+
+    # a changed index config (or data) is a reason to rebuild
+    idx, mv = open_serving_index(ws), champ_version(tracker)
+    other = Workspace(load_settings(project / "params.yaml", overrides={"index": {"dtype": "float16"}}), project)
+    assert serving_is_current(ws, idx, model_name("mock"), mv, ws.check_dataset()) is not None
+    assert serving_is_current(other, idx, model_name("mock"), mv, ws.check_dataset()) is None
+    assert serving_is_current(ws, idx, model_name("mock"), mv, "0" * 64) is None
+
+    # forced: a new version that re-sends nothing (every page reused)
+    again = stage_index(ws, force=True)
+    assert again["version"] == info["version"] + 1 and again["rebuilt"] is True
     assert (again["reused_pages"], again["reencoded_pages"]) == (16, 0)
+
+
+def champ_version(tracker) -> str:
+    return str(tracker.client.get_model_version_by_alias(model_name("mock"), "champion").version)
 
 
 def test_champion_runs_as_pyfunc(project):
