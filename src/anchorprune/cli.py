@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from anchorprune.config import ConfigError, Settings, load_settings
+from anchorprune.config import ConfigError, Settings, load_settings, project_root
 
 app = typer.Typer(
     name="anchorprune",
@@ -88,9 +88,10 @@ def _run_data(fn):
     return out, time.perf_counter() - t0
 
 
-def _data_root(cfg: Settings) -> Path:
+def _data_root(cfg: Settings, params: Path) -> Path:
+    """``paths.data_dir``, relative to the params file's folder (not the current one)."""
     p = cfg.paths.data_dir
-    return p if p.is_absolute() else Path.cwd() / p
+    return p if p.is_absolute() else project_root(params) / p
 
 
 def _echo_built(final: Path, manifest: dict, seconds: float) -> None:
@@ -117,7 +118,7 @@ def data_build_demo(
 
     cfg = settings_or_exit(params)
     (final, manifest), secs = _run_data(lambda: build_demo(
-        _data_root(cfg), name=name or cfg.data.dataset, dpi=cfg.data.dpi, variant=variant or cfg.data.demo_variant,
+        _data_root(cfg, params), name=name or cfg.data.dataset, dpi=cfg.data.dpi, variant=variant or cfg.data.demo_variant,
         cache_dir=cache_dir, pdf_dir=pdf_dir, blank_titles=cfg.data.blank_titles,
         max_pages_per_doc=max_pages_per_doc or cfg.data.limit))
     _echo_built(final, manifest, secs)
@@ -142,7 +143,7 @@ def data_pdfs(
         raise typer.Exit(2)
     ds_name = name or cfg.data.dataset
     blank = cfg.data.blank_titles if blank_titles is None else blank_titles
-    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg), ds_name, lambda s: build_pdf_dataset(
+    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg, params), ds_name, lambda s: build_pdf_dataset(
         src, s, name=ds_name, dpi=cfg.data.dpi, blank_titles=blank, limit=limit or cfg.data.limit)))
     _echo_built(final, manifest, secs)
 
@@ -164,7 +165,7 @@ def data_vidore(
         typer.echo("error: give ViDoRe ids (arguments) or set data.vidore_ids in params.yaml", err=True)
         raise typer.Exit(2)
     ds_name = name or cfg.data.dataset
-    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg), ds_name, lambda s: build_vidore_dataset(
+    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg, params), ds_name, lambda s: build_vidore_dataset(
         sources, s, name=ds_name, limit=limit or cfg.data.limit)))
     _echo_built(final, manifest, secs)
 
@@ -175,7 +176,7 @@ def data_validate(params: ParamsOpt = Path("params.yaml"), name: NameOpt = None)
     from anchorprune.data.validation import validate_dataset_dir
 
     cfg = settings_or_exit(params)
-    report, _ = _run_data(lambda: validate_dataset_dir(_data_root(cfg) / (name or cfg.data.dataset)))
+    report, _ = _run_data(lambda: validate_dataset_dir(_data_root(cfg, params) / (name or cfg.data.dataset)))
     typer.echo(report.render())
 
 
@@ -188,17 +189,17 @@ def data_add(
     from anchorprune.data.versioning import dvc_add
 
     cfg = settings_or_exit(params)
-    version, secs = _run_data(lambda: dvc_add(Path.cwd(), _data_root(cfg), push=push))
+    version, secs = _run_data(lambda: dvc_add(project_root(params), _data_root(cfg, params), push=push))
     typer.echo(f"data version {version} ({secs:.1f} s); commit data.dvc"
                + (" (pushed to the default remote)" if push else ""))
 
 
 @data_app.command("version")
-def data_version_cmd() -> None:
-    """Print the data version (the md5 in data.dvc), or 'untracked'."""
+def data_version_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Print the data version (the md5 in data.dvc next to the params file), or 'untracked'."""
     from anchorprune.data.versioning import data_version
 
-    version, _ = _run_data(lambda: data_version(Path.cwd()))
+    version, _ = _run_data(lambda: data_version(project_root(params)))
     typer.echo(version or "untracked")
 
 
@@ -209,7 +210,16 @@ BackboneOpt = Annotated[str | None, typer.Option("--backbone", "-b", help="only 
 def _workspace(params: Path):
     from anchorprune.stages import Workspace
 
-    return Workspace(settings_or_exit(params), Path.cwd())
+    return Workspace(settings_or_exit(params), project_root(params))
+
+
+def _stage(fn):
+    """Run a stage; a bad or missing dataset is one clear error (exit 1), not a traceback."""
+    try:
+        return fn()
+    except _data_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _backbones(ws, name: str | None):
@@ -227,7 +237,7 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        corpus = stage_encode(ws, b)
+        corpus = _stage(lambda b=b: stage_encode(ws, b))
         typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
 
 
@@ -238,7 +248,7 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        r = stage_calibrate(ws, b)
+        r = _stage(lambda b=b: stage_calibrate(ws, b))
         typer.echo(f"{b.name}: SR window layers {r.window[0]}-{r.window[-1]} of {r.num_layers} "
                    f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)")
 
@@ -251,7 +261,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = No
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        typer.echo(results_table(stage_evaluate(ws, b), title=f"{b.name} ({ws.settings.data.dataset})"))
+        typer.echo(results_table(_stage(lambda b=b: stage_evaluate(ws, b)), title=f"{b.name} ({ws.settings.data.dataset})"))
 
 
 @app.command()
@@ -261,7 +271,7 @@ def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = Non
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        d = stage_promote(ws, b)
+        d = _stage(lambda b=b: stage_promote(ws, b))
         typer.echo(f"{b.name}: {'PROMOTED' if d.promoted else 'kept'}: {d.reason}")
 
 
@@ -275,14 +285,15 @@ def pipeline(
     settings_or_exit(params)
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(params=str(params), root=str(Path.cwd()), rebuild_data=rebuild_data)
+    root = project_root(params)
+    result = pipeline_flow(params=str(params.resolve()), root=str(root), rebuild_data=rebuild_data)
     typer.echo(f"data version {result['data_version']}; windows {result['windows']}")
     for name, p in result["promotion"].items():
         typer.echo(f"{name}: {p['reason']}")
     typer.echo(f"index {result['index']['index']} serves version {result['index']['version']}")
     from anchorprune.stages import Workspace, stage_search
 
-    ws = Workspace(settings_or_exit(params), Path.cwd())
+    ws = Workspace(settings_or_exit(params), root)
     q = query or next(iter(ws.dataset.queries.values()))
     typer.echo(f"search: {q!r}")
     for rank, hit in enumerate(stage_search(ws, q, k=5), 1):
@@ -295,7 +306,7 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     settings_or_exit(params)
     from flows.deployments import main as serve_deployments
 
-    serve_deployments(str(params), str(Path.cwd()))
+    serve_deployments(str(params.resolve()), str(project_root(params)))
 
 
 # ---------------------------------------------------------------- index (issue #8)
@@ -313,7 +324,7 @@ def _open_index(params: Path):
     from anchorprune.index import open_index
 
     cfg = settings_or_exit(params)
-    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else Path.cwd() / cfg.paths.index_dir
+    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else project_root(params) / cfg.paths.index_dir
     try:
         return open_index(cfg.index, root)
     except _index_errors() as exc:

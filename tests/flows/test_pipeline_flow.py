@@ -82,8 +82,9 @@ def test_pipeline_end_to_end(project):
         assert hits[0].page_id == f"p{i:02d}"
 
     # a triggered reindex with champion, data and index config unchanged builds nothing and says so
-    from anchorprune.stages import serving_is_current, stage_index
     from flows.reindex import reindex_flow
+
+    from anchorprune.stages import serving_is_current, stage_index
 
     kept = [v.number for v in open_serving_index(ws).versions()]
     noop = reindex_flow(params="params.yaml", root=str(project))
