@@ -9,6 +9,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from anchorprune.stages import stage_index
+from anchorprune.summary import index_markdown
+from flows.artifacts import publish
 from flows.common import IO_RETRIES, workspace
 
 
@@ -24,4 +26,5 @@ def reindex_flow(params: str = "params.yaml", root: str = ".", force: bool = Fal
         get_run_logger().info("index %s now serves version %s", info["index"], info["version"])
     else:
         get_run_logger().info("index %s unchanged at version %s: %s", info["index"], info["version"], info["reason"])
+    publish("reindex", index_markdown(info))
     return info

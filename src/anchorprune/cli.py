@@ -275,6 +275,13 @@ def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = Non
         typer.echo(f"{b.name}: {'PROMOTED' if d.promoted else 'kept'}: {d.reason}")
 
 
+def _own_prefect_home(root: Path) -> None:
+    """Keep this checkout's Prefect runs in ``<root>/.prefect`` unless PREFECT_HOME is set (before prefect imports)."""
+    import os
+
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+
+
 @app.command()
 def pipeline(
     params: ParamsOpt = Path("params.yaml"),
@@ -283,9 +290,10 @@ def pipeline(
 ) -> None:
     """data -> calibrate -> evaluate -> promote -> index, as one Prefect flow, then a search."""
     settings_or_exit(params)
+    root = project_root(params)
+    _own_prefect_home(root)
     from flows.pipeline import pipeline_flow
 
-    root = project_root(params)
     result = pipeline_flow(params=str(params.resolve()), root=str(root), rebuild_data=rebuild_data)
     typer.echo(f"data version {result['data_version']}; windows {result['windows']}")
     for name, p in result["promotion"].items():
@@ -304,6 +312,7 @@ def pipeline(
 def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the scheduled Prefect deployments (long-running; needs a Prefect server, see README)."""
     settings_or_exit(params)
+    _own_prefect_home(project_root(params))
     from flows.deployments import main as serve_deployments
 
     serve_deployments(str(params.resolve()), str(project_root(params)))
