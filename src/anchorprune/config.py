@@ -90,6 +90,7 @@ class PathsConfig(_Frozen):
     index_dir: Path = Path("indexes")
     reports_dir: Path = Path("reports")
     validation_dir: Path = Path("cache/validation")   # GX verdicts by dataset content hash
+    metrics_file: Path = Path("metrics.json")         # headline metrics, tracked in git (dvc metrics show/diff)
 
 
 class DataConfig(_Frozen):

@@ -252,6 +252,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
     _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
     _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
+    _update_metrics_file(ws.path(ws.settings.paths.metrics_file), bcfg.name, headline_metrics(result))
     write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": rows, "parent_run_id": parent,
                                           "num_queries": result.num_queries, "num_pages": result.num_pages})
     return result
@@ -339,6 +340,29 @@ def _update_metrics(path: Path, backbone: str, result: EvaluationResult) -> None
                                       "sr": round(c.sr_ratio_of_means, 4),
                                       "vectors_per_page": round(c.vectors_per_page, 1)} for c in result.configs},
     }
+    write_json(path, metrics)
+
+
+def headline_metrics(result: EvaluationResult) -> dict:
+    """The few numbers `dvc metrics show/diff` compares: full nDCG@5, then per γ the nDCG@5 retention
+    of SAP (first window spec), of random pruning and of the best method."""
+    out: dict = {"full_ndcg@5": round(result.full.metrics.get("ndcg@5", 0.0), 4)}
+    for g in sorted({c.gamma for c in result.configs}, reverse=True):
+        at = [c for c in result.configs if c.gamma == g]
+        sap = [c for c in at if c.method == "sap"]
+        rnd = [c for c in at if c.method == "random"]
+        out[f"gamma_{g:g}"] = {
+            **({"sap": round(sap[0].ndcg_retention, 4)} if sap else {}),
+            **({"random": round(rnd[0].ndcg_retention, 4)} if rnd else {}),
+            "best": round(max(c.ndcg_retention for c in at), 4),
+        }
+    return out
+
+
+def _update_metrics_file(path: Path, backbone: str, values: dict) -> None:
+    """Replace one backbone's entry in the small, git-tracked headline metrics file (stable key order)."""
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics[backbone] = values
     write_json(path, metrics)
 
 
