@@ -67,3 +67,37 @@ def test_paths_resolve_against_the_params_folder(tmp_path, monkeypatch):
     assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit), res.output
     assert f"dataset folder {proj.resolve() / 'data' / 'rdocs-demo'} does not exist" in res.output
     assert list(elsewhere.iterdir()) == []          # no stray mlruns/ (or anything else) in the cwd
+
+
+def test_doctor_marks_optional_parts_and_pings_prefect(monkeypatch):
+    monkeypatch.delenv("ELASTICSEARCH_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")   # nothing listens on port 9
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("colpali-engine"))
+    assert "optional" in line
+    assert "http://127.0.0.1:9/api does not answer" in res.output
+
+
+def test_doctor_reports_a_live_prefect_api(monkeypatch):
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            ok = self.path == "/api/health"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b"true" if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from anchorprune.doctor import prefect_status
+
+        assert "answers (health True)" in prefect_status(f"http://127.0.0.1:{server.server_port}/api")
+    finally:
+        server.shutdown()

@@ -298,14 +298,14 @@ def pipeline(
     typer.echo(f"data version {result['data_version']}; windows {result['windows']}")
     for name, p in result["promotion"].items():
         typer.echo(f"{name}: {p['reason']}")
-    typer.echo(f"index {result['index']['index']} serves version {result['index']['version']}")
+    idx = result["index"]
+    typer.echo(f"index {idx['index']} {'now serves' if idx.get('rebuilt', True) else 'unchanged, still serves'} "
+               f"version {idx['version']}" + ("" if idx.get("rebuilt", True) else f" ({idx['reason']})"))
     from anchorprune.stages import Workspace, stage_search
 
     ws = Workspace(settings_or_exit(params), root)
     q = query or next(iter(ws.dataset.queries.values()))
-    typer.echo(f"search: {q!r}")
-    for rank, hit in enumerate(stage_search(ws, q, k=5), 1):
-        typer.echo(f"  {rank}. {hit.page_id}  {hit.score:.3f}")
+    _echo_hits(ws, q, stage_search(ws, q, k=5))
 
 
 @app.command()
@@ -380,12 +380,27 @@ def index_search(
     params: ParamsOpt = Path("params.yaml"),
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits to print")] = 10,
 ) -> None:
-    """Search the serving index version with a text query."""
+    """Search the serving index version with a text query: page, document, first line, score."""
     from anchorprune.stages import stage_search
 
-    hits = _index_call(lambda: stage_search(_workspace(params), query, k=k))
-    for rank, hit in enumerate(hits, 1):
-        typer.echo(f"{rank:3d}. {hit.page_id}  {hit.score:.4f}")
+    ws = _workspace(params)
+    hits = _index_call(lambda: stage_search(ws, query, k=k))
+    _echo_hits(ws, query, hits)
+
+
+def _echo_hits(ws, query: str, hits) -> None:
+    """The hits as a table, under a line naming the index version and the model that built it."""
+    from anchorprune.stages import open_serving_index
+    from anchorprune.summary import describe_hits
+
+    serving = _index_call(lambda: open_serving_index(ws).current())
+    meta = (serving.manifest.get("meta") or {}) if serving is not None else {}
+    typer.echo(f"{query!r}: index {ws.settings.index.name} v{serving.number if serving else '-'}, "
+               f"model {meta.get('model', '-')} v{meta.get('model_version', '-')} "
+               f"({meta.get('method', '-')}, gamma {meta.get('gamma', '-')}), data {meta.get('data_version', '-')}")
+    for r in describe_hits(ws.dataset.corpus, hits):
+        where = f"{r['document']} p.{r['page']}" if r["page"] is not None else r["document"]
+        typer.echo(f"{r['rank']:3d}. {r['score']:7.3f}  {r['page_id']:<18} {where:<20} {r['title']}")
 
 
 @index_app.command("status")

@@ -108,7 +108,26 @@ class Workspace:
     def backbone(self, bcfg: BackboneConfig):
         from anchorprune.backbones import load_backbone
 
+        if bcfg.kind != "mock":
+            quiet_weight_loading()
         return load_backbone(bcfg)
+
+
+def quiet_weight_loading() -> None:
+    """Turn off transformers' "Loading weights n/n" bar (printed on every model load, every search).
+
+    Only transformers' own bars: hub download bars stay on (a real checkpoint download is worth
+    watching) unless HF_HUB_DISABLE_PROGRESS_BARS is set.
+    """
+    import os
+
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.is_progress_bar_enabled():
+        hf_logging.disable_progress_bar()          # also turns the hub's bars off ...
+        if not os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"):
+            enable_progress_bars()                 # ... so turn those back on
 
 
 # ---------------------------------------------------------------- data

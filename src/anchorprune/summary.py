@@ -141,3 +141,29 @@ def recalibrate_markdown(ws, windows: dict[str, list[int]], ui: str | None = Non
     names = [b.name for b in ws.settings.backbones]
     return "\n".join(["## anchorprune recalibrate", "", calibrate_markdown(ws, windows, ui),
                       evaluate_markdown(ws, names, ui), promote_markdown(ws, names, ui)])
+
+
+def first_line(text: str | None, width: int = 60) -> str:
+    """A page's title stand-in: its first non-empty text line, shortened.
+
+    >>> first_line("\\n  Frequently Asked Questions on R  \\nmore"), first_line(None)
+    ('Frequently Asked Questions on R', '-')
+    """
+    for line in (text or "").splitlines():
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) <= width else line[: width - 1] + "…"
+    return "-"
+
+
+def describe_hits(corpus, hits) -> list[dict[str, Any]]:
+    """Search hits joined with the dataset's corpus table: page, document, page number, first line, score."""
+    by_id = corpus.set_index("page_id")
+    rows = []
+    for rank, hit in enumerate(hits, 1):
+        rec = by_id.loc[hit.page_id] if hit.page_id in by_id.index else None
+        rows.append({"rank": rank, "page_id": hit.page_id, "score": float(hit.score),
+                     "document": str(rec["source_doc"]) if rec is not None else "?",
+                     "page": int(rec["page_number"]) if rec is not None else None,
+                     "title": first_line(rec["text"]) if rec is not None else "(not in the dataset)"})
+    return rows
