@@ -79,3 +79,28 @@ def test_content_hash_ignores_where_the_folder_lives(tmp_path):
     assert dataset_content_hash(a) == dataset_content_hash(b)
     (b / "manifest.json").write_text((b / "manifest.json").read_text().replace('"0"', '"1"'))
     assert dataset_content_hash(a) != dataset_content_hash(b)
+
+
+def test_dataset_files_depend_only_on_content(tmp_path):
+    """Two builds of the same pages give byte-identical folders (so one DVC hash), whenever they run."""
+    import json
+
+    from PIL import Image
+
+    def build(d: Path) -> Path:
+        w = DatasetWriter(d)
+        for i in range(3):
+            w.add_page(f"p{i}", Image.new("RGB", (40, 50), (i * 40, 255, 255)), text=f"t{i}", page_number=i + 1)
+            w.add_query(f"q{i}", f"about t{i}")
+            w.add_qrel(f"q{i}", f"p{i}")
+        w.finish(name="ds", source="test", revision="0")
+        return d
+
+    a = build(tmp_path / "a" / "ds")
+    b = build(tmp_path / "b" / "ds")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    # nothing time- or machine-dependent in the manifest (it used to carry created_at)
+    assert set(json.loads((a / "manifest.json").read_text())) == {"name", "source", "revision", "schema_version",
+                                                                 "counts", "extra"}
