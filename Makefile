@@ -3,6 +3,7 @@
 #   make test   - the test suite (what CI runs)
 # and, day to day:
 #   make repro       - `dvc repro` with .venv/bin on PATH (the stages call `anchorprune`)
+#   make plots       - dvc.yaml's plots rendered offline into reports/plots/index.html
 #   make prefect-ui  - the Prefect UI on this checkout's own PREFECT_HOME (the demo's runs, no one else's)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -19,8 +20,10 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 # Prefect state (runs, artifacts, results) of this checkout, not the shared ~/.prefect
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# its first run migrates a new database: give the temporary server more than Prefect's 20 s to start
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: venv demo repro prefect-ui test lint bench colpali-engine-env test-colpali-engine clean-demo
+.PHONY: venv demo repro plots prefect-ui test lint bench colpali-engine-env test-colpali-engine clean-demo
 
 venv: $(STAMP)
 
@@ -42,6 +45,10 @@ demo: venv
 
 repro: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+# dvc.yaml's plots as one offline page (reports/plots/index.html); `dvc plots show` needs a CDN
+plots: venv
+	$(VENV)/bin/anchorprune plots
 
 prefect-ui: venv
 	$(VENV)/bin/prefect server start

@@ -276,10 +276,15 @@ def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = Non
 
 
 def _own_prefect_home(root: Path) -> None:
-    """Keep this checkout's Prefect runs in ``<root>/.prefect`` unless PREFECT_HOME is set (before prefect imports)."""
+    """Keep this checkout's Prefect runs in ``<root>/.prefect`` unless PREFECT_HOME is set (before prefect imports).
+
+    A new PREFECT_HOME migrates its database on the first run (~20 s idle, longer on a busy machine):
+    the temporary server gets 120 s to start instead of Prefect's 20.
+    """
     import os
 
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()
@@ -316,6 +321,26 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     from flows.deployments import main as serve_deployments
 
     serve_deployments(str(params.resolve()), str(project_root(params)))
+
+
+@app.command()
+def plots(
+    revs: Annotated[list[str] | None, typer.Argument(help="git revisions to compare (default: the workspace)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path | None, typer.Option(help="folder for index.html (default: <reports_dir>/plots)")] = None,
+) -> None:
+    """The dvc.yaml plots as one offline HTML page (DVC fills the templates, vl-convert draws SVG; no CDN)."""
+    from anchorprune.dvc_plots import PlotsError, render_offline
+
+    cfg = settings_or_exit(params)
+    root = project_root(params)
+    reports = cfg.paths.reports_dir if cfg.paths.reports_dir.is_absolute() else root / cfg.paths.reports_dir
+    try:
+        path = render_offline(root, out or reports / "plots", list(revs or []))
+    except PlotsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {path} (open it in a browser; works offline)")
 
 
 # ---------------------------------------------------------------- index (issue #8)
