@@ -81,6 +81,26 @@ def test_pipeline_end_to_end(project):
         hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
         assert hits[0].page_id == f"p{i:02d}"
 
+    # headline metrics for `dvc metrics show/diff`: a few numbers per backbone, the same as the evaluation
+    headline = json.loads((project / "metrics.json").read_text())["mock"]
+    assert set(headline) == {"full_ndcg@5", "gamma_0.1", "gamma_0.2"}
+    assert headline["gamma_0.1"]["sap"] == round(sap.ndcg_retention, 4)
+    assert headline["gamma_0.1"]["random"] == round(rnd.ndcg_retention, 4)
+    assert headline["gamma_0.1"]["best"] >= headline["gamma_0.1"]["sap"]
+
+    # the pipeline run published its summary: decision and links to the MLflow run and model version
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as pc:   # the newest: other tests of this session run pipelines too
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["anchorprune-pipeline"])),
+                                 sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert arts, "no pipeline artifact"
+    md = arts[0].data
+    assert f"/#/models/{model_name('mock')}/versions/{mv.version}" in md
+    assert f"runs/{parent.info.run_id}" in md and "### promote" in md and "now serves v" in md
+
     # a triggered reindex with champion, data and index config unchanged builds nothing and says so
     from flows.reindex import reindex_flow
 
