@@ -144,14 +144,19 @@ def recalibrate_markdown(ws, windows: dict[str, list[int]], ui: str | None = Non
 
 
 def first_line(text: str | None, width: int = 60) -> str:
-    """A page's title stand-in: its first non-empty text line, shortened.
+    r"""A page's title stand-in: its first text line that is not a bare page number (running
+    headers lose their trailing page number), shortened.
 
-    >>> first_line("\\n  Frequently Asked Questions on R  \\nmore"), first_line(None)
-    ('Frequently Asked Questions on R', '-')
+    >>> first_line("3\n  Frequently Asked Questions on R  \nmore"), first_line("Chapter 5: Packages 25")
+    ('Frequently Asked Questions on R', 'Chapter 5: Packages')
+    >>> first_line(None), first_line("12\n")
+    ('-', '-')
     """
+    import re
+
     for line in (text or "").splitlines():
-        line = " ".join(line.split())
-        if line:
+        line = re.sub(r"\s+\d+$", "", " ".join(line.split()))
+        if line and not re.fullmatch(r"[\divxlcIVXLC.\-]+", line):
             return line if len(line) <= width else line[: width - 1] + "…"
     return "-"
 
