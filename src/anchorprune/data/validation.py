@@ -38,9 +38,9 @@ MAX_LISTED = 10        # ids listed per failed check in the report
 class DataValidationError(ValueError):
     """A dataset failed validation; ``report`` holds the failed checks."""
 
-    def __init__(self, report: ValidationReport):
+    def __init__(self, report: ValidationReport, hint: str | None = None):
         self.report = report
-        super().__init__(report.render())
+        super().__init__(report.render(hint))
 
 
 @dataclass
@@ -79,14 +79,15 @@ class ValidationReport:
     def success(self) -> bool:
         return not self.failures
 
-    def render(self) -> str:
+    def render(self, hint: str | None = None) -> str:
+        """The report; ``hint`` replaces the closing advice (the default suits a build)."""
         head = (f"dataset {self.dataset}: {len(self.results)} checks, "
                 f"{len(self.failures)} failed, {len(self.warnings)} warnings")
         lines = [head]
         lines += [f"  FAILED  {r.line()}" for r in self.failures]
         lines += [f"  warning {r.line()}" for r in self.warnings]
         if self.failures:
-            lines.append("  nothing was written to data/; fix the source and rebuild")
+            lines.append("  " + (hint or "nothing was written to data/; fix the source and rebuild"))
         return "\n".join(lines)
 
 
@@ -313,7 +314,11 @@ def ensure_valid(path: str | Path, cache_dir: str | Path | None) -> str:
     if marker is not None and marker.exists():
         log.debug("dataset %s already validated (content %s)", path, digest[:12])
         return digest
-    report = validate_dataset_dir(path)            # raises on failure
+    try:
+        report = validate_dataset_dir(path)
+    except DataValidationError as exc:
+        raise DataValidationError(exc.report, f"the stage did not run (nothing written, nothing logged); fix or "
+                                              f"rebuild {path}, then run it again") from None
     if marker is not None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_name(marker.name + ".tmp")
