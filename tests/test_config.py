@@ -30,6 +30,8 @@ INVALID = {
     "boolean-gamma.yaml": ["'calibrate.gamma'", "expected a number, got True"],
     "not-utf8.yaml": ["not-utf8.yaml is not UTF-8 text", "0xe9"],
     "a-directory.yaml": ["a-directory.yaml is a directory", "params.yaml"],
+    "bad-vidore-language.yaml": ["'data.vidore_languages'", "['en']", "'english'"],
+    "candidates-over-knn-limit.yaml": ["'index.candidates'", "above 10000", "use 10000 or fewer"],
 }
 
 
@@ -140,3 +142,9 @@ def test_unknown_backbone_lookup_lists_known():
     cfg = load_settings(ROOT / "params.yaml")
     with pytest.raises(ConfigError, match="known: minilm-text"):
         cfg.backbone("colpali")
+
+
+def test_vidore_languages_default_all_and_english_list():
+    assert load_settings(ROOT / "params.yaml").data.vidore_languages == "all"
+    cfg = load_settings(CONFS / "valid" / "vidore-mteb-english.yaml")
+    assert cfg.data.vidore_languages == ("english",) and cfg.data.vidore_protocol == "per_dataset"

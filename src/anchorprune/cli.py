@@ -155,7 +155,7 @@ def data_vidore(
     name: NameOpt = None,
     limit: LimitOpt = None,
 ) -> None:
-    """Build a dataset from ViDoRe v1/v2 (hub cache or local copies); several ids make one union."""
+    """Build a dataset from ViDoRe v1/v2/v3 (hub cache or local copies); languages and protocol from params.yaml."""
     from anchorprune.data.versioning import build_staged
     from anchorprune.data.vidore import build_vidore_dataset
 
@@ -166,7 +166,8 @@ def data_vidore(
         raise typer.Exit(2)
     ds_name = name or cfg.data.dataset
     (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg, params), ds_name, lambda s: build_vidore_dataset(
-        sources, s, name=ds_name, limit=limit or cfg.data.limit)))
+        sources, s, name=ds_name, limit=limit or cfg.data.limit, languages=cfg.data.vidore_languages,
+        protocol=cfg.data.vidore_protocol)))
     _echo_built(final, manifest, secs)
 
 

@@ -93,10 +93,15 @@ class PathsConfig(_Frozen):
     metrics_file: Path = Path("metrics.json")         # headline metrics, tracked in git (dvc metrics show/diff)
 
 
+VidoreLanguage = Literal["english", "french", "spanish", "german", "italian", "portuguese"]  # hub `language` values
+
+
 class DataConfig(_Frozen):
     dataset: str = "rdocs-demo"
     source: Literal["demo", "vidore", "pdfs"] = "demo"
     vidore_ids: tuple[str, ...] = ()
+    vidore_languages: Literal["all"] | tuple[VidoreLanguage, ...] = "all"   # all = SAP's reference; [english] = mteb
+    vidore_protocol: Literal["per_dataset", "union"] = "per_dataset"   # SPEC §5: per dataset, macro average
     pdf_dir: Path | None = None
     dpi: int = Field(100, ge=36, le=600)
     limit: int | None = Field(None, ge=1)
@@ -104,6 +109,19 @@ class DataConfig(_Frozen):
     demo_variant: Literal["small", "large"] = "small"
     calibration_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     seed: int = 0
+
+    @field_validator("vidore_languages", mode="before")
+    @classmethod
+    def _known_languages(cls, v: object) -> object:
+        allowed = VidoreLanguage.__args__
+        if v == "all":
+            return v
+        items = [v] if isinstance(v, str) else list(v) if isinstance(v, list | tuple) else None
+        bad = [x for x in items or [] if x not in allowed]
+        if not items or bad:
+            raise ValueError(f"{bad or v!r} is not 'all' or a list of ViDoRe languages {list(allowed)} "
+                             "(e.g. [english] for mteb's protocol)")
+        return tuple(sorted(set(items)))
 
 
 BackboneKind = Literal["minilm-text", "colpali", "colqwen2", "colpali-engine", "jina-v4", "mock"]
@@ -187,6 +205,15 @@ class IndexConfig(_Frozen):
     two_stage: bool = False
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_within_knn_limit(cls, v: int) -> int:
+        # Elasticsearch refuses kNN num_candidates above 10000 (KnnSearchBuilder); the local backend follows suit
+        if v > 10_000:
+            raise ValueError(f"{v} is above 10000, the most kNN candidates Elasticsearch accepts "
+                             "(num_candidates); use 10000 or fewer")
+        return v
 
 
 class ScheduleConfig(_Frozen):

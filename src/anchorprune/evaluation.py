@@ -1,7 +1,9 @@
 """The evaluation grid: methods x gamma x windows over an encoded corpus (SPEC §5).
 
-Every config prunes every page from the features cache, scores all evaluation
-queries against all pages with exhaustive MaxSim, and reports nDCG/recall/MRR,
+Every config prunes every page from the features cache, scores each evaluation
+query against the pages of its own source (all pages when the dataset has no
+sources; :mod:`anchorprune.sources`) with exhaustive MaxSim, and reports the
+macro average over sources of nDCG/recall/MRR,
 ``ndcg_retention`` against the full index, score retention of the gold pairs,
 and storage. Random runs ``random_trials`` seeds (mean and std).
 """
@@ -62,6 +64,7 @@ class EvaluationResult:
     configs: list[ConfigResult]
     num_queries: int
     num_pages: int
+    sources: list[str] = field(default_factory=list)   # evaluation datasets, when more than one
 
     def rows(self) -> list[dict]:
         return [self.full.flat()] + [c.flat() for c in self.configs]
@@ -99,10 +102,11 @@ def window_label(layers: Sequence[int] | None) -> str | None:
     return f"{min(layers)}-{max(layers)}"
 
 
-def _score(corpus: EncodedCorpus, vectors: Mapping[str, torch.Tensor], qids: Sequence[str]) -> torch.Tensor:
+def _score(corpus: EncodedCorpus, vectors: Mapping[str, torch.Tensor], qids: Sequence[str],
+           pids: Sequence[str] | None = None) -> torch.Tensor:
     from anchorprune.scoring import pack, score_packed
 
-    pids = corpus.page_ids
+    pids = corpus.page_ids if pids is None else pids
     vecs, offsets = pack([vectors[p] for p in pids])
     return score_packed([corpus.queries[q] for q in qids], vecs, offsets)  # [Q, P]
 
@@ -133,6 +137,33 @@ def _measure(
     return ev["mean"], float(rom.value), float(mor.value), int(mor.excluded)
 
 
+def _measure_sources(
+    corpus: EncodedCorpus,
+    vectors: Mapping[str, torch.Tensor],
+    full_scores: Mapping[str, torch.Tensor],   # source -> [Q_s, P_s] scores of the full index
+    qrels: Mapping[str, Mapping[str, int]],
+    groups: Sequence,                           # anchorprune.sources.SourceGroup
+    ks: Sequence[int],
+) -> tuple[dict[str, float], float, float, int, dict[str, dict[str, float]], dict[str, torch.Tensor]]:
+    """Score each source's queries against its own pages only; metrics and SR are macro-averaged over sources.
+
+    Returns (macro metrics, SR ratio of means, SR mean of ratios, excluded pairs, per-source metrics,
+    per-source score matrices). With one source this is exactly :func:`_measure` on all pages.
+    """
+    from anchorprune.sources import macro_average
+
+    per_source, scores, roms, mors, excluded = {}, {}, [], [], 0
+    for g in groups:
+        scores[g.name] = _score(corpus, vectors, g.qids, g.pids)
+        full = full_scores.get(g.name, scores[g.name])
+        metrics, rom, mor, excl = _measure(scores[g.name], full, qrels, g.qids, g.pids, ks)
+        per_source[g.name] = metrics
+        roms.append(rom), mors.append(mor)
+        excluded += excl
+    return (macro_average(per_source), statistics.fmean(roms), statistics.fmean(mors), excluded, per_source,
+            scores)
+
+
 def evaluate_grid(
     corpus: EncodedCorpus,
     qrels: Mapping[str, Mapping[str, int]],
@@ -145,17 +176,24 @@ def evaluate_grid(
     ks: Sequence[int] = (1, 5, 10),
     kappa_calibration: Sequence | None = None,  # features of calibration pages for the EOS κ
     progress: bool = True,
+    query_sources: Mapping[str, str] | None = None,   # qid -> source (SPEC §5 per-dataset protocol)
+    page_sources: Mapping[str, str] | None = None,    # pid -> source
 ) -> EvaluationResult:
-    """Run the grid; ``eval_qids`` must be disjoint from the calibration queries."""
+    """Run the grid; ``eval_qids`` must be disjoint from the calibration queries.
+
+    With sources, each query is ranked only against its own source's pages and every metric
+    (so ``ndcg_retention``, which promotion gates on) is the macro average over sources.
+    """
     with torch_threads(1):
         return _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                              kappa_calibration, progress)
+                              kappa_calibration, progress, query_sources, page_sources)
 
 
 def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                   kappa_calibration, progress) -> EvaluationResult:
+                   kappa_calibration, progress, query_sources=None, page_sources=None) -> EvaluationResult:
     from anchorprune.pruning import build_pruner
     from anchorprune.pruning.eos import calibrate_kappa
+    from anchorprune.sources import per_source_keys, source_groups
 
     qids = [q for q in eval_qids if q in corpus.queries]
     if not qids:
@@ -163,11 +201,13 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
     pids = corpus.page_ids
     dim = next(iter(corpus.features.values())).embeddings.shape[1]
     full_vecs = {p: f.embeddings for p, f in corpus.features.items()}
-    full_scores = _score(corpus, full_vecs, qids)
-    full_metrics, _, _, _ = _measure(full_scores, full_scores, qrels, qids, pids, ks)
+    groups = source_groups(qids, pids, query_sources, page_sources)
+    full_metrics, _, _, _, full_by_source, full_scores = _measure_sources(corpus, full_vecs, {}, qrels, groups, ks)
     n_full = statistics.fmean(v.shape[0] for v in full_vecs.values())
+    several = len(groups) > 1
     full = ConfigResult("full", 1.0, None, None, full_metrics, 1.0, 1.0, 1.0, 0, n_full,
-                        n_full * dim * BYTES_PER_VALUE, 1.0)
+                        n_full * dim * BYTES_PER_VALUE, 1.0,
+                        extra=per_source_keys(full_by_source) if several else {})
     base = full_metrics.get("ndcg@5", 0.0)
 
     jobs: list[tuple[str, float, str | None, tuple[int, ...] | None]] = []
@@ -198,24 +238,32 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
             pruner = build_pruner(method, **kwargs)
             pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
             vecs = {p: pp.vectors for p, pp in pruned.items()}
-            scores = _score(corpus, vecs, qids)
-            metrics, rom, mor, excl = _measure(scores, full_scores, qrels, qids, pids, ks)
+            metrics, rom, mor, excl, by_source, _ = _measure_sources(corpus, vecs, full_scores, qrels, groups, ks)
             n_kept = statistics.fmean(v.shape[0] for v in vecs.values())
             realised = statistics.fmean(vecs[p].shape[0] / full_vecs[p].shape[0] for p in pids)
-            trials.append((metrics, rom, mor, excl, n_kept, realised))
+            trials.append((metrics, rom, mor, excl, n_kept, realised, by_source))
         metrics = {k: statistics.fmean(t[0][k] for t in trials) for k in trials[0][0]}
         if len(trials) > 1:
             metrics.update({f"{k}_std": statistics.stdev(t[0][k] for t in trials) for k in trials[0][0]})
         rom = statistics.fmean(t[1] for t in trials)
         mor = statistics.fmean(t[2] for t in trials)
         n_kept = statistics.fmean(t[4] for t in trials)
+        extra: dict[str, float] = {}
+        if several:                      # per source: mean over trials, and retention against that source's full
+            by_source = {g.name: {k: statistics.fmean(t[6][g.name][k] for t in trials) for k in trials[0][6][g.name]}
+                         for g in groups}
+            for name, m in by_source.items():
+                b = full_by_source[name].get("ndcg@5", 0.0)
+                m["ndcg_retention"] = m.get("ndcg@5", 0.0) / b if b > 0 else float("nan")
+            extra = per_source_keys(by_source)
         configs.append(
             ConfigResult(
                 method=method, gamma=gamma, window=window_label(layers), window_spec=spec, metrics=metrics,
                 ndcg_retention=metrics.get("ndcg@5", 0.0) / base if base > 0 else float("nan"),
                 sr_ratio_of_means=rom, sr_mean_of_ratios=mor, sr_excluded_pairs=trials[0][3],
                 vectors_per_page=n_kept, bytes_per_page=n_kept * dim * BYTES_PER_VALUE,
-                realised_gamma=statistics.fmean(t[5] for t in trials),
+                realised_gamma=statistics.fmean(t[5] for t in trials), extra=extra,
             )
         )
-    return EvaluationResult(corpus.backbone, full, configs, len(qids), len(pids))
+    return EvaluationResult(corpus.backbone, full, configs, len(qids), len(pids),
+                            [g.name for g in groups] if several else [])

@@ -93,10 +93,21 @@ class Workspace:
             log.warning("data version unknown (%s); recording 'untracked'", exc)
             return "untracked"
 
+    def languages(self) -> str:
+        """Which query languages the dataset holds (``all``, ``english``, ...; ``n/a`` without a filter)."""
+        from anchorprune.data.schema import MANIFEST_FILE
+        from anchorprune.data.vidore import languages_label
+
+        try:
+            return languages_label(json.loads((self.dataset_dir / MANIFEST_FILE).read_text()))
+        except (OSError, ValueError):
+            return "n/a"
+
     def meta(self, bcfg: BackboneConfig, backbone: Any | None = None) -> dict[str, str]:
         return {
             "data_version": self.data_version(),
             "dataset": self.settings.data.dataset,
+            "languages": self.languages(),
             "backbone": bcfg.name,
             "backbone_kind": bcfg.kind,
             "backbone_id": getattr(backbone, "model_id", bcfg.model_id),
@@ -237,14 +248,17 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         corpus, ws.dataset.qrels, eval_qids, e.methods, e.gammas, windows,
         random_trials=e.random_trials, seed=e.seed, ks=e.ks,
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
+        query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # SPEC §5 per dataset
     )
     meta = ws.meta(bcfg, backbone)
+    protocol = {"sources": json.dumps(result.sources)} if result.sources else {}
     out = ws.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
 
     t = ws.tracker
     with t.run(f"evaluate-{bcfg.name}", params={**meta, "gammas": list(e.gammas), "methods": list(e.methods),
-                                                "windows": json.dumps(windows), "queries": result.num_queries},
+                                                "windows": json.dumps(windows), "queries": result.num_queries,
+                                                **protocol},
                tags={"anchorprune.stage": "evaluate", "anchorprune.backbone": bcfg.name}) as parent:
         for cfg in [result.full, *result.configs]:
             with t.run(cfg.label + f"@{cfg.gamma:g}", parent_run_id=parent,
@@ -258,7 +272,8 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                                       "sr_excluded_pairs": cfg.sr_excluded_pairs,
                                       "vectors_per_page": cfg.vectors_per_page,
                                       "bytes_per_page": cfg.bytes_per_page,
-                                      "realised_gamma": cfg.realised_gamma})
+                                      "realised_gamma": cfg.realised_gamma,
+                                      **{k: v for k, v in cfg.extra.items() if k.startswith("per_source/")}})
             cfg.run_id = child
         rows = result.rows()  # after the child runs exist, so every row carries its run id
         pruned_rows = [r for r in rows if r["method"] != "full"]
@@ -273,7 +288,8 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
     _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
     _update_metrics_file(ws.path(ws.settings.paths.metrics_file), bcfg.name, headline_metrics(result))
     write_json(out / f"{bcfg.name}.json", {"meta": meta, "rows": rows, "parent_run_id": parent,
-                                          "num_queries": result.num_queries, "num_pages": result.num_pages})
+                                          "num_queries": result.num_queries, "num_pages": result.num_pages,
+                                          **({"sources": result.sources} if result.sources else {})})
     return result
 
 
@@ -330,8 +346,10 @@ def load_evaluation(path: Path, backbone: str) -> EvaluationResult:
     for r in blob["rows"]:
         metric_keys = [k for k in r if "@" in k]
         rows.append(ConfigResult(**{k: v for k, v in r.items() if k in fields - {"metrics", "extra"}},
-                                 metrics={k: r[k] for k in metric_keys}))
-    return EvaluationResult(backbone, rows[0], rows[1:], blob["num_queries"], blob["num_pages"])
+                                 metrics={k: r[k] for k in metric_keys},
+                                 extra={k: r[k] for k in r if k.startswith("per_source/")}))
+    return EvaluationResult(backbone, rows[0], rows[1:], blob["num_queries"], blob["num_pages"],
+                            blob.get("sources", []))
 
 
 def _write_csv(path: Path, rows: list[dict], replace_key: tuple[str, str]) -> None:

@@ -19,20 +19,26 @@ import pytest
 import torch
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import actions as helper_actions
-from fake_es import FakeES
+from fake_es import FakeES, install
 from index_helpers import make_pages, planted_query
 
 from anchorprune.config import IndexConfig
-from anchorprune.index import IndexLockedError, open_index
-from anchorprune.index.elasticsearch import ElasticsearchIndex, ElasticsearchLicenseError, redact_url
+from anchorprune.index import IndexInputError, IndexLockedError, open_index
+from anchorprune.index.elasticsearch import (
+    ElasticsearchIndex,
+    ElasticsearchLicenseError,
+    ElasticsearchVersionError,
+    client_version,
+    element_type,
+    redact_url,
+    source_with_vectors,
+)
 from anchorprune.pruning.base import PrunedPage
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    f = FakeES()
-    monkeypatch.setattr(Elasticsearch, "perform_request",
-                        lambda self, method, path, **kw: f.perform_request(self, method, path, **kw))
+    f = install(monkeypatch, FakeES())
     monkeypatch.setattr(helper_actions.time, "sleep", lambda s: None)      # bulk retry back-off
     return f
 
@@ -99,10 +105,11 @@ def test_bulk_splits_by_bytes_and_retries_429(fake, monkeypatch):
         if rejected["n"] == 0:
             rejected["n"] += 1
             first = body[0]["create"]["_id"]
-            out = orig(parts, params, body[2:])
-            out["items"].insert(0, {"create": {"_id": first, "status": 429, "error": {"type": "es_rejected"}}})
+            status, out = orig(parts, params, body[2:])
+            out["items"].insert(0, {"create": {"_id": first, "status": 429, "error": {
+                "type": "es_rejected_execution_exception", "reason": "rejected execution"}}})
             out["errors"] = True
-            return out
+            return status, out
         return orig(parts, params, body)
 
     monkeypatch.setattr(fake, "h_bulk", flaky)
@@ -220,12 +227,13 @@ def test_basic_licence_is_refused_with_a_clear_message_before_anything_is_create
 
 
 def test_licence_refusal_at_index_creation_is_named(fake, monkeypatch):
-    monkeypatch.setattr(fake, "h_license_get", lambda *a: {"license": {"type": "enterprise", "status": "active"}})
+    monkeypatch.setattr(fake, "h_license_get", lambda *a: (200, {"license": {"type": "enterprise",
+                                                                            "status": "active"}}))
     fake.license_type = "basic"           # what the mapping call sees
     with pytest.raises(ElasticsearchLicenseError, match="Enterprise licence or a trial"):
         es_index().build(make_pages(n=2), {})
-    assert not fake.indices.get("pages-v1")
-    assert "build" not in fake.indices["pages-lock"]["docs"]          # lock released
+    assert fake.of("indices.create") and not fake.indices.get("pages-v1")
+    assert "build" not in fake.indices["pages-lock"].docs          # lock released
 
 
 @pytest.mark.parametrize("step", ElasticsearchIndex.BUILD_STEPS)
@@ -243,21 +251,22 @@ def test_failure_at_each_build_step_leaves_the_alias_and_serving_index(fake, ste
         with pytest.raises(RuntimeError, match="injected"):
             idx.build(make_pages(n=3, seed=5, prefix="q"), {}, reuse=["p000"])
     assert set(fake.indices) <= {"pages-v1", "pages-lock"} and fake.aliases["pages"] == {"pages-v1"}
-    assert "build" not in fake.indices["pages-lock"]["docs"]
+    assert "build" not in fake.indices["pages-lock"].docs
     assert idx.search(planted_query(pages[2]), k=1)[0].page_id == "p002"
 
 
 def test_concurrent_build_refused_and_stale_lock_taken_over(fake):
     idx = es_index()
-    fake.h_index({"index": "pages-lock", "id": "build"}, {"op_type": "create"},
-                 {"pid": 1, "host": "other-host", "started_at": "t", "token": "x"})
+    status, _ = fake.h_index({"index": "pages-lock", "id": "build"}, {"op_type": "create"},
+                             {"pid": 1, "host": "other-host", "started_at": "t", "token": "x"})
+    assert status == 201
     with pytest.raises(IndexLockedError, match="other-host"):
         idx.build(make_pages(n=2), {})
     assert not fake.of("indices.create")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    fake.indices["pages-lock"]["docs"]["build"] = {"pid": dead.pid, "host": socket.gethostname(),
-                                                   "started_at": "t", "token": "y"}
+    fake.h_index({"index": "pages-lock", "id": "build"}, {},
+                 {"pid": dead.pid, "host": socket.gethostname(), "started_at": "t", "token": "y"})
     assert idx.build(make_pages(n=2), {}).number == 1
 
 
@@ -274,3 +283,140 @@ def test_credentials_only_from_env_and_never_logged(fake, monkeypatch, caplog):
     text = caplog.text + repr(idx) + str(idx.stats().as_dict())
     assert "hunter2" not in text and "c2VjcmV0LWtleQ" not in text
     assert redact_url("https://elastic:hunter2@es.example.com:9243") == "https://es.example.com:9243"
+
+
+# ------------------------------------------------------------ version matrix (issue #14)
+def _speaks(server: str) -> bool:
+    from fake_es import parse_version
+
+    major = parse_version(server)[0]
+    return client_version()[0] in (major, major - 1)
+
+
+@pytest.mark.parametrize(("server", "dtype", "element"), [
+    ("8.18.0", "float16", "float"), ("9.0.0", "float16", "float"), ("9.2.0", "float16", "float"),
+    ("9.3.0", "float16", "bfloat16"), ("9.4.1", "float16", "bfloat16"),
+    ("8.18.0", "bits", "bit"), ("9.3.0", "bits", "bit"), ("8.19.0", "float32", "float"), ("9.3.0", "float32", "float")])
+def test_element_type_follows_the_server_version(fake, caplog, server, dtype, element):
+    if not _speaks(server):
+        pytest.skip(f"client {client_version()} cannot talk to {server} (see test_client_server_mismatch_...)")
+    fake.version = server
+    with caplog.at_level(logging.WARNING):
+        v = es_index(dtype).build(make_pages(n=2, dim=16), {})
+    props = fake.of("indices.create")[0].body["mappings"]["properties"]
+    assert props["vectors"]["element_type"] == element
+    assert v.manifest["element_type"] == element and v.manifest["server_version"] == server
+    assert v.manifest["bytes_per_vector"] == {"float": 64, "bfloat16": 32, "bit": 2}[element]
+    assert ("no rank_vectors element_type bfloat16" in caplog.text) is (dtype == "float16" and element == "float")
+
+
+def test_element_type_choice_is_a_plain_function():
+    assert [element_type("float16", v) for v in [(8, 18, 0), (9, 2, 9), (9, 3, 0)]] == ["float", "float", "bfloat16"]
+
+
+def test_client_server_mismatch_is_one_clear_error(fake):
+    major = client_version()[0]
+    fake.version = "8.19.0" if major >= 9 else "10.0.0"
+    with pytest.raises(ElasticsearchVersionError) as err:
+        es_index().build(make_pages(n=2), {})
+    msg = str(err.value)
+    assert "\n" not in msg and f"only talks to {major}.x servers" in msg
+    assert ("pip install 'elasticsearch>=8.18,<9'" in msg) if major >= 9 else ("pip install 'elasticsearch>=9.0,<11'"
+                                                                                in msg)
+    assert not fake.of("indices.create") and [c.endpoint for c in fake.calls] == ["info"]
+
+
+def test_a_server_older_than_8_18_is_refused(fake):
+    fake.version = "8.17.4"
+    if not _speaks(fake.version):
+        pytest.skip("the installed client cannot talk to 8.x servers")
+    with pytest.raises(ElasticsearchVersionError, match=r"8\.17\.4.*need 8\.18 or later"):
+        es_index().search(torch.ones(1, 16))
+
+
+def test_knn_num_candidates_never_exceeds_the_server_limit(fake):
+    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=2)
+    idx.swap(idx.build(make_pages(n=4), {}))
+    assert len(idx.search(torch.ones(1, 16), k=6000)) == 4             # k above candidates: k = 6000 kNN
+    knn = fake.of("msearch")[0].body[1]["retriever"]["rescorer"]["retriever"]["knn"]
+    assert knn["k"] == 6000 and knn["num_candidates"] == 10_000          # was max(2c, 100) = 12000: refused
+    window = fake.of("msearch")[0].body[1]["retriever"]["rescorer"]["rescore"]["window_size"]
+    assert window >= fake.of("msearch")[0].body[1]["size"]
+    with pytest.raises(IndexInputError, match=r"above 10000"):
+        idx.search(torch.ones(1, 16), k=10_001)
+    with pytest.raises(IndexInputError, match=r"candidates=10001 is outside \[1, 10000\].*index.candidates"):
+        es_index(candidates=10_001)
+
+
+def test_config_bounds_index_candidates_by_the_knn_limit():
+    from pydantic import ValidationError
+
+    assert IndexConfig(candidates=10_000).candidates == 10_000
+    with pytest.raises(ValidationError, match="above 10000, the most kNN candidates"):
+        IndexConfig(candidates=10_001)
+
+
+def test_expired_trial_is_refused_before_anything_is_created(fake):
+    fake.license_status = "expired"
+    with pytest.raises(ElasticsearchLicenseError, match="trial licence \\(expired\\)"):
+        es_index().build(make_pages(n=2), {})
+    assert not fake.of("indices.create")
+
+
+def test_licence_refusals_after_creation_are_named(fake, monkeypatch):
+    idx = es_index("float32")
+    idx.swap(idx.build(make_pages(n=3), {}))
+
+    def expire(self, step):
+        if step == "bulk":
+            fake.license_status = "expired"       # the trial runs out between index creation and the bulk
+
+    monkeypatch.setattr(ElasticsearchIndex, "_checkpoint", expire)
+    with pytest.raises(ElasticsearchLicenseError, match="Enterprise licence or a trial"):
+        es_index("float32").build(make_pages(n=2, seed=4, prefix="q"), {})
+    assert set(fake.indices) == {"pages-v1", "pages-lock"}
+    with pytest.raises(ElasticsearchLicenseError):
+        idx.search(torch.ones(1, 16), k=2)
+
+
+@pytest.mark.parametrize("server", ["9.0.0", "9.3.0"])
+def test_incremental_bit_build_scores_reused_pages_alike(fake, server):
+    """On 9.2+ vectors leave _source; _reindex rehydrates bit vectors as signed ints, which score the same."""
+    fake.version = server
+    pages = make_pages(n=4, dim=16)
+    idx = es_index("bits")
+    idx.swap(idx.build(pages, {}))
+    q = planted_query(pages[2], m=2)
+    before = {h.page_id: h.score for h in idx.search(q, k=4)}
+    idx.swap(idx.build([PrunedPage("p000", "h2", pages[1].vectors, None)], {}, reuse=["p001", "p002", "p003"]))
+    stored = fake.indices["pages-v2"].docs["p002"]
+    assert ("vectors" in stored.source) is (server < "9.2")
+    after = {h.page_id: h.score for h in idx.search(q, k=4)}
+    for pid in ("p001", "p002", "p003"):
+        assert after[pid] == pytest.approx(before[pid], abs=1e-5)
+
+
+def test_every_search_body_asks_for_no_source_and_no_unknown_keys(fake):
+    idx = es_index("float16", two_stage=True, candidates=3, exact_max_pages=2)
+    idx.swap(idx.build(make_pages(n=6), {}))
+    idx.search_many([torch.ones(2, 16), torch.ones(1, 16)], k=2)
+    for c in fake.of("msearch"):
+        for body in c.body[1::2]:
+            assert body["_source"] is False and set(body) <= {"size", "_source", "retriever", "query"}
+    assert source_with_vectors((8, 18, 0)) is True and source_with_vectors((9, 3, 0)) == {"exclude_vectors": False}
+
+
+def test_score_offset_covers_bfloat16_rounding(fake):
+    """bfloat16 rounds a stored value by up to 2^-9 of itself: the offset must cover the grown norm.
+
+    Every component of this page vector rounds *up* by almost 2^-8 (0.25 * (1 + 1.01 / 256) -> 0.25 * (1 + 1 / 128)),
+    so ``q = -d`` scores below ``-|d| * 1.001``: the old margin made the script score negative and the server
+    refuse the search ([2] ScriptScoreQuery).
+    """
+    a = 0.25 * (1 + 1.01 / 256)
+    d = torch.full((1, 16), a)
+    idx = es_index("float16")
+    idx.swap(idx.build([PrunedPage("p", "h", d, None)], {}))
+    assert fake.indices["pages-v1"].mappings["properties"]["vectors"]["element_type"] == "bfloat16"
+    (hit,) = idx.search(-d / d.norm(), k=1)
+    assert hit.score == pytest.approx(-4 * 0.25 * (1 + 1 / 128), abs=1e-5)

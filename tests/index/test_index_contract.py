@@ -1,7 +1,7 @@
 """One contract, both backends: build aside, swap, search, incremental rebuild, rollback, prune.
 
-Runs against: the local backend; the Elasticsearch backend over a recording in-memory
-transport (``fake_es``, always); and the Elasticsearch backend against a live cluster with an
+Runs against: the local backend; the Elasticsearch backend over the strict in-memory double
+(``fake_es``, always, at server versions 8.18, 9.0, 9.2 and 9.3); and the Elasticsearch backend against a live cluster with an
 Enterprise or trial licence at ``ELASTICSEARCH_URL`` (see .github/workflows/elasticsearch.yml),
 skipped when that variable is unset.
 """
@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 import torch
+from fake_es import VERSIONS
 from index_helpers import brute_maxsim, make_pages, planted_query, unit
 
 from anchorprune.index import IndexInputError, LocalIndex, NoServingVersionError, VersionNotFoundError
@@ -20,9 +21,12 @@ from anchorprune.pruning.base import PrunedPage
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL")
 
+#: the strict double at every server version of the matrix (8.18, 9.0, 9.2, 9.3)
+FAKE_VERSIONS = VERSIONS
+
 BACKENDS = [
     "local",
-    "es-recorded",
+    *[f"es-fake-{v}" for v in FAKE_VERSIONS],
     pytest.param("elasticsearch", marks=[
         pytest.mark.elasticsearch,
         pytest.mark.skipif(not ES_URL, reason="ELASTICSEARCH_URL is not set (no live Elasticsearch to test against)"),
@@ -36,19 +40,24 @@ def make_index(request, tmp_path, monkeypatch):
     from anchorprune.index.elasticsearch import ElasticsearchIndex
 
     made = []
-    if request.param == "es-recorded":
+    recorded = request.param.startswith("es-fake-")
+    if recorded:
         from elasticsearch import Elasticsearch
-        from fake_es import FakeES
+        from fake_es import FakeES, install, parse_version
 
-        fake = FakeES()
-        monkeypatch.setattr(Elasticsearch, "perform_request",
-                            lambda self, method, path, **kw: fake.perform_request(self, method, path, **kw))
+        from anchorprune.index.elasticsearch import client_install_hint, client_version
+
+        server = request.param.removeprefix("es-fake-")
+        if client_version()[0] not in (parse_version(server)[0], parse_version(server)[0] - 1):
+            pytest.skip(f"the installed elasticsearch client {client_version()} cannot talk to a {server} server "
+                        f"(test_es_requests checks the error); {client_install_hint(parse_version(server)[0])}")
+        install(monkeypatch, FakeES(version=server))
 
     def factory(dtype: str = "float32", two_stage: bool = False, candidates: int = 100):
         if request.param == "local":
             return LocalIndex(tmp_path / "indexes", f"t-{len(made)}", dtype=dtype, two_stage=two_stage,
                               candidates=candidates)
-        if request.param == "es-recorded":
+        if recorded:
             return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), f"t-{len(made)}", dtype=dtype,
                                       two_stage=two_stage, candidates=candidates, exact_max_pages=0)
 

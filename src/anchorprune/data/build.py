@@ -50,7 +50,8 @@ def build_dataset(settings: Settings, root: str | Path, *, rebuild: bool = False
         if not d.vidore_ids:
             raise ValueError("data.source is 'vidore' but data.vidore_ids is empty in params.yaml")
         return build_staged(data_root, d.dataset, lambda s: build_vidore_dataset(
-            list(d.vidore_ids), s, name=d.dataset, limit=d.limit))
+            list(d.vidore_ids), s, name=d.dataset, limit=d.limit, languages=d.vidore_languages,
+            protocol=d.vidore_protocol))
     if d.source == "pdfs":
         from anchorprune.data.pdfs import build_pdf_dataset
 

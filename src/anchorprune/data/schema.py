@@ -12,6 +12,11 @@ Every source (ViDoRe, a folder of PDFs, the Debian demo) is written in this layo
 The folder depends only on its content: the manifest holds no build time, so rebuilding the
 same pages gives the same DVC hash (``data.dvc``, ``dvc.lock``) and no stage is marked stale.
 
+Optionally ``corpus.parquet`` and ``queries.parquet`` carry a ``source`` column (both or
+neither): the evaluation dataset each page and query belongs to (e.g. one per ViDoRe set).
+With it, a query is ranked only against the pages of its own source (SPEC §5); without it
+the whole dataset is one source.
+
 ``content_hash`` is the sha256 of the stored image bytes and the text layer
 (see :func:`page_content_hash`): the features cache keys on it, so a page is
 encoded once per content.
@@ -60,6 +65,7 @@ IMAGES_DIR = "images"
 CORPUS_COLUMNS = ("page_id", "content_hash", "source_doc", "page_number", "text", "image_path")
 QUERIES_COLUMNS = ("query_id", "text")
 QRELS_COLUMNS = ("query_id", "page_id", "relevance")
+SOURCE_COLUMN = "source"          # optional, in corpus and queries: the evaluation dataset of each row
 
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg", b"GIF8": "gif", b"RIFF": "webp",
                 b"II*\x00": "tif", b"MM\x00*": "tif", b"BM": "bmp"}
@@ -121,8 +127,8 @@ class DatasetWriter:
         return buf.getvalue()
 
     def add_page(self, page_id: str, image: Any | bytes | None, *, text: str | None = None,
-                 source_doc: str = "", page_number: int = 1) -> str:
-        """Store one page; returns its content hash."""
+                 source_doc: str = "", page_number: int = 1, source: str | None = None) -> str:
+        """Store one page; returns its content hash. ``source``: its evaluation dataset (optional)."""
         data = image if isinstance(image, bytes | bytearray) or image is None else self.encode_image(image)
         image_path = None
         if data is not None:
@@ -130,11 +136,12 @@ class DatasetWriter:
             (self.root / image_path).write_bytes(data)
         chash = page_content_hash(data, text)
         self._pages.append({"page_id": page_id, "content_hash": chash, "source_doc": source_doc,
-                            "page_number": int(page_number), "text": text, "image_path": image_path})
+                            "page_number": int(page_number), "text": text, "image_path": image_path,
+                            SOURCE_COLUMN: source})
         return chash
 
-    def add_query(self, query_id: str, text: str) -> None:
-        self._queries.append({"query_id": query_id, "text": text})
+    def add_query(self, query_id: str, text: str, *, source: str | None = None) -> None:
+        self._queries.append({"query_id": query_id, "text": text, SOURCE_COLUMN: source})
 
     def add_qrel(self, query_id: str, page_id: str, relevance: int = 1) -> None:
         self._qrels.append({"query_id": query_id, "page_id": page_id, "relevance": int(relevance)})
@@ -144,11 +151,16 @@ class DatasetWriter:
         return len(self._pages)
 
     def finish(self, *, name: str, source: str, revision: str, extra: Mapping[str, Any] | None = None) -> dict:
-        """Write the three parquet files and the manifest; returns the manifest."""
+        """Write the three parquet files and the manifest; returns the manifest.
+
+        The ``source`` column is written (in corpus and queries) only when some row was given one.
+        """
+        sourced = any(r[SOURCE_COLUMN] is not None for r in (*self._pages, *self._queries))
+        extra_cols = [SOURCE_COLUMN] if sourced else []
         frames = {
-            CORPUS_FILE: pd.DataFrame(self._pages, columns=list(CORPUS_COLUMNS)).astype(
+            CORPUS_FILE: pd.DataFrame(self._pages, columns=[*CORPUS_COLUMNS, *extra_cols]).astype(
                 {"page_number": "int64"}),
-            QUERIES_FILE: pd.DataFrame(self._queries, columns=list(QUERIES_COLUMNS)),
+            QUERIES_FILE: pd.DataFrame(self._queries, columns=[*QUERIES_COLUMNS, *extra_cols]),
             QRELS_FILE: pd.DataFrame(self._qrels, columns=list(QRELS_COLUMNS)).astype({"relevance": "int64"}),
         }
         for fname, df in frames.items():
@@ -181,6 +193,8 @@ class Dataset:
     queries: dict[str, str]                      # query_id -> text
     qrels: dict[str, dict[str, int]]             # query_id -> {page_id: relevance}
     manifest: dict[str, Any]
+    query_sources: dict[str, str] = field(default_factory=dict)   # query_id -> source ({} = one source)
+    page_sources: dict[str, str] = field(default_factory=dict)    # page_id -> source ({} = one source)
 
     def __len__(self) -> int:
         return len(self.corpus)
@@ -189,22 +203,37 @@ class Dataset:
     def page_ids(self) -> list[str]:
         return self.corpus["page_id"].tolist()
 
+    @property
+    def sources(self) -> list[str]:
+        """The evaluation datasets in this folder, in corpus order (``[]``: the whole folder is one)."""
+        return list(dict.fromkeys(self.page_sources.values()))
+
     def pages(self, images: bool = True) -> Iterator[Page]:
         """Yield every page as an :class:`anchorprune.pages.Page`, in corpus order.
 
         ``images=True`` attaches a lazily decoded PIL image (nothing is decoded until a backbone
         touches the pixels); ``images=False`` yields text-only pages (``meta['image_path']`` still set).
+        With a ``source`` column, ``meta`` also has ``source`` and, where the manifest holds its
+        document's metadata (ViDoRe v3 ``documents_metadata``), ``document``.
         """
+        documents = (self.manifest.get("extra") or {}).get("documents") or {}
         for row in self.corpus.itertuples(index=False):
             img_path = self.path / row.image_path if isinstance(row.image_path, str) else None
             text = row.text if isinstance(row.text, str) else None
+            meta = {"source_doc": row.source_doc, "page_number": int(row.page_number),
+                    "image_path": str(img_path) if img_path else None}
+            source = getattr(row, SOURCE_COLUMN, None)
+            if isinstance(source, str):
+                meta[SOURCE_COLUMN] = source
+                doc = documents.get(source, {}).get(str(row.source_doc))
+                if doc is not None:
+                    meta["document"] = doc
             yield Page(
                 page_id=row.page_id,
                 content_hash=row.content_hash,
                 image=_lazy_image(img_path) if images and img_path is not None else None,
                 text=text,
-                meta={"source_doc": row.source_doc, "page_number": int(row.page_number),
-                      "image_path": str(img_path) if img_path else None},
+                meta=meta,
             )
 
 
@@ -249,7 +278,16 @@ def load_dataset_dir(path: str | Path) -> Dataset:
     rels: dict[str, dict[str, int]] = {}
     for qid, pid, rel in qrels[list(QRELS_COLUMNS)].itertuples(index=False):
         rels.setdefault(str(qid), {})[str(pid)] = int(rel)
-    return Dataset(path=path, corpus=corpus.reset_index(drop=True), queries=qmap, qrels=rels, manifest=manifest)
+    qsrc: dict[str, str] = {}
+    psrc: dict[str, str] = {}
+    if SOURCE_COLUMN in corpus.columns and SOURCE_COLUMN in queries.columns:
+        qsrc = dict(zip(queries["query_id"].astype(str), queries[SOURCE_COLUMN].astype(str), strict=True))
+        psrc = dict(zip(corpus["page_id"].astype(str), corpus[SOURCE_COLUMN].astype(str), strict=True))
+    elif SOURCE_COLUMN in corpus.columns or SOURCE_COLUMN in queries.columns:
+        raise DatasetError(f"{path}: only one of corpus.parquet and queries.parquet has a '{SOURCE_COLUMN}' "
+                           "column; rebuild the dataset (both or neither must have it)")
+    return Dataset(path=path, corpus=corpus.reset_index(drop=True), queries=qmap, qrels=rels, manifest=manifest,
+                   query_sources=qsrc, page_sources=psrc)
 
 
 def _rank_key(seed: int, qid: str) -> str:

@@ -7,7 +7,10 @@ Run on the staging folder before anything is moved into ``data/``. What is check
 - every qrel points to an existing page and query, every query has a qrel;
 - every image decodes and has a sane size (``MIN_SIDE`` .. ``MAX_SIDE`` pixels);
 - duplicate page content (same ``content_hash``) and an empty query set are *flagged*
-  (severity warning: reported and logged, not failing).
+  (severity warning: reported and logged, not failing);
+- with the optional ``source`` column (corpus and queries, both or neither): it is never null
+  or empty, and every qrel joins a query and a page of the same source (a query is only ever
+  ranked against its own source's pages, SPEC §5).
 
 A failure raises :class:`DataValidationError` whose message names each failed check with
 the offending rows and ids. GX is imported lazily (its import takes ~4-5 s).
@@ -26,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from anchorprune.data.schema import read_tables
+from anchorprune.data.schema import CORPUS_COLUMNS, QUERIES_COLUMNS, SOURCE_COLUMN, read_tables
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +120,14 @@ def image_table(root: Path, corpus: pd.DataFrame) -> pd.DataFrame:
     return df[df["decodes"].notna()].reset_index(drop=True).astype({"decodes": bool})
 
 
-def _expectations(gxe, query_ids: list[str], page_ids: list[str], judged: list[str]) -> dict[str, list]:
-    """The suites, one per table, in code; each expectation carries the sentence the report prints."""
+def _expectations(gxe, query_ids: list[str], page_ids: list[str], judged: list[str],
+                  sourced: bool = False) -> dict[str, list]:
+    """The suites, one per table, in code; each expectation carries the sentence the report prints.
+
+    ``sourced``: the corpus has a ``source`` column, so the queries must too, and qrels must not
+    cross sources (checked on the ``qrel_sources`` table: each qrel with both ends' sources).
+    """
+    src = [SOURCE_COLUMN] if sourced else []
 
     def nn(col: str, table: str):
         return gxe.ExpectColumnValuesToNotBeNull(column=col, description=f"{table}.{col} is never null")
@@ -127,10 +136,18 @@ def _expectations(gxe, query_ids: list[str], page_ids: list[str], judged: list[s
         return gxe.ExpectColumnValuesToBeUnique(column=col, description=what, **kw)
 
     ints = ["int64", "int32", "int"]
+
+    def source_checks(table: str) -> list:
+        if not sourced:
+            return []
+        return [nn(SOURCE_COLUMN, table),
+                gxe.ExpectColumnValueLengthsToBeBetween(column=SOURCE_COLUMN, min_value=1,
+                                                        description=f"{table}.{SOURCE_COLUMN} is not empty")]
+
     return {
         "corpus": [
             gxe.ExpectTableColumnsToMatchSet(
-                column_set=["page_id", "content_hash", "source_doc", "page_number", "text", "image_path"],
+                column_set=[*CORPUS_COLUMNS, *src],
                 exact_match=True, description="corpus has exactly the schema's columns"),
             gxe.ExpectTableRowCountToBeBetween(min_value=1, description="corpus is not empty (no pages)"),
             nn("page_id", "corpus"), nn("content_hash", "corpus"), nn("source_doc", "corpus"),
@@ -143,10 +160,12 @@ def _expectations(gxe, query_ids: list[str], page_ids: list[str], judged: list[s
             gxe.ExpectColumnValueLengthsToBeBetween(column="page_id", min_value=1,
                                                     description="page_id is not empty"),
             unique("content_hash", "page content is unique (duplicate page content)", severity="warning"),
+            *source_checks("corpus"),
         ],
         "queries": [
-            gxe.ExpectTableColumnsToMatchSet(column_set=["query_id", "text"], exact_match=True,
-                                             description="queries has exactly the schema's columns"),
+            gxe.ExpectTableColumnsToMatchSet(column_set=[*QUERIES_COLUMNS, *src], exact_match=True,
+                                             description="queries has exactly the schema's columns "
+                                                         "(the same source column as the corpus)"),
             gxe.ExpectTableRowCountToBeBetween(min_value=1, severity="warning",
                                                description="there are queries (a corpus alone cannot be evaluated)"),
             nn("query_id", "queries"), nn("text", "queries"),
@@ -154,7 +173,13 @@ def _expectations(gxe, query_ids: list[str], page_ids: list[str], judged: list[s
             gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, description="query text is not empty"),
             gxe.ExpectColumnValuesToBeInSet(column="query_id", value_set=judged,
                                             description="every query has a qrel (query without qrels)"),
+            *source_checks("queries"),
         ],
+        **({"sources": [
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="query_source", column_B="page_source", ignore_row_if="either_value_is_missing",
+                description="every qrel joins a query and a page of the same source (cross-source qrel)"),
+        ]} if sourced else {}),
         "qrels": [
             gxe.ExpectTableColumnsToMatchSet(column_set=["query_id", "page_id", "relevance"], exact_match=True,
                                              description="qrels has exactly the schema's columns"),
@@ -180,7 +205,7 @@ def _expectations(gxe, query_ids: list[str], page_ids: list[str], judged: list[s
     }
 
 
-_ID_COLUMN = {"corpus": "page_id", "queries": "query_id", "qrels": None, "images": "page_id"}
+_ID_COLUMN = {"corpus": "page_id", "queries": "query_id", "qrels": None, "images": "page_id", "sources": None}
 
 
 def _describe(exp) -> str:
@@ -193,6 +218,9 @@ def _bad_ids(df: pd.DataFrame, table: str, rows: list[int], exp) -> list[str]:
     sub = df.iloc[[r for r in rows if 0 <= r < len(df)]]
     if table == "qrels":
         return [f"{q}->{p}" for q, p in zip(sub["query_id"], sub["page_id"], strict=True)]
+    if table == "sources":
+        return [f"{q} ({qs})->{p} ({ps})" for q, p, qs, ps in
+                zip(sub["query_id"], sub["page_id"], sub["query_source"], sub["page_source"], strict=True)]
     col = _ID_COLUMN[table]
     if table == "images" and "error" in sub and sub["error"].astype(bool).any():
         return [f"{pid} ({err})" if err else str(pid) for pid, err in zip(sub[col], sub["error"], strict=True)]
@@ -212,6 +240,27 @@ def _context():
     return ctx
 
 
+def source_pairs(corpus: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataFrame) -> pd.DataFrame:
+    """Each qrel with its query's and its page's ``source`` (None where a side or the column is missing).
+
+    >>> c = pd.DataFrame({"page_id": ["a", "b"], "source": ["x", "y"]})
+    >>> q = pd.DataFrame({"query_id": ["q"], "source": ["x"]})
+    >>> source_pairs(c, q, pd.DataFrame({"query_id": ["q", "q"], "page_id": ["a", "b"]})).values.tolist()
+    [['q', 'a', 'x', 'x'], ['q', 'b', 'x', 'y']]
+    """
+    def lookup(df: pd.DataFrame, key: str) -> dict:
+        if SOURCE_COLUMN not in df or key not in df:
+            return {}
+        return {k: (v if isinstance(v, str) else None) for k, v in zip(df[key], df[SOURCE_COLUMN], strict=True)}
+
+    qsrc, psrc = lookup(queries, "query_id"), lookup(corpus, "page_id")
+    out = qrels[["query_id", "page_id"]].copy() if {"query_id", "page_id"} <= set(qrels) else \
+        pd.DataFrame(columns=["query_id", "page_id"])
+    out["query_source"] = [qsrc.get(q) for q in out["query_id"]]
+    out["page_source"] = [psrc.get(p) for p in out["page_id"]]
+    return out.reset_index(drop=True)
+
+
 def validate_tables(corpus: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataFrame, images: pd.DataFrame,
                     name: str = "dataset") -> ValidationReport:
     """Run the GX suites on the four tables; returns the report (does not raise)."""
@@ -229,17 +278,20 @@ def validate_tables(corpus: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataF
             if c in df:
                 df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
         frames[t] = df
+    sourced = SOURCE_COLUMN in corpus.columns
+    if sourced:
+        frames["sources"] = source_pairs(frames["corpus"], frames["queries"], frames["qrels"])
 
     ctx = _context()
     run = uuid.uuid4().hex[:8]
     source = ctx.data_sources.add_pandas(f"anchorprune-{run}")
     results: list[CheckResult] = []
-    for table, exps in _expectations(gxe, query_ids, page_ids, judged).items():
+    for table, exps in _expectations(gxe, query_ids, page_ids, judged, sourced).items():
         df = frames[table].reset_index(drop=True)
         bd = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}-{table}-{run}", expectations=exps))
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-{table}-{run}", data=bd, suite=suite))
-        if df.empty and table in ("qrels", "images"):
+        if df.empty and table in ("qrels", "images", "sources"):
             continue  # nothing to check row-wise (an empty corpus/queries is caught by the row counts)
         res = vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
         by_id = {r.expectation_config.id: r for r in res.results}

@@ -33,8 +33,19 @@ backend's scale ``q · (2b - 1) / sqrt(d)`` (``(2 s - sum(q)) / sqrt(d)``, the s
 per-query-token argmax), so both backends rank and score alike. ``hamming=True``
 scores bit queries with ``maxSimInvHamming`` instead.
 
-``rank_vectors`` needs an Enterprise licence (a trial counts); on a basic licence
-:class:`ElasticsearchLicenseError` says so. Credentials come only from the
+Servers: Elasticsearch 8.18 or later (``rank_vectors`` and the ``rescorer`` retriever first
+shipped in 8.18.0). The first request reads the server version (``GET /``) and the licence and
+picks what the server supports: ``element_type`` ``bfloat16`` for dtype ``float16`` from 9.3
+(PR #139463), ``float`` before that (logged and recorded in the manifest as ``element_type``),
+``bit`` and ``float`` everywhere. The Python client must speak the server's major (it sends
+``compatible-with=<client major>``; an 8.x server refuses 9): the 8.x client
+(``elasticsearch>=8.18,<9``, the pin) works with 8.18+ and 9.x servers, the 9.x client only with
+9.x servers. A mismatch is :class:`ElasticsearchVersionError` naming the client to install.
+kNN ``num_candidates`` is capped at 10,000, the server's limit.
+
+``rank_vectors`` needs an Enterprise licence (a trial counts); on a basic or expired licence
+:class:`ElasticsearchLicenseError` says so, before anything is created, and again if the server
+refuses a mapping, a document or a query with 403 ``security_exception`` later. Credentials come only from the
 environment (``ELASTICSEARCH_URL``, ``ELASTICSEARCH_API_KEY``); TLS certificates are
 verified unless the URL is plain http.
 """
@@ -42,12 +53,14 @@ verified unless the URL is plain http.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import socket
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,10 +98,132 @@ RANK_VECTORS_LICENSES = ("enterprise", "trial")
 VECTORS_FIELD = "vectors"
 MEAN_FIELD = "mean_vector"
 _REINDEX_BATCH = 1000
+#: oldest supported server: rank_vectors (PR #118183) and the rescorer retriever (PR #118585) are in 8.18.0
+MIN_SERVER = (8, 18, 0)
+#: rank_vectors element_type bfloat16 exists from 9.3 (PR #139463, docs/changelog/139463.yaml)
+BFLOAT16_SINCE = (9, 3, 0)
+#: kNN num_candidates limit (KnnSearchBuilder: "[num_candidates] cannot exceed [10000]")
+KNN_MAX_CANDIDATES = 10_000
+#: the client that talks to 8.x and 9.x servers (the 9.x client is "not compatible with Elasticsearch 8.x")
+CLIENT_FOR_8X = "elasticsearch>=8.18,<9"
 
 
 class ElasticsearchLicenseError(IndexStoreError, RuntimeError):
     """The cluster's licence does not allow ``rank_vectors``."""
+
+
+class ElasticsearchVersionError(IndexStoreError, RuntimeError):
+    """The server is too old, or the installed Python client cannot talk to it."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the backend read from the server at its first request."""
+
+    number: str                              # e.g. "9.3.0"
+    version: tuple[int, int, int]
+    license_type: str | None = None          # None: no licence API (e.g. serverless)
+    license_status: str | None = None
+
+
+def parse_version(number: str) -> tuple[int, int, int]:
+    """``"9.3.0-SNAPSHOT"`` -> ``(9, 3, 0)``.
+
+    >>> parse_version("8.19.3"), parse_version("9.3.0-SNAPSHOT")
+    ((8, 19, 3), (9, 3, 0))
+    """
+    parts = [int(x) for x in re.findall(r"\d+", number)[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))         # type: ignore[return-value]
+
+
+def client_version() -> tuple[int, int, int]:
+    """Version of the installed ``elasticsearch`` Python client."""
+    import elasticsearch
+
+    return parse_version(elasticsearch.__versionstr__)
+
+
+def client_install_hint(server_major: int) -> str:
+    """The pip requirement of a client that talks to a server of this major.
+
+    >>> client_install_hint(8), client_install_hint(9)
+    ("pip install 'elasticsearch>=8.18,<9'", "pip install 'elasticsearch>=8.18,<10'")
+    """
+    if server_major <= 8:
+        return f"pip install '{CLIENT_FOR_8X}'"
+    return f"pip install 'elasticsearch>={'8.18' if server_major == 9 else f'{server_major - 1}.0'},<{server_major + 1}'"
+
+
+def check_client_server(client: tuple[int, int, int], server: tuple[int, int, int], where: str = "the server") -> None:
+    """Raise :class:`ElasticsearchVersionError` unless this client major can talk to this server.
+
+    A server of major M accepts ``compatible-with`` M or M-1 (RestCompatibleVersionHelper).
+
+    >>> check_client_server((8, 19, 3), (9, 3, 0))
+    >>> check_client_server((9, 5, 1), (8, 19, 0))
+    Traceback (most recent call last):
+    ...
+    anchorprune.index.elasticsearch.ElasticsearchVersionError: the server is Elasticsearch 8.19.0 but the installed Python client elasticsearch 9.5.1 only talks to 9.x servers: pip install 'elasticsearch>=8.18,<9' (the 8.x client works with 8.18+ and 9.x servers)
+    """
+    if server < MIN_SERVER:
+        raise ElasticsearchVersionError(
+            f"{where} is Elasticsearch {'.'.join(map(str, server))}, but the rank_vectors field and the rescorer "
+            "retriever need 8.18 or later: upgrade the cluster, or use the local backend (index.backend: local)")
+    if client[0] not in (server[0], server[0] - 1):
+        raise ElasticsearchVersionError(
+            f"{where} is Elasticsearch {'.'.join(map(str, server))} but the installed Python client elasticsearch "
+            f"{'.'.join(map(str, client))} only talks to {client[0]}.x servers: {client_install_hint(server[0])}"
+            + (" (the 8.x client works with 8.18+ and 9.x servers)" if server[0] == 8 else ""))
+
+
+def element_type(dtype: str, server: tuple[int, int, int]) -> str:
+    """The ``rank_vectors`` ``element_type`` this server can store ``dtype`` in.
+
+    >>> element_type("float16", (9, 3, 0)), element_type("float16", (9, 2, 4)), element_type("bits", (8, 18, 0))
+    ('bfloat16', 'float', 'bit')
+    """
+    et = quantize.ES_ELEMENT_TYPES[quantize.check_dtype(dtype)]
+    if et == "bfloat16" and server < BFLOAT16_SINCE:
+        return "float"
+    return et
+
+
+ELEMENT_BYTES = {"float": 4.0, "bfloat16": 2.0, "bit": 1 / 8}
+
+
+def num_candidates(c: int) -> int:
+    """kNN ``num_candidates`` for ``k = c``: ``max(2c, 100)``, at most the server's 10,000 (and >= ``c``).
+
+    >>> num_candidates(10), num_candidates(400), num_candidates(6000)
+    (100, 800, 10000)
+    """
+    if not 1 <= c <= KNN_MAX_CANDIDATES:
+        raise IndexInputError(f"kNN k={c} is outside [1, {KNN_MAX_CANDIDATES}] (Elasticsearch's num_candidates "
+                              f"limit): lower index.candidates or the number of hits asked for")
+    return min(max(2 * c, 100), KNN_MAX_CANDIDATES)
+
+
+def source_with_vectors(server: tuple[int, int, int]) -> dict[str, Any] | bool:
+    """The ``_source`` of a search that needs the vectors back.
+
+    From 9.2 new indices leave vectors out of ``_source`` unless the request says
+    ``exclude_vectors: false`` (PR #131907, #135444); that option exists from 8.19 (PR #128735).
+
+    >>> source_with_vectors((9, 2, 0)), source_with_vectors((8, 18, 1))
+    ({'exclude_vectors': False}, True)
+    """
+    return {"exclude_vectors": False} if server >= (8, 19, 0) else True
+
+
+def _error_type(body: Any) -> str:
+    err = body.get("error") if isinstance(body, dict) else None
+    return str(err.get("type", "")) if isinstance(err, dict) else str(err or "")
+
+
+def _is_license_refusal(status: Any, body: Any) -> bool:
+    """403 ``security_exception`` "current license is non-compliant for [Rank Vectors]" (LicenseUtils)."""
+    text = json.dumps(body, default=str).lower() if body is not None else ""
+    return (status == 403 or "security_exception" in text) and "non-compliant" in text
 
 
 def redact_url(url: str) -> str:
@@ -104,8 +239,8 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def mapping(dim: int, dtype: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Index mappings of one version (see the module docstring).
+def mapping(dim: int, dtype: str, manifest: dict[str, Any], element: str | None = None) -> dict[str, Any]:
+    """Index mappings of one version (see the module docstring); ``element`` overrides the element type.
 
     >>> m = mapping(128, "bits", {})
     >>> m["properties"]["vectors"], m["properties"]["mean_vector"]["similarity"]
@@ -121,7 +256,8 @@ def mapping(dim: int, dtype: str, manifest: dict[str, Any]) -> dict[str, Any]:
             "n_vectors": {"type": "integer"},
             MEAN_FIELD: {"type": "dense_vector", "dims": dim, "index": True, "similarity": "cosine",
                          "index_options": {"type": "hnsw"}},
-            VECTORS_FIELD: {"type": "rank_vectors", "dims": dim, "element_type": quantize.ES_ELEMENT_TYPES[dtype]},
+            VECTORS_FIELD: {"type": "rank_vectors", "dims": dim,
+                            "element_type": element or quantize.ES_ELEMENT_TYPES[dtype]},
         },
     }
 
@@ -179,9 +315,10 @@ class ElasticsearchIndex:
     alias
         The alias searches go to; versions are ``<alias>-v<N>``.
     dtype
-        ``float32`` -> ``float``, ``float16`` -> ``bfloat16``, ``bits`` -> ``bit``.
+        ``float32`` -> ``float``, ``float16`` -> ``bfloat16`` (9.3+; ``float`` before), ``bits`` -> ``bit``.
     two_stage, candidates, exact_max_pages
         kNN + rescore above ``exact_max_pages`` pages when two-stage is on; exact otherwise.
+        ``candidates`` is at most 10,000 (the server's ``num_candidates`` limit).
     replicas
         ``number_of_replicas`` restored after the build.
     chunk_pages, max_chunk_bytes, max_retries
@@ -202,6 +339,9 @@ class ElasticsearchIndex:
         self.name = alias
         self.dtype = quantize.check_dtype(dtype)
         self.two_stage = two_stage
+        if not 1 <= candidates <= KNN_MAX_CANDIDATES:
+            raise IndexInputError(f"candidates={candidates} is outside [1, {KNN_MAX_CANDIDATES}]: Elasticsearch "
+                                  f"refuses kNN num_candidates above {KNN_MAX_CANDIDATES}; lower index.candidates")
         self.candidates = candidates
         self.exact_max_pages = exact_max_pages
         self.replicas = replicas
@@ -211,6 +351,7 @@ class ElasticsearchIndex:
         self.hamming = hamming
         self.where = where
         self._license_ok = False
+        self._server: ServerInfo | None = None
         self._meta_cache: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -224,7 +365,9 @@ class ElasticsearchIndex:
                                   "or use the local backend (index.backend: local)")
         api_key = os.environ.get("ELASTICSEARCH_API_KEY") or None
         client = Elasticsearch(url, api_key=api_key, request_timeout=120, retry_on_timeout=True, max_retries=3)
-        return cls(client, alias, where=redact_url(url), **kwargs)
+        idx = cls(client, alias, where=redact_url(url), **kwargs)
+        idx.server()            # version, licence and client fit, checked at connect
+        return idx
 
     def __repr__(self) -> str:
         return f"ElasticsearchIndex({self.name!r} at {self.where}, dtype={self.dtype!r})"
@@ -239,6 +382,40 @@ class ElasticsearchIndex:
 
     def _checkpoint(self, step: str) -> None:
         """Called as each build step starts; a no-op (tests patch it to inject failures)."""
+
+    def server(self) -> ServerInfo:
+        """Version and licence of the server, read once (``GET /``, ``GET /_license``); checks the client fits."""
+        if self._server is not None:
+            return self._server
+        from elasticsearch import ApiError
+
+        try:
+            number = str(dict(self.client.info())["version"]["number"])
+        except ApiError as exc:
+            if _error_type(exc.body) != "media_type_header_exception":
+                raise
+            # an older server refuses the client's compatible-with header before it says its version
+            m = re.search(r"either version (\d+)", json.dumps(exc.body, default=str))
+            major = int(m.group(1)) if m else client_version()[0] - 1
+            raise ElasticsearchVersionError(
+                f"{self.where} is Elasticsearch {major}.x but the installed Python client elasticsearch "
+                f"{'.'.join(map(str, client_version()))} only talks to {client_version()[0]}.x servers: "
+                f"{client_install_hint(major)}") from None
+        version = parse_version(number)
+        check_client_server(client_version(), version, self.where)
+        lic_type = lic_status = None
+        try:
+            lic = dict(self.client.license.get())["license"]
+            lic_type, lic_status = str(lic.get("type", "?")).lower(), str(lic.get("status", "?")).lower()
+        except ApiError as exc:      # e.g. serverless projects have no licence API; the mapping call will tell
+            log.warning("could not read the licence of %s (%s); going on", self.where, exc.meta.status)
+        self._server = ServerInfo(number, version, lic_type, lic_status)
+        log.info("%s: Elasticsearch %s, %s licence (%s)", self.where, number, lic_type, lic_status)
+        return self._server
+
+    def element_type(self) -> str:
+        """The ``rank_vectors`` element type a build on this server uses for :attr:`dtype`."""
+        return element_type(self.dtype, self.server().version)
 
     def _all_versions(self) -> dict[int, dict[str, Any]]:
         """``{N: manifest}`` of every ``<alias>-v<N>`` index (complete or not)."""
@@ -257,6 +434,7 @@ class ElasticsearchIndex:
     def _serving_number(self) -> int | None:
         from elasticsearch import NotFoundError
 
+        self.server()
         try:
             resp = self.client.indices.get_alias(name=self.name)
         except NotFoundError:
@@ -322,15 +500,11 @@ class ElasticsearchIndex:
         """Raise :class:`ElasticsearchLicenseError` unless the licence allows ``rank_vectors``."""
         if self._license_ok:
             return
-        from elasticsearch import ApiError
-
-        try:
-            lic = dict(self.client.license.get())["license"]
-        except ApiError as exc:      # e.g. serverless projects have no licence API; the mapping call will tell
-            log.warning("could not read the licence of %s (%s); going on", self.where, exc.meta.status)
+        srv = self.server()
+        if srv.license_type is None:        # no licence API: the mapping call will tell
             self._license_ok = True
             return
-        kind, status = str(lic.get("type", "?")).lower(), str(lic.get("status", "?")).lower()
+        kind, status = srv.license_type, srv.license_status
         if kind not in RANK_VECTORS_LICENSES or status != "active":
             raise ElasticsearchLicenseError(self._license_message(f"a {kind} licence ({status})"))
         self._license_ok = True
@@ -428,8 +602,14 @@ class ElasticsearchIndex:
                     self.client.indices.delete(index=self.index_name(n), ignore_unavailable=True)
             number = max(versions, default=0) + 1
             iname = self.index_name(number)
+            element = self.element_type()
+            if element != quantize.ES_ELEMENT_TYPES[self.dtype]:
+                log.warning("%s is Elasticsearch %s, which has no rank_vectors element_type %s (9.3+): storing "
+                            "dtype %s as %s", self.where, self.server().number, quantize.ES_ELEMENT_TYPES[self.dtype],
+                            self.dtype, element)
             manifest = {"format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
-                        "dtype": self.dtype, "meta": meta, "complete": False, "started_at": now_iso()}
+                        "dtype": self.dtype, "element_type": element, "server_version": self.server().number,
+                        "meta": meta, "complete": False, "started_at": now_iso()}
             self._checkpoint("create")
             new_pages, stream = self._stream(pages, dim, set(reuse))
             first = next(stream, None)
@@ -437,7 +617,7 @@ class ElasticsearchIndex:
                 raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
             dim = dim if dim is not None else int(first[2].shape[1])        # type: ignore[index]
             quantize.check_dim(self.dtype, dim)
-            self._create(iname, dim, manifest)
+            self._create(iname, dim, manifest, element)
             created = True
             self._checkpoint("reuse")
             if reuse:
@@ -455,12 +635,12 @@ class ElasticsearchIndex:
                 raise CorruptVersionError(f"{iname} holds {got} documents after the build, expected {want}")
             vectors_total = vectors_sent + self._reused_vectors(iname, reuse)
             self._checkpoint("verify")
-            self._smoke_search(iname, dim, max(new_pages[1], reused_norm) * 1.001 + 1e-6)
+            self._smoke_search(iname, dim, _norm_bound(max(new_pages[1], reused_norm), element))
             self._checkpoint("publish")
             manifest = {**manifest, "complete": True, "created_at": now_iso(), "dim": dim, "pages": want,
                              "vectors": vectors_total, "new_pages": new_pages[0], "reused_pages": len(reuse),
                              "reused_from": serving if reuse else None,
-                             "bytes_per_vector": quantize.bytes_per_vector(self.dtype, dim),
+                             "bytes_per_vector": ELEMENT_BYTES[element] * dim,
                              "page_norm_max": max(new_pages[1], reused_norm)}
             self.client.indices.put_mapping(index=iname, meta={META_KEY: manifest})
         except BaseException:
@@ -495,15 +675,15 @@ class ElasticsearchIndex:
 
         return counter, gen()
 
-    def _create(self, iname: str, dim: int, manifest: dict[str, Any]) -> None:
+    def _create(self, iname: str, dim: int, manifest: dict[str, Any], element: str) -> None:
         from elasticsearch import ApiError
 
         try:
             self.client.indices.create(index=iname, settings=build_settings(),
-                                       mappings=mapping(dim, self.dtype, manifest))
+                                       mappings=mapping(dim, self.dtype, manifest, element))
         except ApiError as exc:
             text = str(exc).lower()
-            if "license" in text or "non-compliant" in text:
+            if _is_license_refusal(exc.meta.status, exc.body) or "license" in text:
                 raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors")) from exc
             if "rank_vectors" in text and ("no handler" in text or "unknown" in text):
                 raise IndexStoreError(f"{self.where} does not know the rank_vectors field type: it needs "
@@ -517,6 +697,8 @@ class ElasticsearchIndex:
             resp = dict(self.client.reindex(source={"index": source, "query": {"ids": {"values": ids}}},
                                             dest={"index": dest, "op_type": "create"}, refresh=False,
                                             wait_for_completion=True))
+            if any(_is_license_refusal(f.get("status"), f.get("cause")) for f in resp.get("failures", [])):
+                raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors"))
             if resp.get("failures") or int(resp.get("created", 0)) != len(ids):
                 raise CorruptVersionError(f"_reindex copied {resp.get('created')} of {len(ids)} unchanged pages "
                                           f"from {source} to {dest}; failures: {resp.get('failures', [])[:3]}")
@@ -557,6 +739,9 @@ class ElasticsearchIndex:
                 max_retries=self.max_retries, initial_backoff=1, max_backoff=60, raise_on_error=False,
                 raise_on_exception=True, refresh=False), desc=f"bulk {iname}", unit="page", disable=None):
             if not ok:
+                (res,) = item.values()
+                if _is_license_refusal(res.get("status"), res.get("error")):
+                    raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors"))
                 raise CorruptVersionError(f"bulk indexing into {iname} failed: {item}")
             sent += 1
         return sent, vectors[0]
@@ -633,10 +818,10 @@ class ElasticsearchIndex:
         score = {"script_score": {"query": {"match_all": {}}, "script": script}}
         if exact:
             return {"size": k, "source": False, "query": score}
-        c = max(self.candidates, k)
+        c = max(self.candidates, k)          # window_size >= size (CompoundRetrieverBuilder.validate)
         return {"size": k, "source": False, "retriever": {"rescorer": {
             "retriever": {"knn": {"field": MEAN_FIELD, "query_vector": normalized_mean(q.numpy()).tolist(),
-                                  "k": c, "num_candidates": max(2 * c, 100)}},
+                                  "k": c, "num_candidates": num_candidates(c)}},
             "rescore": {"window_size": c, "query": {"rescore_query": score, "query_weight": 0.0,
                                                     "rescore_query_weight": 1.0}}}}}
 
@@ -660,11 +845,14 @@ class ElasticsearchIndex:
                                         "build` (or build() then swap())")
         man = self._manifest(n)
         dim, dtype, pages = int(man["dim"]), man["dtype"], int(man["pages"])
-        norm = float(man.get("page_norm_max", 1.0)) * 1.001 + 1e-6      # margin for float rounding
+        norm = _norm_bound(float(man.get("page_norm_max", 1.0)), man.get("element_type", "float"))
         qs = [query_matrix(q, dim, i) for i, q in enumerate(queries)]
         if not qs:
             return []
         exact = not self.two_stage or pages <= self.exact_max_pages or pages <= self.candidates
+        if not exact and k > KNN_MAX_CANDIDATES:
+            raise IndexInputError(f"k={k} is above {KNN_MAX_CANDIDATES}, the most a two-stage (kNN) search can "
+                                  "return; ask for fewer hits")
         iname = self.index_name(n)
         searches: list[dict[str, Any]] = []
         for q in qs:
@@ -675,9 +863,16 @@ class ElasticsearchIndex:
         out = []
         for q, r in zip(qs, resp["responses"], strict=True):
             if "error" in r:
+                if _is_license_refusal(r.get("status"), r):
+                    raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors"))
                 raise IndexStoreError(f"search on {iname} failed: {r['error']}")
             out.append([Hit(h["_id"], self._score_back(float(h["_score"]), q, dtype, dim, norm)) for h in r["hits"]["hits"]])
         return out
+
+
+def _norm_bound(page_norm_max: float, element: str) -> float:
+    """An upper bound of the stored page-vector norms: float rounding, and bfloat16's 2^-9 relative rounding."""
+    return page_norm_max * (1.0 + (2.0 ** -8 if element == "bfloat16" else 1e-3)) + 1e-6
 
 
 def _chain(first: tuple[str, str, np.ndarray], rest: Iterator[tuple[str, str, np.ndarray]]):
