@@ -472,6 +472,7 @@ def stage_index(ws: Workspace, force: bool = False) -> dict:
         same = serving_is_current(ws, open_serving_index(ws), model_name(bcfg.name), spec.version, dataset_hash)
         if same is not None:
             log.info("index %s: %s", same["index"], same["reason"])
+            write_json(ws.reports / "index.json", same)   # `dvc repro` removes the stage's output before it runs
             return same
     spec_bcfg = BackboneConfig(**spec.backbone)
     backbone = ws.backbone(spec_bcfg)
