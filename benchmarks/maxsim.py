@@ -12,7 +12,13 @@ Measured in one run:
 - the reference: colpali-engine's ``BaseVisualRetrieverProcessor.score_multi_vector`` algorithm
   (pad_sequence, ``einsum("bnd,csd->bcns").max(3)[0].sum(2)``, batch 128) — colpali-engine itself
   when it imports, otherwise the same algorithm re-implemented below;
-- equality of the two scorers' scores, speed-ups, and GFLOP/s (2 * M * T * d per pass).
+- equality of the two scorers' scores, speed-ups, and GFLOP/s (2 * M * T * d per pass);
+- with ``--bf16`` (issue 18): the same vectors stored as bfloat16 and scored with bf16 matmuls
+  (``score_packed(compute="bfloat16")``), a plain bf16 ``torch.mm`` pass over them, the serving path
+  (``compute="auto"``: bf16 only where the CPU accelerates it, detected at run time and recorded),
+  and agreement with float32 (share of queries whose top-10 is identical, recall@10 against fp32);
+  with ``--real-features`` the same columns on real page/query vectors from the quality features cache
+  (MiniLM text stand-in), full pages and SAP-pruned at ``--gamma``.
 
 Run (one heavy job at a time machine-wide; 10,000 full pages are 5.3 GB of float32)::
 
@@ -40,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from anchorprune.scoring import DEFAULT_BUFFER_ELEMENTS, score_packed  # noqa: E402
+from anchorprune.scoring import DEFAULT_BUFFER_ELEMENTS, bf16_accelerated, resolve_compute, score_packed  # noqa: E402
 
 log = logging.getLogger("benchmarks.maxsim")
 
@@ -83,11 +89,11 @@ def timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[list[float], to
     return times, out
 
 
-def mm_throughput(m: int, d: int, n: int, seconds: float = 3.0) -> float:
+def mm_throughput(m: int, d: int, n: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
     """GFLOP/s of ``torch.mm([m, d], [d, n], out=preallocated)``, best of repeated calls within ``seconds``."""
-    a = torch.randn(m, d)
-    b = torch.randn(n, d)
-    out = torch.empty(m, n)
+    a = torch.randn(m, d).to(dtype)
+    b = torch.randn(n, d).to(dtype)
+    out = torch.empty(m, n, dtype=dtype)
     torch.mm(a, b.T, out=out)
     best, t_end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < t_end:
@@ -109,6 +115,49 @@ def unit_pages(pages: int, tokens: int, dim: int, seed: int) -> torch.Tensor:
     return vecs
 
 
+def agreement(exact: torch.Tensor, approx: torch.Tensor, k: int = 10) -> dict[str, float]:
+    """Top-k agreement of ``approx`` with ``exact`` scores ``[Q, P]``: identical ordered top-k share,
+    identical top-k set share, mean recall@k of the exact top-k, and the largest absolute score difference."""
+    k = min(k, exact.shape[1])
+    te = torch.topk(exact, k, dim=1).indices                                  # [Q, k]
+    ta = torch.topk(approx, k, dim=1).indices
+    same_order = (te == ta).all(dim=1).float().mean().item()
+    sets_e, sets_a = [set(r) for r in te.tolist()], [set(r) for r in ta.tolist()]
+    same_set = sum(a == b for a, b in zip(sets_e, sets_a, strict=True)) / len(sets_e)
+    recall = sum(len(a & b) / k for a, b in zip(sets_e, sets_a, strict=True)) / len(sets_e)
+    return {"top10_identical_share": same_order, "top10_same_set_share": same_set, "recall@10": recall,
+            "max_abs_diff": float((exact - approx).abs().max()), "queries": exact.shape[0], "k": k}
+
+
+def real_vectors_check(path: Path, gamma: float, rounds: int) -> dict:
+    """bf16 vs fp32 on real (stand-in) vectors: every page full and SAP-pruned (window 3-4) at ``gamma``."""
+    from anchorprune.pruning import build_pruner
+    from anchorprune.scoring import pack
+
+    blob = torch.load(path, weights_only=False)
+    feats, queries = blob["features"], list(blob["queries"].values())
+    pids = sorted(feats)
+    sap = build_pruner("sap", window=[3, 4])
+    sets = {"full": [feats[p].embeddings for p in pids],
+            "pruned": [sap.prune(feats[p], gamma).vectors for p in pids]}
+    out: dict = {"features": str(path), "pages": len(pids), "queries": len(queries),
+                 "dim": int(sets["full"][0].shape[1]), "sap_window": [3, 4], "gamma": gamma,
+                 "agreement": {}, "seconds_min": {}}
+    for kind, pages in sets.items():
+        vecs, off = pack(pages)
+        v16 = vecs.to(torch.bfloat16)
+        best = {"fp32": float("inf"), "bf16": float("inf")}
+        for _ in range(rounds):
+            t, exact = timed(lambda vecs=vecs, off=off: score_packed(queries, vecs, off), 1)
+            best["fp32"] = min(best["fp32"], t[0])
+            t, approx = timed(lambda v16=v16, off=off: score_packed(queries, v16, off, compute="bfloat16"), 1)
+            best["bf16"] = min(best["bf16"], t[0])
+        out["agreement"][kind] = agreement(exact, approx)
+        out["seconds_min"][kind] = best
+        out["agreement"][kind]["vectors_per_page"] = vecs.shape[0] / len(pages)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=10_000)
@@ -122,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--chunk-tokens", type=int, default=None, help="score_packed chunk (default: its own)")
     ap.add_argument("--skip-reference", action="store_true", help="skip the padded-einsum reference")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true", help="add the bf16 columns (issue 18)")
+    ap.add_argument("--real-rounds", type=int, default=1, help="timed rounds on the real vectors")
+    ap.add_argument("--real-features", type=Path, default=None,
+                    help="quality features cache (cache/bench/quality-*.pt): bf16 agreement on real vectors")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "maxsim.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -152,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("torch.mm throughput ([%d, %d] x [%d, %d])", m_total, d, d, width)
     mm_same = mm_throughput(m_total, d, width)
     mm_square = mm_throughput(2048, 2048, 2048)
+    mm_bf16 = mm_throughput(m_total, d, width, dtype=torch.bfloat16) if args.bf16 else None
     log.info("torch.mm: %.1f GFLOP/s (scorer shape), %.1f GFLOP/s (2048^3)", mm_same, mm_square)
     # why score_packed pads its matmul width to 16 columns: odd widths vs their padded neighbours
     width_probe = {w: mm_throughput(m_total, d, w, seconds=1.5) for w in (1030, 1040, 8343, 8352)}
@@ -165,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def mm_pass(vecs: torch.Tensor, n_tokens: int) -> torch.Tensor:
         """Plain matmuls over the same vectors in chunks of the scorer's size (rounded up to 16 columns,
         the width the scorer pads to), into one reused buffer: no copies, no reductions."""
-        qtok = torch.cat(queries)
+        qtok = torch.cat(queries).to(vecs.dtype)
         step = -(-max(1, chunk // n_tokens) * n_tokens // 16) * 16
-        buf = torch.empty(m_total * step)
+        buf = torch.empty(m_total * step, dtype=vecs.dtype)
         for a in range(0, vecs.shape[0], step):
             c = vecs[a:a + step]
             torch.mm(qtok, c.T, out=buf[: m_total * c.shape[0]].view(m_total, c.shape[0]))
@@ -183,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pruned": (pruned, n_pruned, pruned_pages),
     }
     methods = ["mm_pass", "ours"] + ([] if args.skip_reference else ["reference"])
+    if args.bf16:
+        methods += ["mm_pass_bf16", "ours_bf16", "ours_auto"]
+        bf16_vecs = {kind: v.to(torch.bfloat16) for kind, (v, _, _) in sets.items()}    # [P * n, d] bf16
     times = {(kind, meth): [[] for _ in slices] for kind in sets for meth in methods}
     scores: dict[tuple[str, str], list[torch.Tensor]] = {}
     for kind, (vecs, n_tok, page_list) in sets.items():
@@ -198,10 +255,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     elif meth == "ours":
                         t, out = timed(lambda v=v, off=off: score_packed(queries, v, off,
                                                                          chunk_tokens=args.chunk_tokens), 1)
+                    elif meth in ("mm_pass_bf16", "ours_bf16", "ours_auto"):
+                        v16 = bf16_vecs[kind][a * n_tok:b * n_tok]
+                        if meth == "mm_pass_bf16":
+                            t, _ = timed(lambda v16=v16, n_tok=n_tok: mm_pass(v16, n_tok), 1)
+                        else:
+                            how = "bfloat16" if meth == "ours_bf16" else "auto"
+                            t, out = timed(lambda v16=v16, off=off, how=how: score_packed(
+                                queries, v16, off, chunk_tokens=args.chunk_tokens, compute=how), 1)
                     else:
                         t, out = timed(lambda a=a, b=b, page_list=page_list: ref_fn(queries, page_list[a:b]), 1)
                     times[(kind, meth)][si] += t
-                    if meth != "mm_pass" and r == args.rounds - 1:
+                    if not meth.startswith("mm_pass") and r == args.rounds - 1:
                         scores.setdefault((kind, meth), []).append(out)
 
     def total(kind: str, meth: str, how: Callable) -> float:
@@ -210,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     est = {f"{meth}_{kind}": {"min": total(kind, meth, min), "median": total(kind, meth, statistics.median)}
            for (kind, meth) in times}
     n_vec = {"full": full.shape[0], "pruned": pruned.shape[0]}
+    est_keys = {k: k.split("_")[-1] for k in est}
     res = {
         "workload": {"queries": args.queries, "query_tokens": args.query_tokens, "pages": args.pages,
                      "tokens_full": n_full, "tokens_pruned": n_pruned, "gamma": args.gamma, "dim": d,
@@ -222,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    + " ".join(sys.argv[1:] if argv is None else argv),
         "reference": ref_name,
         "seconds": est,
-        "gflops": {k: {h: flops(n_vec[k.rsplit("_", 1)[1]]) / v[h] / 1e9 for h in v} for k, v in est.items()},
+        "gflops": {k: {h: flops(n_vec[est_keys[k]]) / v[h] / 1e9 for h in v} for k, v in est.items()},
         "torch_mm_best_call_gflops": {"scorer_width": mm_same, "square_2048": mm_square,
+                                      "scorer_width_bf16": mm_bf16,
                                       "by_width": {str(w): v for w, v in width_probe.items()}},
     }
     ratios: dict[str, dict[str, float | None]] = {}
@@ -238,6 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reference_pruned_speedup_vs_full": (sec["reference_full"] / sec["reference_pruned"]
                                                  if "reference_full" in sec else None),
         }
+    if args.bf16:
+        for h in ("min", "median"):
+            sec = {k: v[h] for k, v in est.items()}
+            for kind in sets:
+                ratios[h][f"bf16_fraction_of_mm_pass_bf16_{kind}"] = sec[f"mm_pass_bf16_{kind}"] / sec[f"ours_bf16_{kind}"]
+                ratios[h][f"bf16_speedup_vs_fp32_{kind}"] = sec[f"ours_{kind}"] / sec[f"ours_bf16_{kind}"]
+                ratios[h][f"auto_speedup_vs_fp32_{kind}"] = sec[f"ours_{kind}"] / sec[f"ours_auto_{kind}"]
     ratios["paper_pruned_speedup_gamma_0.1"] = 7.9
     res["ratios"] = ratios
     eq = {}
@@ -247,8 +321,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = torch.cat(scores[(kind, "reference")], dim=1)
             eq[f"max_abs_diff_{kind}"] = float((ours - ref).abs().max())
     res["equal_scores"] = eq
+    if args.bf16:
+        res["bf16"] = {
+            "accelerated": bf16_accelerated(),
+            "auto_compute": resolve_compute(torch.bfloat16, "auto"),
+            "cpu_probes": {p: bool(getattr(torch.cpu, p)()) for p in
+                           ("_is_amx_tile_supported", "_is_avx512_bf16_supported", "_is_avx512_supported")
+                           if hasattr(torch.cpu, p)},
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "agreement_random": {kind: agreement(torch.cat(scores[(kind, "ours")], dim=1),
+                                                 torch.cat(scores[(kind, "ours_bf16")], dim=1)) for kind in sets},
+        }
+        if args.real_features:
+            res["bf16"]["real"] = real_vectors_check(args.real_features, args.gamma, args.real_rounds)
     m = ratios["min"]
-    res["targets_met_min"] = {
+    bf16_targets = {}
+    if args.bf16:
+        agree = [a for a in res["bf16"]["agreement_random"].values()] + \
+            [a for a in res["bf16"].get("real", {}).get("agreement", {}).values()]
+        bf16_targets = {
+            "bf16_2.5x_fp32_pruned": m["bf16_speedup_vs_fp32_pruned"] >= 2.5,
+            "bf16_top10_identical_99pct": all(a["top10_identical_share"] >= 0.99 for a in agree),
+            "bf16_recall10_0.995": all(a["recall@10"] >= 0.995 for a in agree),
+        }
+    res["targets_met_min"] = {**bf16_targets,
         "equal_scores_1e-4": all(v <= 1e-4 for v in eq.values()) if eq else None,
         "pruned_8x_faster_than_full": m["pruned_speedup_vs_full"] >= 8.0,
         "1.5x_reference_full": None if m["vs_reference_full"] is None else m["vs_reference_full"] >= 1.5,
@@ -256,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "60pct_of_mm_pass_full": m["fraction_of_mm_pass_full"] >= 0.6,
         "60pct_of_mm_pass_pruned": m["fraction_of_mm_pass_pruned"] >= 0.6,
     }
+    res["loadavg_end"] = os.getloadavg()
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     res["slice_seconds"] = {f"{meth}_{kind}": ts for (kind, meth), ts in times.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

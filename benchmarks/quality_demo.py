@@ -6,9 +6,14 @@ PDF outline, question titles blanked on every page). Backbone: all-MiniLM-L6-v2 
 text layer (``anchorprune.backbones.minilm_text``): a text encoder, NOT a vision model.
 
 Table: full, random (5 seeds, mean ± sd), SAP with each single layer and with the SR-selected
-window, EOS/[CLS] attention (adaptive and top-k), cluster-merge, hierarchical pooling, at
+window, EOS/[CLS] attention (adaptive and top-k), cluster-merge, hierarchical pooling, and
+anchor-guided merging (SAP anchors of the SR window, with and without a token-distance prior) at
 γ = 0.2 / 0.1 / 0.05: nDCG@5, recall@5, score retention (SR, both aggregates), with paired
-bootstrap 95% intervals of (method − random) on per-query nDCG@5 and per-pair SR. The SR curve and
+bootstrap 95% intervals of (method − random) on per-query nDCG@5 and per-pair SR, for
+``anchor_merge`` also against the SR-window SAP and hierarchical pooling, and the pruning CPU time
+per page of every method (``time.process_time``, one torch thread). Hierarchical pooling keeps one
+pruner for all γ (one Ward linkage per page, cut per γ); its CPU/page in each row is what one index
+build at that γ costs: the page's linkage (measured at the first γ) plus that γ's cut. The SR curve and
 the window are calibrated on queries disjoint from the evaluation queries (``split_queries``).
 
 Run (one heavy job at a time machine-wide)::
@@ -26,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import statistics
 import sys
@@ -170,10 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sr-gamma", type=float, default=0.05)
     ap.add_argument("--rho", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated labels to run (e.g. random,sap[sr],hier_pool,anchor_merge); "
+                         "'sap[sr]' names the SR-window row, a label prefix keeps its variants")
+    ap.add_argument("--anchor-radius", type=int, default=16, help="anchor_merge position-prior row (tokens)")
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
+    torch.set_num_threads(1)    # as the evaluate stage: threaded torch ops stall on the oversubscribed CPU
     out_path = args.out or ROOT / "benchmarks" / "results" / (
         "quality_demo.json" if args.variant == "demo" else "quality_demo_large.json")
 
@@ -219,8 +230,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods.append(("eos_adaptive", "eos", lambda g, s: pruner_for(
         "eos_adaptive", eos_layer=last, kappa=calibrate_kappa([feats[p] for p in pids], g, layer=last)), False))
     methods.append(("cluster_merge", "merge", lambda g, s: pruner_for("cluster_merge"), False))
-    methods.append(("hier_pool", "merge", lambda g, s: pruner_for("hier_pool"), False))
+    hier_pool = pruner_for("hier_pool")     # one pruner for every gamma: one Ward linkage per page, cut per gamma
+    methods.append(("hier_pool", "merge", lambda g, s: hier_pool, False))
+    methods.append(("anchor_merge", "anchor_merge", lambda g, s: pruner_for("anchor_merge", window=window), False))
+    methods.append((f"anchor_merge[r={args.anchor_radius}]", "anchor_merge",
+                    lambda g, s: pruner_for("anchor_merge", window=window, radius=args.anchor_radius), False))
+    sap_label = f"sap[sr {window[0]}-{window[-1]}]"
+    paired_refs = {"anchor_merge": (sap_label, "hier_pool")}     # family -> labels compared against
 
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+
+        def keep(label: str) -> bool:
+            return any(label.startswith(w) if w != "sap[sr]" else label.startswith("sap[sr ") for w in wanted)
+        methods = [m for m in methods if m[0] == "random" or keep(m[0])]      # random: the reference line
     rows: list[dict] = []
     full_row = {"label": "full", "gamma": 1.0, "ndcg@5": float(full_pq["ndcg@5"].mean()),
                 "recall@5": float(full_pq["recall@5"].mean()), "sr_ratio_of_means": 1.0,
@@ -228,13 +251,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(full_row)
     jobs = [(g, m) for g in GAMMAS for m in methods]
     random_ref: dict[float, dict[str, np.ndarray]] = {}
+    per_label: dict[tuple[str, float], dict[str, np.ndarray]] = {}   # (label, gamma) -> per-query / per-pair
+    hier_cost: dict[str, float] = {}
     t_eval = time.perf_counter()
     for gamma, (label, family, factory, seeded) in tqdm(jobs, desc="methods x gamma"):
         seeds = range(args.seed, args.seed + args.trials) if seeded else [args.seed]
         trials = []
         for s in seeds:
             pruner = factory(gamma, s)
+            c0 = time.process_time()
             docs = prune_all(feats, pids, pruner, gamma)
+            cpu_s = time.process_time() - c0
+            if label == "hier_pool" and "linkage_ms_per_page" not in hier_cost:
+                # first gamma: linkage + cut; prune again (cache hit) to split off the cut
+                c1 = time.process_time()
+                prune_all(feats, pids, pruner, gamma)
+                cut = time.process_time() - c1
+                hier_cost["linkage_ms_per_page"] = 1000.0 * (cpu_s - cut) / len(pids)
+                cpu_s = cut
             scores = score_matrix(qlist, docs)
             pq = per_query(scores, eval_q, pids, ds.qrels)
             sr = pair_sr(scores, full_scores, pairs)
@@ -245,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rom": float(pruned_gold.sum() / full_gold.sum()),
                 "kept": float(np.mean([d.shape[0] for d in docs])),
                 "realised": float(np.mean([d.shape[0] / n for d, n in zip(docs, n_tokens, strict=True)])),
+                "cpu_ms_per_page": 1000.0 * cpu_s / len(pids),
             })
         ndcg_q = np.mean([t["ndcg"] for t in trials], axis=0)      # per query, mean over seeds
         sr_p = np.nanmean([t["sr"] for t in trials], axis=0)        # per pair, mean over seeds
@@ -258,7 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "vectors_per_page": float(np.mean([t["kept"] for t in trials])),
             "realised_gamma": float(np.mean([t["realised"] for t in trials])),
             "ndcg_retention": float(np.mean([t["ndcg"].mean() for t in trials]) / full_row["ndcg@5"]),
+            "cpu_ms_per_page": float(np.mean([t["cpu_ms_per_page"] for t in trials])),
         }
+        if label == "hier_pool":   # one index build at this gamma = the page's linkage + this cut
+            row["cpu_ms_per_page_cut_only"] = row["cpu_ms_per_page"]
+            row["cpu_ms_per_page"] = hier_cost["linkage_ms_per_page"] + row["cpu_ms_per_page_cut_only"]
         if len(trials) > 1:
             row["ndcg@5_sd"] = statistics.stdev(float(t["ndcg"].mean()) for t in trials)
             row["recall@5_sd"] = statistics.stdev(float(t["recall"].mean()) for t in trials)
@@ -272,14 +311,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             row["d_ndcg@5_vs_random"] = {"mean": m, "ci95": [lo, hi]}
             m, lo, hi = paired_bootstrap(sr_p - ref["sr"], args.bootstrap, args.seed)
             row["d_sr_vs_random"] = {"mean": m, "ci95": [lo, hi]}
+        per_label[(label, gamma)] = {"ndcg": ndcg_q, "sr": sr_p}
+        for other in paired_refs.get(family, ()):
+            if (other, gamma) not in per_label:
+                continue
+            ref = per_label[(other, gamma)]
+            m, lo, hi = paired_bootstrap(ndcg_q - ref["ndcg"], args.bootstrap, args.seed)
+            row.setdefault("vs", {})[other] = {"d_ndcg@5": {"mean": m, "ci95": [lo, hi]}}
+            m, lo, hi = paired_bootstrap(sr_p - ref["sr"], args.bootstrap, args.seed)
+            row["vs"][other]["d_sr"] = {"mean": m, "ci95": [lo, hi]}
+            other_row = next(r for r in rows if r["label"] == other and r["gamma"] == gamma)
+            row["vs"][other]["cpu_ratio"] = row["cpu_ms_per_page"] / other_row["cpu_ms_per_page"]
         rows.append(row)
     eval_s = time.perf_counter() - t_eval
+
+    # ---- hierarchical pooling over the gamma grid: before issue 18 every gamma recomputed the Ward linkage
+    #      (len(GAMMAS) linkages + cuts per page); now one linkage per page and one cut per gamma.
+    #      Both totals from the measured linkage and cut CPU times above.
+    ward_grid: dict = {}
+    hp_rows = [r for r in rows if r["label"] == "hier_pool"]
+    if hp_rows:
+        link = hier_cost["linkage_ms_per_page"] * len(pids) / 1000
+        cuts = sum(r["cpu_ms_per_page_cut_only"] for r in hp_rows) * len(pids) / 1000
+        ward_grid = {"linkage_cpu_s": link, "cuts_cpu_s": cuts,
+                     "linkage_per_gamma_cpu_s": len(hp_rows) * link + cuts,
+                     "linkage_once_per_page_cpu_s": link + cuts,
+                     "linkages_computed": hier_pool.linkages_computed}
+        ward_grid["cpu_speedup"] = ward_grid["linkage_per_gamma_cpu_s"] / ward_grid["linkage_once_per_page_cpu_s"]
+    log.info("hier_pool grid over %s: %s", GAMMAS, ward_grid)
 
     result = {
         "benchmark": "quality_demo",
         "variant": args.variant,
-        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py"
-                   + ("" if args.variant == "demo" else " --variant large"),
+        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
         "stand_in": "all-MiniLM-L6-v2 over the PDF text layer (text encoder, NOT a vision model)",
         "backbone": {"name": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
                      "num_layers": backbone.num_layers, "dim": backbone.dim},
@@ -297,14 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "seed": args.seed, "eos_layer": last, "eos_kappa_pages": "all corpus pages (query-free)",
                      "calibration_pages_for_reference": len(calib_pages)},
         "timing": {"encode_pages_s": encode_s, "evaluate_s": eval_s, "torch_threads": torch.get_num_threads(),
-                   "machine": platform.platform()},
+                   "machine": platform.platform(), "loadavg_end": list(os.getloadavg()),
+                   "hier_pool_grid_prune": ward_grid,
+                   "note": "2 CPU cores shared with other jobs: CPU times are noisy"},
         "rows": rows,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out_path)
-    table = markdown_table(result)
+    table = markdown_table(result) + "\n\n" + comparison_table(result)
     print(table)
     log.info("wrote %s", out_path)
     if not args.no_mlflow:
@@ -329,19 +396,31 @@ def _sd_formatter(row: dict) -> Callable[[str], str]:
 def markdown_table(result: dict) -> str:
     lines = [
         "| γ | method | kept/page | nDCG@5 | recall@5 | SR (mean of ratios) | SR (ratio of means) "
-        "| Δ nDCG@5 vs random [95% CI] | Δ SR vs random [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Δ nDCG@5 vs random [95% CI] | Δ SR vs random [95% CI] | CPU ms/page |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         g = "1" if r["gamma"] == 1.0 else f"{r['gamma']:g}"
         sd = _sd_formatter(r)
+        cpu = f"{r['cpu_ms_per_page']:.2f}" if "cpu_ms_per_page" in r else ""
         kept = f"{r['vectors_per_page']:.1f}" + ("" if math.isclose(r["realised_gamma"], r["gamma"], abs_tol=0.01)
                                                    else f" (γ̂ {r['realised_gamma']:.3f})")
         lines.append(
             f"| {g} | {r['label']} | {kept} | {r['ndcg@5']:.3f}{sd('ndcg@5')} | {r['recall@5']:.3f}{sd('recall@5')} "
             f"| {r['sr_mean_of_ratios']:.3f}{sd('sr_mean_of_ratios')} | {r['sr_ratio_of_means']:.3f} "
-            f"| {_fmt_ci(r.get('d_ndcg@5_vs_random'))} | {_fmt_ci(r.get('d_sr_vs_random'))} |"
+            f"| {_fmt_ci(r.get('d_ndcg@5_vs_random'))} | {_fmt_ci(r.get('d_sr_vs_random'))} "
+            f"| {cpu} |"
         )
+    return "\n".join(lines)
+
+
+def comparison_table(result: dict) -> str:
+    """anchor_merge rows against the SR-window SAP and hierarchical pooling (paired bootstrap, CPU ratio)."""
+    lines = ["| γ | method | vs | Δ nDCG@5 [95% CI] | Δ SR [95% CI] | CPU time ratio |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        for other, d in r.get("vs", {}).items():
+            lines.append(f"| {r['gamma']:g} | {r['label']} | {other} | {_fmt_ci(d['d_ndcg@5'])} | {_fmt_ci(d['d_sr'])} "
+                         f"| {d['cpu_ratio']:.3f} |")
     return "\n".join(lines)
 
 

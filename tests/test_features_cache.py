@@ -1,10 +1,11 @@
 import logging
 
+import pytest
 import torch
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
-from anchorprune.features_cache import FeaturesCache, QueryCache
+from anchorprune.features_cache import FeaturesCache, QueryCache, backbone_key
 from anchorprune.pages import Page
 
 
@@ -111,3 +112,93 @@ def test_query_cache_flipped_byte_and_other_revision_recompute(tmp_path, caplog)
     other = CountingMock(num_anchors=2)
     cache.get_or_encode(other, ["topic:a"])
     assert other.query_texts == ["topic:a"]
+
+
+# ------------------------------------------------------------------ the key: everything that changes the vectors
+def _tiny_colpali_backbone(dtype=torch.float32, revision="r1"):
+    import copy
+
+    from anchorprune.backbones.colpali import ColPaliBackbone
+    from anchorprune.backbones.tiny import tiny_colpali
+
+    if not hasattr(_tiny_colpali_backbone, "built"):
+        _tiny_colpali_backbone.built = tiny_colpali()
+    model, proc = _tiny_colpali_backbone.built
+    return ColPaliBackbone(copy.deepcopy(model).to(dtype), proc, "colpali", "tiny/colpali", revision)
+
+
+def _image_pages(n=2):
+    import PIL.Image
+
+    return [Page(f"p{i}", f"img{i}", image=PIL.Image.new("RGB", (40, 40), (30 * i, 90, 200))) for i in range(n)]
+
+
+def test_changing_dtype_re_encodes(tmp_path):
+    cache = FeaturesCache(tmp_path)
+    f32 = _tiny_colpali_backbone(torch.float32)
+    first = cache.get_or_encode(f32, _image_pages(), LayerCapture.all(), progress=False)
+    assert f32.page_calls == 1 and f32.dtype == "float32"
+    cache.get_or_encode(f32, _image_pages(), LayerCapture.all(), progress=False)
+    assert f32.page_calls == 1
+    bf16 = _tiny_colpali_backbone(torch.bfloat16)
+    again = cache.get_or_encode(bf16, _image_pages(), LayerCapture.all(), progress=False)
+    assert bf16.dtype == "bfloat16" and bf16.page_calls == 1          # not served the float32 vectors
+    assert not torch.equal(first[0].embeddings, again[0].embeddings)
+
+
+def test_adapter_version_and_revision_are_in_the_key(tmp_path):
+    a, b = MockBackbone(), MockBackbone()
+    b.ADAPTER_VERSION = "2"
+    assert backbone_key(a) != backbone_key(b)
+    b.ADAPTER_VERSION, b.revision = a.ADAPTER_VERSION, "other"
+    assert backbone_key(a) != backbone_key(b)
+    b.revision = a.revision
+    assert backbone_key(a) == backbone_key(b)
+
+
+def test_backbone_without_identity_is_refused_clearly(tmp_path):
+    class Bare:
+        model_id, revision, num_layers, dim = "m", "r", 2, 4
+
+    with pytest.raises(TypeError, match=r"Bare lacks \['dtype', 'ADAPTER_VERSION'\]"):
+        backbone_key(Bare())
+
+
+def _fake_hub_snapshot(home, repo, commit, model, proc):
+    """The layout huggingface_hub keeps offline: snapshots/<commit>/ and refs/main naming the commit."""
+    root = home / "hub" / f"models--{repo.replace('/', '--')}"
+    model.save_pretrained(root / "snapshots" / commit)
+    proc.save_pretrained(root / "snapshots" / commit)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_loading_main_resolves_the_commit_and_a_moved_main_re_encodes(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from anchorprune.backbones import load_backbone
+    from anchorprune.backbones.tiny import tiny_colpali
+    from anchorprune.config import BackboneConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)                    # read at import: patch the module too
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    model, proc = tiny_colpali()
+    c1, c2 = "1" * 40, "2" * 40
+    _fake_hub_snapshot(tmp_path / "hf", "org/tiny", c1, model, proc)
+    cfg = BackboneConfig(name="colpali", kind="colpali", model_id="org/tiny", revision="main")
+    cache = FeaturesCache(tmp_path / "cache")
+    first = load_backbone(cfg)
+    assert first.revision == c1                                         # the commit, not "main"
+    cache.get_or_encode(first, _image_pages(1), LayerCapture.all(), progress=False)
+    same = load_backbone(cfg)
+    cache.get_or_encode(same, _image_pages(1), LayerCapture.all(), progress=False)
+    assert same.page_calls == 0
+    with torch.no_grad():                                               # "main" moves to a retrained commit
+        for p in model.parameters():
+            p.add_(0.01)
+    _fake_hub_snapshot(tmp_path / "hf", "org/tiny", c2, model, proc)
+    moved = load_backbone(cfg)
+    assert moved.revision == c2
+    cache.get_or_encode(moved, _image_pages(1), LayerCapture.all(), progress=False)
+    assert moved.page_calls == 1

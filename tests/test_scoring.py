@@ -119,3 +119,95 @@ def test_aligned_unpadded_and_strided_paths_match_naive():
         got = score_packed(queries, v, offsets, chunk_tokens=chunk)
         for j, p in enumerate(pages):
             assert got[0, j].item() == pytest.approx(naive(queries[0], p), abs=1e-5)
+
+
+# ---- bf16 scoring (issue 18) ----
+
+def _ragged(seed: int, pages: int = 30, dim: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    ps = [torch.nn.functional.normalize(torch.randn(int(n), dim, generator=g), dim=-1)
+          for n in torch.randint(1, 40, (pages,), generator=g)]
+    qs = [torch.nn.functional.normalize(torch.randn(int(m), dim, generator=g), dim=-1)
+          for m in torch.randint(1, 8, (5,), generator=g)]
+    return qs, ps
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bf16_compute_matches_fp32_within_bf16_rounding(seed):
+    qs, ps = _ragged(seed)
+    vecs, off = pack(ps)
+    exact = score_packed(qs, vecs, off)
+    for stored in (vecs, vecs.to(torch.bfloat16)):
+        approx = score_packed(qs, stored, off, compute="bfloat16", chunk_tokens=50)
+        # each similarity is rounded three times to bf16 (q, d, q.d: rel. error <= 2^-8 each) and |q.d| <= 1
+        tol = torch.tensor([q.shape[0] * 3 * 2.0 ** -8 for q in qs])[:, None]
+        assert ((approx - exact).abs() <= tol).all()
+        assert not torch.equal(approx, exact)           # the bf16 path really ran
+    # bf16-stored vectors scored in float32 equal float32 scoring of the rounded vectors, exactly
+    rounded = vecs.to(torch.bfloat16)
+    assert torch.equal(score_packed(qs, rounded, off, compute="float32"), score_packed(qs, rounded.float(), off))
+
+
+def test_auto_falls_back_to_fp32_where_bf16_is_not_accelerated(monkeypatch):
+    import anchorprune.scoring as scoring
+
+    qs, ps = _ragged(2)
+    vecs, off = pack(ps)
+    stored = vecs.to(torch.bfloat16)
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: False)
+    assert scoring.resolve_compute(torch.bfloat16, "auto") == "float32"
+    assert torch.equal(score_packed(qs, stored, off, compute="auto"), score_packed(qs, stored.float(), off))
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: True)
+    assert scoring.resolve_compute(torch.bfloat16, "auto") == "bfloat16"
+    assert scoring.resolve_compute(torch.float32, "auto") == "float32"      # only bf16-stored vectors
+    assert torch.equal(score_packed(qs, stored, off, compute="auto"), score_packed(qs, stored, off, compute="bfloat16"))
+    with pytest.raises(ScoringError, match="compute"):
+        score_packed(qs, stored, off, compute="int8")
+
+
+def test_bf16_detection_follows_torch_probes(monkeypatch):
+    import anchorprune.scoring as scoring
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert scoring.bf16_accelerated() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert scoring.bf16_accelerated() is True
+
+    def broken():
+        raise RuntimeError("no cpuinfo")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    assert scoring.bf16_accelerated() is False
+
+
+def test_bf16_nan_page_is_named():
+    qs, ps = _ragged(3, pages=4)
+    ps[2] = ps[2].clone()
+    ps[2][0, 0] = float("inf")
+    vecs, off = pack(ps)
+    with pytest.raises(ScoringError, match="page 2 .*NaN or inf"):
+        score_packed(qs, vecs.to(torch.bfloat16), off, compute="bfloat16")
+    with pytest.raises(ScoringError, match="page 2 .*NaN or inf"):
+        score_packed(qs, vecs.to(torch.bfloat16), off, compute="float32")
+
+
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_local_index_stores_and_scores_bfloat16(tmp_path, monkeypatch, accelerated):
+    import anchorprune.index.local as local
+    import anchorprune.scoring as scoring
+    from anchorprune.index.local import LocalIndex
+    from anchorprune.pruning.base import PrunedPage
+
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: accelerated)
+    monkeypatch.setattr(local, "bf16_accelerated", lambda: accelerated)
+    qs, ps = _ragged(4, pages=6)
+    idx = LocalIndex(tmp_path, "bf", dtype="bfloat16")
+    v = idx.build([PrunedPage(f"p{i}", f"h{i}", p, None) for i, p in enumerate(ps)], {"config_hash": "c"})
+    idx.swap(v)
+    ids, scores = idx.exact_scores(qs)
+    vecs, off = pack(ps)
+    rounded = vecs.to(torch.bfloat16)
+    expected = score_packed(qs, rounded, off, compute="bfloat16" if accelerated else "float32")
+    assert ids == [f"p{i}" for i in range(6)]
+    assert torch.equal(scores, expected)
+    assert idx.search(ps[3][:1], k=1)[0].page_id == "p3"

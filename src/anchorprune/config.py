@@ -145,7 +145,8 @@ class CalibrateConfig(_Frozen):
     seed: int = 0
 
 
-Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool"]
+Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool",
+                 "anchor_merge"]
 
 
 class EvaluateConfig(_Frozen):
@@ -197,12 +198,25 @@ class PromoteConfig(_Frozen):
     require_beats_random: bool = True
 
 
+class MuveraConfig(_Frozen):
+    """MUVERA FDE parameters (index.first_stage: muvera); dims = reps * 2**k_sim * d_proj, or final_dim."""
+
+    k_sim: int = Field(4, ge=0, le=12)
+    d_proj: int | None = Field(16, ge=1)
+    reps: int = Field(16, ge=1)
+    final_dim: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
 class IndexConfig(_Frozen):
     backend: Literal["local", "elasticsearch"] = "local"
     backbone: str | None = None   # whose champion the index serves; default: the first backbone
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    dtype: Literal["float32", "float16", "bits"] = "float16"
+    dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
     two_stage: bool = False
+    # first stage before exact MaxSim: none | mean | muvera; null: mean if two_stage else none
+    first_stage: Literal["none", "mean", "muvera"] | None = None
+    muvera: MuveraConfig = MuveraConfig()
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
 

@@ -24,7 +24,7 @@ from anchorprune.encoding import EncodedCorpus
 
 log = logging.getLogger(__name__)
 
-WINDOWED = {"sap", "sap_max"}
+WINDOWED = {"sap", "sap_max", "anchor_merge"}
 BYTES_PER_VALUE = 4  # storage is reported for float32 vectors; the index may quantise further
 
 
@@ -226,6 +226,7 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
 
     calib_feats = list(kappa_calibration) if kappa_calibration else list(corpus.features.values())
     configs: list[ConfigResult] = []
+    pruners: dict[tuple, object] = {}
     for method, gamma, spec, layers in tqdm(jobs, desc=f"evaluate {corpus.backbone}", disable=not progress):
         seeds = list(range(seed, seed + random_trials)) if method == "random" else [seed]
         trials = []
@@ -235,7 +236,11 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
                 kwargs["window"] = list(layers)
             if method == "eos_adaptive":
                 kwargs["kappa"] = calibrate_kappa(calib_feats, gamma)
-            pruner = build_pruner(method, **kwargs)
+                pruner = build_pruner(method, **kwargs)
+            else:   # one pruner across gammas: hier_pool then computes each page's Ward linkage once
+                if (method, s, layers) not in pruners:
+                    pruners[(method, s, layers)] = build_pruner(method, **kwargs)
+                pruner = pruners[(method, s, layers)]
             pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
             vecs = {p: pp.vectors for p, pp in pruned.items()}
             metrics, rom, mor, excl, by_source, _ = _measure_sources(corpus, vecs, full_scores, qrels, groups, ks)

@@ -1,4 +1,6 @@
-"""On-disk cache of PageFeatures: the model runs once per (page content, backbone, revision, capture).
+"""On-disk cache of PageFeatures: the model runs once per (page content, backbone identity, capture).
+
+The backbone identity (:func:`cache_identity`) is model id, resolved revision, dtype and adapter version.
 
 Entries live under ``<root>/<backbone key>/<capture key>/<hh>/<content hash>.pt``. Each file is a
 ``torch.save`` payload followed by its sha256 digest (32 bytes); an entry whose digest does not
@@ -7,7 +9,7 @@ trusted. Writes go to a temporary file first and are renamed into place. A windo
 is served from an all-layers entry of the same page when one exists (its rows are identical).
 
 :class:`QueryCache` does the same for query token vectors, keyed by (query text, model id,
-revision), under ``<root>/<backbone key>/queries/<hh>/<sha256 of the text>.pt``.
+backbone identity), under ``<root>/<backbone key>/queries/<hh>/<sha256 of the text>.pt``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,27 @@ class CorruptEntryError(ValueError):
     """A cache entry failed its checksum or could not be decoded."""
 
 
+def cache_identity(backbone: Backbone) -> dict[str, str]:
+    """Everything about a backbone that changes its vectors (with the capture, which is a path level):
+    model id, resolved revision, dtype, and the adapter class and its version.
+
+    >>> from anchorprune.backbones.mock import MockBackbone
+    >>> cache_identity(MockBackbone())["adapter"]
+    'anchorprune.backbones.mock.MockBackbone/1'
+    """
+    missing = [a for a in ("model_id", "revision", "dtype", "ADAPTER_VERSION") if getattr(backbone, a, None) is None]
+    if missing:
+        raise TypeError(f"{type(backbone).__name__} lacks {missing} needed for the features cache key; "
+                        "give the backbone these attributes (see backbones.base.Backbone)")
+    cls = type(backbone)
+    return {"model_id": backbone.model_id, "revision": str(backbone.revision), "dtype": str(backbone.dtype),
+            "adapter": f"{cls.__module__}.{cls.__qualname__}/{backbone.ADAPTER_VERSION}"}
+
+
 def backbone_key(backbone: Backbone) -> str:
-    """A short stable key for (model id, revision)."""
-    blob = f"{backbone.model_id}@{backbone.revision}".encode()
+    """A short stable key for :func:`cache_identity` (model id readable, the rest hashed)."""
+    ident = cache_identity(backbone)
+    blob = "\x1f".join(f"{k}={ident[k]}" for k in sorted(ident)).encode()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone.model_id)[-48:]
     return f"{safe}-{hashlib.sha256(blob).hexdigest()[:12]}"
 

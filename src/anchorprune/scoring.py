@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,6 +43,51 @@ MAX_DEFAULT_CHUNK_TOKENS = 1 << 16
 
 
 _ALIGN = 16   # matmul width granularity (columns); see score_packed
+
+Compute = Literal["float32", "bfloat16", "auto"]
+COMPUTES = ("float32", "bfloat16", "auto")
+
+
+def bf16_accelerated() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX-512 BF16), as torch detects it.
+
+    Without either, torch's CPU bf16 matmul is emulated and much slower than float32 (on an AVX2-only
+    AMD EPYC here a bf16 ``torch.mm`` ran ~11x slower than float32), so ``compute="auto"`` scores in
+    float32 there.
+    """
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - a probe that cannot run means: not accelerated
+            continue
+    return False
+
+
+def resolve_compute(vecs_dtype: torch.dtype, compute: Compute = "float32") -> str:
+    """The dtype the matmuls will run in: ``"float32"`` or ``"bfloat16"``.
+
+    ``"auto"``: bfloat16 when the page vectors are stored as bfloat16 *and* :func:`bf16_accelerated`,
+    float32 otherwise. ``"bfloat16"`` forces bf16 matmuls (fp32 max and sum); ``"float32"`` is exact.
+
+    >>> import torch
+    >>> resolve_compute(torch.float32, "auto"), resolve_compute(torch.float16, "bfloat16")
+    ('float32', 'bfloat16')
+    """
+    if compute not in COMPUTES:
+        raise ScoringError(f"compute must be one of {COMPUTES}, got {compute!r}")
+    if compute == "auto":
+        return "bfloat16" if vecs_dtype == torch.bfloat16 and bf16_accelerated() else "float32"
+    return compute
+
+
+def _nonfinite_rows(chunk: torch.Tensor) -> np.ndarray:
+    """``[t]`` bool: rows holding NaN/inf (numpy, single-threaded; bfloat16 checked on its bits)."""
+    if chunk.dtype == torch.bfloat16:
+        bits = chunk.view(torch.int16).numpy()
+        return ((bits & 0x7F80) == 0x7F80).any(axis=1)                  # exponent all ones: inf or NaN
+    return ~np.isfinite(chunk.numpy()).all(axis=1)
 
 
 def _round_up(x: int, k: int) -> int:
@@ -125,10 +171,11 @@ def _stack_queries(queries: Sequence[torch.Tensor], dim: int) -> tuple[torch.Ten
 
 def score_packed(
     queries: Sequence[torch.Tensor],      # Q x [m_i, d]
-    vecs: torch.Tensor,                   # [T, d] float32 or float16
+    vecs: torch.Tensor,                   # [T, d] float32, float16 or bfloat16
     offsets: torch.Tensor,                # [P + 1] int64
     chunk_tokens: int | None = None,
     page_ids: Sequence[str] | None = None,
+    compute: Compute = "float32",
 ) -> torch.Tensor:
     """MaxSim of every query against every packed page: ``[Q, P]`` float32.
 
@@ -146,6 +193,10 @@ def score_packed(
         ``4 * (M + d) * chunk_tokens`` bytes.
     page_ids
         Optional names used in error messages.
+    compute
+        ``"float32"`` (default, exact: what evaluation uses), ``"bfloat16"`` (queries and page
+        vectors rounded to bf16, bf16 matmul, max and sum in float32) or ``"auto"`` (bf16 only for
+        bfloat16-stored vectors on a CPU that accelerates bf16, see :func:`resolve_compute`).
 
     Raises
     ------
@@ -175,7 +226,11 @@ def score_packed(
     elif chunk_tokens < 1:
         raise ScoringError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     cap = _round_up(min(max(chunk_tokens, longest), total), _ALIGN)   # widest chunk this call can see
+    mm_dtype = torch.bfloat16 if resolve_compute(vecs.dtype, compute) == "bfloat16" else torch.float32
     buffer = torch.empty(m * cap, dtype=torch.float32)                 # similarities, [M, t_pad] views
+    if mm_dtype == torch.bfloat16:
+        qtok = qtok.to(torch.bfloat16)                                   # [M, d] bf16
+        buffer16 = torch.empty(m * cap, dtype=torch.bfloat16)          # bf16 matmul output, [M, t_pad] views
     stage: torch.Tensor | None = None                                  # page vectors padded to _ALIGN rows
     out = np.empty((len(queries), num_pages), dtype=np.float32)       # [Q, P]
 
@@ -192,20 +247,25 @@ def score_packed(
         t = hi - lo
         t_pad = _round_up(t, _ALIGN)
         chunk = vecs[lo:hi].detach()
-        if t_pad != t or chunk.dtype != torch.float32 or not chunk.is_contiguous():
+        if t_pad != t or chunk.dtype != mm_dtype or not chunk.is_contiguous():
             if stage is None:
-                stage = torch.empty(cap, dim, dtype=torch.float32)
-            stage[:t].copy_(chunk)                                       # float16 -> float32 here too
+                stage = torch.empty(cap, dim, dtype=mm_dtype)
+            stage[:t].copy_(chunk)                                       # float16/bf16 -> float32 here too
             stage[t:t_pad].zero_()
             chunk = stage[:t_pad]
-        chunk_np = chunk.numpy()[:t]
-        if not np.isfinite(chunk_np).all():
-            bad_row = lo + int(np.flatnonzero(~np.isfinite(chunk_np).all(axis=1))[0])
+        bad = _nonfinite_rows(chunk[:t])
+        if bad.any():
+            bad_row = lo + int(np.flatnonzero(bad)[0])
             p = int(np.searchsorted(off, bad_row, side="right")) - 1
             raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
                                "re-encode it or drop it from the index")
-        sim = buffer[: m * t_pad].view(m, t_pad)                         # [M, t_pad]
-        torch.mm(qtok, chunk.T, out=sim)
+        sim = buffer[: m * t_pad].view(m, t_pad)                         # [M, t_pad] float32
+        if mm_dtype == torch.bfloat16:
+            sim16 = buffer16[: m * t_pad].view(m, t_pad)                 # [M, t_pad] bf16 (fp32 accumulation)
+            torch.mm(qtok, chunk.T, out=sim16)
+            sim.copy_(sim16)
+        else:
+            torch.mm(qtok, chunk.T, out=sim)
         page_max = np.maximum.reduceat(sim.numpy()[:, :t], off[a:b] - lo, axis=1)   # [M, b - a]
         out[:, a:b] = np.add.reduceat(page_max, qstarts, axis=0)                 # [Q, b - a]
         a = b
@@ -223,7 +283,8 @@ def maxsim(query: torch.Tensor, pages: Sequence[torch.Tensor]) -> torch.Tensor:
     return score_packed([query], vecs, offsets)[0]
 
 
-def maxsim_matrix(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]) -> torch.Tensor:
+def maxsim_matrix(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor],
+                  compute: Compute = "float32") -> torch.Tensor:
     """``[Q, P]`` MaxSim of every query against every page (packs the pages, then :func:`score_packed`)."""
     vecs, offsets = pack(pages)
-    return score_packed(queries, vecs, offsets)
+    return score_packed(queries, vecs, offsets, compute=compute)

@@ -40,7 +40,7 @@ def test_bits_keep_the_sign_and_decode_to_unit_rows(v):
 
 
 def test_bytes_per_vector_and_widths():
-    assert [qz.bytes_per_vector(t, 128) for t in qz.DTYPES] == [512, 256, 16]
+    assert [qz.bytes_per_vector(t, 128) for t in qz.DTYPES] == [512, 256, 256, 16]
     assert qz.stored_width("bits", 128) == 16 and qz.stored_width("float16", 128) == 128
 
 

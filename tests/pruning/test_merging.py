@@ -122,3 +122,43 @@ def test_zero_vector_has_no_cosine():
     emb = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match="page 'z': token 1 has a zero vector"):
         ClusterMergePruner().prune(feats(emb, "z"), 0.5)
+
+
+def test_ward_observations_keep_the_row_distances():
+    from scipy.spatial.distance import pdist
+
+    from anchorprune.pruning.merging import ward_observations
+
+    emb = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    rows = (1.0 - emb.to(torch.float64) @ emb.to(torch.float64).T).numpy()       # [30, 30]
+    obs = ward_observations(emb)
+    assert obs.shape == (30, 8)                                                     # d < N: d columns
+    np.testing.assert_allclose(pdist(obs), pdist(rows), rtol=1e-9, atol=1e-9)
+    small = ward_observations(emb[:5])                                              # d >= N: the rows
+    np.testing.assert_allclose(small, rows[:5, :5], atol=1e-12)
+
+
+def test_one_linkage_per_page_cut_at_every_gamma_equals_separate_runs():
+    g = torch.Generator().manual_seed(3)
+    pages = [feats(torch.nn.functional.normalize(torch.randn(n, 8, generator=g), dim=-1), page_id=f"p{n}")
+             for n in (25, 40, 33)]
+    shared = HierarchicalPoolPruner()
+    gammas = (0.5, 0.2, 0.1, 0.05)
+    for gamma in gammas:
+        for f in pages:
+            fresh = HierarchicalPoolPruner(cache_pages=0).prune(f, gamma).vectors
+            assert torch.equal(shared.prune(f, gamma).vectors, fresh)
+    assert shared.linkages_computed == len(pages)                 # once per page, not once per (page, gamma)
+    # a page whose vectors changed is not served from the cache
+    changed = feats(pages[0].embeddings.flip(0), page_id=pages[0].page_id)
+    shared.prune(changed, 0.1)
+    assert shared.linkages_computed == len(pages) + 1
+
+
+def test_linkage_cache_is_bounded():
+    g = torch.Generator().manual_seed(4)
+    pruner = HierarchicalPoolPruner(cache_pages=2)
+    pages = [feats(torch.nn.functional.normalize(torch.randn(12, 4, generator=g), dim=-1)) for _ in range(3)]
+    for f in pages + pages[:1]:                                     # page 0 was evicted by page 2
+        pruner.prune(f, 0.25)
+    assert pruner.linkages_computed == 4 and len(pruner._linkages) == 2

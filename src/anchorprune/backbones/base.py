@@ -56,9 +56,11 @@ class Backbone(Protocol):
 
     name: str            # short name used in run names and registry names
     model_id: str        # HF id (or a descriptive id for stand-ins)
-    revision: str
+    revision: str        # the resolved commit hash where loading resolves one (not a moving name like "main")
     num_layers: int
     dim: int
+    dtype: str           # "float32", "bfloat16", ...: the weights' dtype (changes the vectors)
+    ADAPTER_VERSION: str  # bumped when what the adapter extracts changes
 
     def encode_pages(self, pages: Sequence[Page], capture: LayerCapture) -> list[PageFeatures]:
         """Final vectors of the visual tokens plus per-layer centrality/EOS rows, one forward pass."""

@@ -117,21 +117,109 @@ def register() -> None:
     AttentionInterface.register(CAPTURE_KEY, capture_attention_forward)
 
 
-def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The language model's decoder layers: the longest ModuleList whose items have ``self_attn``.
+#: where the language model's decoder layers live, relative to the model (after unwrapping PEFT), tried in
+#: order after ``get_decoder()``. Layouts from shared/notes/real-checkpoints.md §2 (transformers 5.24 [V],
+#: earlier 5.x [S], Jina v4 remote code, colpali-engine).
+DECODER_PATHS: tuple[str, ...] = (
+    "vlm.language_model.layers",            # ColPali/ColQwen2ForRetrieval, 5.24 (vlm = AutoModel)
+    "vlm.model.language_model.layers",      # same, earlier 5.x (vlm = AutoModelForImageTextToText)
+    "model.language_model.layers",          # *ForConditionalGeneration 5.x; Jina v4 (self.model = Qwen2_5_VLModel)
+    "model.model.language_model.layers",    # colpali-engine ColPali (self.model = PaliGemmaForConditionalGeneration)
+    "language_model.layers",                # Qwen2_5_VLModel / PaliGemmaModel; colpali-engine ColQwen2 / ColQwen2_5
+    "model.layers",                         # a bare *ForCausalLM
+    "layers",                               # a bare text model (GemmaModel, Qwen2VLTextModel)
+)
 
-    Vision towers come first in some models and have fewer or equally many blocks, so the
-    language model is preferred by name when there is a tie.
+
+class DecoderLayersError(ValueError):
+    """The language model's decoder layers cannot be found, or their count disagrees with the text config."""
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The wrapped model under PEFT wrappers (``PeftModel.get_base_model()`` = ``base_model.model``)."""
+    seen = {id(model)}
+    while callable(getattr(model, "get_base_model", None)):
+        inner = model.get_base_model()
+        if id(inner) in seen:
+            break
+        seen.add(id(inner))
+        model = inner
+    return model
+
+
+def text_num_layers(model: nn.Module) -> int | None:
+    """``num_hidden_layers`` of the model's text (decoder) config, or None when the config names none.
+
+    ``ColPaliConfig`` keeps the VLM config under ``vlm_config``; composite configs keep it under
+    ``text_config`` (``get_text_config(decoder=True)``).
     """
-    best: tuple[int, int, nn.ModuleList] | None = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) and all(hasattr(m, "self_attn") for m in mod):
-            score = (len(mod), int("language_model" in name or "text_model" in name))
-            if best is None or score > best[:2]:
-                best = (*score, mod)
-    if best is None:
-        raise ValueError(f"{type(model).__name__}: no decoder layers with `self_attn` found")
-    return best[2]
+    cfg = getattr(unwrap_peft(model), "config", None)
+    cfg = getattr(cfg, "vlm_config", None) or cfg
+    if cfg is None:
+        return None
+    get = getattr(cfg, "get_text_config", None)
+    text = get(decoder=True) if callable(get) else getattr(cfg, "text_config", cfg)
+    n = getattr(text, "num_hidden_layers", None)
+    return int(n) if n is not None else None
+
+
+def _attr_path(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _is_decoder_list(mod) -> bool:
+    return isinstance(mod, nn.ModuleList) and len(mod) > 0 and all(hasattr(m, "self_attn") for m in mod)
+
+
+def _via_get_decoder(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """``get_decoder()``, descending into ``.language_model`` where it returns the whole VL model (Jina v4)."""
+    get = getattr(model, "get_decoder", None)
+    if not callable(get):
+        return None
+    try:
+        dec = get()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    for where, mod in (("get_decoder().layers", getattr(dec, "layers", None)),
+                       ("get_decoder().language_model.layers", _attr_path(dec, "language_model.layers"))):
+        if _is_decoder_list(mod):
+            return where, mod
+    return None
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The language model's decoder layers, found through the model's own structure (never by size).
+
+    ``get_decoder()`` first, then :data:`DECODER_PATHS`, after unwrapping PEFT. The count must equal
+    the text config's ``num_hidden_layers``: a vision tower (27 SigLIP layers in ColPali, 32 Qwen ViT
+    blocks) is never taken for the decoder.
+    """
+    inner = unwrap_peft(model)
+    name = type(model).__name__ + (f" (wrapping {type(inner).__name__})" if inner is not model else "")
+    expected = text_num_layers(model)
+    found = _via_get_decoder(inner)
+    if found is None:
+        for path in DECODER_PATHS:
+            mod = _attr_path(inner, path)
+            if _is_decoder_list(mod):
+                found = (path, mod)
+                break
+    if found is None:
+        raise DecoderLayersError(
+            f"{name}: no decoder layers with `self_attn` at get_decoder() or {list(DECODER_PATHS)}; "
+            "this model layout is not supported (add its path to capture.DECODER_PATHS)")
+    where, layers = found
+    if expected is None:
+        raise DecoderLayersError(f"{name}: its config names no text `num_hidden_layers` to check the "
+                                 f"{len(layers)} layers at {where} against; pass a model with its HF config")
+    if len(layers) != expected:
+        raise DecoderLayersError(f"{name}: {len(layers)} layers at {where} but the text config says "
+                                 f"num_hidden_layers={expected}; the model and its config disagree")
+    return layers
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from anchorprune.backbones.loading import DTYPES, load_pretrained
+from anchorprune.backbones.loading import DTYPES, load_pretrained, resolve_revision
 from anchorprune.backbones.retrieval import RetrievalBackbone
 from anchorprune.config import BackboneConfig
 
@@ -69,6 +69,7 @@ class JinaV4Backbone(RetrievalBackbone):
 
         model = load_pretrained(AutoModel, cfg.model_id, cfg.revision, trust_remote_code=True,
                                 dtype=DTYPES[cfg.dtype])
+        revision = resolve_revision(cfg.model_id, cfg.revision)
         processor = getattr(model, "processor", None) or load_pretrained(
-            AutoProcessor, cfg.model_id, cfg.revision, trust_remote_code=True)
-        return cls(model, processor, cfg.name, cfg.model_id, cfg.revision, device=cfg.device)
+            AutoProcessor, cfg.model_id, revision, trust_remote_code=True)
+        return cls(model, processor, cfg.name, cfg.model_id, revision, device=cfg.device)

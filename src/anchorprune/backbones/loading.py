@@ -17,6 +17,26 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def resolve_revision(model_id: str, revision: str) -> str:
+    """The commit hash a hub ``revision`` (``main``, a tag) resolves to, from the file loading just fetched.
+
+    transformers 5.24 keeps no ``_commit_hash`` on the loaded config, so the hash is read from the
+    snapshot path of ``config.json`` (``<cache>/models--org--name/snapshots/<hash>/config.json``). A local
+    folder or a revision that already is a 40-hex hash is returned unchanged.
+    """
+    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower()):
+        return revision
+    if os.path.isdir(model_id):
+        return revision
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        path = cached_file(model_id, "config.json", revision=revision)
+    except OSError:
+        return revision
+    return extract_commit_hash(path, None) or revision
+
+
 def load_pretrained(loader, model_id: str, revision: str, **kwargs):
     """``loader.from_pretrained(model_id, revision=...)`` with an error naming the model and the reason."""
     try:

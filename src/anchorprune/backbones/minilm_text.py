@@ -120,6 +120,7 @@ class MiniLMTextBackbone:
 
     num_layers = 6
     dim = 384
+    ADAPTER_VERSION = "1"
 
     def __init__(
         self,
@@ -142,6 +143,7 @@ class MiniLMTextBackbone:
         self.name = name
         self.model_id = MODEL_ID
         self.revision = revision
+        self.dtype = dtype
         self.device = torch.device(device)
         self.chunk_batch = chunk_batch
         self.empty_pages = empty_pages

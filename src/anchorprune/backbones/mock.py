@@ -42,6 +42,8 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 class MockBackbone:
     """Planted-structure stand-in implementing the Backbone protocol (no model, no weights)."""
 
+    ADAPTER_VERSION = "1"
+
     def __init__(
         self,
         name: str = "mock",
@@ -58,6 +60,7 @@ class MockBackbone:
         self.name = name
         self.model_id = "anchorprune/mock-planted"
         self.revision = f"L{num_layers}-d{dim}-n{tokens_per_page}-a{num_anchors}"
+        self.dtype = "float32"
         self.num_layers = num_layers
         self.dim = dim
         self.tokens_per_page = tokens_per_page

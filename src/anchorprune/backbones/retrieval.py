@@ -14,7 +14,7 @@ from torch import nn
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.capture import CaptureState, capturing, find_decoder_layers, last_valid
-from anchorprune.backbones.loading import DTYPES, load_pretrained
+from anchorprune.backbones.loading import DTYPES, load_pretrained, resolve_revision
 from anchorprune.config import BackboneConfig
 from anchorprune.features import PageFeatures
 from anchorprune.pages import Page
@@ -31,6 +31,10 @@ class CaptureNotReachedError(RuntimeError):
 class RetrievalBackbone:
     """Base for ColPali / ColQwen2 (transformers) and colpali-engine models."""
 
+    #: bumped when what the adapter extracts changes (features cache key); 2: decoder layers found through
+    #: the model's structure (issue #12; before, a vision tower deeper than the decoder was captured)
+    ADAPTER_VERSION = "2"
+
     def __init__(self, model: nn.Module, processor, name: str, model_id: str, revision: str,
                  device: str = "cpu", chunk_rows: int = 256) -> None:
         self.model = model.eval().to(device)
@@ -40,16 +44,21 @@ class RetrievalBackbone:
         self.revision = revision
         self.device = device
         self.chunk_rows = chunk_rows
+        self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.num_layers = len(find_decoder_layers(self.model))
         self.dim = int(self.embedding_dim())
         self.page_calls = 0
 
     @classmethod
     def load(cls, cfg: BackboneConfig, model_cls, processor_cls, **model_kwargs):
-        """Load checkpoint and processor by HF id + revision (clear error when unavailable)."""
+        """Load checkpoint and processor by HF id + revision (clear error when unavailable).
+
+        ``revision`` becomes the commit hash the requested one resolved to (``main`` moves).
+        """
         model = load_pretrained(model_cls, cfg.model_id, cfg.revision, dtype=DTYPES[cfg.dtype], **model_kwargs)
-        processor = load_pretrained(processor_cls, cfg.model_id, cfg.revision)
-        return cls(model, processor, cfg.name, cfg.model_id, cfg.revision, device=cfg.device)
+        revision = resolve_revision(cfg.model_id, cfg.revision)
+        processor = load_pretrained(processor_cls, cfg.model_id, revision)
+        return cls(model, processor, cfg.name, cfg.model_id, revision, device=cfg.device)
 
     # -- what subclasses define ------------------------------------------------------------
     def embedding_dim(self) -> int:

@@ -53,4 +53,5 @@ def open_index(cfg: IndexConfig, root: Path | str) -> Index:
 
         return ElasticsearchIndex.from_env(cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage,
                                            candidates=cfg.candidates)
-    return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage, candidates=cfg.candidates)
+    return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage, candidates=cfg.candidates,
+                      first_stage=cfg.first_stage, first_stage_params=cfg.muvera.model_dump())

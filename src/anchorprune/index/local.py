@@ -7,7 +7,9 @@ Layout (``root/<name>/``)::
     v3/
       vectors.bin           packed page vectors [T, d] float32 | float16, or [T, d/8] uint8 sign bits (raw, C order)
       offsets.npy           [P + 1] int64: page p owns rows offsets[p]:offsets[p + 1]
-      means.npy             [P, d] float16: L2-normalised mean vector of each page (two-stage first stage)
+      means.npy             [P, d] float16: L2-normalised mean vector of each page (the ``mean`` first stage)
+      first_stage.bin       [P, D] float16 MUVERA FDE of each page (only when built with first_stage="muvera")
+      first_stage.npz       the FDE's random matrices (so a reopened version encodes queries identically)
       pages.json            {"page_ids": [...], "content_hashes": [...]}
       manifest.json         dtype, dim, counts, meta (config hash, data version, model, backbone), sha256 of every file
     .build-v4-<token>/      a build in progress (renamed to v4/ only after it is verified)
@@ -22,8 +24,9 @@ up at the next query and a version deleted under a running reader stays readable
 Scoring: exact MaxSim through :func:`anchorprune.scoring.score_packed` (chunked matmul
 over the memory map). Sign-bit pages are decoded chunk by chunk to ``±1/sqrt(d)``
 (:mod:`anchorprune.index.quantize`) and scored against the float query (asymmetric).
-Two-stage search ranks pages by ``mean(page) · mean(query)`` (both L2-normalised),
-then scores the top ``candidates`` pages exactly.
+Two-stage search ranks pages by a first stage (:mod:`anchorprune.index.first_stage`: the
+L2-normalised mean vector, or MUVERA FDE, one matmul over the ``[P, D]`` matrix), then scores
+the top ``candidates`` pages exactly: the final ranking is always exact MaxSim.
 """
 
 from __future__ import annotations
@@ -67,8 +70,15 @@ from anchorprune.index.base import (
     validate_pages,
     version_number,
 )
+from anchorprune.index.first_stage import (
+    MuveraFirstStage,
+    SearchReport,
+    make_first_stage,
+    resolve_first_stage,
+    top_candidates,
+)
 from anchorprune.pruning.base import PrunedPage
-from anchorprune.scoring import score_packed
+from anchorprune.scoring import bf16_accelerated, score_packed
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +246,8 @@ class _Version:
     page_ids: list[str]
     content_hashes: list[str]
     dense: torch.Tensor | None = None      # [T, d] float32 decoded copy kept in RAM (see LocalIndex.resident_bytes)
+    fde: np.ndarray | None = None          # [P, D] float32 MUVERA FDE, loaded at the first muvera search
+    muvera: MuveraFirstStage | None = None  # its encoder (random matrices read back from first_stage.npz)
 
     @property
     def dtype(self) -> str:
@@ -276,6 +288,10 @@ class _Version:
         means = np.load(path / "means.npy").astype(np.float32)
         ids = json.loads((path / "pages.json").read_text())
         v = cls(path, manifest, vecs, offsets, means, ids["page_ids"], ids["content_hashes"])
+        fs = manifest.get("first_stage") or {}
+        if fs.get("name") == "muvera":
+            with np.load(path / "first_stage.npz") as state:
+                v.muvera = MuveraFirstStage.from_state(fs["params"], dict(state))
         if verify:
             v.check_consistent()
         return v
@@ -288,10 +304,25 @@ class _Version:
             problems.append(f"offsets do not describe {p} non-empty pages over {t} vectors")
         if self.means.shape != (p, self.dim):
             problems.append(f"means have shape {self.means.shape}, expected {(p, self.dim)}")
+        if self.muvera is not None:
+            size = (self.path / "first_stage.bin").stat().st_size
+            if size != p * self.muvera.dims * 2:
+                problems.append(f"first_stage.bin has {size} bytes, not {p} pages x {self.muvera.dims} float16")
         if len(self.page_ids) != p or len(set(self.page_ids)) != p or len(self.content_hashes) != p:
             problems.append("page ids are not unique or do not match the page count")
         if problems:
             raise CorruptVersionError(f"{self.path.name}: " + "; ".join(problems))
+
+    def fde_matrix(self) -> np.ndarray:
+        """The ``[P, D]`` float32 FDE matrix, read on first use (a build's verify step never loads it)."""
+        if self.fde is None:
+            assert self.muvera is not None
+            raw = np.fromfile(self.path / "first_stage.bin", dtype=np.float16)
+            if raw.size != len(self.page_ids) * self.muvera.dims:
+                raise CorruptVersionError(f"{self.path.name}: first_stage.bin holds {raw.size} values, not "
+                                          f"{len(self.page_ids)} pages x {self.muvera.dims}")
+            self.fde = raw.reshape(-1, self.muvera.dims).astype(np.float32)
+        return self.fde
 
     def info(self, name: str) -> IndexVersion:
         m = self.manifest
@@ -305,7 +336,7 @@ class _Version:
         Scoring then skips the per-query float16 -> float32 (or bit-unpacking) pass over every
         vector; the file on disk keeps its compact encoding.
         """
-        if self.dense is not None or self.dtype == "float32":
+        if self.dense is not None or self.dtype == "float32" or (self.dtype == "bfloat16" and bf16_accelerated()):
             return
         total = self.vecs.shape[0]
         if total * self.dim * 4 > budget:
@@ -335,9 +366,10 @@ class _Version:
         if self.dense is not None:
             return score_packed(queries, self.dense, torch.from_numpy(self.offsets), chunk_tokens=chunk_tokens,
                                 page_ids=self.page_ids)
-        if self.dtype != "bits":
-            return score_packed(queries, torch.from_numpy(self.vecs), torch.from_numpy(self.offsets),
-                                chunk_tokens=chunk_tokens, page_ids=self.page_ids)
+        if self.dtype != "bits":   # bfloat16 rows: bf16 matmuls where the CPU accelerates them, else float32
+            vecs = quantize.as_bfloat16(self.vecs) if self.dtype == "bfloat16" else torch.from_numpy(self.vecs)
+            return score_packed(queries, vecs, torch.from_numpy(self.offsets),
+                                chunk_tokens=chunk_tokens, page_ids=self.page_ids, compute="auto")
         n_pages = len(self.page_ids)
         out = torch.empty(len(queries), n_pages, dtype=torch.float32)
         budget = max(chunk_tokens or _BITS_CHUNK_TOKENS, 1)
@@ -374,7 +406,11 @@ class LocalIndex:
         Storage of page vectors in new builds: ``float32``, ``float16`` or ``bits``.
         Each version records its own dtype; search uses the serving version's.
     two_stage, candidates
-        Search mean-vector candidates first, then exact MaxSim on the top ``candidates``.
+        Search first-stage candidates first, then exact MaxSim on the top ``candidates``.
+    first_stage, first_stage_params
+        ``none`` | ``mean`` | ``muvera`` (None: ``mean`` if ``two_stage`` else ``none``) and its
+        parameters (MUVERA: ``k_sim``, ``d_proj``, ``reps``, ``final_dim``, ``seed``). ``muvera``
+        builds write the FDE of every page; the manifest records the first stage and its parameters.
     chunk_tokens
         Page vectors per scoring matmul (``None``: about 64 MiB of similarity buffer).
     resident_bytes
@@ -399,13 +435,16 @@ class LocalIndex:
     BUILD_STEPS = ("validate", "lock", "stage", "write", "manifest", "verify", "publish")
 
     def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
-                 candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30):
+                 candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
+                 first_stage: str | None = None, first_stage_params: dict[str, Any] | None = None):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
         self.dir = Path(root) / name
         self.dtype = quantize.check_dtype(dtype)
-        self.two_stage = two_stage
+        self.first_stage = resolve_first_stage(first_stage, two_stage)
+        self.first_stage_params = dict(first_stage_params or {})
+        self.two_stage = self.first_stage != "none"
         if candidates < 1:
             raise IndexInputError(f"candidates must be >= 1, got {candidates}")
         self.candidates = candidates
@@ -414,7 +453,7 @@ class LocalIndex:
         self._cache: dict[int, _Version] = {}
 
     def __repr__(self) -> str:
-        return f"LocalIndex({str(self.dir)!r}, dtype={self.dtype!r}, two_stage={self.two_stage})"
+        return f"LocalIndex({str(self.dir)!r}, dtype={self.dtype!r}, first_stage={self.first_stage!r})"
 
     # ------------------------------------------------------------ paths and versions
     @property
@@ -572,7 +611,21 @@ class LocalIndex:
         lengths: list[int] = []
         means: list[np.ndarray] = []
         seen: set[str] = set()
-        with open(staging / "vectors.bin", "wb") as out:
+        muvera: MuveraFirstStage | None = None
+        fde_out = open(staging / "first_stage.bin", "wb") if self.first_stage == "muvera" else None  # noqa: SIM115
+
+        def add_fde(stored: np.ndarray) -> None:       # FDE of the stored (decoded) page vectors, streamed
+            nonlocal muvera
+            if fde_out is None:
+                return
+            if muvera is None:
+                muvera = make_first_stage("muvera", int(dim), self.first_stage_params)
+            fde_out.write(muvera.encode_document(quantize.decode(stored, self.dtype, int(dim)))
+                          .astype(np.float16).tobytes())
+
+        with contextlib.ExitStack() as stack, open(staging / "vectors.bin", "wb") as out:
+            if fde_out is not None:
+                stack.enter_context(fde_out)
             for i, page in enumerate(tqdm(pages, desc=f"index {self.name}", unit="page", disable=None)):
                 v = page_matrix(page, dim, where=f" (input item {i})")
                 dim = v.shape[1] if dim is None else dim
@@ -581,7 +634,9 @@ class LocalIndex:
                 if page.page_id in seen or page.page_id in reuse_set:
                     raise IndexInputError(f"page id {page.page_id!r} is given twice (input item {i})")
                 seen.add(page.page_id)
-                out.write(quantize.encode(v, self.dtype).tobytes())
+                stored = quantize.encode(v, self.dtype)
+                out.write(stored.tobytes())
+                add_fde(stored)
                 ids.append(page.page_id)
                 hashes.append(page.content_hash)
                 lengths.append(v.shape[0])
@@ -596,12 +651,14 @@ class LocalIndex:
                     if source.dtype != self.dtype:      # float32 -> float16 / bits, float16 -> float32 / bits
                         stored = quantize.encode(quantize.decode(stored, source.dtype, source.dim), self.dtype)
                     out.write(stored.tobytes())
+                    add_fde(stored)
                     ids.append(pid)
                     hashes.append(source.content_hashes[j])
                     lengths.append(hi - lo)
                     means.append(source.means[j])
-            out.flush()
-            os.fsync(out.fileno())
+            for f in (out, fde_out) if fde_out is not None else (out,):
+                f.flush()
+                os.fsync(f.fileno())
         if not ids:
             raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
@@ -609,14 +666,22 @@ class LocalIndex:
         _save_npy(staging / "offsets.npy", offsets)
         _save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         _write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
+        first_stage: dict[str, Any] = {"name": self.first_stage, "params": {}}
+        if muvera is not None:
+            assert fde_out is not None
+            with open(staging / "first_stage.npz", "wb") as f:
+                np.savez(f, **muvera.state)
+            first_stage = {"name": "muvera", "params": muvera.params(), "dims": muvera.dims, "dtype": "float16"}
         return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
-                "reused_pages": len(reuse)}
+                "reused_pages": len(reuse), "first_stage": first_stage}
 
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: _Version | None) -> None:
         files = {}
-        for fname in ("vectors.bin", "offsets.npy", "means.npy", "pages.json"):
+        for fname in ("vectors.bin", "offsets.npy", "means.npy", "pages.json", "first_stage.bin", "first_stage.npz"):
             f = staging / fname
+            if fname.startswith("first_stage") and counts["first_stage"]["name"] != "muvera":
+                continue
             files[fname] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         manifest = {
             "format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
@@ -624,7 +689,7 @@ class LocalIndex:
             "vectors": counts["vectors"], "new_pages": counts["new_pages"], "reused_pages": counts["reused_pages"],
             "reused_from": None if source is None else source.number,
             "bytes_per_vector": quantize.bytes_per_vector(self.dtype, counts["dim"]),
-            "meta": meta, "files": files,
+            "first_stage": counts["first_stage"], "meta": meta, "files": files,
         }
         _write_file(staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
         _fsync_dir(staging)
@@ -705,23 +770,35 @@ class LocalIndex:
         return self.search_many([query_vectors], k)[0]
 
     def search_many(self, queries: Sequence[torch.Tensor], k: int = 10) -> list[list[Hit]]:
+        return self.search_report(queries, k)[0]
+
+    def search_report(self, queries: Sequence[torch.Tensor], k: int = 10) -> tuple[list[list[Hit]], SearchReport]:
+        """Like :meth:`search_many`, plus which first stage answered (and how many pages it handed on)."""
         if k < 1:
             raise IndexInputError(f"k must be >= 1, got {k}")
         v = self._serving()
         qs = [query_matrix(q, v.dim, i) for i, q in enumerate(queries)]
-        if not qs:
-            return []
-        if self.two_stage and self.candidates < len(v.page_ids):
-            return [self._two_stage(v, q, k) for q in qs]
-        scores = v.score_all(qs, self.chunk_tokens)                 # [Q, P]
-        return [_top_k(s, k, v.page_ids) for s in scores]
+        stage = self.first_stage
+        if stage == "muvera" and v.muvera is None:
+            log.warning("index %s: first stage 'muvera' asked for, but the serving v%d was built without FDEs; "
+                        "using the mean vector (rebuild the index to use MUVERA)", self.name, v.number)
+            stage = "mean"
+        pages = len(v.page_ids)
+        if stage == "none" or self.candidates >= pages:
+            report = SearchReport("none", pages, pages, v.number)
+            if not qs:
+                return [], report
+            scores = v.score_all(qs, self.chunk_tokens)             # [Q, P]
+            return [_top_k(s, k, v.page_ids) for s in scores], report
+        return [self._two_stage(v, q, k, stage) for q in qs], SearchReport(stage, self.candidates, pages, v.number)
 
-    def _two_stage(self, v: _Version, q: torch.Tensor, k: int) -> list[Hit]:
-        qmean = normalized_mean(q.numpy())                           # [d]
-        first = v.means @ qmean                                      # [P]
-        cand = np.argpartition(-first, self.candidates - 1)[: self.candidates]
-        cand.sort()                                                  # file order: sequential reads
-        vecs, offsets = v.rows(cand)
+    def _two_stage(self, v: _Version, q: torch.Tensor, k: int, stage: str = "mean") -> list[Hit]:
+        if stage == "muvera":
+            assert v.muvera is not None
+            cand = top_candidates(v.fde_matrix(), v.muvera.encode_query(q.numpy()), self.candidates)
+        else:
+            cand = top_candidates(v.means, normalized_mean(q.numpy()), self.candidates)   # [P, d] @ [d]
+        vecs, offsets = v.rows(cand)                                 # candidates in file order: sequential reads
         scores = score_packed([q], vecs, offsets,
                               chunk_tokens=_chunk_tokens(self.chunk_tokens, q.shape[0], v.dim, vecs.shape[0]))[0]
         return _top_k(scores, k, v.page_ids, which=cand)

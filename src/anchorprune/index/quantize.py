@@ -1,4 +1,9 @@
-"""Storage encodings of page vectors: float32, float16, and packed sign bits.
+"""Storage encodings of page vectors: float32, float16, bfloat16, and packed sign bits.
+
+``bfloat16`` rows are stored as their raw 16-bit patterns (``uint16``; numpy has no bfloat16):
+round-to-nearest-even from float32 by torch, read back as a torch ``bfloat16`` tensor without a
+copy (:func:`as_bfloat16`) so :func:`anchorprune.scoring.score_packed` can multiply them in bf16
+where the CPU accelerates it.
 
 ``bits`` keeps one bit per dimension (``v > 0``), packed 8 to a byte with
 ``np.packbits`` (big bit order, the layout Elasticsearch's ``rank_vectors``
@@ -16,19 +21,22 @@ Examples
 array([[172]], dtype=uint8)
 >>> (decode(encode(v, "bits"), "bits", 8)[0] * np.sqrt(8)).round(6).tolist()
 [1.0, -1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0]
->>> [bytes_per_vector(t, 128) for t in ("float32", "float16", "bits")]
-[512, 256, 16]
+>>> [bytes_per_vector(t, 128) for t in ("float32", "float16", "bfloat16", "bits")]
+[512, 256, 256, 16]
+>>> decode(encode(np.array([[1.0, -0.1, 300.0]], dtype=np.float32), "bfloat16"), "bfloat16", 3).tolist()
+[[1.0, -0.10009765625, 300.0]]
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-DTYPES = ("float32", "float16", "bits")
+DTYPES = ("float32", "float16", "bfloat16", "bits")
 
 #: how the local dtypes map onto Elasticsearch ``rank_vectors`` element types
 #: (Elasticsearch has no float16: the closest 2-byte type is bfloat16)
-ES_ELEMENT_TYPES = {"float32": "float", "float16": "bfloat16", "bits": "bit"}
+ES_ELEMENT_TYPES = {"float32": "float", "float16": "bfloat16", "bfloat16": "bfloat16", "bits": "bit"}
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -54,7 +62,8 @@ def check_dim(dtype: str, dim: int) -> int:
 
 def storage_dtype(dtype: str) -> np.dtype:
     """The numpy dtype of stored rows."""
-    return np.dtype({"float32": np.float32, "float16": np.float16, "bits": np.uint8}[check_dtype(dtype)])
+    return np.dtype({"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16,
+                     "bits": np.uint8}[check_dtype(dtype)])
 
 
 def stored_width(dtype: str, dim: int) -> int:
@@ -81,7 +90,18 @@ def encode(vecs: np.ndarray, dtype: str) -> np.ndarray:
             raise QuantizeError(f"a value of magnitude {float(np.abs(v).max()):.3g} overflows float16 "
                                 f"(max {_FLOAT16_MAX:.0f}); normalise the vectors or use dtype float32")
         return np.ascontiguousarray(v, dtype=np.float16)
+    if dtype == "bfloat16":
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(torch.bfloat16)    # [n, d]
+        return t.view(torch.int16).numpy().view(np.uint16).copy()
     return np.packbits(v > 0, axis=1)
+
+
+def as_bfloat16(stored: np.ndarray) -> torch.Tensor:
+    """``uint16`` bfloat16 bit rows ``[n, d]`` -> a torch ``bfloat16`` tensor sharing their memory."""
+    s = np.asarray(stored)
+    if s.dtype != np.uint16:
+        raise QuantizeError(f"bfloat16 rows are stored as uint16 bit patterns, got {s.dtype}")
+    return torch.from_numpy(s.view(np.int16)).view(torch.bfloat16)
 
 
 def decode(stored: np.ndarray, dtype: str, dim: int) -> np.ndarray:
@@ -89,6 +109,8 @@ def decode(stored: np.ndarray, dtype: str, dim: int) -> np.ndarray:
     s = np.asarray(stored)
     if s.ndim != 2 or s.shape[1] != stored_width(dtype, dim):
         raise QuantizeError(f"decode() got shape {s.shape} for {dtype} rows of dimension {dim}")
+    if dtype == "bfloat16":
+        return as_bfloat16(np.ascontiguousarray(s)).to(torch.float32).numpy()
     if dtype != "bits":
         return np.asarray(s, dtype=np.float32)
     signs = np.unpackbits(s, axis=1, count=dim).astype(np.float32)     # [n, d] in {0, 1}

@@ -10,22 +10,25 @@ SapPruner(window=[11, 12, 13, 14], heads='mean')
 RandomPruner(seed=2)
 >>> build_pruner("eos_topk")
 EosTopkPruner(layer=None)
+>>> build_pruner("anchor_merge", window=[3, 4])
+AnchorMergePruner(window=[3, 4], radius=None, grid_cols=None)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from anchorprune.pruning.anchor_merge import AnchorMergePruner
 from anchorprune.pruning.base import PrunedPage, Pruner
 from anchorprune.pruning.eos import EosAdaptivePruner, EosTopkPruner, calibrate_kappa, realised_gamma
 from anchorprune.pruning.merging import ClusterMergePruner, HierarchicalPoolPruner
 from anchorprune.pruning.random import RandomPruner
 from anchorprune.pruning.sap import SapPruner, keep_count, layer_centrality, select
 
-METHODS = ("sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool")
+METHODS = ("sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool", "anchor_merge")
 
 __all__ = [
-    "METHODS", "ClusterMergePruner", "EosAdaptivePruner", "EosTopkPruner", "HierarchicalPoolPruner",
+    "METHODS", "AnchorMergePruner", "ClusterMergePruner", "EosAdaptivePruner", "EosTopkPruner", "HierarchicalPoolPruner",
     "PrunedPage", "Pruner", "RandomPruner", "SapPruner", "build_pruner", "calibrate_kappa", "keep_count",
     "layer_centrality", "realised_gamma", "select",
 ]
@@ -38,10 +41,12 @@ def build_pruner(
     seed: int = 0,
     kappa: float | None = None,
     eos_layer: int | None = None,
+    radius: int | None = None,
 ) -> Pruner:
     """The pruner for ``method``.
 
-    ``window`` is required by ``sap`` (decoder-layer indices); ``seed`` is used by
+    ``window`` is required by ``sap`` and ``anchor_merge`` (decoder-layer indices);
+    ``radius`` is ``anchor_merge``'s optional position prior (token distance; default none); ``seed`` is used by
     ``random``; ``kappa`` is required by ``eos_adaptive`` (from
     :func:`calibrate_kappa`); ``eos_layer`` picks the EOS layer (default the last).
     Arguments a method does not use are ignored, so one call site can build any method.
@@ -65,4 +70,8 @@ def build_pruner(
         return ClusterMergePruner()
     if method == "hier_pool":
         return HierarchicalPoolPruner()
+    if method == "anchor_merge":
+        if not window:
+            raise ValueError("method 'anchor_merge' needs window=[layers...] (its anchors are SAP's)")
+        return AnchorMergePruner(window, radius=radius)
     raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")

@@ -11,7 +11,9 @@
   fewer clusters on tied merge heights), each cluster's mean then L2-normalised.
   As in colpali-engine, Ward runs on the rows of the ``1 - similarity`` matrix
   (each token described by its distances to all tokens), and ``pool_factor = 1``
-  returns the page unchanged.
+  returns the page unchanged. The linkage is computed once per page (scipy ``pdist`` on
+  ``d``-dimensional points with the same distances as those rows, :func:`ward_observations`)
+  and cached by the pruner, so every ``gamma`` cuts the same tree.
 
 Output vectors are ordered by the lowest token index in each cluster.
 
@@ -26,6 +28,9 @@ tensor([[ 0.9000,  0.3000],
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -78,16 +83,33 @@ def cluster_merge_labels(embeddings: torch.Tensor, n_clusters: int) -> torch.Ten
     return torch.from_numpy(cut_tree(z, n_clusters=n_clusters).ravel().astype(np.int64))
 
 
-def ward_pool_labels(embeddings: torch.Tensor, max_clusters: int) -> torch.Tensor:
-    """colpali-engine's labels: Ward on rows of ``1 - E E^T``, ``fcluster(maxclust)``."""
-    x = embeddings.to(torch.float32)
-    rows = (1.0 - x @ x.T).to(torch.float64)                          # [N, N] observations
-    # Euclidean distances between rows, as linkage(rows, metric="euclidean") would compute them
-    sq = (rows * rows).sum(dim=1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * rows @ rows.T).clamp_min(0.0)
-    iu = torch.triu_indices(rows.shape[0], rows.shape[0], offset=1)
-    condensed = d2[iu[0], iu[1]].sqrt().numpy()
-    z = linkage(condensed, method="ward")
+def ward_observations(embeddings: torch.Tensor) -> np.ndarray:
+    """Points whose Euclidean distances equal those between the rows of ``1 - E E^T``: ``[N, min(N, d)]`` float64.
+
+    colpali-engine runs Ward on the rows ``r_i = 1 - E e_i`` (``[N, N]``). Since
+    ``r_i - r_j = -E (e_i - e_j)``, ``|r_i - r_j|^2 = (e_i - e_j)^T C (e_i - e_j)`` with ``C = E^T E``
+    (``[d, d]``); with ``C = V diag(lam) V^T``, the points ``y_i = diag(sqrt(lam)) V^T e_i`` have the
+    same pairwise distances in ``d`` dimensions instead of ``N``. When ``d >= N`` the rows are used as they are.
+    """
+    x = embeddings.to(torch.float64)                                    # [N, d]
+    n, d = x.shape
+    if d >= n:
+        return (1.0 - x @ x.T).numpy()                                  # [N, N] the rows themselves
+    lam, vec = torch.linalg.eigh(x.T @ x)                               # [d], [d, d]
+    return (x @ vec * lam.clamp_min(0.0).sqrt()).numpy()               # [N, d]
+
+
+def ward_linkage(embeddings: torch.Tensor) -> np.ndarray:
+    """Ward linkage ``[N - 1, 4]`` over the rows of ``1 - E E^T`` (Euclidean distances from ``pdist``)."""
+    return linkage(pdist(ward_observations(embeddings), metric="euclidean"), method="ward")
+
+
+def ward_pool_labels(embeddings: torch.Tensor, max_clusters: int, z: np.ndarray | None = None) -> torch.Tensor:
+    """colpali-engine's labels: Ward on rows of ``1 - E E^T``, ``fcluster(maxclust)``.
+
+    ``z`` is the page's :func:`ward_linkage` when already computed (cut it at any number of clusters).
+    """
+    z = ward_linkage(embeddings) if z is None else z
     return torch.from_numpy(fcluster(z, t=max_clusters, criterion="maxclust").astype(np.int64) - 1)
 
 
@@ -120,10 +142,39 @@ def pool_factor_for(gamma: float) -> int:
 
 
 class HierarchicalPoolPruner:
-    """colpali-engine's hierarchical token pooling at ``pool_factor = round(1 / gamma)``."""
+    """colpali-engine's hierarchical token pooling at ``pool_factor = round(1 / gamma)``.
 
-    def __init__(self) -> None:
+    The Ward linkage of a page does not depend on ``gamma``: it is computed once per page and
+    kept (up to ``cache_pages`` pages, least recently used dropped first, keyed by a hash of the
+    page's vectors), so pruning the same pages at several ``gamma`` cuts one tree per page.
+    ``cache_pages=0`` disables the cache.
+    """
+
+    def __init__(self, cache_pages: int = 4096) -> None:
+        if cache_pages < 0:
+            raise ValueError(f"cache_pages must be >= 0, got {cache_pages}")
         self.name = "hier_pool"
+        self.cache_pages = int(cache_pages)
+        self._linkages: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.linkages_computed = 0     # how many linkages this pruner has computed (cache misses)
+
+    def linkage_for(self, embeddings: torch.Tensor) -> np.ndarray:
+        """The page's Ward linkage, from the cache when this pruner has seen the same vectors."""
+        if self.cache_pages == 0:
+            self.linkages_computed += 1
+            return ward_linkage(embeddings)
+        x = embeddings.detach().cpu().contiguous()
+        key = (tuple(x.shape), str(x.dtype), hashlib.blake2b(x.view(torch.uint8).numpy(), digest_size=16).digest())
+        z = self._linkages.get(key)
+        if z is None:
+            z = ward_linkage(embeddings)
+            self.linkages_computed += 1
+            self._linkages[key] = z
+            if len(self._linkages) > self.cache_pages:
+                self._linkages.popitem(last=False)
+        else:
+            self._linkages.move_to_end(key)
+        return z
 
     def prune(self, features: PageFeatures, gamma: float) -> PrunedPage:
         check_finite(features.page_id, "embeddings", features.embeddings)
@@ -133,7 +184,7 @@ class HierarchicalPoolPruner:
             vecs = features.embeddings if pool_factor == 1 else torch.nn.functional.normalize(
                 features.embeddings.to(torch.float32), dim=-1).to(features.embeddings.dtype)
             return PrunedPage(features.page_id, features.content_hash, vecs, None)
-        labels = ward_pool_labels(features.embeddings, max(n // pool_factor, 1))
+        labels = ward_pool_labels(features.embeddings, max(n // pool_factor, 1), self.linkage_for(features.embeddings))
         vecs = merge_clusters(features.embeddings, labels, normalise=True).to(features.embeddings.dtype)
         return PrunedPage(features.page_id, features.content_hash, vecs, None)
 

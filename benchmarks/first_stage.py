@@ -1,0 +1,310 @@
+"""First-stage benchmark: recall@10 against exact MaxSim and per-query latency of exact, mean and MUVERA.
+
+Real token vectors, stand-in encoder: no ColPali model and no features cache of the demo corpus
+exist on this machine, so pages are text passages encoded by the MiniLM **text stand-in**
+(``backbones/minilm_text.py``; 384-d token vectors, NOT a vision model) and pruned with SAP at
+gamma = 0.1 (window: layers 3-4, the SR-selected window of the stand-in in README.md).
+
+Passages: the docstrings of the public functions / classes / methods of ~100 standard-library
+modules of the running Python, grouped in module order into pages of 1,500-3,000 characters.
+Each docstring's first line (its summary) is taken out of the page text; the summaries are the
+query texts, encoded with the stand-in's query encoder (real query vectors).
+
+Corpora: the R real pruned pages, then synthetic pages up to ``--pages``: each synthetic page
+takes a random third (rounded up) of the pruned vectors of each of 3 distinct random real
+pages, so it has about as many vectors as a real page; a page whose multiset of source vectors
+equals an earlier page's is redrawn (never an exact duplicate). Seeded.
+
+For each corpus size: build one local index (float16, first_stage=muvera, which also writes the
+mean vectors) from a generator (pages are streamed, never all held), record the build time and
+peak RSS, then for every query: exact search (ground truth, first_stage=none), and mean / MUVERA
+first stages at 50/100/200/500 candidates (always rescored exactly). Recall@10 = overlap of the
+top 10 with the exact top 10.
+
+Run (one heavy job at a time machine-wide)::
+
+    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/first_stage.py --pages 10000 100000
+
+Each size runs in its own subprocess (so its peak RSS is its own); results are merged into
+``benchmarks/results/first_stage.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from anchorprune.index.first_stage import MuveraFirstStage  # noqa: E402
+from anchorprune.index.local import LocalIndex  # noqa: E402
+from anchorprune.pruning.base import PrunedPage  # noqa: E402
+
+log = logging.getLogger("bench.first_stage")
+
+MODULES = ["abc", "argparse", "ast", "asyncio.events", "asyncio.streams", "base64", "bdb", "binascii", "bisect", "bz2", "calendar", "cmd", "code", "codecs", "codeop", "collections", "colorsys", "concurrent.futures", "configparser", "contextlib", "copy", "copyreg", "csv", "dataclasses", "datetime", "decimal", "difflib", "dis", "doctest", "email.message", "email.utils", "enum", "filecmp", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "getopt", "getpass", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "html.parser", "http.client", "http.cookies", "http.server", "imaplib", "importlib", "inspect", "io", "ipaddress", "json", "json.decoder", "json.encoder", "keyword", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox", "mimetypes", "modulefinder", "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pdb", "pickle", "pickletools", "pkgutil", "platform", "plistlib", "poplib", "pprint", "profile", "pstats", "py_compile", "pyclbr", "pydoc", "queue", "quopri", "random", "re", "reprlib", "rlcompleter", "runpy", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal", "site", "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string", "struct", "subprocess", "symtable", "sysconfig", "tabnanny", "tarfile", "tempfile", "textwrap", "threading", "timeit", "token", "tokenize", "trace", "traceback", "tracemalloc", "types", "typing", "unittest.case", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "warnings", "wave", "weakref", "webbrowser", "xml.dom.minidom", "xml.etree.ElementTree", "zipfile", "zipimport"]
+STAGES = ("mean", "muvera")
+CANDIDATES = (50, 100, 200, 500)
+WINDOW = (3, 4)
+GAMMA = 0.1
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def rss_peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- real passages
+def docstrings() -> list[tuple[str, str, str]]:
+    """``(qualified name, summary, body)`` of every documented public object, in module order."""
+    out, seen = [], set()
+    for mname in MODULES:
+        try:
+            mod = importlib.import_module(mname)
+        except Exception:  # noqa: BLE001 - a module missing from this build is skipped
+            continue
+        objs = []
+        for name, obj in sorted(vars(mod).items()):
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            objs.append((f"{mname}.{name}", obj))
+            if inspect.isclass(obj):
+                objs += [(f"{mname}.{name}.{a}", m) for a, m in sorted(vars(obj).items())
+                         if not a.startswith("_") and callable(m)]
+        for qual, obj in objs:
+            doc = inspect.getdoc(obj) or ""
+            summary, _, body = doc.strip().partition("\n")
+            if len(summary.split()) < 4 or len(body.strip()) < 80 or doc in seen:
+                continue
+            seen.add(doc)
+            out.append((qual, summary.strip(), body.strip()))
+    return out
+
+
+def passages(max_pages: int) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
+    """Pages ``(page_id, text)`` of about 1,500-3,000 characters and queries ``(summary, page index)``."""
+    pages, queries = [], []
+    text, summaries = "", []
+    for qual, summary, body in docstrings():
+        text += f"{qual}\n{body[:1500]}\n\n"
+        summaries.append(summary)
+        if len(text) >= 1500:
+            pages.append((f"doc{len(pages):04d}", text))
+            queries += [(s, len(pages) - 1) for s in summaries]
+            text, summaries = "", []
+            if len(pages) >= max_pages:
+                break
+    return pages, queries
+
+
+def real_vectors(args: argparse.Namespace) -> dict:
+    """Pruned page vectors and query vectors from the stand-in (cached as .npz under --workdir)."""
+    cache = Path(args.workdir) / f"real-{args.real_pages}.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return {k: z[k] for k in z.files} | {"meta": json.loads(str(z["meta"]))}
+    from anchorprune.backbones.base import LayerCapture
+    from anchorprune.backbones.minilm_text import MiniLMTextBackbone
+    from anchorprune.pages import Page
+    from anchorprune.pruning.sap import SapPruner
+
+    pages, queries = passages(args.real_pages)
+    backbone = MiniLMTextBackbone()
+    t0 = time.perf_counter()
+    feats = backbone.encode_pages([Page(pid, hashlib.sha256(t.encode()).hexdigest(), text=t) for pid, t in pages],
+                                  LayerCapture.window(WINDOW))
+    encode_s = time.perf_counter() - t0
+    pruner = SapPruner(WINDOW)
+    pruned = [pruner.prune(f, GAMMA).vectors.float().numpy() for f in feats]
+    rng = np.random.default_rng(args.seed)
+    pick = rng.choice(len(queries), min(args.queries, len(queries)), replace=False)
+    qtexts = [queries[i][0] for i in pick]
+    qvecs = backbone.encode_queries(qtexts)
+    meta = {"real_pages": len(pages), "encode_s": round(encode_s, 1),
+            "tokens_per_page_mean": round(float(np.mean([f.embeddings.shape[0] for f in feats])), 1),
+            "pruned_vectors_per_page_mean": round(float(np.mean([p.shape[0] for p in pruned])), 1),
+            "query_texts_sample": qtexts[:5], "query_tokens_mean": round(float(np.mean([q.shape[0] for q in qvecs])), 1)}
+    out = {"vecs": np.concatenate(pruned), "lengths": np.array([p.shape[0] for p in pruned]),
+           "qvecs": np.concatenate([q.numpy() for q in qvecs]), "qlengths": np.array([q.shape[0] for q in qvecs])}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out, meta=json.dumps(meta))
+    return out | {"meta": meta}
+
+
+def corpus(real: dict, n_pages: int, seed: int) -> Iterator[PrunedPage]:
+    """The real pruned pages, then synthetic pages drawn from 3 real pages each (see the module docstring)."""
+    vecs, lengths = real["vecs"], real["lengths"]                          # [T, d], [R]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    r = len(lengths)
+    seen: set[bytes] = set()
+    for i in range(min(r, n_pages)):
+        rows = np.arange(offsets[i], offsets[i + 1])
+        seen.add(hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
+        yield PrunedPage(f"real{i:05d}", f"h{i}", torch.from_numpy(vecs[rows]), None)
+    rng = np.random.default_rng(seed)
+    made = r
+    while made < n_pages:
+        src = rng.choice(r, 3, replace=False)
+        rows = np.sort(np.concatenate([
+            offsets[s] + rng.choice(lengths[s], math.ceil(lengths[s] / 3), replace=False) for s in src]))
+        key = hashlib.blake2b(rows.tobytes(), digest_size=16).digest()
+        if key in seen:
+            continue
+        seen.add(key)
+        yield PrunedPage(f"syn{made:06d}", f"h{made}", torch.from_numpy(vecs[rows]), None)
+        made += 1
+
+
+# ---------------------------------------------------------------- one corpus size
+def pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(xs, q)), 2)
+
+
+def run_size(args: argparse.Namespace) -> dict:
+    real = real_vectors(args)
+    n = args.size
+    q_off = np.concatenate([[0], np.cumsum(real["qlengths"])])
+    queries = [torch.from_numpy(real["qvecs"][q_off[i]:q_off[i + 1]])
+               for i in range(min(args.queries, len(real["qlengths"])))]
+    workdir = Path(args.workdir) / f"idx-{n}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    params = {"k_sim": args.k_sim, "d_proj": args.d_proj, "reps": args.reps, "final_dim": args.final_dim, "seed": 0}
+    idx = LocalIndex(workdir, "bench", dtype="float16", first_stage="muvera", first_stage_params=params)
+    rss0 = rss_peak_mib()
+    t0 = time.perf_counter()
+    v = idx.build(corpus(real, n, args.seed), {"config_hash": "bench"})
+    build_s = time.perf_counter() - t0
+    build_rss = rss_peak_mib()
+    idx.swap(v)
+    files = {f.name: f.stat().st_size for f in (workdir / "bench" / f"v{v.number}").iterdir()}
+    m = v.manifest
+    dims = m["first_stage"]["dims"]
+    resident = {"means_float32": n * m["dim"] * 4, "fde_float32": n * dims * 4, "offsets": (n + 1) * 8}
+    log.info("built %d pages (%d vectors) in %.1f s, peak RSS %.0f MiB", n, m["vectors"], build_s, build_rss)
+
+    def timed(first_stage: str, cand: int) -> tuple[list[list[str]], list[float], str]:
+        ix = LocalIndex(workdir, "bench", candidates=cand, first_stage=first_stage,
+                        resident_bytes=args.resident_bytes)
+        ix.search_report([queries[0]], k=10)                               # warm-up: open, resident copy
+        hits, times, used = [], [], ""
+        for q in queries:
+            t = time.perf_counter()
+            res, rep = ix.search_report([q], k=10)
+            times.append((time.perf_counter() - t) * 1000)
+            hits.append([h.page_id for h in res[0]])
+            used = rep.first_stage
+        return hits, times, used
+
+    if args.build_only:
+        out = {"pages": n, "vectors": m["vectors"], "build_s": round(build_s, 1),
+               "build_peak_rss_mib": round(build_rss, 1), "rss_before_build_mib": round(rss0, 1),
+               "index_resident_mib": round(sum(resident.values()) / 2**20, 1), "load_end": loadavg()}
+        shutil.rmtree(workdir, ignore_errors=True)
+        return out
+    exact_hits, exact_ms, _ = timed("none", 1)
+    rows = [{"first_stage": "exact", "candidates": n, "recall@10": 1.0, "p50_ms": pct(exact_ms, 50),
+             "p95_ms": pct(exact_ms, 95), "load": loadavg()}]
+    for stage in STAGES:
+        for c in CANDIDATES:
+            hits, ms, used = timed(stage, c)
+            rec = float(np.mean([len(set(h) & set(e)) / len(e) for h, e in zip(hits, exact_hits, strict=True)]))
+            rows.append({"first_stage": used, "candidates": c, "recall@10": round(rec, 4), "p50_ms": pct(ms, 50),
+                         "p95_ms": pct(ms, 95), "speedup_p50_vs_exact": round(pct(exact_ms, 50) / pct(ms, 50), 1),
+                         "load": loadavg()})
+            log.info("%s", rows[-1])
+    out = {
+        "pages": n, "vectors": m["vectors"], "dim": m["dim"], "queries": len(queries),
+        "build_s": round(build_s, 1), "build_peak_rss_mib": round(build_rss, 1),
+        "rss_before_build_mib": round(rss0, 1), "index_resident_mib": round(sum(resident.values()) / 2**20, 1),
+        "first_stage": m["first_stage"], "files_bytes": files,
+        "bytes_per_page": {
+            "vectors_float16": round(files["vectors.bin"] / n, 1), "mean_float16_disk": round(files["means.npy"] / n, 1),
+            "fde_float16_disk": round(files["first_stage.bin"] / n, 1), "mean_float32_ram": m["dim"] * 4,
+            "fde_float32_ram": dims * 4, "all_files": round(sum(files.values()) / n, 1)},
+        "exact_searched_from": ("float32 copy in RAM" if m["vectors"] * m["dim"] * 4 <= args.resident_bytes
+                                else "float16 memory map, decoded per query"),
+        "results": rows, "load_end": loadavg(),
+    }
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, nargs="+", default=[10000, 100000])
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)              # one size, in a subprocess
+    ap.add_argument("--real-pages", type=int, default=400)
+    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--k-sim", type=int, default=4)
+    ap.add_argument("--d-proj", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=16)
+    ap.add_argument("--final-dim", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resident-bytes", type=int, default=1 << 30)
+    ap.add_argument("--workdir", default="/tmp/anchorprune-first-stage")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "first_stage.json"))
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--build-only", action="store_true", help="measure the build (time, peak RSS) only")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.manual_seed(args.seed)
+    if args.size:
+        print("RESULT " + json.dumps(run_size(args)))
+        return
+    real = real_vectors(args)                                              # encode once, before the sizes
+    sizes = []
+    for n in args.pages:
+        cmd = [sys.executable, *sys.argv, "--size", str(n)]
+        res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        sys.stderr.write(res.stderr[-4000:])
+        sizes.append(json.loads(next(line[7:] for line in res.stdout.splitlines() if line.startswith("RESULT "))))
+    fs = MuveraFirstStage.create(int(real["vecs"].shape[1]), k_sim=args.k_sim, d_proj=args.d_proj, reps=args.reps,
+                                 final_dim=args.final_dim)
+    report = {
+        "benchmark": "first_stage", "command": " ".join(["python", *sys.argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "load_at_start": loadavg(),
+            "threads": {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")},
+            "note": "2 CPU cores shared with other jobs: latencies are noisy; see load per row"},
+        "vectors": {
+            "encoder": "MiniLM text stand-in (all-MiniLM-L6-v2, 384-d token vectors), NOT ColPali",
+            "pages": "stdlib docstrings grouped into 1,500-3,000-character pages, summaries removed",
+            "pruning": f"SAP gamma={GAMMA}, window layers {list(WINDOW)}",
+            "queries": "docstring summaries (removed from the pages) encoded with the stand-in's query encoder",
+            "synthetic_pages": "each takes a random ceil(1/3) of the pruned vectors of 3 distinct random real "
+                               "pages; an exact duplicate (same source vectors) is redrawn; the real pages are "
+                               "included as they are",
+            **real["meta"]},
+        "muvera": fs.params(), "candidates": list(CANDIDATES), "corpora": sizes,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
