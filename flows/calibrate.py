@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from anchorprune.stages import stage_calibrate
+from anchorprune.summary import calibrate_markdown
+from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
 
 
@@ -22,4 +24,5 @@ def calibrate_flow(params: str = "params.yaml", root: str = ".", backbone: str |
     for name in backbone_names(ws, backbone):
         out[name] = calibrate_backbone(params, root, name, ws.settings.config_hash(), version)
         get_run_logger().info("%s: SR window %s", name, out[name])
+    publish("calibrate", calibrate_markdown(ws, out))
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from anchorprune.stages import stage_data
+from anchorprune.summary import data_markdown
+from flows.artifacts import publish
 from flows.common import IO_RETRIES, workspace
 
 
@@ -17,4 +19,5 @@ def build_validate_version(params: str, root: str, rebuild: bool) -> str:
 def data_flow(params: str = "params.yaml", root: str = ".", rebuild: bool = False) -> str:
     version = build_validate_version(params, root, rebuild)
     get_run_logger().info("data version %s", version)
+    publish("data", data_markdown(workspace(params, root), version))
     return version

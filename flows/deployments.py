@@ -5,10 +5,15 @@
 reindex runs nightly and recalibrate (calibrate + evaluate + promote) weekly, with the crons
 from params.yaml; each deployment has a concurrency limit of one, so two rebuilds of one
 index never run at once.
+
+The deployments hold no absolute path: their parameters name the params file relative to the
+project root, and ``root`` keeps its default ``"."``, resolved when a run starts (``main``
+serves from the project root, so a moved or second checkout serves its own files).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import serve
@@ -22,9 +27,12 @@ from flows.reindex import reindex_flow
 
 def build_deployments(params: str = "params.yaml", root: str = "."):
     root_path = Path(root).resolve()
-    cfg = load_settings(root_path / params if not Path(params).is_absolute() else Path(params))
+    params_path = (root_path / params if not Path(params).is_absolute() else Path(params)).resolve()
+    cfg = load_settings(params_path)
     s = cfg.schedule
-    args = {"params": params, "root": str(root_path)}
+    # relative to the root, which each run resolves from its working directory (see main)
+    rel = os.path.relpath(params_path, root_path)
+    args = {"params": rel if not rel.startswith("..") else str(params_path)}
     return [
         reindex_flow.to_deployment(
             name=f"reindex-{cfg.index.name}", schedule=Cron(s.reindex_cron, timezone=s.timezone),
@@ -40,7 +48,9 @@ def build_deployments(params: str = "params.yaml", root: str = "."):
 
 
 def main(params: str = "params.yaml", root: str = ".") -> None:  # pragma: no cover - long-running
-    serve(*build_deployments(params, root))
+    deployments = build_deployments(params, root)
+    os.chdir(Path(root).resolve())  # runs resolve root "." here, at run time
+    serve(*deployments)
 
 
 if __name__ == "__main__":  # pragma: no cover

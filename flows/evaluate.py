@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow, task
 
 from anchorprune.stages import champion_config, stage_evaluate
+from anchorprune.summary import evaluate_markdown
+from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
 
 
@@ -21,8 +23,10 @@ def evaluate_flow(params: str = "params.yaml", root: str = ".", backbone: str | 
     """``windows`` (from calibrate) and the champion's config only key the cache: the stage reads both itself."""
     ws = workspace(params, root)
     version = ws.data_version()
-    return {
+    out = {
         name: evaluate_backbone(params, root, name, ws.settings.config_hash(), version, (windows or {}).get(name, []),
                                 champion=str(champion_config(ws, ws.settings.backbone(name))))
         for name in backbone_names(ws, backbone)
     }
+    publish("evaluate", evaluate_markdown(ws, list(out)))
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from anchorprune.stages import stage_promote
+from anchorprune.summary import promote_markdown
+from flows.artifacts import publish
 from flows.common import IO_RETRIES, backbone_names, workspace
 
 
@@ -22,4 +24,5 @@ def promote_flow(params: str = "params.yaml", root: str = ".", backbone: str | N
     for name in backbone_names(ws, backbone):
         out[name] = promote_backbone(params, root, name)
         get_run_logger().info("%s: %s", name, out[name]["reason"])
+    publish("promote", promote_markdown(ws, list(out)))
     return out

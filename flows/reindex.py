@@ -1,20 +1,30 @@
-"""reindex flow: load @champion, encode pages not yet cached (window-only capture), build and swap the index."""
+"""reindex flow: load @champion, encode pages not yet cached (window-only capture), build and swap the index.
+
+When the serving version already has this champion, data and index config, nothing is built
+(``stages.serving_is_current``): a scheduled run then only says so.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
 from anchorprune.stages import stage_index
+from anchorprune.summary import index_markdown
+from flows.artifacts import publish
 from flows.common import IO_RETRIES, workspace
 
 
 @task(name="build-and-swap-index", **IO_RETRIES)
-def build_and_swap(params: str, root: str) -> dict:
-    return stage_index(workspace(params, root))
+def build_and_swap(params: str, root: str, force: bool = False) -> dict:
+    return stage_index(workspace(params, root), force=force)
 
 
 @flow(name="reindex")
-def reindex_flow(params: str = "params.yaml", root: str = ".") -> dict:
-    info = build_and_swap(params, root)
-    get_run_logger().info("index %s now serves version %s", info["index"], info["version"])
+def reindex_flow(params: str = "params.yaml", root: str = ".", force: bool = False) -> dict:
+    info = build_and_swap(params, root, force)
+    if info.get("rebuilt", True):
+        get_run_logger().info("index %s now serves version %s", info["index"], info["version"])
+    else:
+        get_run_logger().info("index %s unchanged at version %s: %s", info["index"], info["version"], info["reason"])
+    publish("reindex", index_markdown(info))
     return info

@@ -35,3 +35,69 @@ def test_doctor_redacts_credentials(monkeypatch):
     monkeypatch.delenv("ELASTICSEARCH_URL", raising=False)
     res = runner.invoke(app, ["doctor"])
     assert "secret" not in res.output and "***@mlflow.example" in res.output
+
+
+def test_every_bad_config_is_one_line_and_exit_2():
+    for path in sorted((CONFS / "invalid").glob("*.yaml")):
+        res = runner.invoke(app, ["check-config", "--params", str(path)])
+        assert res.exit_code == 2, (path.name, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and path.name in lines[0], res.output
+
+
+def test_doctor_survives_a_bad_params_file():
+    for name in ("not-utf8.yaml", "a-directory.yaml"):
+        res = runner.invoke(app, ["doctor", "--params", str(CONFS / "invalid" / name)])
+        assert res.exit_code == 0 and res.exception is None, res.output
+        assert f"INVALID: config file {CONFS / 'invalid' / name}" in res.output
+
+
+def test_paths_resolve_against_the_params_folder(tmp_path, monkeypatch):
+    """Run from another folder: the params file's folder is the project root, the cwd gets nothing."""
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    proj.mkdir()
+    elsewhere.mkdir()
+    (proj / "params.yaml").write_text("backbones: [{name: m, kind: mock, model_id: m}]\n")
+    (proj / "data.dvc").write_text("outs:\n- md5: 6a2d41b618723cb65dcd366bb4fe6e68.dir\n  path: data\n")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = runner.invoke(app, ["data", "version", "--params", "../proj/params.yaml"])
+    assert res.output.strip() == "6a2d41b618723cb65dcd366bb4fe6e68", res.output
+    res = runner.invoke(app, ["promote", "--params", "../proj/params.yaml"])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit), res.output
+    assert f"dataset folder {proj.resolve() / 'data' / 'rdocs-demo'} does not exist" in res.output
+    assert list(elsewhere.iterdir()) == []          # no stray mlruns/ (or anything else) in the cwd
+
+
+def test_doctor_marks_optional_parts_and_pings_prefect(monkeypatch):
+    monkeypatch.delenv("ELASTICSEARCH_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")   # nothing listens on port 9
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("colpali-engine"))
+    assert "optional" in line
+    assert "http://127.0.0.1:9/api does not answer" in res.output
+
+
+def test_doctor_reports_a_live_prefect_api(monkeypatch):
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            ok = self.path == "/api/health"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b"true" if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from anchorprune.doctor import prefect_status
+
+        assert "answers (health True)" in prefect_status(f"http://127.0.0.1:{server.server_port}/api")
+    finally:
+        server.shutdown()

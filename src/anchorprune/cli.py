@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from anchorprune.config import ConfigError, Settings, load_settings
+from anchorprune.config import ConfigError, Settings, load_settings, project_root
 
 app = typer.Typer(
     name="anchorprune",
@@ -88,9 +88,10 @@ def _run_data(fn):
     return out, time.perf_counter() - t0
 
 
-def _data_root(cfg: Settings) -> Path:
+def _data_root(cfg: Settings, params: Path) -> Path:
+    """``paths.data_dir``, relative to the params file's folder (not the current one)."""
     p = cfg.paths.data_dir
-    return p if p.is_absolute() else Path.cwd() / p
+    return p if p.is_absolute() else project_root(params) / p
 
 
 def _echo_built(final: Path, manifest: dict, seconds: float) -> None:
@@ -117,7 +118,7 @@ def data_build_demo(
 
     cfg = settings_or_exit(params)
     (final, manifest), secs = _run_data(lambda: build_demo(
-        _data_root(cfg), name=name or cfg.data.dataset, dpi=cfg.data.dpi, variant=variant or cfg.data.demo_variant,
+        _data_root(cfg, params), name=name or cfg.data.dataset, dpi=cfg.data.dpi, variant=variant or cfg.data.demo_variant,
         cache_dir=cache_dir, pdf_dir=pdf_dir, blank_titles=cfg.data.blank_titles,
         max_pages_per_doc=max_pages_per_doc or cfg.data.limit))
     _echo_built(final, manifest, secs)
@@ -142,7 +143,7 @@ def data_pdfs(
         raise typer.Exit(2)
     ds_name = name or cfg.data.dataset
     blank = cfg.data.blank_titles if blank_titles is None else blank_titles
-    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg), ds_name, lambda s: build_pdf_dataset(
+    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg, params), ds_name, lambda s: build_pdf_dataset(
         src, s, name=ds_name, dpi=cfg.data.dpi, blank_titles=blank, limit=limit or cfg.data.limit)))
     _echo_built(final, manifest, secs)
 
@@ -164,7 +165,7 @@ def data_vidore(
         typer.echo("error: give ViDoRe ids (arguments) or set data.vidore_ids in params.yaml", err=True)
         raise typer.Exit(2)
     ds_name = name or cfg.data.dataset
-    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg), ds_name, lambda s: build_vidore_dataset(
+    (final, manifest), secs = _run_data(lambda: build_staged(_data_root(cfg, params), ds_name, lambda s: build_vidore_dataset(
         sources, s, name=ds_name, limit=limit or cfg.data.limit, languages=cfg.data.vidore_languages,
         protocol=cfg.data.vidore_protocol)))
     _echo_built(final, manifest, secs)
@@ -176,7 +177,7 @@ def data_validate(params: ParamsOpt = Path("params.yaml"), name: NameOpt = None)
     from anchorprune.data.validation import validate_dataset_dir
 
     cfg = settings_or_exit(params)
-    report, _ = _run_data(lambda: validate_dataset_dir(_data_root(cfg) / (name or cfg.data.dataset)))
+    report, _ = _run_data(lambda: validate_dataset_dir(_data_root(cfg, params) / (name or cfg.data.dataset)))
     typer.echo(report.render())
 
 
@@ -189,17 +190,17 @@ def data_add(
     from anchorprune.data.versioning import dvc_add
 
     cfg = settings_or_exit(params)
-    version, secs = _run_data(lambda: dvc_add(Path.cwd(), _data_root(cfg), push=push))
+    version, secs = _run_data(lambda: dvc_add(project_root(params), _data_root(cfg, params), push=push))
     typer.echo(f"data version {version} ({secs:.1f} s); commit data.dvc"
                + (" (pushed to the default remote)" if push else ""))
 
 
 @data_app.command("version")
-def data_version_cmd() -> None:
-    """Print the data version (the md5 in data.dvc), or 'untracked'."""
+def data_version_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Print the data version (the md5 in data.dvc next to the params file), or 'untracked'."""
     from anchorprune.data.versioning import data_version
 
-    version, _ = _run_data(lambda: data_version(Path.cwd()))
+    version, _ = _run_data(lambda: data_version(project_root(params)))
     typer.echo(version or "untracked")
 
 
@@ -210,7 +211,16 @@ BackboneOpt = Annotated[str | None, typer.Option("--backbone", "-b", help="only 
 def _workspace(params: Path):
     from anchorprune.stages import Workspace
 
-    return Workspace(settings_or_exit(params), Path.cwd())
+    return Workspace(settings_or_exit(params), project_root(params))
+
+
+def _stage(fn):
+    """Run a stage; a bad or missing dataset is one clear error (exit 1), not a traceback."""
+    try:
+        return fn()
+    except _data_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _backbones(ws, name: str | None):
@@ -228,7 +238,7 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        corpus = stage_encode(ws, b)
+        corpus = _stage(lambda b=b: stage_encode(ws, b))
         typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
 
 
@@ -239,7 +249,7 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        r = stage_calibrate(ws, b)
+        r = _stage(lambda b=b: stage_calibrate(ws, b))
         typer.echo(f"{b.name}: SR window layers {r.window[0]}-{r.window[-1]} of {r.num_layers} "
                    f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)")
 
@@ -252,7 +262,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = No
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        typer.echo(results_table(stage_evaluate(ws, b), title=f"{b.name} ({ws.settings.data.dataset})"))
+        typer.echo(results_table(_stage(lambda b=b: stage_evaluate(ws, b)), title=f"{b.name} ({ws.settings.data.dataset})"))
 
 
 @app.command()
@@ -262,8 +272,20 @@ def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = Non
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
-        d = stage_promote(ws, b)
+        d = _stage(lambda b=b: stage_promote(ws, b))
         typer.echo(f"{b.name}: {'PROMOTED' if d.promoted else 'kept'}: {d.reason}")
+
+
+def _own_prefect_home(root: Path) -> None:
+    """Keep this checkout's Prefect runs in ``<root>/.prefect`` unless PREFECT_HOME is set (before prefect imports).
+
+    A new PREFECT_HOME migrates its database on the first run (~20 s idle, longer on a busy machine):
+    the temporary server gets 120 s to start instead of Prefect's 20.
+    """
+    import os
+
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()
@@ -274,9 +296,11 @@ def pipeline(
 ) -> None:
     """data -> calibrate -> evaluate -> promote -> index, as one Prefect flow, then a search."""
     settings_or_exit(params)
+    root = project_root(params)
+    _own_prefect_home(root)
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(params=str(params), root=str(Path.cwd()), rebuild_data=rebuild_data)
+    result = pipeline_flow(params=str(params.resolve()), root=str(root), rebuild_data=rebuild_data)
     typer.echo(f"data version {result['data_version']}; windows {result['windows']}")
     for name, p in result["promotion"].items():
         typer.echo(f"{name}: {p['reason']}")
@@ -284,23 +308,44 @@ def pipeline(
         typer.echo("no certified champion: the index was not built (see reports/promotion/ for every "
                    "candidate's interval and why it failed)")
         return
-    typer.echo(f"index {result['index']['index']} serves version {result['index']['version']}")
+    idx = result["index"]
+    typer.echo(f"index {idx['index']} {'now serves' if idx.get('rebuilt', True) else 'unchanged, still serves'} "
+               f"version {idx['version']}" + ("" if idx.get("rebuilt", True) else f" ({idx['reason']})"))
     from anchorprune.stages import Workspace, stage_search
 
-    ws = Workspace(settings_or_exit(params), Path.cwd())
+    ws = Workspace(settings_or_exit(params), root)
     q = query or next(iter(ws.dataset.queries.values()))
-    typer.echo(f"search: {q!r}")
-    for rank, hit in enumerate(stage_search(ws, q, k=5), 1):
-        typer.echo(f"  {rank}. {hit.page_id}  {hit.score:.3f}")
+    _echo_hits(ws, q, stage_search(ws, q, k=5))
 
 
 @app.command()
 def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the scheduled Prefect deployments (long-running; needs a Prefect server, see README)."""
     settings_or_exit(params)
+    _own_prefect_home(project_root(params))
     from flows.deployments import main as serve_deployments
 
-    serve_deployments(str(params), str(Path.cwd()))
+    serve_deployments(str(params.resolve()), str(project_root(params)))
+
+
+@app.command()
+def plots(
+    revs: Annotated[list[str] | None, typer.Argument(help="git revisions to compare (default: the workspace)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path | None, typer.Option(help="folder for index.html (default: <reports_dir>/plots)")] = None,
+) -> None:
+    """The dvc.yaml plots as one offline HTML page (DVC fills the templates, vl-convert draws SVG; no CDN)."""
+    from anchorprune.dvc_plots import PlotsError, render_offline
+
+    cfg = settings_or_exit(params)
+    root = project_root(params)
+    reports = cfg.paths.reports_dir if cfg.paths.reports_dir.is_absolute() else root / cfg.paths.reports_dir
+    try:
+        path = render_offline(root, out or reports / "plots", list(revs or []))
+    except PlotsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {path} (open it in a browser; works offline)")
 
 
 # ---------------------------------------------------------------- index (issues #8, #13)
@@ -320,7 +365,7 @@ def _open_index(params: Path):
     from anchorprune.index import open_index
 
     cfg = settings_or_exit(params)
-    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else Path.cwd() / cfg.paths.index_dir
+    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else project_root(params) / cfg.paths.index_dir
     try:
         return open_index(cfg.index, root)
     except _index_errors() as exc:
@@ -344,14 +389,23 @@ def _one_line(exc: BaseException) -> str:
 def index_build(
     params: ParamsOpt = Path("params.yaml"),
     wait: Annotated[bool, typer.Option("--wait", help="queue behind a running build instead of failing")] = False,
+    force: Annotated[bool, typer.Option(help="rebuild even when champion, data and index config are unchanged")]
+    = False,
 ) -> None:
-    """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones."""
+    """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones.
+
+    Does nothing (and says so) when the serving version already has this champion, data and index config.
+    """
     import logging
 
     from anchorprune.stages import stage_index
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    info = _index_call(lambda: stage_index(_workspace(params), wait=wait))
+    info = _index_call(lambda: stage_index(_workspace(params), wait=wait, force=force))
+    if not info.get("rebuilt", True):
+        typer.echo(f"index {info['index']} ({info['backend']}) unchanged: still serves v{info['version']} "
+                   f"({info['reason']}; --force rebuilds)")
+        return
     typer.echo(f"index {info['index']} ({info['backend']}) now serves v{info['version']}: {info['pages']} pages, "
                f"{info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB; re-encoded {info['reencoded_pages']}, "
                f"reused {info['reused_pages']}")
@@ -363,18 +417,33 @@ def index_search(
     params: ParamsOpt = Path("params.yaml"),
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits to print")] = 10,
 ) -> None:
-    """Search the serving index version with a text query."""
+    """Search the serving index version with a text query: page, document, first line, score."""
     if not query.strip():
         typer.echo('error: the query is empty; pass the text to search for, e.g. `anchorprune index search '
                    '"how do I install R packages"`', err=True)
         raise typer.Exit(2)
     from anchorprune.stages import stage_search
 
+    ws = _workspace(params)
     idx = _open_index(params)
     _index_call(lambda: idx.search_many([], 1))          # the cheap checks first: no model load for a broken index
-    hits = _index_call(lambda: stage_search(_workspace(params), query, k=k))
-    for rank, hit in enumerate(hits, 1):
-        typer.echo(f"{rank:3d}. {hit.page_id}  {hit.score:.4f}")
+    hits = _index_call(lambda: stage_search(ws, query, k=k))
+    _echo_hits(ws, query, hits)
+
+
+def _echo_hits(ws, query: str, hits) -> None:
+    """The hits as a table, under a line naming the index version and the model that built it."""
+    from anchorprune.stages import open_serving_index
+    from anchorprune.summary import describe_hits
+
+    serving = _index_call(lambda: open_serving_index(ws).current())
+    meta = (serving.manifest.get("meta") or {}) if serving is not None else {}
+    typer.echo(f"{query!r}: index {ws.settings.index.name} v{serving.number if serving else '-'}, "
+               f"model {meta.get('model', '-')} v{meta.get('model_version', '-')} "
+               f"({meta.get('method', '-')}, gamma {meta.get('gamma', '-')}), data {meta.get('data_version', '-')}")
+    for r in describe_hits(ws.dataset.corpus, hits):
+        where = f"{r['document']} p.{r['page']}" if r["page"] is not None else r["document"]
+        typer.echo(f"{r['rank']:3d}. {r['score']:7.3f}  {r['page_id']:<18} {where:<20} {r['title']}")
 
 
 @index_app.command("status")

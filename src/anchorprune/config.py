@@ -6,15 +6,23 @@ the key and the file.
 
 Examples
 --------
->>> cfg = Settings.model_validate({"calibrate": {"gamma": 0.1}})
+>>> cfg = Settings.model_validate({"calibrate": {"gamma": 0.1},
+...                                "backbones": [{"name": "m", "kind": "mock", "model_id": "x"}]})
 >>> cfg.calibrate.gamma, cfg.calibrate.rho
 (0.1, 0.2)
+
+Relative paths in a params file (``paths.*``, ``data.pdf_dir``, the tracking store) are
+relative to the folder holding that file: :func:`project_root` is that folder, whatever the
+current directory is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -28,8 +36,52 @@ class ConfigError(ValueError):
     """A configuration file is missing, unreadable or invalid."""
 
 
+def _is_number_type(ann: object) -> bool:
+    """Whether a field holds numbers (int, float, optionally None, or a tuple of them), not booleans."""
+    if ann in (int, float):
+        return True
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType, tuple):
+        args = [a for a in typing.get_args(ann) if a not in (type(None), Ellipsis)]
+        return bool(args) and all(_is_number_type(a) for a in args)
+    return False
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: object, info) -> object:
+        """YAML reads true/yes/on as booleans; pydantic would silently turn them into 1 (``gamma: true``)."""
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is None or not _is_number_type(field.annotation):
+            return v
+        items = v if isinstance(v, list | tuple) else [v]
+        if any(isinstance(x, bool) for x in items):
+            raise ValueError(f"expected a number, got {v!r} (YAML reads true/false/yes/no/on/off as booleans)")
+        return v
+
+
+def _unique_nonempty(v: tuple, what: str) -> tuple:
+    if not v:
+        raise ValueError(f"list at least one {what} (an empty list would run nothing)")
+    dupes = sorted({str(x) for x in v if list(v).count(x) > 1})
+    if dupes:
+        raise ValueError(f"each {what} must appear once, repeated: {dupes}")
+    return v
+
+
+#: decoder depth of backbone kinds whose depth does not depend on the checkpoint
+KNOWN_DEPTH: dict[str, int] = {"minilm-text": 6, "mock": 8}
+
+_CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                 "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+
+
+def _window_range(spec: str) -> tuple[int, int] | None:
+    lo, sep, hi = spec.partition("-")
+    return (int(lo), int(hi)) if sep and lo.isdigit() and hi.isdigit() else None
 
 
 class PathsConfig(_Frozen):
@@ -37,6 +89,8 @@ class PathsConfig(_Frozen):
     features_dir: Path = Path("cache/features")
     index_dir: Path = Path("indexes")
     reports_dir: Path = Path("reports")
+    validation_dir: Path = Path("cache/validation")   # GX verdicts by dataset content hash
+    metrics_file: Path = Path("metrics.json")         # headline metrics, tracked in git (dvc metrics show/diff)
 
 
 VidoreLanguage = Literal["english", "french", "spanish", "german", "italian", "portuguese"]  # hub `language` values
@@ -106,6 +160,7 @@ class EvaluateConfig(_Frozen):
     @field_validator("gammas")
     @classmethod
     def _gammas_in_range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        _unique_nonempty(v, "gamma")
         bad = [g for g in v if not 0.0 < g <= 1.0]
         if bad:
             raise ValueError(f"every gamma must be in (0, 1], got {bad}")
@@ -114,9 +169,19 @@ class EvaluateConfig(_Frozen):
     @field_validator("methods")
     @classmethod
     def _methods_available(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _unique_nonempty(v, "method")
         if "sap_max" in v:
             raise ValueError("'sap_max' is not available: the features cache stores the head-mean (SAP-Mean) "
                              "reduction only; remove it from evaluate.methods (use 'sap')")
+        return v
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        _unique_nonempty(v, "cut-off k")
+        bad = [k for k in v if k < 1]
+        if bad:
+            raise ValueError(f"every k must be >= 1 (nDCG@k, recall@k), got {bad}")
         return v
 
     @field_validator("windows")
@@ -124,6 +189,7 @@ class EvaluateConfig(_Frozen):
     def _windows_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from anchorprune.windows import window_layers
 
+        _unique_nonempty(v, "window")
         for w in v:
             if w not in ("sr", "v1", "v2"):
                 window_layers(w)  # raises naming the bad window
@@ -176,6 +242,30 @@ class ScheduleConfig(_Frozen):
     recalibrate_cron: str = "0 3 * * 0"
     timezone: str = "UTC"
 
+    @field_validator("reindex_cron", "recalibrate_cron")
+    @classmethod
+    def _cron_parses(cls, v: str) -> str:
+        """Five-field cron (or @daily etc.), parsed now rather than when the deployment is served."""
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(_CRON_ALIASES.get(v.strip(), v), datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"{v!r} is not a cron expression ({exc}); write five fields like '0 2 * * *' "
+                             "(minute hour day month weekday) or @daily") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_known(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone; use a name like 'UTC' or 'Europe/Paris'") from None
+        return v
+
 
 class TrackingConfig(_Frozen):
     uri: str = "sqlite:///mlruns/mlflow.db"
@@ -197,9 +287,30 @@ class Settings(_Frozen):
     @model_validator(mode="after")
     def _unique_backbone_names(self) -> Settings:
         names = [b.name for b in self.backbones]
+        if not names:
+            raise ValueError("'backbones' lists no backbone: add one (name, kind, model_id), e.g. the "
+                             "minilm-text entry of the repository's params.yaml")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"backbone names must be unique, repeated: {dupes}")
+        if self.index.backbone is not None and self.index.backbone not in names:
+            raise ValueError(f"index.backbone {self.index.backbone!r} is not one of the backbones "
+                             f"(known: {', '.join(names)}); set it to one of them or remove it")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_inside_backbones(self) -> Settings:
+        """Explicit windows ('a-b') must fit every backbone whose depth is known before loading it."""
+        for spec in self.evaluate.windows:
+            rng = _window_range(spec)
+            if rng is None:
+                continue
+            for b in self.backbones:
+                depth = KNOWN_DEPTH.get(b.kind)
+                if depth is not None and rng[1] >= depth:
+                    raise ValueError(f"evaluate.windows {spec!r} reaches layer {rng[1]} but backbone {b.name!r} "
+                                     f"({b.kind}) has {depth} layers (0..{depth - 1}); use 'sr' or a range "
+                                     f"inside 0..{depth - 1}")
         return self
 
     def backbone(self, name: str) -> BackboneConfig:
@@ -216,14 +327,21 @@ class Settings(_Frozen):
 
 
 def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """One line: the file, then each bad key and what to do about it."""
+    items = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}' (check the spelling; allowed keys are the fields of its section)")
+            items.append(f"unknown key '{key}' (check the spelling; allowed keys are the fields of its section)")
         else:
-            lines.append(f"  '{key}': {e['msg']}")
-    return "\n".join(lines)
+            msg = e["msg"].removeprefix("Value error, ")
+            items.append(msg if key == "<root>" else f"'{key}': {msg}")
+    return f"invalid configuration in {source}: " + "; ".join(items)
+
+
+def project_root(params: str | Path = DEFAULT_PARAMS) -> Path:
+    """The folder relative paths in a params file are resolved against: the file's own folder."""
+    return Path(params).resolve().parent
 
 
 def load_settings(path: str | Path = DEFAULT_PARAMS, overrides: dict | None = None) -> Settings:
@@ -234,10 +352,22 @@ def load_settings(path: str | Path = DEFAULT_PARAMS, overrides: dict | None = No
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass the YAML file, e.g. {path / 'params.yaml'}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8 YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {what}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
     for section, values in (overrides or {}).items():

@@ -23,12 +23,30 @@ def package_version(dist: str) -> str:
 
 
 def colpali_engine_status() -> str:
-    """Whether colpali-engine imports here (it does not next to the CPU torch 2.13 wheel)."""
+    """Whether the optional colpali-engine imports here (it does not next to the CPU torch 2.13 wheel)."""
+    if package_version("colpali-engine") == "not installed":
+        return "optional, not installed (only the colpali-engine backbone kind needs it: make colpali-engine-env)"
     try:
         importlib.import_module("colpali_engine")
     except Exception as exc:  # noqa: BLE001 - any import failure is the answer
-        return f"does not import ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-    return f"imports (version {package_version('colpali-engine')})"
+        return (f"optional, installed but does not import here ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:100]}); use make colpali-engine-env")
+    return f"optional, imports (version {package_version('colpali-engine')})"
+
+
+def prefect_status(api_url: str | None, timeout: float = 3.0) -> str:
+    """Ping the Prefect API (``<url>/health``) when PREFECT_API_URL is set; otherwise say what runs use."""
+    if not api_url:
+        return "PREFECT_API_URL not set: flows start a temporary local server (ephemeral API)"
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:  # noqa: S310
+            ok = json.loads(resp.read() or b"null")
+        return f"{_redact(api_url)} answers (health {ok})"
+    except Exception as exc:  # noqa: BLE001 - any failure means it does not answer
+        return f"{_redact(api_url)} does not answer ({type(exc).__name__}); start it with `make prefect-ui`"
 
 
 def elasticsearch_status(url: str | None) -> str:
@@ -78,9 +96,9 @@ def report(params: Path = Path("params.yaml")) -> str:
         tracking = os.environ.get("MLFLOW_TRACKING_URI", "unknown (config invalid)")
         lines.append(f"config              INVALID: {exc}")
     lines.append(f"mlflow tracking     {_redact(tracking)}")
-    prefect_api = os.environ.get("PREFECT_API_URL")
-    prefect_home = os.environ.get("PREFECT_HOME", str(Path.home() / ".prefect"))
-    lines.append(f"prefect             {prefect_api or 'ephemeral API (no server)'}; PREFECT_HOME={prefect_home}")
+    prefect_home = os.environ.get("PREFECT_HOME") or f"{Path(params).resolve().parent / '.prefect'} (the CLI default)"
+    lines.append(f"prefect             {prefect_status(os.environ.get('PREFECT_API_URL'))}")
+    lines.append(f"prefect home        {prefect_home}")
     lines.append(f"elasticsearch       {elasticsearch_status(os.environ.get('ELASTICSEARCH_URL'))}")
     lines.append(f"gpu                 {gpu_status()}")
     lines.append(f"HF_HUB_OFFLINE      {os.environ.get('HF_HUB_OFFLINE', 'unset')}")

@@ -30,7 +30,8 @@ def sr_curve_figure(
     ax.fill_between(layers, lo, hi, color="tab:blue", alpha=0.2)
     ax.plot(layers, mean, "o-", color="tab:blue", label="SAP, single layer")
     ax.plot(layers, random_mean, "--", color="tab:gray", label="random (5 seeds)")
-    ax.set_xlabel("decoder layer")
+    ax.set_xticks(layers)                     # layers are whole numbers: no 0.5 ticks
+    ax.set_xlabel("layer (decoder of a VLM backbone; encoder for the text stand-in)")
     ax.set_ylabel(f"score retention at γ = {gamma:g}")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -56,10 +56,21 @@ class Workspace:
     def tracker(self) -> Tracker:
         return Tracker.from_config(self.settings.tracking, self.root)
 
+    def check_dataset(self) -> str:
+        """Run the GX suites on the dataset before a stage uses it; a pass is cached by content hash.
+
+        Raises :class:`~anchorprune.data.validation.DataValidationError` (duplicate page ids,
+        qrels to missing pages, ...) before anything is written or logged.
+        """
+        from anchorprune.data.validation import ensure_valid
+
+        return ensure_valid(self.dataset_dir, self.path(self.settings.paths.validation_dir))
+
     @cached_property
     def dataset(self):
         from anchorprune.data.schema import load_dataset_dir
 
+        self.check_dataset()
         return load_dataset_dir(self.dataset_dir)
 
     def split(self) -> tuple[list[str], list[str]]:
@@ -104,21 +115,38 @@ class Workspace:
     def backbone(self, bcfg: BackboneConfig):
         from anchorprune.backbones import load_backbone
 
+        if bcfg.kind != "mock":
+            quiet_weight_loading()
         return load_backbone(bcfg)
+
+
+def quiet_weight_loading() -> None:
+    """Turn off transformers' "Loading weights n/n" bar (printed on every model load, every search).
+
+    Only transformers' own bars: hub download bars stay on (a real checkpoint download is worth
+    watching) unless HF_HUB_DISABLE_PROGRESS_BARS is set.
+    """
+    import os
+
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.is_progress_bar_enabled():
+        hf_logging.disable_progress_bar()          # also turns the hub's bars off ...
+        if not os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"):
+            enable_progress_bars()                 # ... so turn those back on
 
 
 # ---------------------------------------------------------------- data
 def stage_data(ws: Workspace, rebuild: bool = False) -> str:
     """Build (or reuse) the configured dataset, validate it (GX), track data/ with DVC; returns the data version."""
-    from anchorprune.data.validation import validate_dataset_dir
     from anchorprune.data.versioning import dvc_add
 
     if rebuild or not ws.dataset_dir.exists():
         from anchorprune.data.build import build_dataset
 
         build_dataset(ws.settings, ws.root, rebuild=rebuild)   # staged: validated before it replaces anything
-    else:
-        validate_dataset_dir(ws.dataset_dir)
+    ws.check_dataset()                                         # records the verdict for the later stages
     version = dvc_add(ws.root, ws.path(ws.settings.paths.data_dir), push=True)
     ws.__dict__.pop("dataset", None)                     # reload after a rebuild
     return version
@@ -269,6 +297,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
     _write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
     _update_metrics(ws.reports / "metrics.json", bcfg.name, result)
+    _update_metrics_file(ws.path(ws.settings.paths.metrics_file), bcfg.name, headline_metrics(result))
     result.save(out / f"{bcfg.name}.json")
     return result
 
@@ -313,6 +342,7 @@ def candidates_from(result: EvaluationResult, backbone: str, ws: Workspace | Non
 def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationResult | None = None) -> Decision:
     from anchorprune.registry import ChampionSpec, promote
 
+    ws.check_dataset()  # promote reads no pages, but must not promote what a broken dataset scored
     if evaluation is None:
         evaluation = load_evaluation(ws.reports / "evaluation" / f"{bcfg.name}.json", bcfg.name)
     p = ws.settings.promote
@@ -382,6 +412,25 @@ def _update_metrics(path: Path, backbone: str, result: EvaluationResult) -> None
     write_json(path, metrics)
 
 
+def headline_metrics(result: EvaluationResult) -> dict:
+    """The few numbers `dvc metrics show/diff` compares, per backbone: full nDCG@5, then per γ the
+    nDCG@5 retention of SAP (its first window spec) and of random pruning (``sap@0.1``, ``random@0.1``)."""
+    out: dict = {"ndcg@5": round(result.full.metrics.get("ndcg@5", 0.0), 4)}
+    for method in ("sap", "random"):
+        for g in sorted({c.gamma for c in result.configs}, reverse=True):
+            found = [c for c in result.configs if c.method == method and c.gamma == g]
+            if found:
+                out[f"{method}@{g:g}"] = round(found[0].ndcg_retention, 4)
+    return out
+
+
+def _update_metrics_file(path: Path, backbone: str, values: dict) -> None:
+    """Replace one backbone's entry in the small, git-tracked headline metrics file (stable key order)."""
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics[backbone] = values
+    write_json(path, metrics)
+
+
 # ---------------------------------------------------------------- index
 def index_backbone(ws: Workspace) -> BackboneConfig:
     """The backbone whose champion the index serves (``index.backbone``, else the first listed)."""
@@ -397,24 +446,60 @@ def open_serving_index(ws: Workspace):
     return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
 
 
+def index_config_key(ws: Workspace) -> dict:
+    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out)."""
+    return ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+
+
+def serving_is_current(ws: Workspace, index, model: str, model_version: str | int | None,
+                       dataset_hash: str) -> dict | None:
+    """The no-op reindex decision: the serving version's build record when a rebuild would change nothing.
+
+    A rebuild is skipped only when the serving version was built from this champion (model and
+    version), this data (DVC version and dataset content hash) and this index config, as recorded
+    in its manifest; anything missing or different (an older manifest) means rebuild.
+    """
+    serving = index.current()
+    if serving is None:
+        return None
+    meta = serving.manifest.get("meta") or {}
+    want = {"model": model, "model_version": str(model_version), "data_version": ws.data_version(),
+            "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
+    have = {k: (str(meta.get(k)) if k == "model_version" and meta.get(k) is not None else meta.get(k))
+            for k in want}
+    if have != want:
+        changed = sorted(k for k in want if have[k] != want[k])
+        log.info("index %s: rebuilding (changed since v%s: %s)", ws.settings.index.name, serving.number,
+                 ", ".join(changed))
+        return None
+    return {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": serving.number,
+            "pages": serving.pages, "vectors": serving.vectors, "bytes": serving.bytes,
+            "reencoded_pages": 0, "reused_pages": serving.pages, **meta, "rebuilt": False,
+            "reason": f"champion {model} v{model_version}, data {ws.data_version()} and the index config are "
+                      f"unchanged since v{serving.number}: nothing rebuilt"}
+
+
 class IndexStageError(LookupError):
     """The index stage cannot start: no backbone configured, or no ``@champion`` in the registry."""
 
 
-def stage_index(ws: Workspace, wait: bool = False) -> dict:
+def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> dict:
     """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
 
     The build lock is held for the whole rebuild (read the champion, encode, build, verify,
     swap, prune), whoever runs it (CLI, Prefect, ``dvc repro``, cron): a second one is refused
     at once naming the holder, or queues with ``wait=True``. The swap is a compare-and-swap
     against the version the rebuild started from, so it never moves the index backwards.
+    Nothing is built when the serving version already has this champion, data and index
+    config and its stored pages pass their checksums (:func:`serving_is_current`; ``force``
+    rebuilds anyway).
     """
     index = open_serving_index(ws)
     with index.rebuild(wait=wait) as started_from:
-        return _stage_index_locked(ws, index, started_from)
+        return _stage_index_locked(ws, index, started_from, force=force)
 
 
-def _stage_index_locked(ws: Workspace, index, started_from: int | None) -> dict:
+def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False) -> dict:
     """:func:`stage_index`'s body, run with the build lock held.
 
     Pages whose content hash is already in the serving version are not re-encoded;
@@ -435,6 +520,15 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None) -> dict:
     stale = stale_reason(ws.tracker, bcfg.name)
     if stale:
         log.warning("serving a STALE champion %s v%s: %s", candidate.name, spec.version, stale)
+    dataset_hash = ws.check_dataset()
+    if not force:
+        same = serving_is_current(ws, index, model_name(bcfg.name), spec.version, dataset_hash)
+        # a serving version whose stored pages fail their checksums is rebuilt (damaged pages re-encoded)
+        if same is not None and not index.damaged_pages([p.page_id for p in ws.dataset.pages()]):
+            log.info("index %s: %s", same["index"], same["reason"])
+            same = {k: v for k, v in same.items() if k != "spec"}
+            write_json(ws.reports / "index.json", same)   # `dvc repro` removes the stage's output before it runs
+            return same
     spec_bcfg = spec.backbone_config()
     backbone = ws.backbone(spec_bcfg)
     pruner = spec.pruner()          # everything (window, γ, κ) from the spec: nothing recomputed here
@@ -457,14 +551,16 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None) -> dict:
     pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
     keep = [p.page_id for p in pages if p.page_id not in feats]
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
-            "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or ""}
+            "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or "",
+            "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
     version = index.build(pruned, meta, reuse=keep)
     index.swap(version, expected=started_from)      # compare-and-swap: never backwards
     index.prune_versions(ws.settings.index.keep_versions)
     info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
             "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
             "reencoded_pages": len(changed), "reused_pages": len(keep),
-            **{k: v for k, v in meta.items() if k != "spec"}}
+            **{k: v for k, v in meta.items() if k != "spec"}, "rebuilt": True,
+            "reason": f"built from champion {meta['model']} v{spec.version} and data {meta['data_version']}"}
     write_json(ws.reports / "index.json", info)
     return info
 

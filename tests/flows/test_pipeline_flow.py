@@ -87,11 +87,51 @@ def test_pipeline_end_to_end(project):
         hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
         assert hits[0].page_id == f"p{i:02d}"
 
-    # a rebuild with the same champion and unchanged pages re-sends nothing
-    from anchorprune.stages import stage_index
+    # headline metrics for `dvc metrics show/diff`: a few numbers per backbone, the same as the evaluation
+    headline = json.loads((project / "metrics.json").read_text())["mock"]
+    assert set(headline) == {"ndcg@5", "sap@0.2", "sap@0.1", "random@0.2", "random@0.1"}
+    assert headline["sap@0.1"] == round(sap.ndcg_retention, 4)
+    assert headline["random@0.1"] == round(rnd.ndcg_retention, 4)
+    assert headline["ndcg@5"] == round(ev.full.metrics["ndcg@5"], 4)
 
-    again = stage_index(ws)
-    assert again["version"] == info["version"] + 1
+    # the pipeline run published its summary: decision and links to the MLflow run and model version
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as pc:   # the newest: other tests of this session run pipelines too
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["anchorprune-pipeline"])),
+                                 sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert arts, "no pipeline artifact"
+    md = arts[0].data
+    assert f"/#/models/{model_name('mock')}/versions/{mv.version}" in md
+    assert f"runs/{parent.info.run_id}" in md and "### promote" in md and "now serves v" in md
+
+    # a triggered reindex with champion, data and index config unchanged builds nothing and says so
+    from flows.reindex import reindex_flow
+
+    from anchorprune.stages import serving_is_current, stage_index
+
+    kept = [v.number for v in open_serving_index(ws).versions()]
+    noop = reindex_flow(params="params.yaml", root=str(project))
+    assert noop["rebuilt"] is False and noop["version"] == info["version"], noop
+    assert "nothing rebuilt" in noop["reason"]
+    assert [v.number for v in open_serving_index(ws).versions()] == kept
+    (project / "reports" / "index.json").unlink()              # as `dvc repro` does before running the stage
+    assert stage_index(ws)["rebuilt"] is False
+    recorded = json.loads((project / "reports" / "index.json").read_text())
+    assert recorded["version"] == info["version"] and recorded["rebuilt"] is False
+
+    # a changed index config (or data) is a reason to rebuild
+    idx, mv = open_serving_index(ws), champ_version(tracker)
+    other = Workspace(load_settings(project / "params.yaml", overrides={"index": {"dtype": "float16"}}), project)
+    assert serving_is_current(ws, idx, model_name("mock"), mv, ws.check_dataset()) is not None
+    assert serving_is_current(other, idx, model_name("mock"), mv, ws.check_dataset()) is None
+    assert serving_is_current(ws, idx, model_name("mock"), mv, "0" * 64) is None
+
+    # forced: a new version that re-sends nothing (every page reused)
+    again = stage_index(ws, force=True)
+    assert again["version"] == info["version"] + 1 and again["rebuilt"] is True
     assert (again["reused_pages"], again["reencoded_pages"]) == (40, 0)
 
     # issue 13: a served page whose stored vectors were overwritten is re-encoded, not copied forward
@@ -104,10 +144,14 @@ def test_pipeline_end_to_end(project):
     data = bytearray(vec.read_bytes())
     data[:16] = np.full(4, 0.5, dtype=np.float32).tobytes()        # page 0's first vector: wrong but finite
     vec.write_bytes(bytes(data))
-    healed = stage_index(ws)
-    assert (healed["reused_pages"], healed["reencoded_pages"]) == (15, 1)
+    healed = stage_index(ws)       # nothing changed, but a damaged page: rebuilt
+    assert (healed["reused_pages"], healed["reencoded_pages"]) == (39, 1)
     LocalIndex(vdir.parent.parent, ws.settings.index.name).verify(healed["version"])
     assert stage_search(ws, "which page is about topic:t0?", k=1)[0].page_id == "p00"
+
+
+def champ_version(tracker) -> str:
+    return str(tracker.client.get_model_version_by_alias(model_name("mock"), "champion").version)
 
 
 def test_champion_runs_as_pyfunc(project):

@@ -16,7 +16,8 @@ runner = CliRunner()
 
 def _params(tmp_path, name="cli-idx"):
     p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump({"paths": {"index_dir": str(tmp_path / "indexes")}, "index": {"name": name}}))
+    p.write_text(yaml.safe_dump({"paths": {"index_dir": str(tmp_path / "indexes")}, "index": {"name": name},
+                                 "backbones": [{"name": "m", "kind": "mock", "model_id": "m"}]}))  # a config needs one
     return p
 
 

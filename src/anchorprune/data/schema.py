@@ -7,7 +7,10 @@ Every source (ViDoRe, a folder of PDFs, the Debian demo) is written in this layo
       images/           one file per page (image_path is relative to the dataset folder)
       queries.parquet   query_id, text
       qrels.parquet     query_id, page_id, relevance
-      manifest.json     name, source, revision, counts, created_at, schema_version, extra
+      manifest.json     name, source, revision, counts, schema_version, extra
+
+The folder depends only on its content: the manifest holds no build time, so rebuilding the
+same pages gives the same DVC hash (``data.dvc``, ``dvc.lock``) and no stage is marked stale.
 
 Optionally ``corpus.parquet`` and ``queries.parquet`` carry a ``source`` column (both or
 neither): the evaluation dataset each page and query belongs to (e.g. one per ViDoRe set).
@@ -43,7 +46,6 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +171,6 @@ class DatasetWriter:
             "revision": revision,
             "schema_version": SCHEMA_VERSION,
             "counts": {"pages": len(self._pages), "queries": len(self._queries), "qrels": len(self._qrels)},
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "extra": dict(extra or {}),
         }
         (self.root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

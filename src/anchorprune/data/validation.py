@@ -41,9 +41,9 @@ MAX_LISTED = 10        # ids listed per failed check in the report
 class DataValidationError(ValueError):
     """A dataset failed validation; ``report`` holds the failed checks."""
 
-    def __init__(self, report: ValidationReport):
+    def __init__(self, report: ValidationReport, hint: str | None = None):
         self.report = report
-        super().__init__(report.render())
+        super().__init__(report.render(hint))
 
 
 @dataclass
@@ -82,14 +82,15 @@ class ValidationReport:
     def success(self) -> bool:
         return not self.failures
 
-    def render(self) -> str:
+    def render(self, hint: str | None = None) -> str:
+        """The report; ``hint`` replaces the closing advice (the default suits a build)."""
         head = (f"dataset {self.dataset}: {len(self.results)} checks, "
                 f"{len(self.failures)} failed, {len(self.warnings)} warnings")
         lines = [head]
         lines += [f"  FAILED  {r.line()}" for r in self.failures]
         lines += [f"  warning {r.line()}" for r in self.warnings]
         if self.failures:
-            lines.append("  nothing was written to data/; fix the source and rebuild")
+            lines.append("  " + (hint or "nothing was written to data/; fix the source and rebuild"))
         return "\n".join(lines)
 
 
@@ -321,3 +322,59 @@ def validate_dataset_dir(path: str | Path, raise_on_failure: bool = True) -> Val
         raise DataValidationError(report)
     log.info("dataset %s valid: %d pages, %d queries, %d qrels", name, len(corpus), len(queries), len(qrels))
     return report
+
+
+def dataset_content_hash(path: str | Path) -> str:
+    """sha256 over every file of a dataset folder (relative path + bytes), in a stable order."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\x00")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _suite_hash() -> str:
+    """The suites' own version: a change to this module invalidates every cached verdict."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def ensure_valid(path: str | Path, cache_dir: str | Path | None) -> str:
+    """Validate a dataset folder before a stage uses it; returns its content hash.
+
+    A passing verdict is remembered in ``cache_dir`` under the folder's content hash (and the
+    suites' version), so later stages pay one hash of the files, not a GX run. A failing dataset
+    is never cached: every stage raises :class:`DataValidationError` on it.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        from anchorprune.data.schema import DatasetError
+
+        raise DatasetError(f"dataset folder {path} does not exist; build it first "
+                           "(`anchorprune data build-demo`, `data vidore` or `data pdfs`)")
+    digest = dataset_content_hash(path)
+    marker = Path(cache_dir) / f"{digest[:32]}-{_suite_hash()}.json" if cache_dir else None
+    if marker is not None and marker.exists():
+        log.debug("dataset %s already validated (content %s)", path, digest[:12])
+        return digest
+    try:
+        report = validate_dataset_dir(path)
+    except DataValidationError as exc:
+        raise DataValidationError(exc.report, f"the stage did not run (nothing written, nothing logged); fix or "
+                                              f"rebuild {path}, then run it again") from None
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"dataset": str(path), "content_hash": digest, "checks": len(report.results),
+                                   "warnings": [w.line() for w in report.warnings]}, indent=2))
+        tmp.replace(marker)
+    return digest
