@@ -77,15 +77,20 @@ def calibrate_markdown(ws, windows: dict[str, list[int]], ui: str | None = None)
 def evaluate_markdown(ws, names: list[str], ui: str | None = None) -> str:
     lines = ["### evaluate", ""]
     for name in names:
-        rec = _read(ws.reports / "evaluation" / f"{name}.json")
-        if rec is None:
+        from anchorprune.evaluation import EvaluationResult
+
+        path = ws.reports / "evaluation" / f"{name}.json"
+        if not path.exists():
             lines.append(f"- {name}: no report")
             continue
-        rows = [r for r in rec["rows"] if r.get("method") != "full"]
+        result = EvaluationResult.load(path)
+        rec = {"parent_run_id": result.parent_run_id}
+        all_rows = result.rows()
+        rows = [r for r in all_rows if r.get("method") != "full"]
         best = max(rows, key=lambda r: r.get("ndcg_retention", 0.0), default=None)
-        full = next((r for r in rec["rows"] if r.get("method") == "full"), {})
-        lines.append(f"- **{name}**: {len(rows)} configs on {rec.get('num_queries')} queries, "
-                     f"{rec.get('num_pages')} pages; full nDCG@5 {full.get('ndcg@5', float('nan')):.3f}; "
+        full = next((r for r in all_rows if r.get("method") == "full"), {})
+        lines.append(f"- **{name}**: {len(rows)} configs on {result.num_queries} queries, "
+                     f"{result.num_pages} pages; full nDCG@5 {full.get('ndcg@5', float('nan')):.3f}; "
                      + (f"best retention {best['ndcg_retention']:.3f} ({best['method']} γ={best['gamma']:g}, "
                         f"window {best.get('window') or '-'}); " if best else "")
                      + f"MLflow {run_link(ws.tracker.experiment_id, rec.get('parent_run_id'), 'parent run', ui)}")

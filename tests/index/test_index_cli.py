@@ -129,7 +129,8 @@ def test_build_without_a_champion_says_to_promote(tmp_path, tracking_config, mon
                      "experiment": tracking_config.experiment}}))
     monkeypatch.chdir(tmp_path)
     nothing = runner.invoke(app, ["index", "build", "--params", str(params)])
-    assert nothing.exit_code == 1 and "lists no backbones" in nothing.output, nothing.output
+    # a config without backbones is refused at load (#16), before any index work
+    assert nothing.exit_code == 2 and "lists no backbone" in nothing.output, nothing.output
     cfg = yaml.safe_load(params.read_text())
     cfg["backbones"] = [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock"}]
     params.write_text(yaml.safe_dump(cfg))
