@@ -9,13 +9,15 @@ from flows.common import STAGE_POLICY, provenance_key
 
 from anchorprune import provenance
 
+BACKBONES = [{"name": "b", "kind": "mock", "model_id": "anchorprune/mock"}]  # a config needs one (#16)
+
 
 def _project(tmp_path):
     root = tmp_path / "proj"
     data = root / "data" / "synth"
     data.mkdir(parents=True)
     (data / "pages.jsonl").write_text('{"page_id": "p0", "text": "a"}\n')
-    (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dataset": "synth"}}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dataset": "synth"}, "backbones": BACKBONES}))
     return root
 
 
@@ -34,7 +36,7 @@ def test_data_content_change_invalidates(tmp_path):
 def test_config_change_invalidates(tmp_path):
     root = _project(tmp_path)
     before = _key(root)
-    (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dataset": "synth", "seed": 3}}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dataset": "synth", "seed": 3}, "backbones": BACKBONES}))
     assert _key(root) != before
 
 
