@@ -326,17 +326,9 @@ def validate_dataset_dir(path: str | Path, raise_on_failure: bool = True) -> Val
 
 def dataset_content_hash(path: str | Path) -> str:
     """sha256 over every file of a dataset folder (relative path + bytes), in a stable order."""
-    import hashlib
+    from anchorprune.provenance import tree_hash
 
-    path = Path(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\x00")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\x00")
-    return h.hexdigest()
+    return tree_hash(Path(path))
 
 
 def _suite_hash() -> str:
