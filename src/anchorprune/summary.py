@@ -13,7 +13,7 @@ describe exactly what the stages wrote.
 nothing changed
 <BLANKLINE>
 - serves v3: 10 pages, 40 vectors, 0.0 MB
-- champion: [anchorprune-m v2](http://ui/#/models/anchorprune-m/versions/2); data version `abc`
+- champion: [anchorprune-m v2](http://ui/#/models/anchorprune-m/versions/2?workflowType=machine_learning); data version `abc`
 """
 
 from __future__ import annotations
@@ -30,16 +30,20 @@ def mlflow_ui() -> str:
     return os.environ.get("ANCHORPRUNE_MLFLOW_UI", DEFAULT_UI).rstrip("/")
 
 
+# MLflow 3.17's UI opens in its GenAI view unless the URL asks for the model-training one
+ML_VIEW = "workflowType=machine_learning"
+
+
 def run_link(experiment_id: str, run_id: str | None, label: str = "", ui: str | None = None) -> str:
     if not run_id:
         return "-"
-    return f"[{label or run_id[:8]}]({ui or mlflow_ui()}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"[{label or run_id[:8]}]({ui or mlflow_ui()}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW})"
 
 
 def model_link(model: str, version: str | int | None, ui: str | None = None) -> str:
     if version in (None, ""):
         return f"{model} (no version)"
-    return f"[{model} v{version}]({ui or mlflow_ui()}/#/models/{model}/versions/{version})"
+    return f"[{model} v{version}]({ui or mlflow_ui()}/#/models/{model}/versions/{version}?{ML_VIEW})"
 
 
 def _read(path: Path) -> dict[str, Any] | None:
