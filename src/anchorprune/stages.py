@@ -527,7 +527,10 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
         if same is not None and not index.damaged_pages([p.page_id for p in ws.dataset.pages()]):
             log.info("index %s: %s", same["index"], same["reason"])
             same = {k: v for k, v in same.items() if k != "spec"}
-            write_json(ws.reports / "index.json", same)   # `dvc repro` removes the stage's output before it runs
+            # `dvc repro` removes the stage's output before it runs: write it then, but leave the serving
+            # version's own record alone otherwise, so a no-op reindex keeps `dvc status` clean
+            if not (ws.reports / "index.json").exists():
+                write_json(ws.reports / "index.json", same)
             return same
     spec_bcfg = spec.backbone_config()
     backbone = ws.backbone(spec_bcfg)

@@ -133,6 +133,9 @@ def test_pipeline_end_to_end(project):
     again = stage_index(ws, force=True)
     assert again["version"] == info["version"] + 1 and again["rebuilt"] is True
     assert (again["reused_pages"], again["reencoded_pages"]) == (40, 0)
+    before = (project / "reports" / "index.json").read_bytes()  # the build's own record (rebuilt: true)
+    assert stage_index(ws)["rebuilt"] is False                 # a no-op leaves it as it is: `dvc status` stays clean
+    assert (project / "reports" / "index.json").read_bytes() == before
 
     # issue 13: a served page whose stored vectors were overwritten is re-encoded, not copied forward
     import numpy as np
