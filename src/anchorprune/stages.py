@@ -463,7 +463,8 @@ def serving_is_current(ws: Workspace, index, model: str, model_version: str | in
     if serving is None:
         return None
     meta = serving.manifest.get("meta") or {}
-    want = {"model": model, "model_version": str(model_version), "data_version": ws.data_version(),
+    data_version = ws.data_version()
+    want = {"model": model, "model_version": str(model_version), "data_version": data_version,
             "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
     have = {k: (str(meta.get(k)) if k == "model_version" and meta.get(k) is not None else meta.get(k))
             for k in want}
@@ -475,7 +476,7 @@ def serving_is_current(ws: Workspace, index, model: str, model_version: str | in
     return {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": serving.number,
             "pages": serving.pages, "vectors": serving.vectors, "bytes": serving.bytes,
             "reencoded_pages": 0, "reused_pages": serving.pages, **meta, "rebuilt": False,
-            "reason": f"champion {model} v{model_version}, data {ws.data_version()} and the index config are "
+            "reason": f"champion {model} v{model_version}, data {data_version} and the index config are "
                       f"unchanged since v{serving.number}: nothing rebuilt"}
 
 
@@ -524,7 +525,7 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     if not force:
         same = serving_is_current(ws, index, model_name(bcfg.name), spec.version, dataset_hash)
         # a serving version whose stored pages fail their checksums is rebuilt (damaged pages re-encoded)
-        if same is not None and not index.damaged_pages([p.page_id for p in ws.dataset.pages()]):
+        if same is not None and not index.damaged_pages(ws.dataset.page_ids):
             log.info("index %s: %s", same["index"], same["reason"])
             same = {k: v for k, v in same.items() if k != "spec"}
             # `dvc repro` removes the stage's output before it runs: write it then, but leave the serving
