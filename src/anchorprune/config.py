@@ -106,7 +106,7 @@ class DataConfig(_Frozen):
     dpi: int = Field(100, ge=36, le=600)
     limit: int | None = Field(None, ge=1)
     blank_titles: bool = True
-    demo_variant: Literal["small", "large"] = "small"
+    demo_variant: Literal["small", "large", "debian"] = "small"   # debian: the ~10.7k-page benchmark corpus
     calibration_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     seed: int = 0
 

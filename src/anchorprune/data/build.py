@@ -38,6 +38,11 @@ def build_dataset(settings: Settings, root: str | Path, *, rebuild: bool = False
         log.info("dataset %s exists; not rebuilding (pass rebuild=True to rebuild)", final)
         return final, json.loads((final / MANIFEST_FILE).read_text())
     data_root = final.parent
+    if d.source == "demo" and d.demo_variant == "debian":
+        from anchorprune.data.debian_bench import build_debian_bench
+
+        return build_debian_bench(data_root, name=d.dataset, dpi=d.dpi, cache_dir=cache_dir or root / "cache" / "debs",
+                                  blank_titles=d.blank_titles, max_pages_per_doc=d.limit)
     if d.source == "demo":
         from anchorprune.data.demo import build_demo
 

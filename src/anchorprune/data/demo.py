@@ -132,8 +132,13 @@ def download_deb(cache_dir: Path, package: str = DEB_PACKAGE) -> DebInfo:
 
 def extract_manuals(deb: DebInfo, cache_dir: Path) -> Path:
     """``dpkg-deb -x`` into ``cache_dir/<deb stem>/``; returns the folder holding the PDFs."""
+    return extract_deb(deb, cache_dir, MANUAL_DIR)
+
+
+def extract_deb(deb: DebInfo, cache_dir: Path, inner: Path | str = ".") -> Path:
+    """``dpkg-deb -x`` into ``cache_dir/<deb stem>/`` (once per verified sha256); returns ``inner`` in it."""
     target = cache_dir / deb.path.stem
-    manuals = target / MANUAL_DIR
+    manuals = target / inner
     stamp = target / ".sha256"
     if manuals.is_dir() and stamp.exists() and stamp.read_text().strip() == deb.sha256:
         return manuals
