@@ -480,22 +480,42 @@ def test_a_query_encoder_with_other_matrices_is_refused(fake, monkeypatch):
         fresh.search(planted_query(pages[1]), k=2)
 
 
-def test_reuse_copies_fdes_only_from_a_version_with_the_same_first_stage(fake):
+def test_reuse_copies_fdes_server_side_from_a_version_with_the_same_first_stage(fake):
     pages = make_pages(n=10)
-    old = es_index("float32", first_stage="mean", candidates=4, exact_max_pages=2)
-    old.swap(old.build(pages, {}))
     idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
-    with pytest.raises(IndexInputError, match=r"serving v1 has first stage 'mean'.*Re-send every page"):
-        idx.build(pages[:2], {}, reuse=[p.page_id for p in pages[2:]])
-    assert [n for n in fake.indices if n.startswith("pages-v")] == ["pages-v1"]      # nothing was created
-    idx.swap(idx.build(pages, {}))                                  # v2: every page, with FDEs
-    v3 = idx.build(pages[:2], {}, reuse=[p.page_id for p in pages[2:]])   # v3: 8 pages copied with their FDEs
-    docs2, docs3 = fake.indices["pages-v2"].docs, fake.indices["pages-v3"].docs
-    assert all(np.array_equal(docs3[i].vectors["fde"], docs2[i].vectors["fde"]) for i in docs2)
-    idx.swap(v3)
+    idx.swap(idx.build(pages, {}))                                        # v1: every page, with FDEs
+    v2 = idx.build(pages[:2], {}, reuse=[p.page_id for p in pages[2:]])   # v2: 8 pages copied by _reindex
+    assert len(fake.of("reindex")) == 1
+    docs1, docs2 = fake.indices["pages-v1"].docs, fake.indices["pages-v2"].docs
+    assert all(np.array_equal(docs2[i].vectors["fde"], docs1[i].vectors["fde"]) for i in docs1)
+    idx.swap(v2)
     q = planted_query(pages[7], m=3)
-    assert idx.search(q, k=3) == es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS,
-                                          candidates=4, exact_max_pages=2).search(q, k=3)
+    assert idx.search(q, k=3)[0].page_id == "p007"
+
+
+@pytest.mark.parametrize("version", ["8.18.0", "9.3.0"])       # vectors kept in _source / rehydrated (9.2+)
+@pytest.mark.parametrize("dtype", ["float16", "bits"])
+def test_reuse_from_a_version_without_matching_fdes_resends_the_pages_with_new_ones(monkeypatch, version, dtype):
+    """A switch to muvera (or new MUVERA params) with an incremental rebuild: _reindex would copy pages without
+    (matching) FDEs, so the reused pages are read back and re-sent with the FDE of their stored vectors."""
+    fake = install(monkeypatch, FakeES(version=version))
+    pages = make_pages(n=10, dim=32)
+    reuse = [p.page_id for p in pages[2:]]
+    old = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    old.swap(old.build(pages, {}))
+    idx = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    v2 = idx.build(pages[:2], {}, reuse=reuse)
+    assert not fake.of("reindex") and v2.pages == 10 and v2.manifest["first_stage"]["name"] == "muvera"
+    idx.swap(v2)
+    fresh = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    v3 = fresh.build(pages, {})
+    docs2, docs3 = fake.indices["pages-v2"].docs, fake.indices[f"pages-v{v3.number}"].docs
+    for i in docs3:       # every page: the same stored vectors, mean and FDE as a build that sent it afresh
+        for f in ("vectors", "mean_vector", "fde"):
+            np.testing.assert_allclose(docs2[i].vectors[f], docs3[i].vectors[f], rtol=1e-6, atol=1e-7, err_msg=(i, f))
+        assert docs2[i].source["content_hash"] == docs3[i].source["content_hash"]
+    q = planted_query(pages[7], m=3)
+    assert idx.search(q, k=3)[0].page_id == "p007"
 
 
 def test_quantised_knn_still_returns_exact_maxsim_scores(fake):

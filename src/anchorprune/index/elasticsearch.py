@@ -809,6 +809,7 @@ class ElasticsearchIndex:
         serving = self._serving_number()
         dim: int | None = None
         reused_norm = 0.0
+        recompute = False
         if reuse:
             if serving is None:
                 raise IndexInputError(f"reuse names {len(reuse)} pages but alias {self.name!r} serves no version "
@@ -819,16 +820,17 @@ class ElasticsearchIndex:
             if sman.get("dtype") != self.dtype:
                 raise IndexInputError(f"the serving version stores {sman.get('dtype')} vectors and this build "
                                       f"{self.dtype}: re-send every page (reuse=())")
-            # _reindex copies the reused pages' first-stage vectors as they are: they must be this build's
+            # _reindex copies the reused pages' first-stage vectors as they are: they must be this build's,
+            # else the reused pages are read back and sent again with FDEs computed here
             have = {k: v for k, v in (sman.get("first_stage") or {"name": "mean"}).items()
                     if k in ("name", "params", "fingerprint")}
             want = {k: v for k, v in self._stage_record(self._new_encoder(dim)).items()
                     if k in ("name", "params", "fingerprint")}
-            if want["name"] == "muvera" and have != want:
-                raise IndexInputError(
-                    f"this build writes MUVERA FDEs ({want['params']}) but the serving v{serving} has first stage "
-                    f"{have.get('name')!r} {have.get('params') or ''}: its {len(reuse)} reused pages would be copied "
-                    "without matching FDEs. Re-send every page (reuse=(); `anchorprune index build --force`)")
+            recompute = want["name"] == "muvera" and have != want
+            if recompute:
+                log.info("alias %s: the serving v%d has first stage %r %s, this build MUVERA %s: the %d reused "
+                         "pages are read back and re-sent with new FDEs (not copied server-side)", self.name,
+                         serving, have.get("name"), have.get("params") or "", want["params"], len(reuse))
             known = self.existing_hashes()
             missing = [r for r in reuse if r not in known]
             if missing:
@@ -875,7 +877,9 @@ class ElasticsearchIndex:
             self._create(iname, dim, manifest, element, None if encoder is None else encoder.dims)
             created = True
             self._step("reuse")
-            if reuse:
+            if reuse and recompute:
+                self._resend_reused(self.index_name(serving), iname, reuse, encoder, element)  # type: ignore[arg-type]
+            elif reuse:
                 self._copy_reused(self.index_name(serving), iname, reuse)    # type: ignore[arg-type]
             self._step("bulk")
             sent, vectors_sent = self._bulk(iname, first, stream, encoder, element)
@@ -975,43 +979,72 @@ class ElasticsearchIndex:
             total += float(resp["aggregations"]["n"]["value"])
         return total
 
+    def _resend_reused(self, source: str, dest: str, reuse: list[str], encoder: MuveraFirstStage | None,
+                       element: str) -> None:
+        """Copy reused pages through the client, adding the FDE of their stored vectors (``_reindex`` cannot
+        compute one). Each page's source is kept as stored; only ``fde`` is added."""
+        from elasticsearch import helpers
+
+        assert encoder is not None
+        stored_as = _STORED_AS[element]
+        dim = encoder.dim
+
+        def actions() -> Iterator[dict[str, Any]]:
+            for a in range(0, len(reuse), _REINDEX_BATCH):
+                for hit in helpers.scan(self.client, index=source, size=_REINDEX_BATCH, query={
+                        "query": {"ids": {"values": reuse[a:a + _REINDEX_BATCH]}},
+                        "_source": source_with_vectors(self.server().version)}):
+                    src = dict(hit["_source"])
+                    rows = src[VECTORS_FIELD]
+                    if stored_as == "bits":     # hex strings as sent, or signed ints rehydrated from doc values
+                        raw = np.stack([np.frombuffer(bytes.fromhex(r), np.uint8) if isinstance(r, str)
+                                        else np.asarray(r, np.int64).astype(np.uint8) for r in rows])
+                        v = quantize.decode(raw, "bits", dim)
+                    else:
+                        v = np.asarray(rows, np.float32)
+                    src[FDE_FIELD] = _stored_fde(encoder, v, stored_as).tolist()
+                    yield {"_op_type": "create", "_index": dest, "_id": hit["_id"], "_source": src}
+
+        sent = self._send(dest, actions(), f"re-send {dest}")
+        if sent != len(reuse):
+            raise CorruptVersionError(f"re-sent {sent} of {len(reuse)} unchanged pages from {source} to {dest}")
+
     def _bulk(self, iname: str, first: tuple[str, str, np.ndarray] | None,
               rest: Iterator[tuple[str, str, np.ndarray]], encoder: MuveraFirstStage | None = None,
               element: str = "float") -> tuple[int, int]:
-        from elasticsearch import helpers
-        from tqdm.auto import tqdm
-
         vectors = [0]
         stored_as = _STORED_AS[element]
-
-        def fde(v: np.ndarray) -> np.ndarray | None:
-            """The FDE of the page vectors as the server stores them (bfloat16-rounded, or signs for bits)."""
-            if encoder is None:
-                return None
-            return encoder.encode_document(quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1]))
 
         def actions() -> Iterator[dict[str, Any]]:
             if first is None:
                 return
             for pid, chash, v in _chain(first, rest):
                 vectors[0] += int(v.shape[0])
+                fde = None if encoder is None else _stored_fde(encoder, v, stored_as)
                 yield {"_op_type": "create", "_index": iname, "_id": pid,
-                       "_source": page_document(pid, chash, v, self.dtype, fde(v))}
+                       "_source": page_document(pid, chash, v, self.dtype, fde)}
+
+        return self._send(iname, actions(), f"bulk {iname}"), vectors[0]
+
+    def _send(self, iname: str, actions: Iterator[dict[str, Any]], desc: str) -> int:
+        """``streaming_bulk`` the actions (consumed lazily, chunk by chunk); the number indexed."""
+        from elasticsearch import helpers
+        from tqdm.auto import tqdm
 
         sent = 0
         for ok, item in tqdm(helpers.streaming_bulk(
-                self.client, actions(), chunk_size=self.chunk_pages, max_chunk_bytes=self.max_chunk_bytes,
+                self.client, actions, chunk_size=self.chunk_pages, max_chunk_bytes=self.max_chunk_bytes,
                 # raise_on_error=False: with True the helper raises on a per-document 429 before it can
                 # retry it; failures that survive the retries come back as ok=False and abort the build here
                 max_retries=self.max_retries, initial_backoff=1, max_backoff=60, raise_on_error=False,
-                raise_on_exception=True, refresh=False), desc=f"bulk {iname}", unit="page", disable=None):
+                raise_on_exception=True, refresh=False), desc=desc, unit="page", disable=None):
             if not ok:
                 (res,) = item.values()
                 if _is_license_refusal(res.get("status"), res.get("error")):
                     raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors"))
                 raise CorruptVersionError(f"bulk indexing into {iname} failed: {item}")
             sent += 1
-        return sent, vectors[0]
+        return sent
 
     def _smoke_search(self, iname: str, dim: int, page_norm: float) -> None:
         resp = dict(self.client.search(index=iname, size=1, source=False, query={"match_all": {}}))
@@ -1125,6 +1158,11 @@ class ElasticsearchIndex:
             hits = [Hit(h["_id"], self._score_back(float(h["_score"]), q, dtype, dim, norm)) for h in r["hits"]["hits"]]
             out.append(sorted(hits, key=lambda h: (-h.score, h.page_id)))     # ties by page id, as the metrics
         return out, report
+
+
+def _stored_fde(encoder: MuveraFirstStage, v: np.ndarray, stored_as: str) -> np.ndarray:
+    """The FDE of page vectors ``[k, d]`` as the server stores them (bfloat16-rounded, or signs for bits)."""
+    return encoder.encode_document(quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1]))
 
 
 def _norm_bound(page_norm_max: float, element: str) -> float:
