@@ -159,3 +159,17 @@ def test_a_muvera_build_over_a_generator_is_lazy_too(make_index):
 def test_bad_first_stage_names_are_refused(make_index):
     with pytest.raises(IndexInputError, match="'hnsw' is not one of none, mean, muvera, auto"):
         make_index(first_stage="hnsw")
+
+
+def test_auto_threshold_is_one_value_in_config_and_code(tmp_path):
+    from anchorprune.config import IndexConfig
+    from anchorprune.index import open_index
+    from anchorprune.index.first_stage import AUTO_THRESHOLD_PAGES, auto_stage
+
+    cfg = IndexConfig(first_stage="auto")
+    assert cfg.first_stage_threshold == AUTO_THRESHOLD_PAGES == 20_000 and cfg.first_stage_auto == "muvera"
+    idx = open_index(IndexConfig(first_stage="auto", first_stage_threshold=500), tmp_path)
+    assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "muvera")
+    assert IndexConfig().first_stage is None                          # null keeps its meaning: no first stage
+    assert open_index(IndexConfig(), tmp_path).first_stage == "none"
+    assert [auto_stage("auto", n) for n in (AUTO_THRESHOLD_PAGES - 1, AUTO_THRESHOLD_PAGES)] == ["none", "muvera"]
