@@ -221,11 +221,30 @@ class IndexConfig(_Frozen):
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
     two_stage: bool = False
-    # first stage before exact MaxSim: none | mean | muvera; null: mean if two_stage else none
-    first_stage: Literal["none", "mean", "muvera"] | None = None
+    # first stage before exact MaxSim: none | mean | muvera | auto; null: mean if two_stage else none
+    first_stage: Literal["none", "mean", "muvera", "auto"] | None = None
+    # auto: indexes of >= first_stage_threshold pages use first_stage_auto, smaller ones exact MaxSim
+    # (20000 = first_stage.AUTO_THRESHOLD_PAGES, a placeholder until benchmarks/first_stage.py picks it)
+    first_stage_threshold: int = Field(20_000, ge=1)
+    first_stage_auto: Literal["mean", "muvera"] = "muvera"
     muvera: MuveraConfig = MuveraConfig()
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
+
+    @model_validator(mode="after")
+    def _fde_fits_elasticsearch(self) -> IndexConfig:
+        """Elasticsearch's dense_vector holds at most 4096 dims (DenseVectorFieldMapper.MAX_DIMS_COUNT)."""
+        uses_muvera = self.first_stage == "muvera" or (self.first_stage == "auto" and self.first_stage_auto == "muvera")
+        if self.backend != "elasticsearch" or not uses_muvera:
+            return self
+        m = self.muvera
+        dims = m.final_dim if m.final_dim is not None else (
+            None if m.d_proj is None else m.reps * (1 << m.k_sim) * m.d_proj)
+        if dims is not None and dims > 4096:
+            raise ValueError(f"index.muvera gives {dims}-dim FDEs (reps {m.reps} x 2^k_sim {1 << m.k_sim} x d_proj "
+                             f"{m.d_proj}{'' if m.final_dim is None else f', final_dim {m.final_dim}'}), above "
+                             "Elasticsearch's dense_vector limit of 4096: lower reps, k_sim or d_proj, or set final_dim")
+        return self
 
     @field_validator("candidates")
     @classmethod

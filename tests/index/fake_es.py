@@ -20,7 +20,11 @@ exclude_source_vectors from 9.2 with exclude_vectors (8.19+) and _reindex rehydr
 scores in float32 over the stored element type (bfloat16 round-to-even, MSB-first bits, float query
 vs bit doc = Σ q_k over set bits), query-vector shape errors, missing field fails the search,
 negative script scores refused; [3] dense_vector unit length for dot_product, zero magnitude for
-cosine, kNN k / num_candidates bounds and order, knn retriever requires both, (1+cos)/2 scores;
+cosine, kNN k / num_candidates bounds and order, knn retriever requires both, (1+cos)/2 and
+max_inner_product scores; dense_vector dims in [1, 4096] and index_options (known types per version,
+bbq_disk from 9.2, quantised types float-only, bbq >= 64 dims; DenseVectorFieldMapper), the version's
+default index_options when the mapping has none, and scalar-quantised (int8 / int4) kNN scores
+computed on quantised vectors (bbq scores are refused, not invented);
 [4] rescorer window_size >= size, no negative window, no empty rescore, no scroll; [5] alias removal
 404 / partial success with action_results / must_exist; [6] bulk item errors, 409 on create;
 optimistic concurrency (if_seq_no / if_primary_term); [8] refresh visibility (GET real-time),
@@ -50,7 +54,16 @@ from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 VERSIONS = ("8.18.0", "9.0.0", "9.2.0", "9.3.0")
 
 KNN_MAX_CANDIDATES = 10_000              # [3] KnnSearchBuilder: "[num_candidates] cannot exceed [10000]"
-MAX_DIMS = 4096                          # [1] rank_vectors float/byte/bfloat16 dims in [1, 4096]
+MAX_DIMS = 4096                          # [1] rank_vectors float/byte/bfloat16 dims in [1, 4096]; dense_vector the
+                                         # same (DenseVectorFieldMapper.MAX_DIMS_COUNT = 4096; its tests expect "The
+                                         # number of dimensions should be in the range [1, 4096] but was [5000]")
+#: dense_vector index_options types (DenseVectorFieldMapper.VectorIndexType; spec DenseVectorIndexOptionsType).
+#: hnsw 8.0, int8_hnsw 8.12, flat / int8_flat 8.13, int4_* 8.15, bbq_* 8.16 (PR #114439 behind a flag, GA by
+#: 8.18): every one exists on the oldest server we support (8.18); bbq_disk only from 9.2 (spec PR #5434,
+#: "Adding new bbq_disk index type", cherry-picked Oct 2025; docs-content: "Available in Elasticsearch 9.2+")
+INDEX_OPTION_TYPES = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat")
+BBQ_DISK_SINCE = (9, 2, 0)
+BBQ_MIN_DIMS = 64                        # DenseVectorFieldMapper.BBQ_MIN_DIMS
 MAX_DIMS_BIT = 4096 * 8                  # [1] MAX_DIMS_COUNT_BIT
 DOT_PRODUCT_TOLERANCE = 1e-3             # [3] |‖v‖² − 1| > 1e-3 is refused (1e-4 before PR #110240, ~8.15)
 RANK_VECTORS_LICENCES = ("enterprise", "trial")   # [1] LicensedFeature.momentary(..., ENTERPRISE); trial works
@@ -156,6 +169,7 @@ class Index:
     created_version: tuple[int, int, int]
     docs: dict[str, Doc] = field(default_factory=dict)          # live (GET by id is real-time [8])
     visible: dict[str, Doc] = field(default_factory=dict)       # what search sees: the last refresh [8]
+    knn_types: dict[str, str] = field(default_factory=dict)     # dense_vector field -> index_options type in force
 
     @property
     def exclude_source_vectors(self) -> bool:
@@ -389,10 +403,52 @@ class FakeES:
         if et not in allowed:
             raise _bad(f"invalid element_type [{et}]; available types are {allowed}", "mapper_parsing_exception")
         if spec.get("dims") is not None:
-            self._check_dims(name, et, spec["dims"])
-        sim = spec.get("similarity", "l2_norm" if et == "bit" else "cosine")     # [3] dense_vector defaults
+            self._check_dims(name, et, spec["dims"])          # [1, 4096] (MAX_DIMS_COUNT), bit [8, 32768]
+        # [3] dense_vector defaults; max_inner_product exists from 8.11, so on every server we model
+        sim = spec.get("similarity", "l2_norm" if et == "bit" else "cosine")
         if sim not in ("cosine", "dot_product", "l2_norm", "max_inner_product"):
             raise _bad(f"Unknown value [{sim}] for field [similarity]", "mapper_parsing_exception")
+        opts = spec.get("index_options")
+        if opts is None:
+            return
+        if spec.get("index") is False:
+            raise _bad(f"Field [index_options] can only be set when [index] is true on field [{name}]",
+                       "mapper_parsing_exception")            # not in the note: index_options needs an indexed field
+        kind = opts.get("type")
+        if kind is None:
+            # DenseVectorFieldMapper.parseIndexOptions
+            raise _bad("[index_options] requires field [type] to be configured", "mapper_parsing_exception")
+        known = INDEX_OPTION_TYPES + (("bbq_disk",) if self.v >= BBQ_DISK_SINCE else ())
+        if kind not in known:
+            # DenseVectorFieldMapper.parseIndexOptions: VectorIndexType.fromString(type) is empty
+            raise _bad(f"Unknown vector index options type [{kind}] for field [{name}]", "mapper_parsing_exception")
+        if kind != "hnsw" and kind != "flat" and et != "float":
+            # IndexOptions.validateElementType: quantised types take float vectors only
+            raise _bad(f"[element_type] cannot be [{et}] when using index type [{kind}]", "mapper_parsing_exception")
+        dims = spec.get("dims")
+        if kind.startswith("bbq") and dims is not None and dims < BBQ_MIN_DIMS:
+            # BBQ*IndexOptions.validateDimension
+            raise _bad(f"{kind} does not support dimensions fewer than {BBQ_MIN_DIMS}; provided={dims}",
+                       "mapper_parsing_exception")
+
+    def knn_index_type(self, idx: Index, fname: str) -> str:
+        """The ``index_options.type`` a dense_vector field is indexed with: the mapping's, else the version's
+        default ([3] dense-vector.md: float int8_hnsw on 8.14-9.0 (PR #106836); 9.1+ bbq_hnsw when dims >= 384,
+        else int8_hnsw (PR #129825); 9.4+ bbq_disk "when the license allows" (PR #144885, Enterprise);
+        byte and bit plain hnsw (PR #151557))."""
+        if fname in idx.knn_types:
+            return idx.knn_types[fname]
+        spec = idx.mappings.get("properties", {}).get(fname, {})
+        if (spec.get("index_options") or {}).get("type"):
+            return spec["index_options"]["type"]
+        if spec.get("element_type", "float") != "float":
+            return "hnsw"
+        v = idx.created_version
+        if v >= (9, 4, 0) and self._licensed():
+            return "bbq_disk"
+        if v >= (9, 1, 0) and int(spec.get("dims") or 0) >= 384:
+            return "bbq_hnsw"
+        return "int8_hnsw"
 
     # ------------------------------------------------------------ indices
     def h_indices_create(self, parts, params, body):
@@ -922,10 +978,25 @@ class FakeES:
                        f"vectors [{spec['dims']}].")
         sim = spec.get("similarity", "cosine")
         self._check_similarity_input(sim, q, _bad)
-        scores = {}
-        for i, doc in idx.visible.items():
-            if fname in doc.vectors:
-                scores[i] = _knn_score(sim, q, doc.vectors[fname])
+        kind = self.knn_index_type(idx, fname)
+        docs = {i: doc.vectors[fname] for i, doc in idx.visible.items() if fname in doc.vectors}
+        if kind.startswith("bbq"):
+            # binary quantisation (+ its oversampled rescoring in 9.1+) is not modelled: refuse rather than invent
+            raise AssertionError(f"the fake Elasticsearch does not model {kind} kNN scores (field {fname!r}); map the "
+                                 "field with index_options hnsw / int8_hnsw / int4_hnsw / flat")
+        if kind.startswith(("int8", "int4")) and docs:
+            # Scalar-quantised graphs score with quantised query and document vectors (Lucene ScalarQuantizer:
+            # per segment, each component clipped to the segment's quantiles and rounded to 2^bits - 1 levels):
+            # the kNN _score is approximate. Modelled with the min / max of the visible vectors as the bounds
+            # (confidence_interval 1.0: one segment), which is within Lucene's error for these tests.
+            levels = 255 if kind.startswith("int8") else 15
+            stacked = np.stack(list(docs.values()))
+            lo, hi = float(stacked.min()), float(stacked.max())
+            q = _scalar_quantise(q, lo, hi, levels)
+            docs = {i: _scalar_quantise(d, lo, hi, levels) for i, d in docs.items()}
+        # hnsw / flat: float vectors, exact float32 scores. The graph search itself is brute force here: a real
+        # HNSW may miss a true neighbour (recall < 1), never adds a wrong score
+        scores = {i: _knn_score(sim, q, d) for i, d in docs.items()}
         return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
 
     def _retriever(self, idx: Index, r: dict[str, Any], size: int | None, scroll: bool) -> dict[str, float]:
@@ -1074,6 +1145,14 @@ def _preview(v: np.ndarray) -> str:
     return f"[{vals}{', ...' if len(v) > 5 else ''}]"
 
 
+def _scalar_quantise(v: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
+    """Clip to ``[lo, hi]``, round to ``levels`` steps, map back (scalar quantisation as scored)."""
+    if hi <= lo:
+        return v.astype(np.float32)
+    step = (hi - lo) / levels
+    return (np.round((np.clip(v, lo, hi) - lo) / step) * step + lo).astype(np.float32)
+
+
 def _knn_score(sim: str, q: np.ndarray, d: np.ndarray) -> float:
     """kNN ``_score`` per similarity ([3] dense-vector.md), in float32."""
     q, d = q.astype(np.float32), d.astype(np.float32)
@@ -1085,6 +1164,7 @@ def _knn_score(sim: str, q: np.ndarray, d: np.ndarray) -> float:
         return float(np.float32((1 + dot) / 2))
     if sim == "l2_norm":
         return float(np.float32(1 / (1 + np.float32(np.sum((q - d) ** 2)))))
+    # max_inner_product: 1 / (1 - ip) below 0, ip + 1 from 0 (monotone in ip: ranks by the raw inner product)
     return float(np.float32(1 / (1 - dot) if dot < 0 else dot + 1))
 
 

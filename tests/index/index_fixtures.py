@@ -48,17 +48,26 @@ def make_index(request, tmp_path, monkeypatch):
                         f"(test_es_requests checks the error); {client_install_hint(parse_version(server)[0])}")
         install(monkeypatch, FakeES(version=server))
 
-    def factory(dtype: str = "float32", two_stage: bool = False, candidates: int = 100):
+    def factory(dtype: str = "float32", two_stage: bool = False, candidates: int = 100, *,
+                first_stage: str | None = None, first_stage_params: dict | None = None,
+                first_stage_threshold: int | None = None, reopen: object = None):
+        """A fresh index, or (``reopen=<an index this factory made>``) a second handle on the same one."""
+        fs = {"first_stage": first_stage, "first_stage_params": first_stage_params,
+              "first_stage_threshold": first_stage_threshold}
         if request.param == "local":
-            return LocalIndex(tmp_path / "indexes", f"t-{len(made)}", dtype=dtype, two_stage=two_stage,
-                              candidates=candidates)
+            name = reopen.name if reopen is not None else f"t-{len(made)}"
+            return LocalIndex(tmp_path / "indexes", name, dtype=dtype, two_stage=two_stage,
+                              candidates=candidates, **fs)
         if recorded:
-            return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), f"t-{len(made)}", dtype=dtype,
-                                      two_stage=two_stage, candidates=candidates, exact_max_pages=0)
+            name = reopen.name if reopen is not None else f"t-{len(made)}"
+            return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), name, dtype=dtype,
+                                      two_stage=two_stage, candidates=candidates, exact_max_pages=0, **fs)
 
-        idx = ElasticsearchIndex.from_env(f"anchorprune-test-{uuid.uuid4().hex[:8]}", dtype=dtype,
-                                          two_stage=two_stage, candidates=candidates, exact_max_pages=0)
-        made.append(idx)
+        name = reopen.name if reopen is not None else f"anchorprune-test-{uuid.uuid4().hex[:8]}"
+        idx = ElasticsearchIndex.from_env(name, dtype=dtype, two_stage=two_stage, candidates=candidates,
+                                          exact_max_pages=0, **fs)
+        if reopen is None:
+            made.append(idx)
         return idx
 
     yield factory

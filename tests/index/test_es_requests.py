@@ -422,3 +422,124 @@ def test_score_offset_covers_bfloat16_rounding(fake):
     assert fake.indices["pages-v1"].mappings["properties"]["vectors"]["element_type"] == "bfloat16"
     (hit,) = idx.search(-d / d.norm(), k=1)
     assert hit.score == pytest.approx(-4 * 0.25 * (1 + 1 / 128), abs=1e-5)
+
+
+# ------------------------------------------------------------ first stages (issue #17)
+FS_PARAMS = {"k_sim": 3, "d_proj": 8, "reps": 4, "seed": 7}
+
+
+def test_muvera_body_is_knn_on_the_fde_field_rescored_exactly(fake):
+    from anchorprune.index.first_stage import make_first_stage
+
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    pages = make_pages(n=12)
+    idx.swap(idx.build(pages, {}))
+    (create,) = fake.of("indices.create")
+    assert create.body["mappings"]["properties"]["fde"] == {
+        "type": "dense_vector", "dims": 256, "index": True, "similarity": "max_inner_product",
+        "index_options": {"type": "hnsw"}}
+    doc = fake.indices["pages-v1"].docs["p003"]
+    enc = make_first_stage("muvera", 16, FS_PARAMS)
+    np.testing.assert_allclose(doc.vectors["fde"], enc.encode_document(pages[3].vectors.numpy()), rtol=1e-6)
+    q = planted_query(pages[5], m=3)
+    hits, report = idx.search_report([q], k=2)
+    assert hits[0][0].page_id == "p005" and (report.first_stage, report.candidates) == ("muvera", 4)
+    r = fake.of("msearch")[-1].body[1]["retriever"]["rescorer"]
+    knn = r["retriever"]["knn"]
+    assert knn["field"] == "fde" and knn["k"] == 4 and knn["num_candidates"] == 100
+    np.testing.assert_allclose(knn["query_vector"], enc.encode_query(q.numpy()), rtol=1e-6)
+    assert r["rescore"]["window_size"] == 4 and r["rescore"]["query"]["query_weight"] == 0.0
+
+
+def test_fde_dims_above_the_dense_vector_limit_are_refused_before_anything_exists(fake):
+    with pytest.raises(IndexInputError, match="8192 dims, above Elasticsearch's dense_vector limit of 4096"):
+        es_index(first_stage="muvera", first_stage_params={"k_sim": 4, "d_proj": 16, "reps": 32})
+    # without an inner projection the dims depend on d: refused at build, before the index is created
+    idx = es_index("float32", first_stage="muvera", first_stage_params={"k_sim": 8, "d_proj": None, "reps": 2})
+    with pytest.raises(IndexInputError, match="8192 dims"):
+        idx.build(make_pages(n=3), {})                                          # 2 * 256 * 16 = 8192
+    assert not fake.of("indices.create") and not [n for n in fake.indices if n.startswith("pages-v")]
+    assert IndexConfig(first_stage="muvera", muvera={"reps": 32}).muvera.reps == 32      # local: no limit
+
+
+def test_a_query_encoder_with_other_matrices_is_refused(fake, monkeypatch):
+    from anchorprune.index import first_stage as fs_mod
+    from anchorprune.index.elasticsearch import FirstStageMismatchError
+
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    pages = make_pages(n=12)
+    idx.swap(idx.build(pages, {}))
+    real = fs_mod.MuveraFirstStage.create.__func__
+
+    def other_numpy(cls, dim, seed=0, **kw):       # the same seed drawing other numbers (another numpy release)
+        return real(cls, dim, seed=seed + 1, **kw)
+
+    monkeypatch.setattr(fs_mod.MuveraFirstStage, "create", classmethod(other_numpy))
+    fresh = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    with pytest.raises(FirstStageMismatchError, match=r"pages-v1 was built with MUVERA FDEs .*seed 7.*differ"):
+        fresh.search(planted_query(pages[1]), k=2)
+
+
+def test_reuse_copies_fdes_server_side_from_a_version_with_the_same_first_stage(fake):
+    pages = make_pages(n=10)
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    idx.swap(idx.build(pages, {}))                                        # v1: every page, with FDEs
+    v2 = idx.build(pages[:2], {}, reuse=[p.page_id for p in pages[2:]])   # v2: 8 pages copied by _reindex
+    assert len(fake.of("reindex")) == 1
+    docs1, docs2 = fake.indices["pages-v1"].docs, fake.indices["pages-v2"].docs
+    assert all(np.array_equal(docs2[i].vectors["fde"], docs1[i].vectors["fde"]) for i in docs1)
+    idx.swap(v2)
+    q = planted_query(pages[7], m=3)
+    assert idx.search(q, k=3)[0].page_id == "p007"
+
+
+@pytest.mark.parametrize("version", ["8.18.0", "9.3.0"])       # vectors kept in _source / rehydrated (9.2+)
+@pytest.mark.parametrize("dtype", ["float16", "bits"])
+def test_reuse_from_a_version_without_matching_fdes_resends_the_pages_with_new_ones(monkeypatch, version, dtype):
+    """A switch to muvera (or new MUVERA params) with an incremental rebuild: _reindex would copy pages without
+    (matching) FDEs, so the reused pages are read back and re-sent with the FDE of their stored vectors."""
+    fake = install(monkeypatch, FakeES(version=version))
+    pages = make_pages(n=10, dim=32)
+    reuse = [p.page_id for p in pages[2:]]
+    old = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    old.swap(old.build(pages, {}))
+    idx = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    v2 = idx.build(pages[:2], {}, reuse=reuse)
+    assert not fake.of("reindex") and v2.pages == 10 and v2.manifest["first_stage"]["name"] == "muvera"
+    idx.swap(v2)
+    fresh = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    v3 = fresh.build(pages, {})
+    docs2, docs3 = fake.indices["pages-v2"].docs, fake.indices[f"pages-v{v3.number}"].docs
+    for i in docs3:       # every page: the same stored vectors, mean and FDE as a build that sent it afresh
+        for f in ("vectors", "mean_vector", "fde"):
+            np.testing.assert_allclose(docs2[i].vectors[f], docs3[i].vectors[f], rtol=1e-6, atol=1e-7, err_msg=(i, f))
+        assert docs2[i].source["content_hash"] == docs3[i].source["content_hash"]
+    q = planted_query(pages[7], m=3)
+    assert idx.search(q, k=3)[0].page_id == "p007"
+
+
+def test_quantised_knn_still_returns_exact_maxsim_scores(fake):
+    """int8_hnsw kNN scores are approximate; the rescored hits still carry the exact MaxSim."""
+    from index_helpers import brute_maxsim
+
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=6, exact_max_pages=2,
+                   knn_index_options="int8_hnsw")
+    pages = make_pages(n=20)
+    v = idx.build(pages, {})
+    idx.swap(v)
+    assert v.manifest["first_stage"]["index_options"] == "int8_hnsw"
+    q = planted_query(pages[11], m=3)
+    hits = idx.search(q, k=3)
+    by_id = {p.page_id: p for p in pages}
+    assert hits[0].page_id == "p011"
+    assert all(h.score == pytest.approx(brute_maxsim(q, by_id[h.page_id].vectors), abs=1e-4) for h in hits)
+    with pytest.raises(IndexInputError, match="knn_index_options 'pq' is not one of"):
+        es_index(knn_index_options="pq")
+
+
+def test_open_index_passes_the_first_stage_to_elasticsearch(fake, monkeypatch):
+    monkeypatch.setenv("ELASTICSEARCH_URL", "http://localhost:9200")
+    idx = open_index(IndexConfig(backend="elasticsearch", first_stage="auto", first_stage_threshold=500,
+                                 muvera={"k_sim": 3, "d_proj": 8, "reps": 4}), "/nonexistent")
+    assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "muvera")
+    assert idx.first_stage_params["reps"] == 4

@@ -218,13 +218,92 @@ def test_knn_retriever_requires_k_and_num_candidates():
 
 
 def test_knn_cosine_score_is_one_plus_cos_over_two_in_float32():
-    """[3] cosine _score = (1 + cos) / 2."""
+    """[3] cosine _score = (1 + cos) / 2 (float hnsw: the default int8_hnsw would score quantised vectors)."""
     fake = FakeES()
-    call(fake, "PUT", "/d", {"mappings": {"properties": {"m": {"type": "dense_vector", "dims": 2}}}})
+    call(fake, "PUT", "/d", {"mappings": {"properties": {"m": {"type": "dense_vector", "dims": 2,
+                                                               "index_options": {"type": "hnsw"}}}}})
     bulk(fake, "d", {"a": {"m": [0.6, 0.8]}}, refresh="true")
     _, out = call(fake, "POST", "/d/_search", {"retriever": {"knn": {"field": "m", "query_vector": [1.0, 0.0],
                                                                      "k": 1, "num_candidates": 10}}})
     assert out["hits"]["hits"][0]["_score"] == pytest.approx(0.8, abs=1e-7)
+
+
+def _dense(fake, spec, name="d"):
+    return call(fake, "PUT", f"/{name}", {"mappings": {"properties": {"m": {"type": "dense_vector", **spec}}}})
+
+
+@pytest.mark.parametrize(("spec", "reason"), [
+    ({"dims": 4097}, "The number of dimensions should be in the range [1, 4096] but was [4097]"),
+    ({"dims": 8, "index_options": {"type": "hnsw_plus"}}, "Unknown vector index options type [hnsw_plus] for field [m]"),
+    ({"dims": 8, "index_options": {"m": 16}}, "[index_options] requires field [type] to be configured"),
+    ({"dims": 8, "element_type": "byte", "index_options": {"type": "int8_hnsw"}},
+     "[element_type] cannot be [byte] when using index type [int8_hnsw]"),
+    ({"dims": 32, "index_options": {"type": "bbq_hnsw"}}, "bbq_hnsw does not support dimensions fewer than 64; provided=32"),
+])
+def test_dense_vector_mapping_refusals(spec, reason):
+    """DenseVectorFieldMapper: dims <= MAX_DIMS_COUNT (4096), known index_options types, quantised types
+    float-only (validateElementType), bbq >= BBQ_MIN_DIMS (64); all 400 mapper_parsing_exception."""
+    fake = FakeES()
+    status, out = _dense(fake, spec)
+    assert status == 400 and err_type(out) == "mapper_parsing_exception" and out["error"]["reason"] == reason
+    assert "d" not in fake.indices
+    assert _dense(fake, {"dims": 4096, "similarity": "max_inner_product", "index_options": {"type": "hnsw"}})[0] == 200
+
+
+@pytest.mark.parametrize("version", ["9.0.0", "9.2.0"])
+def test_bbq_disk_exists_from_9_2(version):
+    """bbq_disk index type: spec PR #5434 (9.2); an older server does not know the type."""
+    status, out = _dense(FakeES(version=version), {"dims": 64, "index_options": {"type": "bbq_disk"}})
+    assert status == (200 if version == "9.2.0" else 400), out
+
+
+@pytest.mark.parametrize(("version", "dims", "want"), [
+    ("8.18.0", 16, "int8_hnsw"), ("8.18.0", 4096, "int8_hnsw"), ("9.0.0", 4096, "int8_hnsw"),
+    ("9.2.0", 16, "int8_hnsw"), ("9.2.0", 384, "bbq_hnsw"), ("9.3.0", 4096, "bbq_hnsw"),
+])
+def test_default_index_options_per_version(version, dims, want):
+    """[3] float dense_vector without index_options: int8_hnsw on 8.14-9.0, bbq_hnsw from 9.1 for dims >= 384;
+    an explicit type always wins."""
+    fake = FakeES(version=version)
+    _dense(fake, {"dims": dims})
+    _dense(fake, {"dims": dims, "index_options": {"type": "hnsw"}}, name="e")
+    assert fake.knn_index_type(fake.indices["d"], "m") == want
+    assert fake.knn_index_type(fake.indices["e"], "m") == "hnsw"
+
+
+def test_knn_max_inner_product_scores_rank_by_the_raw_inner_product():
+    """[3] max_inner_product: _score = ip + 1 for ip >= 0, 1 / (1 - ip) below; vectors need not be unit length
+    (dot_product would refuse them)."""
+    fake = FakeES()
+    _dense(fake, {"dims": 2, "similarity": "max_inner_product", "index_options": {"type": "hnsw"}})
+    bulk(fake, "d", {"a": {"m": [2.0, 1.0]}, "b": {"m": [-1.0, 0.0]}, "c": {"m": [0.5, 0.0]}}, refresh="true")
+    _, out = call(fake, "POST", "/d/_search", {"knn": {"field": "m", "query_vector": [1.0, 0.0], "k": 3,
+                                                       "num_candidates": 10}})
+    assert [(h["_id"], h["_score"]) for h in out["hits"]["hits"]] == [("a", 3.0), ("c", 1.5), ("b", 0.5)]
+    _dense(fake, {"dims": 2, "similarity": "dot_product"}, name="u")
+    status, out = bulk(fake, "u", {"a": {"m": [2.0, 1.0]}})
+    assert out["items"][0]["index"]["status"] == 400
+
+
+def test_int8_hnsw_knn_scores_are_approximate_and_hnsw_scores_exact():
+    """Scalar-quantised graphs score quantised vectors: close to, not equal to, the float score; hnsw is exact."""
+    rng = np.random.default_rng(0)
+    docs = {f"p{i}": {"m": rng.standard_normal(64).round(4).tolist()} for i in range(30)}
+    q = rng.standard_normal(64).tolist()
+    scores = {}
+    for kind in ("hnsw", "int8_hnsw"):
+        fake = FakeES()
+        _dense(fake, {"dims": 64, "similarity": "max_inner_product", "index_options": {"type": kind}})
+        bulk(fake, "d", docs, refresh="true")
+        _, out = call(fake, "POST", "/d/_search", {"size": 30, "knn": {"field": "m", "query_vector": q, "k": 30,
+                                                           "num_candidates": 100}})
+        scores[kind] = {h["_id"]: h["_score"] for h in out["hits"]["hits"]}
+    ip = {i: float(np.dot(np.float32(d["m"]), np.float32(q))) for i, d in docs.items()}
+    exact = {i: (v + 1 if v >= 0 else 1 / (1 - v)) for i, v in ip.items()}
+    assert all(scores["hnsw"][i] == pytest.approx(exact[i], rel=1e-5) for i in docs)
+    diffs = [abs(scores["int8_hnsw"][i] - exact[i]) for i in docs]
+    assert max(diffs) > 1e-4                                   # quantised: not the float score
+    assert max(diffs) < 0.05 * max(abs(v) for v in exact.values())    # but within a few percent of it
 
 
 # ------------------------------------------------------------ [4] rescorer retriever

@@ -54,6 +54,12 @@ def open_index(cfg: IndexConfig, root: Path | str) -> Index:
         from anchorprune.index.elasticsearch import ElasticsearchIndex
 
         return ElasticsearchIndex.from_env(cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage,
-                                           candidates=cfg.candidates)
+                                           candidates=cfg.candidates, **first_stage_kwargs(cfg))
     return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage, candidates=cfg.candidates,
-                      first_stage=cfg.first_stage, first_stage_params=cfg.muvera.model_dump())
+                      **first_stage_kwargs(cfg))
+
+
+def first_stage_kwargs(cfg: IndexConfig) -> dict:
+    """The first-stage arguments both backends take, from ``index.*``."""
+    return {"first_stage": cfg.first_stage, "first_stage_params": cfg.muvera.model_dump(),
+            "first_stage_threshold": cfg.first_stage_threshold, "first_stage_auto": cfg.first_stage_auto}

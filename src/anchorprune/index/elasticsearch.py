@@ -5,7 +5,9 @@ Per version an index ``<alias>-v<N>`` holds one document per page (``_id`` = pag
     page_id       keyword
     content_hash  keyword
     n_vectors     integer
-    mean_vector   dense_vector, cosine, HNSW      L2-normalised mean of the page vectors (first stage)
+    mean_vector   dense_vector, cosine, HNSW      L2-normalised mean of the page vectors (first stage "mean")
+    fde           dense_vector, max_inner_product, HNSW   MUVERA FDE of the stored page vectors (first stage
+                                                  "muvera", or "auto" with target muvera; absent otherwise)
     vectors       rank_vectors                    float | bfloat16 (our "float16") | bit (hex strings)
 
 and the version's manifest in the mapping's ``_meta.anchorprune`` (dtype, dim,
@@ -24,9 +26,27 @@ retries on 429) -> restore refresh interval and replicas -> refresh -> count che
 moves during a build.
 
 Search: exact ``script_score`` with ``maxSimDotProduct`` over every page when the
-serving version holds at most ``exact_max_pages`` pages or two-stage is off;
-otherwise kNN on ``mean_vector`` (``candidates`` pages) rescored with the same script
-(``query_weight: 0``, so the final score is the MaxSim alone). Because
+serving version holds at most ``exact_max_pages`` pages or the first stage is ``none``;
+otherwise a ``rescorer`` retriever: kNN (``k = candidates``) on the first stage's field
+(``mean_vector`` for ``mean``, ``fde`` for ``muvera``) rescored with the same script over a
+window of all ``candidates`` pages (``query_weight: 0``, so the final score is the exact MaxSim
+alone and the final ranking is exact MaxSim over the candidates). :meth:`search_report` says
+which first stage answered.
+
+First stages (:mod:`anchorprune.index.first_stage`): the FDE is not unit length and its raw inner
+product is what approximates MaxSim, so ``fde`` uses ``similarity: max_inner_product`` (8.11+;
+``_score`` = ``ip + 1`` for ``ip >= 0``, ``1 / (1 - ip)`` below: monotone in ``ip``, so the kNN ranks
+by the raw inner product, as the local backend does). ``dot_product`` would refuse non-unit vectors
+and ``cosine`` would rank by ``ip / |FDE(page)|``, a different order. Both first-stage fields state
+``index_options: {"type": "hnsw"}`` explicitly (float vectors in the graph, exact float kNN scores)
+instead of the server's default, which is ``int8_hnsw`` on 8.14-9.0 and ``bbq_hnsw`` (dims >= 384)
+on 9.1+: quantised scores would only be approximate (harmless for the candidates, which are rescored
+exactly, but the candidate set would then differ between servers and from the local backend). The
+cost is 4 bytes per FDE dimension of off-heap HNSW memory (16 KiB per page at 4,096 dims);
+``knn_index_options`` picks ``int8_hnsw`` / ``bbq_hnsw`` for a large corpus. The manifest records
+the choice. The FDE's random matrices are drawn from the recorded ``seed`` and params at build and
+again at query time; the manifest keeps a sha256 of them and a search refuses a query encoder whose
+matrices differ (:class:`FirstStageMismatchError`). Because
 ``script_score`` may not return negative scores, the script adds a per-query bound
 ``params.offset`` that is subtracted again from the returned scores. For bit pages
 Elasticsearch's float-query kernel sums the query components where a bit is set
@@ -86,6 +106,18 @@ from anchorprune.index.base import (
     validate_pages,
     version_number,
 )
+from anchorprune.index.first_stage import (
+    ES_MAX_DIMS,
+    FirstStage,
+    MuveraFirstStage,
+    SearchReport,
+    auto_stage,
+    built_stage,
+    make_first_stage,
+    muvera_dims,
+    resolve_first_stage,
+    stage_record,
+)
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth, describe_owner
 from anchorprune.pruning.base import PrunedPage
 
@@ -97,6 +129,14 @@ FORMAT = 1
 RANK_VECTORS_LICENSES = ("enterprise", "trial")
 VECTORS_FIELD = "vectors"
 MEAN_FIELD = "mean_vector"
+FDE_FIELD = "fde"
+#: dense_vector index_options types (DenseVectorFieldMapper.VectorIndexType); bbq_disk from 9.2 (spec PR #5434)
+KNN_INDEX_OPTIONS = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat",
+                     "bbq_disk")
+#: similarity of each first-stage field: FDEs rank by their raw inner product (not unit length)
+FIRST_STAGE_FIELDS = {"mean": (MEAN_FIELD, "cosine"), "muvera": (FDE_FIELD, "max_inner_product")}
+#: the rank_vectors element type -> the quantize dtype whose decode gives what the server stores
+_STORED_AS = {"float": "float32", "bfloat16": "bfloat16", "bit": "bits"}
 _REINDEX_BATCH = 1000
 #: oldest supported server: rank_vectors (PR #118183) and the rescorer retriever (PR #118585) are in 8.18.0
 MIN_SERVER = (8, 18, 0)
@@ -114,6 +154,10 @@ class ElasticsearchLicenseError(IndexStoreError, RuntimeError):
 
 class ElasticsearchVersionError(IndexStoreError, RuntimeError):
     """The server is too old, or the installed Python client cannot talk to it."""
+
+
+class FirstStageMismatchError(IndexStoreError, RuntimeError):
+    """A version's recorded first stage cannot be reproduced at query time (different FDE random matrices)."""
 
 
 @dataclass(frozen=True)
@@ -239,27 +283,31 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def mapping(dim: int, dtype: str, manifest: dict[str, Any], element: str | None = None) -> dict[str, Any]:
-    """Index mappings of one version (see the module docstring); ``element`` overrides the element type.
+def mapping(dim: int, dtype: str, manifest: dict[str, Any], element: str | None = None,
+            fde_dims: int | None = None, index_options: str = "hnsw") -> dict[str, Any]:
+    """Index mappings of one version (see the module docstring); ``element`` overrides the element type,
+    ``fde_dims`` adds the MUVERA ``fde`` field.
 
-    >>> m = mapping(128, "bits", {})
+    >>> m = mapping(128, "bits", {}, fde_dims=4096)
     >>> m["properties"]["vectors"], m["properties"]["mean_vector"]["similarity"]
     ({'type': 'rank_vectors', 'dims': 128, 'element_type': 'bit'}, 'cosine')
+    >>> m["properties"]["fde"]
+    {'type': 'dense_vector', 'dims': 4096, 'index': True, 'similarity': 'max_inner_product', 'index_options': {'type': 'hnsw'}}
     """
     quantize.check_dim(dtype, dim)
-    return {
-        "_meta": {META_KEY: manifest},
-        "dynamic": "strict",
-        "properties": {
-            "page_id": {"type": "keyword"},
-            "content_hash": {"type": "keyword"},
-            "n_vectors": {"type": "integer"},
-            MEAN_FIELD: {"type": "dense_vector", "dims": dim, "index": True, "similarity": "cosine",
-                         "index_options": {"type": "hnsw"}},
-            VECTORS_FIELD: {"type": "rank_vectors", "dims": dim,
-                            "element_type": element or quantize.ES_ELEMENT_TYPES[dtype]},
-        },
+    props: dict[str, Any] = {
+        "page_id": {"type": "keyword"},
+        "content_hash": {"type": "keyword"},
+        "n_vectors": {"type": "integer"},
+        MEAN_FIELD: {"type": "dense_vector", "dims": dim, "index": True, "similarity": "cosine",
+                     "index_options": {"type": index_options}},
+        VECTORS_FIELD: {"type": "rank_vectors", "dims": dim,
+                        "element_type": element or quantize.ES_ELEMENT_TYPES[dtype]},
     }
+    if fde_dims is not None:
+        props[FDE_FIELD] = {"type": "dense_vector", "dims": fde_dims, "index": True,
+                            "similarity": FIRST_STAGE_FIELDS["muvera"][1], "index_options": {"type": index_options}}
+    return {"_meta": {META_KEY: manifest}, "dynamic": "strict", "properties": props}
 
 
 def build_settings() -> dict[str, Any]:
@@ -267,8 +315,9 @@ def build_settings() -> dict[str, Any]:
     return {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"}
 
 
-def page_document(page_id: str, content_hash: str, vecs: np.ndarray, dtype: str) -> dict[str, Any]:
-    """The ``_source`` of one page (``vecs`` is ``[k, d]`` float32).
+def page_document(page_id: str, content_hash: str, vecs: np.ndarray, dtype: str,
+                  fde: np.ndarray | None = None) -> dict[str, Any]:
+    """The ``_source`` of one page (``vecs`` is ``[k, d]`` float32; ``fde`` its ``[D]`` MUVERA FDE, if any).
 
     >>> doc = page_document("p1", "h", np.array([[1.0, -1.0] * 4]), "bits")
     >>> doc["vectors"], doc["n_vectors"]
@@ -276,8 +325,11 @@ def page_document(page_id: str, content_hash: str, vecs: np.ndarray, dtype: str)
     """
     stored: Any = (quantize.to_hex_rows(quantize.encode(vecs, "bits")) if dtype == "bits"
                    else np.asarray(vecs, dtype=np.float32).tolist())
-    return {"page_id": page_id, "content_hash": content_hash, "n_vectors": int(vecs.shape[0]),
-            MEAN_FIELD: normalized_mean(vecs).tolist(), VECTORS_FIELD: stored}
+    doc = {"page_id": page_id, "content_hash": content_hash, "n_vectors": int(vecs.shape[0]),
+           MEAN_FIELD: normalized_mean(vecs).tolist(), VECTORS_FIELD: stored}
+    if fde is not None:
+        doc[FDE_FIELD] = np.asarray(fde, dtype=np.float32).tolist()
+    return doc
 
 
 def maxsim_script(query: torch.Tensor, dtype: str, hamming: bool = False,
@@ -317,8 +369,15 @@ class ElasticsearchIndex:
     dtype
         ``float32`` -> ``float``, ``float16`` -> ``bfloat16`` (9.3+; ``float`` before), ``bits`` -> ``bit``.
     two_stage, candidates, exact_max_pages
-        kNN + rescore above ``exact_max_pages`` pages when two-stage is on; exact otherwise.
+        kNN + rescore above ``exact_max_pages`` pages when a first stage is on; exact otherwise.
         ``candidates`` is at most 10,000 (the server's ``num_candidates`` limit).
+    first_stage, first_stage_params, first_stage_threshold, first_stage_auto
+        As :class:`~anchorprune.index.local.LocalIndex`: ``none`` | ``mean`` | ``muvera`` | ``auto``
+        (None: ``mean`` if ``two_stage`` else ``none``), MUVERA's parameters (its FDE must fit
+        ``dense_vector``'s 4,096 dims), and ``auto``'s threshold (pages) and target.
+    knn_index_options
+        ``index_options.type`` of the first-stage fields (default ``hnsw``: float vectors, exact kNN
+        scores; see the module docstring).
     replicas
         ``number_of_replicas`` restored after the build.
     chunk_pages, max_chunk_bytes, max_retries
@@ -333,13 +392,26 @@ class ElasticsearchIndex:
     def __init__(self, client: Any, alias: str, dtype: str = "float16", two_stage: bool = False,
                  candidates: int = 100, exact_max_pages: int = 5000, replicas: int = 1,
                  chunk_pages: int | None = None, max_chunk_bytes: int = 32 * 1024 * 1024, max_retries: int = 5,
-                 hamming: bool = False, where: str = "Elasticsearch", lock_lease_s: float = 600.0):
+                 hamming: bool = False, where: str = "Elasticsearch", lock_lease_s: float = 600.0,
+                 first_stage: str | None = None, first_stage_params: dict[str, Any] | None = None,
+                 first_stage_threshold: int | None = None, first_stage_auto: str = "muvera",
+                 knn_index_options: str = "hnsw"):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", alias):
             raise IndexInputError(f"Elasticsearch alias {alias!r} must be lowercase letters, digits, '_' or '-'")
         self.client = client
         self.name = alias
         self.dtype = quantize.check_dtype(dtype)
-        self.two_stage = two_stage
+        self.first_stage = resolve_first_stage(first_stage, two_stage)
+        self.first_stage_params = {k: v for k, v in (first_stage_params or {}).items() if k not in ("dim", "dims")}
+        self.first_stage_threshold = first_stage_threshold
+        self.first_stage_auto = built_stage(first_stage_auto)
+        self.two_stage = self.first_stage != "none"
+        if self._built_stage == "muvera":
+            self._check_fde_dims(muvera_dims(None, self.first_stage_params))
+        if knn_index_options not in KNN_INDEX_OPTIONS:
+            raise IndexInputError(f"knn_index_options {knn_index_options!r} is not one of {', '.join(KNN_INDEX_OPTIONS)}")
+        self.knn_index_options = knn_index_options
+        self._encoders: dict[str, FirstStage] = {}
         if not 1 <= candidates <= KNN_MAX_CANDIDATES:
             raise IndexInputError(f"candidates={candidates} is outside [1, {KNN_MAX_CANDIDATES}]: Elasticsearch "
                                   f"refuses kNN num_candidates above {KNN_MAX_CANDIDATES}; lower index.candidates")
@@ -373,7 +445,62 @@ class ElasticsearchIndex:
         return idx
 
     def __repr__(self) -> str:
-        return f"ElasticsearchIndex({self.name!r} at {self.where}, dtype={self.dtype!r})"
+        return f"ElasticsearchIndex({self.name!r} at {self.where}, dtype={self.dtype!r}, first_stage={self.first_stage!r})"
+
+    @property
+    def _built_stage(self) -> str:
+        """The first stage whose vectors a build writes (``auto``: its target's)."""
+        return built_stage(self.first_stage, self.first_stage_auto)
+
+    @staticmethod
+    def _check_fde_dims(dims: int | None) -> None:
+        if dims is not None and dims > ES_MAX_DIMS:
+            # DenseVectorFieldMapper.MAX_DIMS_COUNT = 4096: the server would refuse the mapping
+            raise IndexInputError(f"the MUVERA FDE has {dims} dims, above Elasticsearch's dense_vector limit of "
+                                  f"{ES_MAX_DIMS}: lower index.muvera reps, k_sim or d_proj, or set final_dim")
+
+    def _new_encoder(self, dim: int) -> MuveraFirstStage | None:
+        """The MUVERA encoder a build over ``dim``-dimensional vectors uses (None: not muvera)."""
+        if self._built_stage != "muvera":
+            return None
+        self._check_fde_dims(muvera_dims(dim, self.first_stage_params))
+        enc = make_first_stage("muvera", dim, self.first_stage_params)
+        assert isinstance(enc, MuveraFirstStage)
+        return enc
+
+    def _stage_record(self, enc: MuveraFirstStage | None) -> dict[str, Any]:
+        """The manifest's ``first_stage`` (before the page count is known; :meth:`build` adds ``auto``'s)."""
+        stage = self._built_stage
+        rec: dict[str, Any] = {"name": stage, "params": {}}
+        if stage != "none":
+            field, sim = FIRST_STAGE_FIELDS[stage]
+            rec.update(field=field, similarity=sim, index_options=self.knn_index_options)
+        if enc is not None:
+            rec.update(params=enc.params(), dims=enc.dims, fingerprint=enc.fingerprint())
+        return rec
+
+    def query_encoder(self, number: int, record: dict[str, Any], dim: int) -> FirstStage:
+        """The first-stage query encoder of version ``number`` from its recorded ``first_stage``: the MUVERA
+        matrices drawn again from the recorded params and seed must hash to the recorded fingerprint."""
+        key = f"{self.index_name(number)}:{record.get('name')}"
+        if key in self._encoders:
+            return self._encoders[key]
+        if record.get("name") != "muvera":
+            enc = make_first_stage("mean", dim)
+        else:
+            params = {k: v for k, v in record["params"].items() if k not in ("dim", "dims")}
+            enc = make_first_stage("muvera", dim, params)
+            assert isinstance(enc, MuveraFirstStage)
+            if enc.fingerprint() != record.get("fingerprint"):
+                raise FirstStageMismatchError(
+                    f"{self.index_name(number)} was built with MUVERA FDEs whose random matrices (seed "
+                    f"{params.get('seed')}, sha256 {str(record.get('fingerprint'))[:12]}) differ from the ones drawn "
+                    f"here from the same seed and params (sha256 {enc.fingerprint()[:12]}; a different numpy?): "
+                    "query FDEs would not match the stored ones. Rebuild the index here "
+                    "(`anchorprune index build --force`) or search with the numpy that built it")
+        assert enc is not None
+        self._encoders[key] = enc
+        return enc
 
     # ------------------------------------------------------------ names and versions
     def index_name(self, number: int) -> str:
@@ -682,6 +809,7 @@ class ElasticsearchIndex:
         serving = self._serving_number()
         dim: int | None = None
         reused_norm = 0.0
+        recompute = False
         if reuse:
             if serving is None:
                 raise IndexInputError(f"reuse names {len(reuse)} pages but alias {self.name!r} serves no version "
@@ -692,6 +820,17 @@ class ElasticsearchIndex:
             if sman.get("dtype") != self.dtype:
                 raise IndexInputError(f"the serving version stores {sman.get('dtype')} vectors and this build "
                                       f"{self.dtype}: re-send every page (reuse=())")
+            # _reindex copies the reused pages' first-stage vectors as they are: they must be this build's,
+            # else the reused pages are read back and sent again with FDEs computed here
+            have = {k: v for k, v in (sman.get("first_stage") or {"name": "mean"}).items()
+                    if k in ("name", "params", "fingerprint")}
+            want = {k: v for k, v in self._stage_record(self._new_encoder(dim)).items()
+                    if k in ("name", "params", "fingerprint")}
+            recompute = want["name"] == "muvera" and have != want
+            if recompute:
+                log.info("alias %s: the serving v%d has first stage %r %s, this build MUVERA %s: the %d reused "
+                         "pages are read back and re-sent with new FDEs (not copied server-side)", self.name,
+                         serving, have.get("name"), have.get("params") or "", want["params"], len(reuse))
             known = self.existing_hashes()
             missing = [r for r in reuse if r not in known]
             if missing:
@@ -723,9 +862,6 @@ class ElasticsearchIndex:
                 log.warning("%s is Elasticsearch %s, which has no rank_vectors element_type %s (9.3+): storing "
                             "dtype %s as %s", self.where, self.server().number, quantize.ES_ELEMENT_TYPES[self.dtype],
                             self.dtype, element)
-            manifest = {"format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
-                        "dtype": self.dtype, "element_type": element, "server_version": self.server().number,
-                        "meta": meta, "complete": False, "started_at": now_iso()}
             self._step("create")
             new_pages, stream = self._stream(pages, dim, set(reuse))
             first = next(stream, None)
@@ -733,13 +869,20 @@ class ElasticsearchIndex:
                 raise IndexInputError("build() got no pages and nothing to reuse: an index needs at least one page")
             dim = dim if dim is not None else int(first[2].shape[1])        # type: ignore[index]
             quantize.check_dim(self.dtype, dim)
-            self._create(iname, dim, manifest, element)
+            encoder = self._new_encoder(dim)           # refuses an FDE above 4,096 dims before anything exists
+            manifest = {"format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
+                        "dtype": self.dtype, "element_type": element, "server_version": self.server().number,
+                        "first_stage": self._stage_record(encoder), "meta": meta, "complete": False,
+                        "started_at": now_iso()}
+            self._create(iname, dim, manifest, element, None if encoder is None else encoder.dims)
             created = True
             self._step("reuse")
-            if reuse:
+            if reuse and recompute:
+                self._resend_reused(self.index_name(serving), iname, reuse, encoder, element)  # type: ignore[arg-type]
+            elif reuse:
                 self._copy_reused(self.index_name(serving), iname, reuse)    # type: ignore[arg-type]
             self._step("bulk")
-            sent, vectors_sent = self._bulk(iname, first, stream)
+            sent, vectors_sent = self._bulk(iname, first, stream, encoder, element)
             self._step("settings")
             self.client.indices.put_settings(index=iname, settings={
                 "index": {"refresh_interval": None, "number_of_replicas": self.replicas}})
@@ -757,7 +900,9 @@ class ElasticsearchIndex:
                              "vectors": vectors_total, "new_pages": new_pages[0], "reused_pages": len(reuse),
                              "reused_from": serving if reuse else None,
                              "bytes_per_vector": ELEMENT_BYTES[element] * dim,
-                             "page_norm_max": max(new_pages[1], reused_norm)}
+                             "page_norm_max": max(new_pages[1], reused_norm),
+                             "first_stage": {**manifest["first_stage"], **stage_record(
+                                 self.first_stage, self.first_stage_threshold, self.first_stage_auto, want)}}
             self.client.indices.put_mapping(index=iname, meta={META_KEY: manifest})
         except BaseException:
             if created:
@@ -791,12 +936,14 @@ class ElasticsearchIndex:
 
         return counter, gen()
 
-    def _create(self, iname: str, dim: int, manifest: dict[str, Any], element: str) -> None:
+    def _create(self, iname: str, dim: int, manifest: dict[str, Any], element: str,
+                fde_dims: int | None = None) -> None:
         from elasticsearch import ApiError
 
         try:
             self.client.indices.create(index=iname, settings=build_settings(),
-                                       mappings=mapping(dim, self.dtype, manifest, element))
+                                       mappings=mapping(dim, self.dtype, manifest, element, fde_dims,
+                                                        self.knn_index_options))
         except ApiError as exc:
             text = str(exc).lower()
             if _is_license_refusal(exc.meta.status, exc.body) or "license" in text:
@@ -832,35 +979,72 @@ class ElasticsearchIndex:
             total += float(resp["aggregations"]["n"]["value"])
         return total
 
-    def _bulk(self, iname: str, first: tuple[str, str, np.ndarray] | None,
-              rest: Iterator[tuple[str, str, np.ndarray]]) -> tuple[int, int]:
+    def _resend_reused(self, source: str, dest: str, reuse: list[str], encoder: MuveraFirstStage | None,
+                       element: str) -> None:
+        """Copy reused pages through the client, adding the FDE of their stored vectors (``_reindex`` cannot
+        compute one). Each page's source is kept as stored; only ``fde`` is added."""
         from elasticsearch import helpers
-        from tqdm.auto import tqdm
 
+        assert encoder is not None
+        stored_as = _STORED_AS[element]
+        dim = encoder.dim
+
+        def actions() -> Iterator[dict[str, Any]]:
+            for a in range(0, len(reuse), _REINDEX_BATCH):
+                for hit in helpers.scan(self.client, index=source, size=_REINDEX_BATCH, query={
+                        "query": {"ids": {"values": reuse[a:a + _REINDEX_BATCH]}},
+                        "_source": source_with_vectors(self.server().version)}):
+                    src = dict(hit["_source"])
+                    rows = src[VECTORS_FIELD]
+                    if stored_as == "bits":     # hex strings as sent, or signed ints rehydrated from doc values
+                        raw = np.stack([np.frombuffer(bytes.fromhex(r), np.uint8) if isinstance(r, str)
+                                        else np.asarray(r, np.int64).astype(np.uint8) for r in rows])
+                        v = quantize.decode(raw, "bits", dim)
+                    else:
+                        v = np.asarray(rows, np.float32)
+                    src[FDE_FIELD] = _stored_fde(encoder, v, stored_as).tolist()
+                    yield {"_op_type": "create", "_index": dest, "_id": hit["_id"], "_source": src}
+
+        sent = self._send(dest, actions(), f"re-send {dest}")
+        if sent != len(reuse):
+            raise CorruptVersionError(f"re-sent {sent} of {len(reuse)} unchanged pages from {source} to {dest}")
+
+    def _bulk(self, iname: str, first: tuple[str, str, np.ndarray] | None,
+              rest: Iterator[tuple[str, str, np.ndarray]], encoder: MuveraFirstStage | None = None,
+              element: str = "float") -> tuple[int, int]:
         vectors = [0]
+        stored_as = _STORED_AS[element]
 
         def actions() -> Iterator[dict[str, Any]]:
             if first is None:
                 return
             for pid, chash, v in _chain(first, rest):
                 vectors[0] += int(v.shape[0])
+                fde = None if encoder is None else _stored_fde(encoder, v, stored_as)
                 yield {"_op_type": "create", "_index": iname, "_id": pid,
-                       "_source": page_document(pid, chash, v, self.dtype)}
+                       "_source": page_document(pid, chash, v, self.dtype, fde)}
+
+        return self._send(iname, actions(), f"bulk {iname}"), vectors[0]
+
+    def _send(self, iname: str, actions: Iterator[dict[str, Any]], desc: str) -> int:
+        """``streaming_bulk`` the actions (consumed lazily, chunk by chunk); the number indexed."""
+        from elasticsearch import helpers
+        from tqdm.auto import tqdm
 
         sent = 0
         for ok, item in tqdm(helpers.streaming_bulk(
-                self.client, actions(), chunk_size=self.chunk_pages, max_chunk_bytes=self.max_chunk_bytes,
+                self.client, actions, chunk_size=self.chunk_pages, max_chunk_bytes=self.max_chunk_bytes,
                 # raise_on_error=False: with True the helper raises on a per-document 429 before it can
                 # retry it; failures that survive the retries come back as ok=False and abort the build here
                 max_retries=self.max_retries, initial_backoff=1, max_backoff=60, raise_on_error=False,
-                raise_on_exception=True, refresh=False), desc=f"bulk {iname}", unit="page", disable=None):
+                raise_on_exception=True, refresh=False), desc=desc, unit="page", disable=None):
             if not ok:
                 (res,) = item.values()
                 if _is_license_refusal(res.get("status"), res.get("error")):
                     raise ElasticsearchLicenseError(self._license_message("a licence that refuses rank_vectors"))
                 raise CorruptVersionError(f"bulk indexing into {iname} failed: {item}")
             sent += 1
-        return sent, vectors[0]
+        return sent
 
     def _smoke_search(self, iname: str, dim: int, page_norm: float) -> None:
         resp = dict(self.client.search(index=iname, size=1, source=False, query={"match_all": {}}))
@@ -899,15 +1083,18 @@ class ElasticsearchIndex:
 
     # ------------------------------------------------------------ search
     def _query_body(self, q: torch.Tensor, k: int, exact: bool, dtype: str | None = None,
-                    page_norm: float = 1.0) -> dict[str, Any]:
+                    page_norm: float = 1.0, encoder: FirstStage | None = None) -> dict[str, Any]:
         dtype = dtype or self.dtype
         script, _ = maxsim_script(q, dtype, self.hamming, page_norm)
         score = {"script_score": {"query": {"match_all": {}}, "script": script}}
         if exact:
             return {"size": k, "source": False, "query": score}
         c = max(self.candidates, k)          # window_size >= size (CompoundRetrieverBuilder.validate)
+        field, qvec = MEAN_FIELD, normalized_mean(q.numpy())
+        if encoder is not None:
+            field, qvec = FIRST_STAGE_FIELDS[encoder.name][0], encoder.encode_query(q.numpy())
         return {"size": k, "source": False, "retriever": {"rescorer": {
-            "retriever": {"knn": {"field": MEAN_FIELD, "query_vector": normalized_mean(q.numpy()).tolist(),
+            "retriever": {"knn": {"field": field, "query_vector": np.asarray(qvec, np.float32).tolist(),
                                   "k": c, "num_candidates": num_candidates(c)}},
             "rescore": {"window_size": c, "query": {"rescore_query": score, "query_weight": 0.0,
                                                     "rescore_query_weight": 1.0}}}}}
@@ -924,6 +1111,10 @@ class ElasticsearchIndex:
 
     def search_many(self, queries: Sequence[torch.Tensor], k: int = 10) -> list[list[Hit]]:
         """Top-``k`` pages per query; one ``msearch`` request for all queries."""
+        return self.search_report(queries, k)[0]
+
+    def search_report(self, queries: Sequence[torch.Tensor], k: int = 10) -> tuple[list[list[Hit]], SearchReport]:
+        """Like :meth:`search_many`, plus which first stage answered (and how many pages it handed on)."""
         if k < 1:
             raise IndexInputError(f"k must be >= 1, got {k}")
         n = self._serving_number()
@@ -934,16 +1125,27 @@ class ElasticsearchIndex:
         dim, dtype, pages = int(man["dim"]), man["dtype"], int(man["pages"])
         norm = _norm_bound(float(man.get("page_norm_max", 1.0)), man.get("element_type", "float"))
         qs = [query_matrix(q, dim, i) for i, q in enumerate(queries)]
-        if not qs:
-            return []
-        exact = not self.two_stage or pages <= self.exact_max_pages or pages <= self.candidates
+        stage = auto_stage(self.first_stage, pages, self.first_stage_threshold, self.first_stage_auto)
+        # versions built before first stages were recorded all carry mean_vector
+        record = man.get("first_stage") or {"name": "mean", "params": {}}
+        if stage == "muvera" and record.get("name") != "muvera":
+            log.warning("alias %s: first stage 'muvera' asked for, but the serving v%d was built without FDEs; "
+                        "using the mean vector (rebuild the index to use MUVERA)", self.name, n)
+            stage, record = "mean", {"name": "mean", "params": {}}
+        exact = stage == "none" or pages <= self.exact_max_pages or pages <= self.candidates
         if not exact and k > KNN_MAX_CANDIDATES:
             raise IndexInputError(f"k={k} is above {KNN_MAX_CANDIDATES}, the most a two-stage (kNN) search can "
                                   "return; ask for fewer hits")
+        encoder = None if exact else self.query_encoder(n, {**record, "name": stage}, dim)
+        used = "none" if exact else stage
+        configured = self.first_stage if self.first_stage != used else None
+        report = SearchReport(used, pages if exact else max(self.candidates, k), pages, n, configured)
+        if not qs:
+            return [], report
         iname = self.index_name(n)
         searches: list[dict[str, Any]] = []
         for q in qs:
-            body = self._query_body(q, k, exact, dtype, norm)
+            body = self._query_body(q, k, exact, dtype, norm, encoder)
             body["_source"] = body.pop("source")
             searches += [{"index": iname}, body]
         resp = dict(self.client.msearch(searches=searches))
@@ -955,7 +1157,12 @@ class ElasticsearchIndex:
                 raise IndexStoreError(f"search on {iname} failed: {r['error']}")
             hits = [Hit(h["_id"], self._score_back(float(h["_score"]), q, dtype, dim, norm)) for h in r["hits"]["hits"]]
             out.append(sorted(hits, key=lambda h: (-h.score, h.page_id)))     # ties by page id, as the metrics
-        return out
+        return out, report
+
+
+def _stored_fde(encoder: MuveraFirstStage, v: np.ndarray, stored_as: str) -> np.ndarray:
+    """The FDE of page vectors ``[k, d]`` as the server stores them (bfloat16-rounded, or signs for bits)."""
+    return encoder.encode_document(quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1]))
 
 
 def _norm_bound(page_norm_max: float, element: str) -> float:

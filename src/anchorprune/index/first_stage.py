@@ -46,6 +46,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -58,6 +59,10 @@ from anchorprune.index.base import IndexInputError, normalized_mean
 FirstStageName = Literal["none", "mean", "muvera"]
 #: Elasticsearch's dense_vector limit; the MUVERA defaults stay within it
 ES_MAX_DIMS = 4096
+#: ``first_stage: auto``: indexes of at least this many pages use ``first_stage_auto`` (``muvera``), smaller
+#: ones exact MaxSim over every page. A placeholder until the 10.7k-page benchmark (benchmarks/first_stage.py)
+#: picks the value; ``index.first_stage_threshold`` overrides it.
+AUTO_THRESHOLD_PAGES = 20_000
 
 
 @runtime_checkable
@@ -182,6 +187,16 @@ class MuveraFirstStage:
     def dims(self) -> int:
         return self.raw_dims if self.final_dim is None else self.final_dim
 
+    def fingerprint(self) -> str:
+        """sha256 of the random matrices: an index built with these matrices records it, and a query
+        encoder rebuilt from the stored params + seed must match it (numpy's RNG stream is not promised
+        to stay the same across releases)."""
+        h = hashlib.sha256()
+        for key, arr in sorted(self.state.items()):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
     @property
     def state(self) -> dict[str, np.ndarray]:
         out = {"gauss": self.gauss}
@@ -245,16 +260,77 @@ class MuveraFirstStage:
         return self._encode(_as_matrix(vecs, self.dim, "query"), document=False)
 
 
-def resolve_first_stage(first_stage: str | None, two_stage: bool = False) -> FirstStageName:
-    """The first stage an index uses: ``first_stage``, or (None) ``mean`` if ``two_stage`` else ``none``.
+def resolve_first_stage(first_stage: str | None, two_stage: bool = False) -> str:
+    """The first stage an index is configured with: ``first_stage``, or (None) ``mean`` if ``two_stage``
+    else ``none`` (what ``null`` has always meant). ``auto`` is resolved per version by :func:`auto_stage`.
 
     >>> resolve_first_stage(None, True), resolve_first_stage(None), resolve_first_stage("muvera")
     ('mean', 'none', 'muvera')
     """
     name = first_stage if first_stage is not None else ("mean" if two_stage else "none")
-    if name not in ("none", "mean", "muvera"):
-        raise IndexInputError(f"first stage {name!r} is not one of none, mean, muvera")
-    return name  # type: ignore[return-value]
+    if name not in ("none", "mean", "muvera", "auto"):
+        raise IndexInputError(f"first stage {name!r} is not one of none, mean, muvera, auto")
+    return name
+
+
+def built_stage(configured: str, auto_target: str = "muvera") -> FirstStageName:
+    """The first stage a build prepares vectors for: ``auto`` builds its target's (a version may grow past
+    the threshold by incremental rebuilds, and a build over a generator does not know its size up front).
+
+    >>> built_stage("auto"), built_stage("auto", "mean"), built_stage("none")
+    ('muvera', 'mean', 'none')
+    """
+    stage = auto_target if configured == "auto" else configured
+    if stage not in ("none", "mean", "muvera"):
+        raise IndexInputError(f"first stage {stage!r} is not one of none, mean, muvera")
+    return stage  # type: ignore[return-value]
+
+
+def auto_stage(configured: str, pages: int, threshold: int | None = None,
+               auto_target: str = "muvera") -> FirstStageName:
+    """The first stage a search over ``pages`` pages uses: ``configured``, or for ``auto`` ``none`` below
+    ``threshold`` pages (default :data:`AUTO_THRESHOLD_PAGES`) and ``auto_target`` at or above it.
+
+    >>> auto_stage("auto", 19_999), auto_stage("auto", 20_000), auto_stage("mean", 5), auto_stage("auto", 50, 10)
+    ('none', 'muvera', 'mean', 'muvera')
+    """
+    if configured != "auto":
+        return built_stage(configured)
+    limit = AUTO_THRESHOLD_PAGES if threshold is None else threshold
+    return built_stage(auto_target) if pages >= limit else "none"
+
+
+def stage_record(configured: str, threshold: int | None, auto_target: str, pages: int) -> dict[str, Any]:
+    """What a manifest adds about ``auto`` (nothing for a fixed first stage): the threshold, the target
+    and what the version resolves to at its size.
+
+    >>> stage_record("auto", 100, "muvera", 99)
+    {'configured': 'auto', 'threshold': 100, 'auto_target': 'muvera', 'resolved': 'none'}
+    >>> stage_record("mean", None, "muvera", 99)
+    {}
+    """
+    if configured != "auto":
+        return {}
+    limit = AUTO_THRESHOLD_PAGES if threshold is None else threshold
+    return {"configured": "auto", "threshold": limit, "auto_target": auto_target,
+            "resolved": auto_stage("auto", pages, limit, auto_target)}
+
+
+def muvera_dims(dim: int | None, params: Mapping[str, Any] | None) -> int | None:
+    """The FDE dimension the MUVERA ``params`` give for ``dim``-dimensional token vectors (None: not known
+    before ``dim`` is, i.e. no final projection and no inner projection).
+
+    >>> muvera_dims(None, {}), muvera_dims(None, {"final_dim": 512}), muvera_dims(128, {"d_proj": None, "reps": 2})
+    (4096, 512, 4096)
+    """
+    p = dict(params or {})
+    if p.get("final_dim") is not None:
+        return int(p["final_dim"])
+    d_proj = p.get("d_proj", 16)
+    block = d_proj if d_proj is not None else dim
+    if block is None:
+        return None
+    return int(p.get("reps", 16)) * (1 << int(p.get("k_sim", 4))) * int(block)
 
 
 @dataclass(frozen=True)
@@ -265,6 +341,7 @@ class SearchReport:
     candidates: int         # pages rescored exactly
     pages: int              # pages in the serving version
     version: int            # the serving version number
+    configured: str | None = None   # what the index was configured with when it differs ("auto")
 
 
 def make_first_stage(name: str, dim: int, params: Mapping[str, Any] | None = None) -> FirstStage | None:

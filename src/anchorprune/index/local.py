@@ -73,8 +73,11 @@ from anchorprune.index.base import (
 from anchorprune.index.first_stage import (
     MuveraFirstStage,
     SearchReport,
+    auto_stage,
+    built_stage,
     make_first_stage,
     resolve_first_stage,
+    stage_record,
     top_candidates,
 )
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
@@ -403,9 +406,13 @@ class LocalIndex:
     two_stage, candidates
         Search first-stage candidates first, then exact MaxSim on the top ``candidates``.
     first_stage, first_stage_params
-        ``none`` | ``mean`` | ``muvera`` (None: ``mean`` if ``two_stage`` else ``none``) and its
+        ``none`` | ``mean`` | ``muvera`` | ``auto`` (None: ``mean`` if ``two_stage`` else ``none``) and its
         parameters (MUVERA: ``k_sim``, ``d_proj``, ``reps``, ``final_dim``, ``seed``). ``muvera``
         builds write the FDE of every page; the manifest records the first stage and its parameters.
+    first_stage_threshold, first_stage_auto
+        ``auto``: builds prepare ``first_stage_auto``'s vectors; a search over a version of at least
+        ``first_stage_threshold`` pages (None: ``first_stage.AUTO_THRESHOLD_PAGES``) uses that first
+        stage, a smaller one exact MaxSim over every page. Manifest and search report say which.
     chunk_tokens
         Page vectors per scoring matmul (``None``: about 64 MiB of similarity buffer).
     resident_bytes
@@ -438,7 +445,8 @@ class LocalIndex:
     def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
                  candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
                  verify_on_open: bool = True, first_stage: str | None = None,
-                 first_stage_params: dict[str, Any] | None = None):
+                 first_stage_params: dict[str, Any] | None = None, first_stage_threshold: int | None = None,
+                 first_stage_auto: str = "muvera"):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
@@ -446,6 +454,8 @@ class LocalIndex:
         self.dtype = quantize.check_dtype(dtype)
         self.first_stage = resolve_first_stage(first_stage, two_stage)
         self.first_stage_params = dict(first_stage_params or {})
+        self.first_stage_threshold = first_stage_threshold
+        self.first_stage_auto = built_stage(first_stage_auto)
         self.two_stage = self.first_stage != "none"
         if candidates < 1:
             raise IndexInputError(f"candidates must be >= 1, got {candidates}")
@@ -458,6 +468,11 @@ class LocalIndex:
 
     def __repr__(self) -> str:
         return f"LocalIndex({str(self.dir)!r}, dtype={self.dtype!r}, first_stage={self.first_stage!r})"
+
+    @property
+    def _built_stage(self) -> str:
+        """The first stage whose vectors a build writes (``auto``: its target's)."""
+        return built_stage(self.first_stage, self.first_stage_auto)
 
     # ------------------------------------------------------------ paths and versions
     @property
@@ -783,7 +798,7 @@ class LocalIndex:
         digests: list[bytes] = []
         seen: set[str] = set()
         muvera: MuveraFirstStage | None = None
-        fde_out = open(staging / "first_stage.bin", "wb") if self.first_stage == "muvera" else None  # noqa: SIM115
+        fde_out = open(staging / "first_stage.bin", "wb") if self._built_stage == "muvera" else None  # noqa: SIM115
 
         def add_fde(stored: np.ndarray) -> None:       # FDE of the stored (decoded) page vectors, streamed
             nonlocal muvera
@@ -845,12 +860,14 @@ class LocalIndex:
         _save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         _write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
         _save_npy(staging / "page_digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, _DIGEST))
-        first_stage: dict[str, Any] = {"name": self.first_stage, "params": {}}
+        first_stage: dict[str, Any] = {"name": self._built_stage, "params": {}}
         if muvera is not None:
             assert fde_out is not None
             with open(staging / "first_stage.npz", "wb") as f:
                 np.savez(f, **muvera.state)
             first_stage = {"name": "muvera", "params": muvera.params(), "dims": muvera.dims, "dtype": "float16"}
+        first_stage.update(stage_record(self.first_stage, self.first_stage_threshold, self.first_stage_auto,
+                                        len(ids)))
         return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
                 "reused_pages": len(reuse), "first_stage": first_stage}
 
@@ -931,21 +948,23 @@ class LocalIndex:
             raise IndexInputError(f"k must be >= 1, got {k}")
         v = self._serving()
         qs = [query_matrix(q, v.dim, i) for i, q in enumerate(queries)]
-        stage = self.first_stage
+        stage = auto_stage(self.first_stage, len(v.page_ids), self.first_stage_threshold, self.first_stage_auto)
         if stage == "muvera" and v.muvera is None:
             log.warning("index %s: first stage 'muvera' asked for, but the serving v%d was built without FDEs; "
                         "using the mean vector (rebuild the index to use MUVERA)", self.name, v.number)
             stage = "mean"
         pages = len(v.page_ids)
         if stage == "none" or self.candidates >= pages:
-            report = SearchReport("none", pages, pages, v.number)
+            report = SearchReport("none", pages, pages, v.number,
+                                  self.first_stage if self.first_stage != "none" else None)
             if not qs:
                 return [], report
             scores = v.score_all(qs, self.chunk_tokens)             # [Q, P]
             out = [_top_k(s, k, v.page_ids) for s in scores]
         else:
             out = [self._two_stage(v, q, k, stage) for q in qs]
-            report = SearchReport(stage, self.candidates, pages, v.number)
+            report = SearchReport(stage, self.candidates, pages, v.number,
+                                  self.first_stage if self.first_stage != stage else None)
         # nothing served changes silently: the pages returned still hash to what the build wrote
         v.check_pages(sorted({v.position(h.page_id) for hits in out for h in hits}))
         return out, report
