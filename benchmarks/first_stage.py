@@ -62,7 +62,7 @@ log = logging.getLogger("bench.first_stage")
 
 MODULES = ["abc", "argparse", "ast", "asyncio.events", "asyncio.streams", "base64", "bdb", "binascii", "bisect", "bz2", "calendar", "cmd", "code", "codecs", "codeop", "collections", "colorsys", "concurrent.futures", "configparser", "contextlib", "copy", "copyreg", "csv", "dataclasses", "datetime", "decimal", "difflib", "dis", "doctest", "email.message", "email.utils", "enum", "filecmp", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "getopt", "getpass", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "html.parser", "http.client", "http.cookies", "http.server", "imaplib", "importlib", "inspect", "io", "ipaddress", "json", "json.decoder", "json.encoder", "keyword", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox", "mimetypes", "modulefinder", "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pdb", "pickle", "pickletools", "pkgutil", "platform", "plistlib", "poplib", "pprint", "profile", "pstats", "py_compile", "pyclbr", "pydoc", "queue", "quopri", "random", "re", "reprlib", "rlcompleter", "runpy", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal", "site", "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string", "struct", "subprocess", "symtable", "sysconfig", "tabnanny", "tarfile", "tempfile", "textwrap", "threading", "timeit", "token", "tokenize", "trace", "traceback", "tracemalloc", "types", "typing", "unittest.case", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "warnings", "wave", "weakref", "webbrowser", "xml.dom.minidom", "xml.etree.ElementTree", "zipfile", "zipimport"]
 STAGES = ("mean", "muvera")
-CANDIDATES = (50, 100, 200, 500)
+CANDIDATES = (50, 100, 200, 500, 1000, 2000)
 WINDOW = (3, 4)
 GAMMA = 0.1
 
@@ -118,8 +118,59 @@ def passages(max_pages: int) -> tuple[list[tuple[str, str]], list[tuple[str, int
     return pages, queries
 
 
+def debian_vectors(args: argparse.Namespace) -> dict:
+    """SAP-pruned vectors of every page of the Debian benchmark corpus, read from the features cache
+    (``benchmarks/debian_bench.py`` encodes it), and the vectors of ``--queries`` of its weak-label
+    queries, drawn with the seed (cached as .npz under --workdir)."""
+    cache = Path(args.workdir) / f"debian-{args.queries}-{args.seed}.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return {k: z[k] for k in z.files} | {"meta": json.loads(str(z["meta"]))}
+    from anchorprune.backbones.base import LayerCapture
+    from anchorprune.config import load_settings, project_root
+    from anchorprune.features_cache import FeaturesCache, QueryCache
+    from anchorprune.pruning.sap import SapPruner
+    from anchorprune.stages import Workspace
+
+    params = ROOT / "benchmarks" / "debian-bench.yaml"
+    ws = Workspace(load_settings(params), project_root(params))
+    backbone = ws.backbone(ws.settings.backbones[0])
+    fc = FeaturesCache(ws.features_dir)
+    capture = LayerCapture.window(WINDOW)
+    pruner = SapPruner(WINDOW)
+    pruned, missing, tokens = [], [], []
+    for page in ws.dataset.pages(images=False):
+        f = fc.get(backbone, page, capture)
+        if f is None:
+            missing.append(page.page_id)
+            continue
+        tokens.append(f.embeddings.shape[0])
+        pruned.append(pruner.prune(f, GAMMA).vectors.float().numpy().astype(np.float16))
+    if missing:
+        raise SystemExit(f"{len(missing)} pages of the Debian corpus are not in the features cache "
+                         f"(first: {missing[:3]}); run benchmarks/debian_bench.py first")
+    queries = ws.dataset.queries
+    qids = sorted(queries)
+    rng = np.random.default_rng(args.seed)
+    pick = sorted(rng.choice(len(qids), min(args.queries, len(qids)), replace=False))
+    qtexts = [queries[qids[i]] for i in pick]
+    qvecs = QueryCache(ws.features_dir).get_or_encode(backbone, qtexts, progress=False)
+    meta = {"real_pages": len(pruned), "corpus": "debian-bench (benchmarks/debian-bench.yaml)",
+            "tokens_per_page_mean": round(float(np.mean(tokens)), 1),
+            "pruned_vectors_per_page_mean": round(float(np.mean([p.shape[0] for p in pruned])), 1),
+            "queries_in_corpus": len(qids), "query_texts_sample": qtexts[:8],
+            "query_tokens_mean": round(float(np.mean([q.shape[0] for q in qvecs])), 1)}
+    out = {"vecs": np.concatenate(pruned), "lengths": np.array([p.shape[0] for p in pruned]),
+           "qvecs": np.concatenate([q.numpy() for q in qvecs]), "qlengths": np.array([q.shape[0] for q in qvecs])}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out, meta=json.dumps(meta))
+    return out | {"meta": meta}
+
+
 def real_vectors(args: argparse.Namespace) -> dict:
     """Pruned page vectors and query vectors from the stand-in (cached as .npz under --workdir)."""
+    if args.corpus == "debian":
+        return debian_vectors(args)
     cache = Path(args.workdir) / f"real-{args.real_pages}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
@@ -161,7 +212,7 @@ def corpus(real: dict, n_pages: int, seed: int) -> Iterator[PrunedPage]:
     for i in range(min(r, n_pages)):
         rows = np.arange(offsets[i], offsets[i + 1])
         seen.add(hashlib.blake2b(rows.tobytes(), digest_size=16).digest())
-        yield PrunedPage(f"real{i:05d}", f"h{i}", torch.from_numpy(vecs[rows]), None)
+        yield PrunedPage(f"real{i:05d}", f"h{i}", torch.from_numpy(vecs[rows].astype(np.float32)), None)
     rng = np.random.default_rng(seed)
     made = r
     while made < n_pages:
@@ -172,7 +223,7 @@ def corpus(real: dict, n_pages: int, seed: int) -> Iterator[PrunedPage]:
         if key in seen:
             continue
         seen.add(key)
-        yield PrunedPage(f"syn{made:06d}", f"h{made}", torch.from_numpy(vecs[rows]), None)
+        yield PrunedPage(f"syn{made:06d}", f"h{made}", torch.from_numpy(vecs[rows].astype(np.float32)), None)
         made += 1
 
 
@@ -226,7 +277,7 @@ def run_size(args: argparse.Namespace) -> dict:
     rows = [{"first_stage": "exact", "candidates": n, "recall@10": 1.0, "p50_ms": pct(exact_ms, 50),
              "p95_ms": pct(exact_ms, 95), "load": loadavg()}]
     for stage in STAGES:
-        for c in CANDIDATES:
+        for c in args.candidates:
             hits, ms, used = timed(stage, c)
             rec = float(np.mean([len(set(h) & set(e)) / len(e) for h, e in zip(hits, exact_hits, strict=True)]))
             rows.append({"first_stage": used, "candidates": c, "recall@10": round(rec, 4), "p50_ms": pct(ms, 50),
@@ -255,6 +306,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, nargs="+", default=[10000, 100000])
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)              # one size, in a subprocess
+    ap.add_argument("--corpus", choices=["docstrings", "debian"], default="debian",
+                    help="real vectors: the Debian benchmark corpus (features cache) or stdlib docstrings")
+    ap.add_argument("--candidates", type=int, nargs="+", default=list(CANDIDATES))
     ap.add_argument("--real-pages", type=int, default=400)
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--k-sim", type=int, default=4)
@@ -292,14 +346,19 @@ def main() -> None:
             "note": "2 CPU cores shared with other jobs: latencies are noisy; see load per row"},
         "vectors": {
             "encoder": "MiniLM text stand-in (all-MiniLM-L6-v2, 384-d token vectors), NOT ColPali",
-            "pages": "stdlib docstrings grouped into 1,500-3,000-character pages, summaries removed",
+            **({"pages": "every page of the Debian benchmark corpus (r-doc-pdf, gnuplot-doc, octave-doc, "
+                         "texlive-latex-recommended-doc; benchmarks/debian_bench.py), text layer",
+                "queries": "weak-label outline titles of the corpus (blanked on their target page), a seeded "
+                           "sample, encoded with the stand-in's query encoder"}
+               if args.corpus == "debian" else
+               {"pages": "stdlib docstrings grouped into 1,500-3,000-character pages, summaries removed",
+                "queries": "docstring summaries (removed from the pages) encoded with the stand-in's query encoder"}),
             "pruning": f"SAP gamma={GAMMA}, window layers {list(WINDOW)}",
-            "queries": "docstring summaries (removed from the pages) encoded with the stand-in's query encoder",
             "synthetic_pages": "each takes a random ceil(1/3) of the pruned vectors of 3 distinct random real "
                                "pages; an exact duplicate (same source vectors) is redrawn; the real pages are "
                                "included as they are",
             **real["meta"]},
-        "muvera": fs.params(), "candidates": list(CANDIDATES), "corpora": sizes,
+        "muvera": fs.params(), "candidates": list(args.candidates), "corpora": sizes,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -109,3 +109,41 @@ def test_sap_max_is_refused_by_the_config(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"evaluate": {"methods": ["sap", "sap_max"]}}))
     with pytest.raises(ConfigError, match="'sap_max' is not available"):
         load_settings(tmp_path / "p.yaml")
+
+
+def test_index_stage_encodes_and_prunes_a_chunk_at_a_time(project, monkeypatch):
+    """The index build consumes a generator: at most one chunk of features is alive, whatever the corpus size
+    (all-layer features of 10k pages would be ~10 GB). Same index as encoding everything at once."""
+    import anchorprune.encoding as encoding
+    import anchorprune.registry as registry
+    import anchorprune.stages as stages
+    from anchorprune.index.local import LocalIndex
+
+    cand, spec = spec_for("sap")
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone: None)
+    monkeypatch.setattr(stages, "INDEX_CHUNK_PAGES", 3)
+    calls, alive, peak = [], [0], [0]
+    real_encode = encoding.encode_pages
+
+    def counting(backbone, pages, *a, **kw):
+        pages = list(pages)
+        calls.append(len(pages))
+        feats = real_encode(backbone, pages, *a, **kw)
+        alive[0] += len(feats)
+        peak[0] = max(peak[0], alive[0])
+        return feats
+
+    real_prune = type(spec.pruner()).prune
+
+    def prune(self, f, gamma):
+        alive[0] -= 1
+        return real_prune(self, f, gamma)
+
+    monkeypatch.setattr(encoding, "encode_pages", counting)
+    monkeypatch.setattr(type(spec.pruner()), "prune", prune)
+    ws = Workspace(load_settings(project / "params.yaml"), project)
+    info = stage_index(ws)
+    assert info["pages"] == N and calls == [3, 3, 2] and peak[0] <= 3
+    idx = LocalIndex(project / "indexes", "t")
+    assert sorted(idx.existing_hashes()) == [f"p{i}" for i in range(N)]

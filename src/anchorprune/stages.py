@@ -500,6 +500,9 @@ def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> dict:
         return _stage_index_locked(ws, index, started_from, force=force)
 
 
+INDEX_CHUNK_PAGES = 256         # pages encoded and pruned per step of an index build (bounds its memory)
+
+
 def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False) -> dict:
     """:func:`stage_index`'s body, run with the build lock held.
 
@@ -551,13 +554,23 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
         log.warning("index: %d stored pages fail their checksum and are re-encoded: %s", len(damaged),
                     sorted(damaged)[:5])
     changed = [p for p in pages if existing.get(p.page_id) != p.content_hash or p.page_id in damaged]
-    feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
-    pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
-    keep = [p.page_id for p in pages if p.page_id not in feats]
+    changed_ids = {p.page_id for p in changed}
+    keep = [p.page_id for p in pages if p.page_id not in changed_ids]
+
+    def pruned_pages():
+        """Encode (through the cache) and prune ``changed`` a chunk at a time: the build consumes a generator,
+        so at most one chunk's features are alive however large the corpus (all-layer features of 10k pages
+        would be ~10 GB)."""
+        for start in range(0, len(changed), INDEX_CHUNK_PAGES):
+            chunk = changed[start:start + INDEX_CHUNK_PAGES]
+            feats = encode_pages(backbone, chunk, capture, ws.features_dir, spec_bcfg.batch_size)
+            for p in chunk:
+                yield pruner.prune(feats.pop(p.page_id), spec.gamma)
+
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
             "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or "",
             "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
-    version = index.build(pruned, meta, reuse=keep)
+    version = index.build(pruned_pages(), meta, reuse=keep)
     index.swap(version, expected=started_from)      # compare-and-swap: never backwards
     index.prune_versions(ws.settings.index.keep_versions)
     info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
