@@ -84,6 +84,25 @@ def test_index_limit_is_created_with_one_slot_and_left_alone_once_set():
     assert ensure_index_limit("limit-probe").limit == 3
 
 
+def test_deploy_command_registers_on_a_pool_or_names_the_unreachable_api():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from anchorprune.cli import app
+
+    params = str(REPO / "params.yaml")  # the project's own config: the demo index 'anchorprune'
+    res = CliRunner().invoke(app, ["deploy", "--pool", "cli-pool", "--params", params])
+    assert res.exit_code == 0, res.output
+    assert "reindex/reindex-anchorprune: on work pool cli-pool, cron '0 2 * * *' (UTC)" in res.output
+    assert "recalibrate/weekly: on work pool cli-pool, cron '0 3 * * 0' (UTC)" in res.output
+    assert "global concurrency limit reindex-anchorprune" in res.output
+    assert "prefect worker start --pool cli-pool" in res.output
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        res = CliRunner().invoke(app, ["deploy", "--pool", "cli-pool", "--params", params])
+    assert res.exit_code == 1
+    assert "error: the Prefect API at http://127.0.0.1:9/api (PREFECT_API_URL) does not answer" in res.output
+
+
 # --- workers ----------------------------------------------------------------------------------
 
 @pytest.fixture
