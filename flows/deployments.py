@@ -125,6 +125,39 @@ def build_pool_deployments(params: str = "params.yaml", root: str = ".") -> list
     return deployments
 
 
+def _registered(deployments: list[RunnerDeployment]) -> dict[str, object]:
+    """The deployments of these names already on the server, by "flow/deployment"."""
+    found = {}
+    with get_client(sync_client=True) as client:
+        for d in deployments:
+            name = f"{d.flow_name}/{d.name}"
+            try:
+                found[name] = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                pass
+    return found
+
+
+def refuse_if_served(deployments: list[RunnerDeployment]) -> None:
+    """Registering on a pool while ``anchorprune serve`` polls the same deployments would run them in two places."""
+    from prefect.client.schemas.objects import DeploymentStatus
+
+    for name, found in _registered(deployments).items():
+        if not found.work_pool_name and found.status == DeploymentStatus.READY:
+            raise DeployError(f"{name} is being served (`anchorprune serve`, last polled {found.last_polled}): "
+                              "stop that process first, or its runs would be taken both there and by the pool's "
+                              "workers (a stopped one stops counting as served within a minute or two)")
+
+
+def refuse_if_on_pool(deployments: list[RunnerDeployment]) -> None:
+    """``serve`` would take over a pool's deployments (and drop their pull step, so the pool's workers would fail)."""
+    for name, found in _registered(deployments).items():
+        if found.work_pool_name:
+            raise DeployError(f"{name} is registered on work pool {found.work_pool_name!r} (`anchorprune deploy`): "
+                              f"its workers run it. To serve it from this process instead, delete it first: "
+                              f"prefect deployment delete '{name}'")
+
+
 def deploy_to_pool(pool: str, params: str = "params.yaml", root: str = ".",
                    create_pool: bool = True) -> dict[str, UUID]:
     """Register the scheduled deployments on a process work pool: same crons, limits and parameters as serve.
@@ -137,6 +170,7 @@ def deploy_to_pool(pool: str, params: str = "params.yaml", root: str = ".",
 
     prefect_api_url()
     deployments = build_pool_deployments(params, root)  # reads params.yaml: a bad config fails before any change
+    refuse_if_served(deployments)
     ensure_process_pool(pool, create=create_pool)
     ensure_index_limit(settings(params, root).index.name)
     return {f"{d.flow_name}/{d.name}": d.apply(work_pool_name=pool) for d in deployments}
@@ -144,6 +178,7 @@ def deploy_to_pool(pool: str, params: str = "params.yaml", root: str = ".",
 
 def main(params: str = "params.yaml", root: str = ".") -> None:  # pragma: no cover - long-running
     deployments = build_deployments(params, root)
+    refuse_if_on_pool(deployments)
     os.chdir(Path(root).resolve())  # runs resolve root "." here, at run time
     serve(*deployments)
 

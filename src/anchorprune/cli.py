@@ -323,9 +323,14 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the scheduled Prefect deployments (long-running; needs a Prefect server, see README)."""
     settings_or_exit(params)
     _own_prefect_home(project_root(params))
+    from flows.deployments import DeployError
     from flows.deployments import main as serve_deployments
 
-    serve_deployments(str(params.resolve()), str(project_root(params)))
+    try:
+        serve_deployments(str(params.resolve()), str(project_root(params)))
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

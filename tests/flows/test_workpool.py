@@ -103,6 +103,34 @@ def test_deploy_command_registers_on_a_pool_or_names_the_unreachable_api():
     assert "error: the Prefect API at http://127.0.0.1:9/api (PREFECT_API_URL) does not answer" in res.output
 
 
+def test_serve_and_a_pool_never_hold_the_same_deployments(tmp_path):
+    """One deployment, one way of running it: serve's process or the pool's workers, never both."""
+    import yaml
+    from flows.deployments import build_deployments, refuse_if_on_pool, refuse_if_served
+    from prefect import get_client
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["index"]["name"] = "guard-index"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    # the reindex deployment only: recalibrate/weekly has one name on every project, and earlier tests registered it
+    served = [d for d in build_deployments("params.yaml", str(tmp_path)) if d.flow_name == "reindex"]
+    refuse_if_served(served)  # nothing registered yet
+    ids = [d.apply() for d in served]  # what serve registers: no pool
+    refuse_if_on_pool(served)
+    with get_client(sync_client=True) as client:
+        client.get_scheduled_flow_runs_for_deployments(deployment_ids=ids)  # a serve process polls them
+    with pytest.raises(DeployError, match=r"reindex/reindex-guard-index is being served \(`anchorprune serve`"):
+        deploy_to_pool("guard-pool", "params.yaml", str(tmp_path))
+    with get_client(sync_client=True) as client:
+        assert not [p for p in client.read_work_pools() if p.name == "guard-pool"]  # refused before any change
+        for i in ids:
+            client.delete_deployment(i)
+    deploy_to_pool("guard-pool", "params.yaml", str(tmp_path))
+    with pytest.raises(DeployError, match=r"reindex/reindex-guard-index is registered on work pool 'guard-pool'.*"
+                                          r"prefect deployment delete 'reindex/reindex-guard-index'"):
+        refuse_if_on_pool(served)
+
+
 # --- workers ----------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -129,7 +157,7 @@ def start_worker(tmp_path):
     yield start
     for proc, _ in started:  # the worker and the flow-run processes it started (its own process group)
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the worker stops polling and exits
     for proc, log in started:
         try:
             proc.wait(timeout=20)
