@@ -21,9 +21,9 @@ build, so runs from different deployments, ad-hoc runs and runs on other hosts w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-
 from uuid import UUID
 
 from prefect import get_client, serve
@@ -131,10 +131,8 @@ def _registered(deployments: list[RunnerDeployment]) -> dict[str, object]:
     with get_client(sync_client=True) as client:
         for d in deployments:
             name = f"{d.flow_name}/{d.name}"
-            try:
+            with contextlib.suppress(ObjectNotFound):
                 found[name] = client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                pass
     return found
 
 

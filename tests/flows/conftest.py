@@ -75,6 +75,7 @@ def project(tmp_path, mlflow_template, monkeypatch):
 def served_project(tmp_path_factory, mlflow_template):
     """Like ``project``, with a champion and a serving index: the pipeline runs once per test module."""
     from flows.pipeline import pipeline_flow
+
     from mlflow_store import fresh_tracking
 
     root = tmp_path_factory.mktemp("served") / "proj"

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 from flows.concurrency import ensure_index_limit, index_limit_name
-from flows.deployments import DeployError, ProjectCheckout, deploy_to_pool, ensure_process_pool, prefect_api_url
+from flows.deployments import (
+    DeployError,
+    ProjectCheckout,
+    deploy_to_pool,
+    ensure_process_pool,
+    prefect_api_url,
+)
 from flows.steps import ROOT_ENV, ProjectRootError, enter_project_root, project_root_for_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,12 +55,12 @@ def test_a_host_without_the_checkout_is_told_to_set_anchorprune_root(tmp_path, m
 def test_deploy_needs_a_reachable_prefect_api():
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        with pytest.raises(DeployError, match="PREFECT_API_URL is not set"):
-            prefect_api_url()
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        with pytest.raises(DeployError, match=r"http://127.0.0.1:9/api \(PREFECT_API_URL\) does not answer"):
-            prefect_api_url()
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), \
+            pytest.raises(DeployError, match="PREFECT_API_URL is not set"):
+        prefect_api_url()
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), \
+            pytest.raises(DeployError, match=r"http://127.0.0.1:9/api \(PREFECT_API_URL\) does not answer"):
+        prefect_api_url()
 
 
 def test_pool_is_created_once_and_must_be_a_process_pool():
@@ -158,7 +164,7 @@ def start_worker(tmp_path):
     for proc, _ in started:  # the worker and the flow-run processes it started (its own process group)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the worker stops polling and exits
-    for proc, log in started:
+    for proc, _ in started:
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -198,7 +204,12 @@ def all_final(run_ids) -> list | None:
 
 def build_tasks(run_id) -> list:
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
 
     with get_client(sync_client=True) as client:
         return client.read_task_runs(
