@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import UTC
 from pathlib import Path
 from uuid import UUID
 
@@ -136,15 +137,25 @@ def _registered(deployments: list[RunnerDeployment]) -> dict[str, object]:
     return found
 
 
+#: a deployment without a pool polled this recently is being served (Prefect's server marks it
+#: not ready after 60 s without a poll; this does not rely on that service running)
+SERVED_WITHIN_SECONDS = 90
+
+
 def refuse_if_served(deployments: list[RunnerDeployment]) -> None:
     """Registering on a pool while ``anchorprune serve`` polls the same deployments would run them in two places."""
+    from datetime import datetime
+
     from prefect.client.schemas.objects import DeploymentStatus
 
+    now = datetime.now(UTC)
     for name, found in _registered(deployments).items():
-        if not found.work_pool_name and found.status == DeploymentStatus.READY:
+        polled = found.last_polled
+        recently = polled is not None and (now - polled).total_seconds() < SERVED_WITHIN_SECONDS
+        if not found.work_pool_name and found.status == DeploymentStatus.READY and recently:
             raise DeployError(f"{name} is being served (`anchorprune serve`, last polled {found.last_polled}): "
                               "stop that process first, or its runs would be taken both there and by the pool's "
-                              "workers (a stopped one stops counting as served within a minute or two)")
+                              "workers (a stopped one counts as served for 90 s after its last poll)")
 
 
 def refuse_if_on_pool(deployments: list[RunnerDeployment]) -> None:

@@ -26,6 +26,16 @@ POOL = "anchorprune-test"
 INDEX = "test-index"
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_deployments():
+    """Deployments that other test modules served (their Runner is gone) would otherwise look served here."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        for d in client.read_deployments():
+            client.delete_deployment(d.id)
+
+
 # --- the pull step: which checkout a run starts in ---------------------------------------------
 
 def test_run_starts_in_the_deploying_checkout_or_in_anchorprune_root(tmp_path, monkeypatch):
