@@ -303,7 +303,8 @@ def test_two_reindex_runs_on_two_workers_are_serialised_by_the_index_limit(serve
     first, second = sorted([a, b], key=lambda t: t.start_time)
     assert first.end_time <= second.start_time, "the two builds overlapped"
     assert serving_version(served_project) == before + 2
-    # one run on each worker
+    # one run on each worker: a run's own log lines come out of the worker whose process ran it (both
+    # workers may try to submit one run; the server lets one have it and the other logs "Aborted submission")
     texts = [p.read_text() for p in logs]
-    assert sorted(sum(str(r) in t for t in texts) for r in runs) == [1, 1]
-    assert all(sum(str(r) in t for r in runs) == 1 for t in texts)
+    ran = [[f"Flow run '{f.name}' - holding {index_limit_name(INDEX)}" in t for t in texts] for f in finals]
+    assert sorted(ran) == [[False, True], [True, False]], ran
