@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-from anchorprune.config import load_settings
+from anchorprune.config import Settings, load_settings
 from anchorprune.provenance import stage_key
 from anchorprune.stages import Workspace
 
@@ -42,12 +42,18 @@ def retry_on_io(task, task_run, state) -> bool:
 IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_on_io)
 
 
+def params_path(params: str, root: str) -> Path:
+    """``params`` as an absolute path: relative ones are relative to ``root`` (itself resolved now)."""
+    path = Path(params)
+    return path if path.is_absolute() else Path(root).resolve() / path
+
+
+def settings(params: str, root: str) -> Settings:
+    return load_settings(params_path(params, root))
+
+
 def workspace(params: str, root: str) -> Workspace:
-    root_path = Path(root).resolve()
-    params_path = Path(params)
-    if not params_path.is_absolute():
-        params_path = root_path / params_path
-    return Workspace(load_settings(params_path), root_path)
+    return Workspace(settings(params, root), Path(root).resolve())
 
 
 def backbone_names(ws: Workspace, backbone: str | None) -> list[str]:

@@ -2,6 +2,9 @@
 
 When the serving version already has this champion, data and index config, nothing is built
 (``stages.serving_is_current``): a scheduled run then only says so.
+
+The build runs inside the index's global concurrency limit (``flows.concurrency``): two runs that
+rebuild one index, from any deployment on any worker or host, run one after the other.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from prefect import flow, get_run_logger, task
 from anchorprune.stages import stage_index
 from anchorprune.summary import index_markdown
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, workspace
+from flows.common import IO_RETRIES, settings, workspace
+from flows.concurrency import index_build_slot, index_limit_name
 
 
 @task(name="build-and-swap-index", **IO_RETRIES)
@@ -21,10 +25,16 @@ def build_and_swap(params: str, root: str, force: bool = False) -> dict:
 
 @flow(name="reindex")
 def reindex_flow(params: str = "params.yaml", root: str = ".", force: bool = False) -> dict:
-    info = build_and_swap(params, root, force)
+    index = settings(params, root).index.name
+    logger = get_run_logger()
+    logger.info("waiting for global concurrency limit %s (one rebuild of index %s at a time)",
+                index_limit_name(index), index)
+    with index_build_slot(index):
+        logger.info("holding %s", index_limit_name(index))
+        info = build_and_swap(params, root, force)
     if info.get("rebuilt", True):
-        get_run_logger().info("index %s now serves version %s", info["index"], info["version"])
+        logger.info("index %s now serves version %s", info["index"], info["version"])
     else:
-        get_run_logger().info("index %s unchanged at version %s: %s", info["index"], info["version"], info["reason"])
+        logger.info("index %s unchanged at version %s: %s", info["index"], info["version"], info["reason"])
     publish("reindex", index_markdown(info))
     return info

@@ -10,7 +10,7 @@ CONFS = Path(__file__).parent / "confs"
 
 def test_help_lists_every_stage():
     out = runner.invoke(app, ["--help"]).output
-    for cmd in ["data", "encode", "calibrate", "evaluate", "promote", "index", "pipeline", "serve", "doctor"]:
+    for cmd in ["data", "encode", "calibrate", "evaluate", "promote", "index", "pipeline", "serve", "deploy", "doctor"]:
         assert cmd in out
 
 

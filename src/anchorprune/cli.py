@@ -323,9 +323,43 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the scheduled Prefect deployments (long-running; needs a Prefect server, see README)."""
     settings_or_exit(params)
     _own_prefect_home(project_root(params))
+    from flows.deployments import DeployError
     from flows.deployments import main as serve_deployments
 
-    serve_deployments(str(params.resolve()), str(project_root(params)))
+    try:
+        serve_deployments(str(params.resolve()), str(project_root(params)))
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", help="the process work pool to register on")] = "anchorprune",
+    params: ParamsOpt = Path("params.yaml"),
+    create_pool: Annotated[bool, typer.Option(help="create the pool (type process) when it does not exist")] = True,
+) -> None:
+    """Register the scheduled deployments on a Prefect work pool; `prefect worker start --pool NAME` runs them."""
+    cfg = settings_or_exit(params)
+    root = project_root(params)
+    _own_prefect_home(root)
+    from flows.concurrency import index_limit_name
+    from flows.deployments import DeployError, deploy_to_pool
+
+    try:
+        ids = deploy_to_pool(pool, str(params.resolve()), str(root), create_pool=create_pool)
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    s = cfg.schedule
+    crons = {"reindex": s.reindex_cron, "recalibrate": s.recalibrate_cron}
+    for name, deployment_id in ids.items():
+        typer.echo(f"{name}: on work pool {pool}, cron '{crons[name.split('/')[0]]}' ({s.timezone}), "
+                   f"one run at a time (id {deployment_id})")
+    typer.echo(f"global concurrency limit {index_limit_name(cfg.index.name)}: one rebuild of index "
+               f"{cfg.index.name} at a time, on every worker")
+    typer.echo(f"start a worker on any host with a checkout of this project (runs start in $ANCHORPRUNE_ROOT, "
+               f"default {root}):\n  prefect worker start --pool {pool}")
 
 
 @app.command()

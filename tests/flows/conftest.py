@@ -69,3 +69,23 @@ def project(tmp_path, mlflow_template, monkeypatch):
     write_synthetic_dataset(root)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def served_project(tmp_path_factory, mlflow_template):
+    """Like ``project``, with a champion and a serving index: the pipeline runs once per test module."""
+    from flows.pipeline import pipeline_flow
+
+    from mlflow_store import fresh_tracking
+
+    root = tmp_path_factory.mktemp("served") / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    tracking = fresh_tracking(mlflow_template, root / "mlruns")
+    (root / "params.yaml").write_text(yaml.safe_dump(project_params(root, tracking.uri, tracking.artifact_root)))
+    write_synthetic_dataset(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        pipeline_flow(params="params.yaml", root=str(root))
+        yield root
+    shutil.rmtree(root, ignore_errors=True)
