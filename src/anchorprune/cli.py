@@ -422,13 +422,15 @@ def index_search(
         typer.echo('error: the query is empty; pass the text to search for, e.g. `anchorprune index search '
                    '"how do I install R packages"`', err=True)
         raise typer.Exit(2)
-    from anchorprune.stages import stage_search
+    from anchorprune.stages import stage_search_report
 
     ws = _workspace(params)
     idx = _open_index(params)
     _index_call(lambda: idx.search_many([], 1))          # the cheap checks first: no model load for a broken index
-    hits = _index_call(lambda: stage_search(ws, query, k=k))
+    hits, report = _index_call(lambda: stage_search_report(ws, query, k=k))
     _echo_hits(ws, query, hits)
+    if report is not None and getattr(report, "scoring", None) is not None:
+        typer.echo(report.scoring.describe())
 
 
 def _echo_hits(ws, query: str, hits) -> None:
