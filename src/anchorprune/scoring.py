@@ -411,14 +411,35 @@ def score_shortlist(
         raise ScoringError(f"rescore_vecs must be float32 {tuple(vecs.shape)} (a copy of the scanned rows), "
                            f"got {rescore_vecs.dtype} {tuple(rescore_vecs.shape)}")
     scan = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="bfloat16")
-    num_pages = scan.shape[1]
-    keep = min(num_pages, k + (default_margin(k) if margin is None else margin))
+    keep = min(scan.shape[1], k + (default_margin(k) if margin is None else margin))
+    out = rescore_shortlist(queries, scan, rescore_vecs if rescore_vecs is not None else vecs, offsets, keep)
+    return out, ComputePath(requested, "bfloat16", accel, storage, rescored=True, shortlist=keep,
+                            rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
+
+
+def rescore_shortlist(
+    queries: Sequence[torch.Tensor],      # Q x [m_i, d]
+    scan: torch.Tensor,                   # [Q, P] approximate scores (the bf16 scan)
+    source: torch.Tensor,                 # [T, d] rows to rescore from (any float dtype; read as float32)
+    offsets: torch.Tensor,                # [P + 1] int64
+    keep: int,
+) -> torch.Tensor:
+    """Exact float32 MaxSim of each query against its ``keep`` best pages by ``scan``; ``-inf`` elsewhere.
+
+    Only the shortlisted pages' rows of ``source`` are read (a memory map stays mostly untouched).
+
+    >>> import torch
+    >>> src = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> rescore_shortlist([torch.tensor([[1.0, 0.0]])], torch.tensor([[0.9, 0.1, 0.5]]), src,
+    ...                   torch.tensor([0, 1, 2, 3]), keep=2).tolist()
+    [[1.0, -inf, 0.0]]
+    """
+    if not 1 <= keep <= scan.shape[1]:
+        raise ScoringError(f"keep must be in 1..{scan.shape[1]} (pages), got {keep}")
     short = torch.topk(scan, keep, dim=1).indices.numpy()                  # [Q, keep]
-    source = rescore_vecs if rescore_vecs is not None else vecs
     out = torch.full_like(scan, float("-inf"))
     for i, q in enumerate(queries):
         pages = np.sort(short[i])                                          # file order: sequential reads
         rows, local = gather_pages(source, offsets, pages)
         out[i, torch.from_numpy(pages)] = score_packed([q], rows.to(torch.float32), local, compute="float32")[0]
-    return out, ComputePath(requested, "bfloat16", accel, storage, rescored=True, shortlist=keep,
-                            rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
+    return out
