@@ -213,7 +213,7 @@ def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tenso
     cache, qcache = FeaturesCache(path), QueryCache(path)
     feats = {pg.page_id: cache.get(backbone, pg, LayerCapture.all()) for pg in ds.pages(images=False)}
     queries = [qcache.get(backbone, ds.queries[q]) for q in ds.queries]
-    missing = [p for p, f in feats.items() if f is None] + [q for q, v in zip(ds.queries, queries) if v is None]
+    missing = [p for p, f in feats.items() if f is None] + [q for q, v in zip(ds.queries, queries, strict=True) if v is None]
     if missing:
         raise SystemExit(f"{len(missing)} pages/queries of {data_dir} are not in {path} (e.g. {missing[:3]}); "
                          "encode them first (benchmarks/quality_demo.py --features-cache)")
