@@ -331,7 +331,8 @@ class ComputePath:
         if self.compute == "float32":
             if self.storage == "bfloat16" and self.requested != "float32":
                 return f"scoring: float32 compute over bfloat16 vectors (bf16 {accel}: float32 fallback)"
-            return f"scoring: float32 compute over {self.storage} vectors (CPU bf16: {accel})"
+            native = "accelerated" if self.bf16_accelerated else "not accelerated"
+            return f"scoring: float32 compute over {self.storage} vectors (CPU bf16: {native})"
         line = f"scoring: bfloat16 compute ({accel}) over {self.storage} vectors"
         if self.rescored:
             line += f", top {self.shortlist} per query rescored in float32 from the {self.rescore_source}"
