@@ -275,6 +275,7 @@ def test_shortlist_top_k_equals_fp32_top_k_on_many_near_ties(seed):
     assert not torch.equal(torch.topk(plain, k, dim=1).indices, top_exact)   # plain bf16 disagrees somewhere
     scores, path = score_shortlist(qs, stored, off, k, compute="bfloat16", rescore_vecs=vecs)
     assert path.shortlist == k + 50
+    assert (torch.isfinite(scores).sum(dim=1) == k + 50).all()              # each query: its own shortlist only
     got = torch.topk(scores, k, dim=1)
     assert torch.equal(got.indices, top_exact)
     assert torch.allclose(got.values, torch.topk(exact, k, dim=1).values, rtol=1e-6, atol=0)

@@ -427,7 +427,10 @@ def rescore_shortlist(
 ) -> torch.Tensor:
     """Exact float32 MaxSim of each query against its ``keep`` best pages by ``scan``; ``-inf`` elsewhere.
 
-    Only the shortlisted pages' rows of ``source`` are read (a memory map stays mostly untouched).
+    Only the rows of pages on some query's shortlist are read (a memory map stays mostly untouched), once,
+    and every query is scored against that union in one :func:`score_packed` call (one query at a time
+    would run matmuls of a few rows each, bound by memory traffic); each query then keeps its own
+    shortlist's scores.
 
     >>> import torch
     >>> src = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
@@ -437,10 +440,11 @@ def rescore_shortlist(
     """
     if not 1 <= keep <= scan.shape[1]:
         raise ScoringError(f"keep must be in 1..{scan.shape[1]} (pages), got {keep}")
-    short = torch.topk(scan, keep, dim=1).indices.numpy()                  # [Q, keep]
+    short = torch.topk(scan, keep, dim=1).indices                          # [Q, keep]
+    union = np.unique(short.numpy())                                       # sorted: file order, sequential reads
+    rows, local = gather_pages(source, offsets, union)
+    exact = score_packed(list(queries), rows.to(torch.float32), local, compute="float32")   # [Q, U]
+    col = torch.from_numpy(np.searchsorted(union, short.numpy()))          # [Q, keep] columns of exact
     out = torch.full_like(scan, float("-inf"))
-    for i, q in enumerate(queries):
-        pages = np.sort(short[i])                                          # file order: sequential reads
-        rows, local = gather_pages(source, offsets, pages)
-        out[i, torch.from_numpy(pages)] = score_packed([q], rows.to(torch.float32), local, compute="float32")[0]
+    out.scatter_(1, short, exact.gather(1, col))
     return out
