@@ -207,7 +207,101 @@ def test_local_index_stores_and_scores_bfloat16(tmp_path, monkeypatch, accelerat
     ids, scores = idx.exact_scores(qs)
     vecs, off = pack(ps)
     rounded = vecs.to(torch.bfloat16)
-    expected = score_packed(qs, rounded, off, compute="bfloat16" if accelerated else "float32")
+    expected = score_packed(qs, rounded, off, compute="float32")     # evaluation stays exact float32
     assert ids == [f"p{i}" for i in range(6)]
     assert torch.equal(scores, expected)
     assert idx.search(ps[3][:1], k=1)[0].page_id == "p3"
+    hits, report = idx.search_report(qs, k=2)
+    assert report.scoring.compute == ("bfloat16" if accelerated else "float32")
+    assert report.scoring.bf16_accelerated is accelerated and report.scoring.storage == "bfloat16"
+    assert report.scoring.rescored is accelerated
+    # either way the hits are the exact float32 top-2 of the stored (bf16-rounded) vectors, with their scores
+    for h, row in zip(hits, expected, strict=True):
+        best = torch.topk(row, 2)
+        assert [x.page_id for x in h] == [f"p{int(i)}" for i in best.indices]
+        assert [x.score for x in h] == pytest.approx(best.values.tolist(), rel=1e-6)   # float32 (matmul shape ulps)
+
+
+# ---- bf16 scan + exact float32 rescoring of a shortlist (issue 18) ----
+
+def _near_tie_pages():
+    """Pages whose float32 MaxSim order flips when their vectors are rounded to bf16.
+
+    Query tokens e0, e1. Page "a" = (0.5019, 0.5019): float32 1.0038, bf16 0.5 + 0.5 = 1.0.
+    Page "b" = (0.5021, 0.5000): float32 1.0021, bf16 0.50390625 + 0.5 = 1.0039. Page "c" is far behind.
+    """
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    pages = [torch.tensor([[0.5019, 0.0, 0.0, 0.0], [0.0, 0.5019, 0.0, 0.0]]),     # a
+             torch.tensor([[0.5021, 0.0, 0.0, 0.0], [0.0, 0.5000, 0.0, 0.0]]),     # b
+             torch.tensor([[0.1, 0.1, 0.0, 0.0]])]                                 # c
+    return q, pages
+
+
+def test_near_tie_flips_under_plain_bf16_and_the_shortlist_restores_fp32_order(monkeypatch):
+    import anchorprune.scoring as scoring
+
+    q, pages = _near_tie_pages()
+    vecs, off = pack(pages)
+    exact = score_packed([q], vecs, off)[0]
+    plain = score_packed([q], vecs.to(torch.bfloat16), off, compute="bfloat16")[0]
+    assert int(exact.argmax()) == 0 and int(plain.argmax()) == 1          # plain bf16 flips the near-tie
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: True)
+    scores, path = scoring.score_shortlist([q], vecs.to(torch.bfloat16), off, k=1, margin=1, rescore_vecs=vecs)
+    assert int(scores[0].argmax()) == 0
+    assert scores[0, :2].tolist() == pytest.approx(exact[:2].tolist(), abs=1e-6)   # float32 values, not bf16 ones
+    assert scores[0, 2] == float("-inf")                                  # outside the shortlist of 2
+    assert (path.compute, path.rescored, path.shortlist, path.rescore_source) == \
+        ("bfloat16", True, 2, "float32 copy")
+    # without a margin the shortlist is the (wrong) bf16 top-1: the margin is what makes it exact
+    narrow, _ = scoring.score_shortlist([q], vecs.to(torch.bfloat16), off, k=1, margin=0, rescore_vecs=vecs)
+    assert int(narrow[0].argmax()) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shortlist_top_k_equals_fp32_top_k_on_many_near_ties(seed):
+    from anchorprune.scoring import score_shortlist
+
+    g = torch.Generator().manual_seed(seed)
+    dim, k = 32, 10
+    base = torch.nn.functional.normalize(torch.randn(40, 12, dim, generator=g), dim=-1)
+    # 200 pages: 5 jittered copies of 40 pages -> scores packed within ~1e-3: bf16 reorders them
+    pages = [(b + 1e-3 * torch.randn(b.shape, generator=g)) for b in base for _ in range(5)]
+    qs = [torch.nn.functional.normalize(torch.randn(8, dim, generator=g), dim=-1) for _ in range(12)]
+    vecs, off = pack(pages)
+    stored = vecs.to(torch.bfloat16)
+    exact = score_packed(qs, vecs, off)
+    plain = score_packed(qs, stored, off, compute="bfloat16")
+    top_exact = torch.topk(exact, k, dim=1).indices
+    assert not torch.equal(torch.topk(plain, k, dim=1).indices, top_exact)   # plain bf16 disagrees somewhere
+    scores, path = score_shortlist(qs, stored, off, k, compute="bfloat16", rescore_vecs=vecs)
+    assert path.shortlist == k + 50
+    assert (torch.isfinite(scores).sum(dim=1) == k + 50).all()              # each query: its own shortlist only
+    got = torch.topk(scores, k, dim=1)
+    assert torch.equal(got.indices, top_exact)
+    assert torch.allclose(got.values, torch.topk(exact, k, dim=1).values, rtol=1e-6, atol=0)
+    # a bf16-only store: exact with respect to the stored vectors (float32 scoring of the rounded rows)
+    exact_stored = score_packed(qs, stored, off, compute="float32")
+    only16, path16 = score_shortlist(qs, stored, off, k, compute="bfloat16")
+    assert path16.rescore_source == "stored vectors"
+    assert torch.equal(torch.topk(only16, k, dim=1).indices, torch.topk(exact_stored, k, dim=1).indices)
+
+
+def test_shortlist_falls_back_to_fp32_over_every_page(monkeypatch):
+    import anchorprune.scoring as scoring
+
+    qs, ps = _ragged(5)
+    vecs, off = pack(ps)
+    stored = vecs.to(torch.bfloat16)
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: False)
+    scores, path = scoring.score_shortlist(qs, stored, off, k=3)          # compute="auto"
+    assert torch.equal(scores, score_packed(qs, stored.float(), off))     # every page, exact, no -inf
+    assert (path.requested, path.compute, path.bf16_accelerated, path.rescored) == ("auto", "float32", False, False)
+    assert "float32 fallback" in path.describe()
+    # float32 storage never takes the bf16 scan, accelerated or not
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: True)
+    _, path32 = scoring.score_shortlist(qs, vecs, off, k=3)
+    assert path32.compute == "float32" and "fallback" not in path32.describe()
+    with pytest.raises(ScoringError, match="rescore_vecs"):
+        scoring.score_shortlist(qs, stored, off, k=3, compute="bfloat16", rescore_vecs=vecs[:-1])
+    with pytest.raises(ScoringError, match="k must be"):
+        scoring.score_shortlist(qs, stored, off, k=0)

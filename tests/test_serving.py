@@ -147,3 +147,36 @@ def test_index_stage_encodes_and_prunes_a_chunk_at_a_time(project, monkeypatch):
     assert info["pages"] == N and calls == [3, 3, 2] and peak[0] <= 3
     idx = LocalIndex(project / "indexes", "t")
     assert sorted(idx.existing_hashes()) == [f"p{i}" for i in range(N)]
+
+
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeypatch, accelerated):
+    """`anchorprune index search` names float32/bfloat16 compute and whether bf16 was accelerated (issue 18)."""
+    from typer.testing import CliRunner
+
+    import anchorprune.index.local as local
+    import anchorprune.registry as registry
+    import anchorprune.scoring as scoring
+    from anchorprune.cli import app
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["index"]["dtype"] = "bfloat16"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    cand, spec = spec_for("sap")
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone: None)
+    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: accelerated)
+    monkeypatch.setattr(local, "bf16_accelerated", lambda: accelerated)
+    stage_index(Workspace(load_settings(project / "params.yaml"), project))
+
+    out = CliRunner().invoke(app, ["index", "search", "which page is about topic:t3?", "-k", "3",
+                                   "--params", str(project / "params.yaml")])
+    assert out.exit_code == 0, out.output
+    line = out.output.strip().splitlines()[-1]
+    if accelerated:
+        assert line.startswith("scoring: bfloat16 compute (accelerated) over bfloat16 vectors")
+        assert f"top {min(N, 3 + 50)} per query rescored in float32" in line
+    else:
+        assert line == ("scoring: float32 compute over bfloat16 vectors "
+                        "(bf16 not accelerated on this CPU: float32 fallback)")
+    assert "p3" in out.output.splitlines()[1]          # the best hit, as before

@@ -311,11 +311,13 @@ def pipeline(
     idx = result["index"]
     typer.echo(f"index {idx['index']} {'now serves' if idx.get('rebuilt', True) else 'unchanged, still serves'} "
                f"version {idx['version']}" + ("" if idx.get("rebuilt", True) else f" ({idx['reason']})"))
-    from anchorprune.stages import Workspace, stage_search
+    from anchorprune.stages import Workspace, stage_search_report
 
     ws = Workspace(settings_or_exit(params), root)
     q = query or next(iter(ws.dataset.queries.values()))
-    _echo_hits(ws, q, stage_search(ws, q, k=5))
+    hits, report = stage_search_report(ws, q, k=5)
+    _echo_hits(ws, q, hits)
+    _echo_scoring(report)
 
 
 @app.command()
@@ -456,13 +458,20 @@ def index_search(
         typer.echo('error: the query is empty; pass the text to search for, e.g. `anchorprune index search '
                    '"how do I install R packages"`', err=True)
         raise typer.Exit(2)
-    from anchorprune.stages import stage_search
+    from anchorprune.stages import stage_search_report
 
     ws = _workspace(params)
     idx = _open_index(params)
     _index_call(lambda: idx.search_many([], 1))          # the cheap checks first: no model load for a broken index
-    hits = _index_call(lambda: stage_search(ws, query, k=k))
+    hits, report = _index_call(lambda: stage_search_report(ws, query, k=k))
     _echo_hits(ws, query, hits)
+    _echo_scoring(report)
+
+
+def _echo_scoring(report) -> None:
+    """The compute path of a search (float32 / bfloat16, bf16 accelerated or not), where the index reports it."""
+    if report is not None and getattr(report, "scoring", None) is not None:
+        typer.echo(report.scoring.describe())
 
 
 def _echo_hits(ws, query: str, hits) -> None:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -288,3 +289,162 @@ def maxsim_matrix(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]
     """``[Q, P]`` MaxSim of every query against every page (packs the pages, then :func:`score_packed`)."""
     vecs, offsets = pack(pages)
     return score_packed(queries, vecs, offsets, compute=compute)
+
+
+# ---------------------------------------------------------------------------------------------
+# bf16 scan, exact float32 rescoring of a shortlist (issue 18)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComputePath:
+    """How a search was scored: what was asked, what the matmuls ran in, and whether bf16 was native.
+
+    ``compute`` is the dtype of the scan over every page. With ``"bfloat16"`` the scan only picks a
+    shortlist of ``shortlist`` pages per query, which are then rescored exactly in float32
+    (``rescored``) from ``rescore_source``: ``"float32 copy"`` (a float32 store of the same vectors, so the
+    top-k equals the float32 path's whenever its top-k is in the shortlist) or ``"stored vectors"`` (the
+    stored rows decoded to float32: exact with respect to what the index keeps).
+    """
+
+    requested: str                  # "float32" | "bfloat16" | "auto"
+    compute: str                    # "float32" | "bfloat16": the scan over every page
+    bf16_accelerated: bool          # the CPU multiplies bf16 natively (AMX / AVX-512 BF16)
+    storage: str                    # dtype of the scanned vectors, e.g. "bfloat16"
+    rescored: bool = False          # a bf16 shortlist rescored exactly in float32
+    shortlist: int | None = None    # pages per query rescored (k + margin, at most every page)
+    rescore_source: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for search output.
+
+        >>> ComputePath("auto", "float32", False, "bfloat16").describe()
+        'scoring: float32 compute over bfloat16 vectors (bf16 not accelerated on this CPU: float32 fallback)'
+        >>> ComputePath("auto", "float32", True, "float16").describe()
+        'scoring: float32 compute over float16 vectors (CPU bf16: accelerated)'
+        >>> ComputePath("auto", "bfloat16", True, "bfloat16", True, 60, "stored vectors").describe()
+        'scoring: bfloat16 compute (accelerated) over bfloat16 vectors, top 60 per query rescored in float32 from the stored vectors'
+        """
+        accel = "accelerated" if self.bf16_accelerated else "not accelerated on this CPU"
+        if self.compute == "float32":
+            if self.storage == "bfloat16" and self.requested != "float32":
+                return f"scoring: float32 compute over bfloat16 vectors (bf16 {accel}: float32 fallback)"
+            native = "accelerated" if self.bf16_accelerated else "not accelerated"
+            return f"scoring: float32 compute over {self.storage} vectors (CPU bf16: {native})"
+        line = f"scoring: bfloat16 compute ({accel}) over {self.storage} vectors"
+        if self.rescored:
+            line += f", top {self.shortlist} per query rescored in float32 from the {self.rescore_source}"
+        return line
+
+
+def default_margin(k: int) -> int:
+    """Extra shortlist pages beyond ``k`` for the bf16 scan: ``max(4k, 50)``.
+
+    >>> default_margin(5), default_margin(20)
+    (50, 80)
+    """
+    return max(4 * k, 50)
+
+
+def gather_pages(vecs: torch.Tensor, offsets: torch.Tensor | np.ndarray,
+                 pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``pages`` (in that order) packed anew: ``(rows [t, d], local offsets [len(pages) + 1])``.
+
+    >>> import torch
+    >>> v, o = gather_pages(torch.arange(5.0)[:, None], torch.tensor([0, 2, 3, 5]), np.array([2, 0]))
+    >>> v[:, 0].tolist(), o.tolist()
+    ([3.0, 4.0, 0.0, 1.0], [0, 2, 4])
+    """
+    off = np.asarray(offsets.numpy() if isinstance(offsets, torch.Tensor) else offsets, dtype=np.int64)
+    pages = np.asarray(pages, dtype=np.int64)
+    starts, lengths = off[pages], off[pages + 1] - off[pages]
+    local = np.zeros(len(pages) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=local[1:])
+    idx = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1])
+    return vecs[torch.from_numpy(idx)], torch.from_numpy(local)
+
+
+def score_shortlist(
+    queries: Sequence[torch.Tensor],      # Q x [m_i, d]
+    vecs: torch.Tensor,                   # [T, d] float32, float16 or bfloat16
+    offsets: torch.Tensor,                # [P + 1] int64
+    k: int,
+    compute: Compute = "auto",
+    rescore_vecs: torch.Tensor | None = None,   # [T, d] float32 copy of the same pages (e.g. a memmap)
+    margin: int | None = None,
+    chunk_tokens: int | None = None,
+    page_ids: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, ComputePath]:
+    """Scores ``[Q, P]`` whose top ``k`` per query is exact float32 MaxSim, and the :class:`ComputePath`.
+
+    Where ``compute`` resolves to float32 (:func:`resolve_compute`; ``"auto"`` on a CPU without native
+    bf16) this is :func:`score_packed` in float32 over every page. Where it resolves to bfloat16, one bf16
+    scan over every page keeps the best ``k + margin`` pages per query (``margin`` default
+    :func:`default_margin`); those are rescored in float32 from ``rescore_vecs`` when given (a float32 copy
+    of the same packed rows, touched only for the shortlist), else from ``vecs`` decoded to float32. Pages
+    outside a query's shortlist score ``-inf``. bf16 rounding can only flip near-ties; the rescoring puts
+    them back in exact order, so the top ``k`` differs from the float32 path only if a true top-``k`` page
+    fell out of the shortlist.
+
+    Examples
+    --------
+    >>> import torch
+    >>> vecs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    >>> s, path = score_shortlist([torch.tensor([[1.0, 0.0]])], vecs, torch.tensor([0, 1, 2, 3]), k=1,
+    ...                           compute="bfloat16", margin=1)
+    >>> s.tolist(), path.shortlist, path.rescore_source
+    ([[1.0, -inf, 0.6000000238418579]], 2, 'stored vectors')
+    """
+    if k < 1:
+        raise ScoringError(f"k must be >= 1, got {k}")
+    if margin is not None and margin < 0:
+        raise ScoringError(f"margin must be >= 0, got {margin}")
+    storage = str(vecs.dtype).removeprefix("torch.")
+    requested = compute
+    how = resolve_compute(vecs.dtype, compute)
+    accel = bf16_accelerated()
+    if how == "float32":
+        scores = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="float32")
+        return scores, ComputePath(requested, "float32", accel, storage)
+    if rescore_vecs is not None and (rescore_vecs.shape != vecs.shape or rescore_vecs.dtype != torch.float32):
+        raise ScoringError(f"rescore_vecs must be float32 {tuple(vecs.shape)} (a copy of the scanned rows), "
+                           f"got {rescore_vecs.dtype} {tuple(rescore_vecs.shape)}")
+    scan = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="bfloat16")
+    keep = min(scan.shape[1], k + (default_margin(k) if margin is None else margin))
+    out = rescore_shortlist(queries, scan, rescore_vecs if rescore_vecs is not None else vecs, offsets, keep)
+    return out, ComputePath(requested, "bfloat16", accel, storage, rescored=True, shortlist=keep,
+                            rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
+
+
+def rescore_shortlist(
+    queries: Sequence[torch.Tensor],      # Q x [m_i, d]
+    scan: torch.Tensor,                   # [Q, P] approximate scores (the bf16 scan)
+    source: torch.Tensor,                 # [T, d] rows to rescore from (any float dtype; read as float32)
+    offsets: torch.Tensor,                # [P + 1] int64
+    keep: int,
+) -> torch.Tensor:
+    """Exact float32 MaxSim of each query against its ``keep`` best pages by ``scan``; ``-inf`` elsewhere.
+
+    Only the rows of pages on some query's shortlist are read (a memory map stays mostly untouched), once,
+    and every query is scored against that union in one :func:`score_packed` call (one query at a time
+    would run matmuls of a few rows each, bound by memory traffic); each query then keeps its own
+    shortlist's scores.
+
+    >>> import torch
+    >>> src = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> rescore_shortlist([torch.tensor([[1.0, 0.0]])], torch.tensor([[0.9, 0.1, 0.5]]), src,
+    ...                   torch.tensor([0, 1, 2, 3]), keep=2).tolist()
+    [[1.0, -inf, 0.0]]
+    """
+    if not 1 <= keep <= scan.shape[1]:
+        raise ScoringError(f"keep must be in 1..{scan.shape[1]} (pages), got {keep}")
+    short = torch.topk(scan, keep, dim=1).indices                          # [Q, keep]
+    union = np.unique(short.numpy())                                       # sorted: file order, sequential reads
+    rows, local = gather_pages(source, offsets, union)
+    exact = score_packed(list(queries), rows.to(torch.float32), local, compute="float32")   # [Q, U]
+    col = torch.from_numpy(np.searchsorted(union, short.numpy()))          # [Q, keep] columns of exact
+    out = torch.full_like(scan, float("-inf"))
+    out.scatter_(1, short, exact.gather(1, col))
+    return out

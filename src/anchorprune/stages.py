@@ -603,3 +603,15 @@ def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
     spec = serving_spec(ws, index)
     qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
     return index.search(qvecs, k)
+
+
+def stage_search_report(ws: Workspace, query: str, k: int = 10) -> tuple[list, Any]:
+    """:func:`stage_search` plus the index's search report (first stage, float32/bfloat16 compute) where it
+    gives one (the local index's ``search_report``), else ``None``."""
+    index = open_serving_index(ws)
+    spec = serving_spec(ws, index)
+    qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
+    if hasattr(index, "search_report"):
+        hits, report = index.search_report([qvecs], k)
+        return hits[0], report
+    return index.search(qvecs, k), None

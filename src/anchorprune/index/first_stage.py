@@ -55,6 +55,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from anchorprune.index.base import IndexInputError, normalized_mean
+from anchorprune.scoring import ComputePath
 
 FirstStageName = Literal["none", "mean", "muvera"]
 #: Elasticsearch's dense_vector limit; the MUVERA defaults stay within it
@@ -342,6 +343,7 @@ class SearchReport:
     pages: int              # pages in the serving version
     version: int            # the serving version number
     configured: str | None = None   # what the index was configured with when it differs ("auto")
+    scoring: ComputePath | None = None   # float32 / bfloat16 compute, bf16 accelerated or not (issue 18)
 
 
 def make_first_stage(name: str, dim: int, params: Mapping[str, Any] | None = None) -> FirstStage | None:

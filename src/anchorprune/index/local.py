@@ -82,7 +82,7 @@ from anchorprune.index.first_stage import (
 )
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
 from anchorprune.pruning.base import PrunedPage
-from anchorprune.scoring import bf16_accelerated, score_packed
+from anchorprune.scoring import ComputePath, bf16_accelerated, score_packed, score_shortlist
 
 log = logging.getLogger(__name__)
 
@@ -348,16 +348,30 @@ class _Version:
         stored = np.asarray(self.vecs[idx])
         return torch.from_numpy(quantize.decode(stored, self.dtype, self.dim)), torch.from_numpy(local)
 
+    def score_search(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None,
+                     k: int) -> tuple[torch.Tensor, ComputePath]:
+        """Scores ``[Q, P]`` whose top ``k`` is exact float32 MaxSim, and how they were computed.
+
+        A bfloat16 version searched from its memory map on a CPU with native bf16 scans every page with
+        bf16 matmuls and rescores the best ``k + margin`` per query exactly in float32 from the stored
+        rows (:func:`anchorprune.scoring.score_shortlist`); everything else is :meth:`score_all`.
+        """
+        if self.dense is None and self.dtype == "bfloat16":
+            ct = _chunk_tokens(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
+            return score_shortlist(queries, quantize.as_bfloat16(self.vecs), torch.from_numpy(self.offsets), k,
+                                   compute="auto", chunk_tokens=ct, page_ids=self.page_ids)
+        return self.score_all(queries, chunk_tokens), ComputePath("auto", "float32", bf16_accelerated(), self.dtype)
+
     def score_all(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None) -> torch.Tensor:
-        """Exact MaxSim ``[Q, P]`` of the queries against every page."""
+        """Exact float32 MaxSim ``[Q, P]`` of the queries against every page (what evaluation uses)."""
         chunk_tokens = _chunk_tokens(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
         if self.dense is not None:
             return score_packed(queries, self.dense, torch.from_numpy(self.offsets), chunk_tokens=chunk_tokens,
                                 page_ids=self.page_ids)
-        if self.dtype != "bits":   # bfloat16 rows: bf16 matmuls where the CPU accelerates them, else float32
+        if self.dtype != "bits":   # bfloat16 rows are converted to float32 chunk by chunk
             vecs = quantize.as_bfloat16(self.vecs) if self.dtype == "bfloat16" else torch.from_numpy(self.vecs)
             return score_packed(queries, vecs, torch.from_numpy(self.offsets),
-                                chunk_tokens=chunk_tokens, page_ids=self.page_ids, compute="auto")
+                                chunk_tokens=chunk_tokens, page_ids=self.page_ids, compute="float32")
         n_pages = len(self.page_ids)
         out = torch.empty(len(queries), n_pages, dtype=torch.float32)
         budget = max(chunk_tokens or _BITS_CHUNK_TOKENS, 1)
@@ -955,16 +969,17 @@ class LocalIndex:
             stage = "mean"
         pages = len(v.page_ids)
         if stage == "none" or self.candidates >= pages:
-            report = SearchReport("none", pages, pages, v.number,
-                                  self.first_stage if self.first_stage != "none" else None)
+            configured = self.first_stage if self.first_stage != "none" else None
             if not qs:
-                return [], report
-            scores = v.score_all(qs, self.chunk_tokens)             # [Q, P]
+                return [], SearchReport("none", pages, pages, v.number, configured)
+            scores, path = v.score_search(qs, self.chunk_tokens, k)    # [Q, P]: top k exact float32
+            report = SearchReport("none", pages, pages, v.number, configured, scoring=path)
             out = [_top_k(s, k, v.page_ids) for s in scores]
-        else:
+        else:               # candidates decoded to float32 and scored exactly
             out = [self._two_stage(v, q, k, stage) for q in qs]
             report = SearchReport(stage, self.candidates, pages, v.number,
-                                  self.first_stage if self.first_stage != stage else None)
+                                  self.first_stage if self.first_stage != stage else None,
+                                  scoring=ComputePath("auto", "float32", bf16_accelerated(), v.dtype))
         # nothing served changes silently: the pages returned still hash to what the build wrote
         v.check_pages(sorted({v.position(h.page_id) for hits in out for h in hits}))
         return out, report
