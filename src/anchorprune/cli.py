@@ -365,7 +365,9 @@ def _open_index(params: Path):
     from anchorprune.index import open_index
 
     cfg = settings_or_exit(params)
-    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else project_root(params) / cfg.paths.index_dir
+    from anchorprune.index.local import index_root
+
+    root = index_root(cfg.paths.resolve(cfg.paths.index_dir, project_root(params)))
     try:
         return open_index(cfg.index, root)
     except _index_errors() as exc:

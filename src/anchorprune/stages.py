@@ -49,8 +49,9 @@ class Workspace:
         return self.path(self.settings.paths.reports_dir)
 
     @property
-    def features_dir(self) -> Path:
-        return self.path(self.settings.paths.features_dir)
+    def features_dir(self) -> str | Path:
+        """The features cache: a folder under the root, or an fsspec URL (``paths.features_dir``)."""
+        return self.settings.paths.resolve(self.settings.paths.features_dir, self.root)
 
     @cached_property
     def tracker(self) -> Tracker:
@@ -158,8 +159,17 @@ def load_corpus(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None
     """Every page (all layers captured unless told) and every query; the features cache makes reruns cheap."""
     return encode_dataset(
         backbone or ws.backbone(bcfg), ws.dataset.pages(), ws.dataset.queries, capture or LayerCapture.all(),
-        ws.features_dir, bcfg.batch_size,
+        ws.features_dir, bcfg.batch_size, ws.settings.encode.claim_ttl_s,
     )
+
+
+def plan_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None) -> list[list]:
+    """The pages the encode stage still has to run the model on, in shards of ``encode.shard_pages``."""
+    from anchorprune.encoding import missing_pages, plan_shards
+
+    backbone = backbone or ws.backbone(bcfg)
+    missing = missing_pages(ws.features_dir, backbone, ws.dataset.pages(), LayerCapture.all())
+    return plan_shards(missing, ws.settings.encode.shard_pages)
 
 
 def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None) -> EncodedCorpus:
@@ -442,8 +452,9 @@ def index_backbone(ws: Workspace) -> BackboneConfig:
 
 def open_serving_index(ws: Workspace):
     from anchorprune.index import open_index
+    from anchorprune.index.local import index_root
 
-    return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
+    return open_index(ws.settings.index, index_root(ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root)))
 
 
 def index_config_key(ws: Workspace) -> dict:
@@ -551,7 +562,8 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
         log.warning("index: %d stored pages fail their checksum and are re-encoded: %s", len(damaged),
                     sorted(damaged)[:5])
     changed = [p for p in pages if existing.get(p.page_id) != p.content_hash or p.page_id in damaged]
-    feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size) if changed else {}
+    feats = encode_pages(backbone, changed, capture, ws.features_dir, spec_bcfg.batch_size,
+                         ws.settings.encode.claim_ttl_s) if changed else {}
     pruned = [pruner.prune(feats[p.page_id], spec.gamma) for p in changed]
     keep = [p.page_id for p in pages if p.page_id not in feats]
     meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
