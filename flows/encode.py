@@ -8,8 +8,6 @@ Each shard writes its entries as it goes, so a killed run resumes where it stopp
 
 from __future__ import annotations
 
-import os
-
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -17,30 +15,21 @@ from tqdm.auto import tqdm
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.config import BackboneConfig, EncodeConfig
-from anchorprune.encoding import WORKER_THREADS_ENV, encode_shard
+from anchorprune.encoding import encode_shard
 from anchorprune.pages import Page
 from anchorprune.stages import plan_encode, stage_encode
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
-
-#: the address of an existing Dask scheduler; overrides ``encode.address``
-ADDRESS_ENV = "ANCHORPRUNE_DASK_ADDRESS"
+from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, dask_address, local_cluster_kwargs, workspace
 
 
 def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):
     """The Dask task runner ``cfg`` asks for: an existing scheduler, or a local cluster of worker processes."""
     from prefect_dask import DaskTaskRunner
 
-    address = os.environ.get(ADDRESS_ENV) or cfg.address
+    address = dask_address(cfg)
     if address:
         return DaskTaskRunner(address=address)
-    workers = cfg.workers or os.cpu_count() or 1
-    threads = str(cfg.torch_threads)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
-        "n_workers": max(1, min(workers, shards or workers)), "threads_per_worker": 1, "processes": True,
-        "dashboard_address": None,
-        "env": {WORKER_THREADS_ENV: threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-    })
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(cfg, shards))
 
 
 @task(name="encode-shard", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -51,22 +40,27 @@ def encode_shard_task(bcfg: BackboneConfig, pages: list[Page], cache: str, captu
 
 @flow(name="encode-shards")
 def encode_shards_flow(bcfg: BackboneConfig, shards: list[list[Page]], cache: str,
-                       claim_ttl_s: float = 900.0) -> dict[str, int]:
-    """Map the shards over the flow's task runner; one progress bar across them (advanced as each finishes)."""
+                       claim_ttl_s: float = 900.0) -> dict:
+    """Map the shards over the flow's task runner; one progress bar across them (advanced as each finishes).
+
+    Returns page counts (encoded here, found cached, left to another run's claim) and ``shards``: each
+    shard's report (content hashes, worker, timings).
+    """
     futures = encode_shard_task.map(unmapped(bcfg), shards, unmapped(cache), unmapped(LayerCapture.all()),
                                     unmapped(claim_ttl_s))
-    totals = {"encoded": 0, "cached": 0, "deferred": 0}
+    totals, reports = {"encoded": 0, "cached": 0, "deferred": 0}, []
     with tqdm(total=sum(len(s) for s in shards), desc=f"encode {bcfg.name} ({len(shards)} shards)",
               unit="page") as bar:
         for fut in as_completed(futures):
             report = fut.result()
+            reports.append(report)
             for k in totals:
                 totals[k] += len(report[k])
             bar.update(sum(len(report[k]) for k in totals))
-    return totals
+    return {**totals, "shards": reports}
 
 
-def encode_missing_pages(params: str, root: str, backbone: str) -> dict[str, int] | None:
+def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
     """Run the shards of the pages missing from the cache on the configured runner (None: nothing to shard)."""
     ws = workspace(params, root)
     enc = ws.settings.encode
@@ -97,7 +91,7 @@ def encode_flow(params: str = "params.yaml", root: str = ".", backbone: str | No
         sharded = encode_missing_pages(params, root, name)
         out[name] = encode_backbone(params, root, name, ws.settings.config_hash(), version)
         if sharded:
-            out[name] = {**out[name], "sharded": sharded}
+            out[name] = {**out[name], "sharded": {k: v for k, v in sharded.items() if k != "shards"}}
         get_run_logger().info("%s: %s", name, out[name])
     publish("encode", "### encode\n\n" + "\n".join(
         f"- **{n}**: {o['pages']} pages, {o['queries']} queries, {o['num_layers']} layers in the features cache"

@@ -198,6 +198,7 @@ class EvaluateConfig(_Frozen):
     random_trials: int = Field(5, ge=1)
     seed: int = 0
     ks: tuple[int, ...] = (1, 5, 10)
+    runner: Literal["inline", "dask"] = "inline"   # dask: the grid's (method, window) groups on the encode cluster
 
     @field_validator("gammas")
     @classmethod

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,6 +122,10 @@ class ShardReport:
     encoded: list[str]
     cached: list[str]
     deferred: list[str]
+    started: float = 0.0      # time.time() when the shard began (after the worker's backbone was loaded)
+    finished: float = 0.0
+    load_s: float = 0.0       # loading the backbone (the first shard on each worker only)
+    worker: str = ""          # host:pid
 
     @property
     def pages(self) -> int:
@@ -160,6 +166,10 @@ def encode_shard(bcfg: BackboneConfig, pages: Sequence[Page], cache_dir: str | P
     threads = os.environ.get(WORKER_THREADS_ENV)
     if threads and torch.get_num_threads() != int(threads):
         torch.set_num_threads(int(threads))
+    t0 = time.time()
+    backbone = worker_backbone(bcfg)
+    started = time.time()
     report = FeaturesCache(cache_dir, claim_ttl_s=claim_ttl_s).encode_missing(
-        worker_backbone(bcfg), pages, capture, batch_size=bcfg.batch_size)
-    return ShardReport(report.encoded, report.cached, report.deferred)
+        backbone, pages, capture, batch_size=bcfg.batch_size)
+    return ShardReport(report.encoded, report.cached, report.deferred, started=started, finished=time.time(),
+                       load_s=started - t0, worker=f"{socket.gethostname()}:{os.getpid()}")

@@ -242,7 +242,9 @@ def resolve_windows(specs: tuple[str, ...], kind: str, num_layers: int, sr_windo
 
 
 def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | None = None,
-                   calibration: CalibrationResult | None = None, backbone: Any | None = None) -> EvaluationResult:
+                   calibration: CalibrationResult | None = None, backbone: Any | None = None,
+                   map_jobs: Any | None = None) -> EvaluationResult:
+    """The evaluate stage; ``map_jobs`` runs the grid's config groups elsewhere (a Dask cluster, flows/evaluate.py)."""
     import pandas as pd
 
     from anchorprune.plots import retention_figure
@@ -260,6 +262,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
         extra_configs=champion_config(ws, bcfg),
         query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # SPEC §5 per dataset
+        map_jobs=map_jobs,
     )
     meta = ws.meta(bcfg, backbone)
     result.meta = meta

@@ -28,6 +28,7 @@ anchorprune.storage.StorageError: ftp://example.org/cache: filesystem 'ftp' has 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -164,10 +165,8 @@ class Store:
         if self.local:
             Path(self.full(rel)).unlink(missing_ok=True)
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.full(rel))
-        except FileNotFoundError:
-            pass
 
 
 def open_store(location: str | Path) -> Store:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import threading
 
+import flows.encode as encode_module
 import pytest
 import torch
 import yaml
+from flows.encode import encode_flow
 
-import flows.encode as encode_module
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
 from anchorprune.data.schema import load_dataset_dir
 from anchorprune.features_cache import FeaturesCache
-from flows.encode import encode_flow
 
 N_SHARD = 8
 FORWARD = MockBackbone.encode_pages    # the real forward pass, whatever a test has patched since
