@@ -19,7 +19,14 @@ from anchorprune.encoding import encode_shard
 from anchorprune.pages import Page
 from anchorprune.stages import plan_encode, stage_encode
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, dask_address, local_cluster_kwargs, workspace
+from flows.common import (
+    IO_RETRIES,
+    STAGE_CACHE,
+    backbone_names,
+    dask_address,
+    local_cluster_kwargs,
+    workspace,
+)
 
 
 def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):

@@ -90,3 +90,20 @@ def test_killed_run_resumes_with_only_the_rest(sharded_project, monkeypatch):
     assert out["pages"] == len(pages) and out["sharded"]["encoded"] == len(pages) - len(done)
     assert sorted(resumed.pages) == sorted({p.content_hash for p in pages} - done)   # only the rest, each once
     assert resumed.calls == -(-(len(pages) - len(done)) // N_SHARD)                  # one forward pass per shard
+
+
+def test_runner_follows_config_and_environment(monkeypatch):
+    from flows.encode import dask_task_runner
+
+    from anchorprune.config import EncodeConfig
+
+    monkeypatch.setenv("ANCHORPRUNE_DASK_ADDRESS", "tcp://scheduler:8786")
+    assert dask_task_runner(EncodeConfig(address="tcp://other:1")).address == "tcp://scheduler:8786"
+    monkeypatch.delenv("ANCHORPRUNE_DASK_ADDRESS")
+    assert dask_task_runner(EncodeConfig(address="tcp://other:1")).address == "tcp://other:1"
+    local = dask_task_runner(EncodeConfig(workers=3, torch_threads=2), shards=2)
+    assert local.address is None and local.cluster_kwargs["processes"] is True
+    assert local.cluster_kwargs["n_workers"] == 2                     # no idle workers for 2 shards
+    env = local.cluster_kwargs["env"]
+    assert env["OMP_NUM_THREADS"] == env["ANCHORPRUNE_WORKER_TORCH_THREADS"] == "2"
+    assert env["PREFECT_API_URL"].startswith("http")                  # workers report to this run's API

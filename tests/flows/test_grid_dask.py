@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from flows.common import dask_map
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
@@ -10,7 +11,6 @@ from anchorprune.config import EncodeConfig
 from anchorprune.encoding import EncodedCorpus
 from anchorprune.evaluation import evaluate_grid
 from anchorprune.pages import Page
-from flows.common import dask_map
 
 
 def test_grid_on_dask_equals_in_process():
