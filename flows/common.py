@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-from anchorprune.config import Settings, load_settings
+from anchorprune.config import EncodeConfig, Settings, load_settings
 from anchorprune.provenance import stage_key
 from anchorprune.stages import Workspace
 
@@ -64,3 +68,69 @@ def backbone_names(ws: Workspace, backbone: str | None) -> list[str]:
     if not names:
         raise ValueError("params.yaml lists no backbones: add one under 'backbones'")
     return names
+
+
+# ---------------------------------------------------------------- Dask (encode shards, the evaluation grid)
+#: the address of an existing Dask scheduler; overrides ``encode.address``
+ADDRESS_ENV = "ANCHORPRUNE_DASK_ADDRESS"
+
+
+def dask_address(cfg: EncodeConfig) -> str | None:
+    return os.environ.get(ADDRESS_ENV) or cfg.address
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect API this process talks to: PREFECT_API_URL, or the ephemeral server it started (else None)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if url := PREFECT_API_URL.value():
+        return url
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    return server.api_url if server.server_process is not None else None
+
+
+def local_cluster_kwargs(cfg: EncodeConfig, jobs: int | None = None) -> dict:
+    """A local cluster: ``encode.workers`` processes (default: the cores, at most ``jobs``), one thread each.
+
+    The worker processes get this process's Prefect API: without it each would start an ephemeral
+    server of its own on the same database (``database is locked``).
+    """
+    from anchorprune.encoding import WORKER_THREADS_ENV
+
+    workers = cfg.workers or os.cpu_count() or 1
+    threads = str(cfg.torch_threads)
+    env = {WORKER_THREADS_ENV: threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if api := prefect_api_url():
+        env["PREFECT_API_URL"] = api
+    return {"n_workers": max(1, min(workers, jobs or workers)), "threads_per_worker": 1, "processes": True,
+            "dashboard_address": ":0", "env": env}
+
+
+@contextlib.contextmanager
+def dask_map(cfg: EncodeConfig, jobs: int | None = None,
+             cluster_kwargs: dict | None = None) -> Iterator[Callable[[Callable, list], list]]:
+    """``map(fn, items)`` on the cluster ``cfg`` names (the encode shards' one): results in order.
+
+    ``fn`` may be a ``functools.partial``: its arguments (the evaluation grid's context: corpus, full
+    scores) are scattered to the workers once instead of travelling with every item.
+    """
+    from distributed import Client, LocalCluster
+
+    address = dask_address(cfg)
+    cluster = None if address else LocalCluster(**(cluster_kwargs or local_cluster_kwargs(cfg, jobs)))
+    client = Client(address or cluster, set_as_default=False)
+
+    def run(fn: Callable, items: list) -> list:
+        func, args, kwargs = (fn.func, fn.args, fn.keywords) if isinstance(fn, functools.partial) else (fn, (), {})
+        shared = [client.scatter(a, broadcast=True) for a in args]
+        futures = [client.submit(func, *shared, item, pure=False, **kwargs) for item in items]
+        return client.gather(futures)
+
+    try:
+        yield run
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,12 +1,85 @@
-"""encode flow: per backbone, every page and query into the features cache; writes reports/encode (as `dvc repro`)."""
+"""encode flow: per backbone, every page and query into the features cache; writes reports/encode (as `dvc repro`).
+
+With ``encode.runner: dask`` (the default) the pages missing from the cache are split into shards
+and mapped over ``encode-shard`` tasks on a Dask task runner: a local cluster (one worker process
+per core, one torch thread each) or the scheduler at ``encode.address`` / ``$ANCHORPRUNE_DASK_ADDRESS``.
+Each shard writes its entries as it goes, so a killed run resumes where it stopped.
+"""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from tqdm.auto import tqdm
 
-from anchorprune.stages import stage_encode
+from anchorprune.backbones.base import LayerCapture
+from anchorprune.config import BackboneConfig, EncodeConfig
+from anchorprune.encoding import encode_shard
+from anchorprune.pages import Page
+from anchorprune.stages import plan_encode, stage_encode
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
+from flows.common import (
+    IO_RETRIES,
+    STAGE_CACHE,
+    backbone_names,
+    dask_address,
+    local_cluster_kwargs,
+    workspace,
+)
+
+
+def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):
+    """The Dask task runner ``cfg`` asks for: an existing scheduler, or a local cluster of worker processes."""
+    from prefect_dask import DaskTaskRunner
+
+    address = dask_address(cfg)
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(cfg, shards))
+
+
+@task(name="encode-shard", cache_policy=NO_CACHE, **IO_RETRIES)
+def encode_shard_task(bcfg: BackboneConfig, pages: list[Page], cache: str, capture: LayerCapture,
+                      claim_ttl_s: float) -> dict:
+    return encode_shard(bcfg, pages, cache, capture, claim_ttl_s).to_dict()
+
+
+@flow(name="encode-shards")
+def encode_shards_flow(bcfg: BackboneConfig, shards: list[list[Page]], cache: str,
+                       claim_ttl_s: float = 900.0) -> dict:
+    """Map the shards over the flow's task runner; one progress bar across them (advanced as each finishes).
+
+    Returns page counts (encoded here, found cached, left to another run's claim) and ``shards``: each
+    shard's report (content hashes, worker, timings).
+    """
+    futures = encode_shard_task.map(unmapped(bcfg), shards, unmapped(cache), unmapped(LayerCapture.all()),
+                                    unmapped(claim_ttl_s))
+    totals, reports = {"encoded": 0, "cached": 0, "deferred": 0}, []
+    with tqdm(total=sum(len(s) for s in shards), desc=f"encode {bcfg.name} ({len(shards)} shards)",
+              unit="page") as bar:
+        for fut in as_completed(futures):
+            report = fut.result()
+            reports.append(report)
+            for k in totals:
+                totals[k] += len(report[k])
+            bar.update(sum(len(report[k]) for k in totals))
+    return {**totals, "shards": reports}
+
+
+def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
+    """Run the shards of the pages missing from the cache on the configured runner (None: nothing to shard)."""
+    ws = workspace(params, root)
+    enc = ws.settings.encode
+    if enc.runner != "dask":
+        return None
+    bcfg = ws.settings.backbone(backbone)
+    shards = plan_encode(ws, bcfg)
+    if not shards:
+        return None
+    get_run_logger().info("%s: %d pages to encode in %d shards", backbone, sum(map(len, shards)), len(shards))
+    runner = dask_task_runner(enc, len(shards))
+    return encode_shards_flow.with_options(task_runner=runner)(bcfg, shards, str(ws.features_dir), enc.claim_ttl_s)
 
 
 @task(name="encode-backbone", **STAGE_CACHE, **IO_RETRIES)
@@ -22,7 +95,10 @@ def encode_flow(params: str = "params.yaml", root: str = ".", backbone: str | No
     version = ws.data_version()
     out = {}
     for name in backbone_names(ws, backbone):
+        sharded = encode_missing_pages(params, root, name)
         out[name] = encode_backbone(params, root, name, ws.settings.config_hash(), version)
+        if sharded:
+            out[name] = {**out[name], "sharded": {k: v for k, v in sharded.items() if k != "shards"}}
         get_run_logger().info("%s: %s", name, out[name])
     publish("encode", "### encode\n\n" + "\n".join(
         f"- **{n}**: {o['pages']} pages, {o['queries']} queries, {o['num_layers']} layers in the features cache"

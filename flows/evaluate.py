@@ -7,13 +7,16 @@ from prefect import flow, task
 from anchorprune.stages import champion_config, stage_evaluate
 from anchorprune.summary import evaluate_markdown
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
+from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, dask_map, workspace
 
 
 @task(name="evaluate-backbone", **STAGE_CACHE, **IO_RETRIES)
 def evaluate_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str,
                       window: list[int], champion: str = "") -> list[dict]:
     ws = workspace(params, root)
+    if ws.settings.evaluate.runner == "dask":   # the grid's (method, window) groups on the encode shards' cluster
+        with dask_map(ws.settings.encode) as map_jobs:
+            return stage_evaluate(ws, ws.settings.backbone(backbone), map_jobs=map_jobs).rows()
     return stage_evaluate(ws, ws.settings.backbone(backbone)).rows()
 
 

@@ -233,11 +233,26 @@ def _backbones(ws, name: str | None):
 
 @app.command()
 def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
-    """Encode pages and queries once per backbone into the features cache."""
+    """Encode pages and queries once per backbone into the features cache.
+
+    With ``encode.runner: dask`` (the default) the missing pages are encoded in shards on a Dask
+    cluster by the Prefect encode flow; with ``inline`` in this process.
+    """
     from anchorprune.stages import stage_encode
 
     ws = _workspace(params)
-    for b in _backbones(ws, backbone):
+    names = _backbones(ws, backbone)
+    if ws.settings.encode.runner == "dask":
+        _own_prefect_home(ws.root)
+        from flows.encode import encode_flow
+
+        for b in names:
+            out = _stage(lambda b=b: encode_flow(params=str(params.resolve()), root=str(ws.root), backbone=b.name))
+            o = out[b.name]
+            typer.echo(f"{b.name}: {o['pages']} pages, {o['queries']} queries encoded"
+                       + (f" ({o['sharded']['encoded']} pages in shards on Dask)" if o.get("sharded") else ""))
+        return
+    for b in names:
         corpus = _stage(lambda b=b: stage_encode(ws, b))
         typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
 
@@ -401,7 +416,9 @@ def _open_index(params: Path):
     from anchorprune.index import open_index
 
     cfg = settings_or_exit(params)
-    root = cfg.paths.index_dir if cfg.paths.index_dir.is_absolute() else project_root(params) / cfg.paths.index_dir
+    from anchorprune.index.local import index_root
+
+    root = index_root(cfg.paths.resolve(cfg.paths.index_dir, project_root(params)))
     try:
         return open_index(cfg.index, root)
     except _index_errors() as exc:

@@ -84,13 +84,44 @@ def _window_range(spec: str) -> tuple[int, int] | None:
     return (int(lo), int(hi)) if sep and lo.isdigit() and hi.isdigit() else None
 
 
+def _artefact_location(v: object) -> object:
+    """A local path (kept as written) or an fsspec URL whose filesystem can write atomically."""
+    from anchorprune.storage import check_location
+
+    v = str(v)
+    check_location(v)   # StorageError (a ValueError) names the URL and what to use instead
+    return v
+
+
 class PathsConfig(_Frozen):
     data_dir: Path = Path("data")
-    features_dir: Path = Path("cache/features")
-    index_dir: Path = Path("indexes")
+    features_dir: str = "cache/features"              # local path or fsspec URL (memory://, s3://bucket/features)
+    index_dir: str = "indexes"                        # local path or file:// URL (memory maps need local files)
     reports_dir: Path = Path("reports")
     validation_dir: Path = Path("cache/validation")   # GX verdicts by dataset content hash
     metrics_file: Path = Path("metrics.json")         # headline metrics, tracked in git (dvc metrics show/diff)
+
+    @field_validator("features_dir", "index_dir", mode="before")
+    @classmethod
+    def _locations_usable(cls, v: object, info) -> object:
+        v = _artefact_location(v)
+        if info.field_name == "index_dir":
+            from anchorprune.storage import LOCAL, scheme_of
+
+            if scheme_of(v) not in LOCAL:
+                raise ValueError(f"{v}: the local index memory-maps its files, so index_dir must be a local path "
+                                 "or a file:// URL (share the features cache by URL instead, or use "
+                                 "index.backend: elasticsearch)")
+        return v
+
+    def resolve(self, location: str, root: Path) -> str | Path:
+        """``features_dir`` / ``index_dir`` as a store location: a URL as is, a relative path under ``root``."""
+        from anchorprune.storage import is_url
+
+        if is_url(location):
+            return location
+        p = Path(location).expanduser()
+        return p if p.is_absolute() else root / p
 
 
 VidoreLanguage = Literal["english", "french", "spanish", "german", "italian", "portuguese"]  # hub `language` values
@@ -137,6 +168,17 @@ class BackboneConfig(_Frozen):
     batch_size: int = Field(4, ge=1)
 
 
+class EncodeConfig(_Frozen):
+    """How ``encode`` spreads the pages missing from the features cache over workers (flows/encode.py)."""
+
+    runner: Literal["dask", "inline"] = "dask"   # dask: shards on a Dask cluster | inline: one process, no Dask
+    address: str | None = None                   # an existing scheduler (tcp://host:8786); env ANCHORPRUNE_DASK_ADDRESS wins
+    workers: int | None = Field(None, ge=1)      # local cluster: worker processes (null: the machine's CPU cores)
+    torch_threads: int = Field(1, ge=1)          # torch threads per local worker process
+    shard_pages: int = Field(32, ge=1)           # pages per shard (one Prefect task each)
+    claim_ttl_s: float = Field(900.0, gt=0)      # a claim older than this (owner on another host) is stale
+
+
 class CalibrateConfig(_Frozen):
     pairs: int = Field(200, ge=1)
     gamma: float = Field(0.05, gt=0.0, le=1.0)
@@ -156,6 +198,7 @@ class EvaluateConfig(_Frozen):
     random_trials: int = Field(5, ge=1)
     seed: int = 0
     ks: tuple[int, ...] = (1, 5, 10)
+    runner: Literal["inline", "dask"] = "inline"   # dask: the grid's (method, window) groups on the encode cluster
 
     @field_validator("gammas")
     @classmethod
@@ -296,6 +339,7 @@ class Settings(_Frozen):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     backbones: tuple[BackboneConfig, ...] = ()
+    encode: EncodeConfig = EncodeConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     promote: PromoteConfig = PromoteConfig()

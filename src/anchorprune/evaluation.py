@@ -17,10 +17,12 @@ Results are pydantic models: ``EvaluationResult.model_dump_json`` /
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,7 @@ def evaluate_grid(
     extra_configs: Sequence[tuple[str, float, Sequence[int] | None]] = (),
     query_sources: Mapping[str, str] | None = None,   # qid -> source (SPEC §5 per-dataset protocol)
     page_sources: Mapping[str, str] | None = None,    # pid -> source
+    map_jobs: Callable[[Callable, list], Sequence] | None = None,
 ) -> EvaluationResult:
     """Run the grid; ``eval_qids`` must be disjoint from the calibration queries.
 
@@ -237,12 +240,15 @@ def evaluate_grid(
 
     With sources, each query is ranked only against its own source's pages and every metric
     (so ``ndcg_retention``, which promotion gates on) is the macro average over sources.
+
+    ``map_jobs(fn, groups)`` runs ``fn`` on each group of configs (one per method and window) and
+    returns the results in order, e.g. on a Dask cluster (``flows/evaluate.py``); default: here, in order.
     """
     if "ndcg@5" not in {f"ndcg@{k}" for k in ks}:
         ks = tuple(sorted({*ks, 5}))  # promotion's figure
     with torch_threads(1):
         return _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                              kappa_calibration, progress, extra_configs, query_sources, page_sources)
+                              kappa_calibration, progress, extra_configs, query_sources, page_sources, map_jobs)
 
 
 def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, float, str | None, tuple | None]]:
@@ -276,9 +282,7 @@ def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, flo
 
 def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
                    kappa_calibration, progress, extra_configs=(), query_sources=None,
-                   page_sources=None) -> EvaluationResult:
-    from anchorprune.pruning import build_pruner
-    from anchorprune.pruning.eos import calibrate_kappa
+                   page_sources=None, map_jobs=None) -> EvaluationResult:
     from anchorprune.sources import per_source_keys, source_groups
 
     qids = [q for q in eval_qids if q in corpus.queries]
@@ -301,56 +305,111 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
 
     jobs = grid_jobs(methods, gammas, windows, extra_configs)
 
-    calib_feats = list(kappa_calibration) if kappa_calibration else list(corpus.features.values())
-    configs: list[ConfigResult] = []
-    pruners: dict[tuple, object] = {}
-    for method, gamma, spec, layers in tqdm(jobs, desc=f"evaluate {corpus.backbone}", disable=not progress):
-        seeds = list(range(seed, seed + random_trials)) if method == "random" else [seed]
-        trials = []
-        kappa = calibrate_kappa(calib_feats, gamma) if method == "eos_adaptive" else None
-        for s in seeds:
-            kwargs: dict = {"seed": s}
-            if layers is not None:
-                kwargs["window"] = list(layers)
-            if method == "eos_adaptive":
-                kwargs["kappa"] = kappa
-                pruner = build_pruner(method, **kwargs)
-            else:   # one pruner across gammas: hier_pool then computes each page's Ward linkage once
-                if (method, s, layers) not in pruners:
-                    pruners[(method, s, layers)] = build_pruner(method, **kwargs)
-                pruner = pruners[(method, s, layers)]
-            pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
-            vecs = {p: pp.vectors for p, pp in pruned.items()}
-            metrics, rom, mor, excl, by_source, _, pq = _measure_sources(corpus, vecs, full_scores, qrels, groups,
-                                                                         ks)
-            n_kept = statistics.fmean(v.shape[0] for v in vecs.values())
-            realised = statistics.fmean(vecs[p].shape[0] / full_vecs[p].shape[0] for p in pids)
-            trials.append((metrics, rom, mor, excl, n_kept, realised, by_source, pq))
-        metrics = {k: statistics.fmean(t[0][k] for t in trials) for k in trials[0][0]}
-        if len(trials) > 1:
-            metrics.update({f"{k}_std": statistics.stdev(t[0][k] for t in trials) for k in trials[0][0]})
-        rom = statistics.fmean(t[1] for t in trials)
-        mor = statistics.fmean(t[2] for t in trials)
-        n_kept = statistics.fmean(t[4] for t in trials)
-        per_query = {q: statistics.fmean(t[7][q] for t in trials) for q in qids}
-        extra: dict[str, float] = {}
-        if several:                      # per source: mean over trials, and retention against that source's full
-            by_source = {g.name: {k: statistics.fmean(t[6][g.name][k] for t in trials) for k in trials[0][6][g.name]}
-                         for g in groups}
-            for name, m in by_source.items():
-                b = full_by_source[name].get("ndcg@5", 0.0)
-                m["ndcg_retention"] = m.get("ndcg@5", 0.0) / b if b > 0 else float("nan")
-            extra = per_source_keys(by_source)
-        configs.append(
-            ConfigResult(
-                method=method, gamma=gamma, window=window_label(layers), window_spec=spec, metrics=metrics,
-                ndcg_retention=metrics.get("ndcg@5", 0.0) / base if base > 0 else float("nan"),
-                sr_ratio_of_means=rom, sr_mean_of_ratios=mor, sr_excluded_pairs=trials[0][3],
-                vectors_per_page=n_kept, bytes_per_page=n_kept * dim * BYTES_PER_VALUE,
-                realised_gamma=statistics.fmean(t[5] for t in trials), per_query=per_query, kappa=kappa,
-                extra=extra,
-            )
-        )
+    ctx = _GridContext(corpus=corpus, qrels=qrels, qids=qids, pids=pids, ks=tuple(ks), groups=groups,
+                       full_scores=full_scores, full_by_source=full_by_source, full_vecs=full_vecs, base=base,
+                       dim=dim, several=several, seed=seed, random_trials=random_trials,
+                       calib_feats=list(kappa_calibration) if kappa_calibration else list(corpus.features.values()))
+    # one group per (method, window): its pruners are shared across gammas (hier_pool computes each page's
+    # Ward linkage once); groups are independent, so map_jobs may run them on other workers
+    order: dict[tuple, list[int]] = {}
+    for i, (method, _, _, layers) in enumerate(jobs):
+        order.setdefault((method, layers), []).append(i)
+    groups_of_jobs = [[jobs[i] for i in idx] for idx in order.values()]
+    if map_jobs is None:
+        bar = tqdm(total=len(jobs), desc=f"evaluate {corpus.backbone}", disable=not progress)
+        results = []
+        for g in groups_of_jobs:
+            results.append(evaluate_job_group(ctx, g))
+            bar.update(len(g))
+        bar.close()
+    else:
+        results = list(map_jobs(functools.partial(evaluate_job_group, ctx), groups_of_jobs))
+    by_index = {i: r for idx, rs in zip(order.values(), results, strict=True) for i, r in zip(idx, rs, strict=True)}
+    configs = [by_index[i] for i in range(len(jobs))]
     return EvaluationResult(backbone=corpus.backbone, full=full, configs=configs, num_queries=len(qids),
                             num_pages=len(pids), sources=[g.name for g in groups] if several else [],
                             query_sources={q: g.name for g in groups for q in g.qids} if several else {})
+
+
+@dataclass
+class _GridContext:
+    """What every config of the grid is measured against (the full index's scores, the queries, ...)."""
+
+    corpus: EncodedCorpus
+    qrels: Mapping[str, Mapping[str, int]]
+    qids: list[str]
+    pids: list[str]
+    ks: tuple[int, ...]
+    groups: list
+    full_scores: dict
+    full_by_source: dict
+    full_vecs: dict
+    base: float
+    dim: int
+    several: bool
+    seed: int
+    random_trials: int
+    calib_feats: list
+
+
+def evaluate_job_group(ctx: _GridContext, jobs: Sequence[tuple]) -> list[ConfigResult]:
+    """The configs of one (method, window) group, in order: a unit a task runner can run anywhere."""
+    from anchorprune.pruning import build_pruner
+    from anchorprune.pruning.eos import calibrate_kappa
+    from anchorprune.sources import per_source_keys
+
+    corpus, qrels, groups, ks, qids, pids = ctx.corpus, ctx.qrels, ctx.groups, ctx.ks, ctx.qids, ctx.pids
+    full_scores, full_vecs, full_by_source = ctx.full_scores, ctx.full_vecs, ctx.full_by_source
+    seed, random_trials, calib_feats, several, base, dim = (ctx.seed, ctx.random_trials, ctx.calib_feats,
+                                                            ctx.several, ctx.base, ctx.dim)
+    configs: list[ConfigResult] = []
+    pruners: dict[tuple, object] = {}
+    with torch_threads(1):
+        for method, gamma, spec, layers in jobs:
+            seeds = list(range(seed, seed + random_trials)) if method == "random" else [seed]
+            trials = []
+            kappa = calibrate_kappa(calib_feats, gamma) if method == "eos_adaptive" else None
+            for s in seeds:
+                kwargs: dict = {"seed": s}
+                if layers is not None:
+                    kwargs["window"] = list(layers)
+                if method == "eos_adaptive":
+                    kwargs["kappa"] = kappa
+                    pruner = build_pruner(method, **kwargs)
+                else:   # one pruner across gammas: hier_pool then computes each page's Ward linkage once
+                    if (method, s, layers) not in pruners:
+                        pruners[(method, s, layers)] = build_pruner(method, **kwargs)
+                    pruner = pruners[(method, s, layers)]
+                pruned = {p: pruner.prune(f, gamma) for p, f in corpus.features.items()}
+                vecs = {p: pp.vectors for p, pp in pruned.items()}
+                metrics, rom, mor, excl, by_source, _, pq = _measure_sources(corpus, vecs, full_scores, qrels, groups,
+                                                                             ks)
+                n_kept = statistics.fmean(v.shape[0] for v in vecs.values())
+                realised = statistics.fmean(vecs[p].shape[0] / full_vecs[p].shape[0] for p in pids)
+                trials.append((metrics, rom, mor, excl, n_kept, realised, by_source, pq))
+            metrics = {k: statistics.fmean(t[0][k] for t in trials) for k in trials[0][0]}
+            if len(trials) > 1:
+                metrics.update({f"{k}_std": statistics.stdev(t[0][k] for t in trials) for k in trials[0][0]})
+            rom = statistics.fmean(t[1] for t in trials)
+            mor = statistics.fmean(t[2] for t in trials)
+            n_kept = statistics.fmean(t[4] for t in trials)
+            per_query = {q: statistics.fmean(t[7][q] for t in trials) for q in qids}
+            extra: dict[str, float] = {}
+            if several:                      # per source: mean over trials, and retention against that source's full
+                by_source = {g.name: {k: statistics.fmean(t[6][g.name][k] for t in trials) for k in trials[0][6][g.name]}
+                             for g in groups}
+                for name, m in by_source.items():
+                    b = full_by_source[name].get("ndcg@5", 0.0)
+                    m["ndcg_retention"] = m.get("ndcg@5", 0.0) / b if b > 0 else float("nan")
+                extra = per_source_keys(by_source)
+            configs.append(
+                ConfigResult(
+                    method=method, gamma=gamma, window=window_label(layers), window_spec=spec, metrics=metrics,
+                    ndcg_retention=metrics.get("ndcg@5", 0.0) / base if base > 0 else float("nan"),
+                    sr_ratio_of_means=rom, sr_mean_of_ratios=mor, sr_excluded_pairs=trials[0][3],
+                    vectors_per_page=n_kept, bytes_per_page=n_kept * dim * BYTES_PER_VALUE,
+                    realised_gamma=statistics.fmean(t[5] for t in trials), per_query=per_query, kappa=kappa,
+                    extra=extra,
+                )
+            )
+    return configs

@@ -49,8 +49,9 @@ class Workspace:
         return self.path(self.settings.paths.reports_dir)
 
     @property
-    def features_dir(self) -> Path:
-        return self.path(self.settings.paths.features_dir)
+    def features_dir(self) -> str | Path:
+        """The features cache: a folder under the root, or an fsspec URL (``paths.features_dir``)."""
+        return self.settings.paths.resolve(self.settings.paths.features_dir, self.root)
 
     @cached_property
     def tracker(self) -> Tracker:
@@ -158,8 +159,17 @@ def load_corpus(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None
     """Every page (all layers captured unless told) and every query; the features cache makes reruns cheap."""
     return encode_dataset(
         backbone or ws.backbone(bcfg), ws.dataset.pages(), ws.dataset.queries, capture or LayerCapture.all(),
-        ws.features_dir, bcfg.batch_size,
+        ws.features_dir, bcfg.batch_size, ws.settings.encode.claim_ttl_s,
     )
+
+
+def plan_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None) -> list[list]:
+    """The pages the encode stage still has to run the model on, in shards of ``encode.shard_pages``."""
+    from anchorprune.encoding import missing_pages, plan_shards
+
+    backbone = backbone or ws.backbone(bcfg)
+    missing = missing_pages(ws.features_dir, backbone, ws.dataset.pages(), LayerCapture.all())
+    return plan_shards(missing, ws.settings.encode.shard_pages)
 
 
 def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None) -> EncodedCorpus:
@@ -232,7 +242,9 @@ def resolve_windows(specs: tuple[str, ...], kind: str, num_layers: int, sr_windo
 
 
 def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | None = None,
-                   calibration: CalibrationResult | None = None, backbone: Any | None = None) -> EvaluationResult:
+                   calibration: CalibrationResult | None = None, backbone: Any | None = None,
+                   map_jobs: Any | None = None) -> EvaluationResult:
+    """The evaluate stage; ``map_jobs`` runs the grid's config groups elsewhere (a Dask cluster, flows/evaluate.py)."""
     import pandas as pd
 
     from anchorprune.plots import retention_figure
@@ -250,6 +262,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
         extra_configs=champion_config(ws, bcfg),
         query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # SPEC §5 per dataset
+        map_jobs=map_jobs,
     )
     meta = ws.meta(bcfg, backbone)
     result.meta = meta
@@ -442,8 +455,9 @@ def index_backbone(ws: Workspace) -> BackboneConfig:
 
 def open_serving_index(ws: Workspace):
     from anchorprune.index import open_index
+    from anchorprune.index.local import index_root
 
-    return open_index(ws.settings.index, ws.path(ws.settings.paths.index_dir))
+    return open_index(ws.settings.index, index_root(ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root)))
 
 
 def index_config_key(ws: Workspace) -> dict:
@@ -563,7 +577,8 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
         would be ~10 GB)."""
         for start in range(0, len(changed), INDEX_CHUNK_PAGES):
             chunk = changed[start:start + INDEX_CHUNK_PAGES]
-            feats = encode_pages(backbone, chunk, capture, ws.features_dir, spec_bcfg.batch_size)
+            feats = encode_pages(backbone, chunk, capture, ws.features_dir, spec_bcfg.batch_size,
+                                 ws.settings.encode.claim_ttl_s)
             for p in chunk:
                 yield pruner.prune(feats.pop(p.page_id), spec.gamma)
 

@@ -42,6 +42,8 @@ def project_params(tmp: Path, tracking_uri: str, artifact_root: Path, **override
     params = {
         "data": {"dataset": "synth", "source": "demo", "calibration_fraction": 0.5, "seed": 0},
         "backbones": [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted", "batch_size": 8}],
+        # one process: worker processes would cost seconds each; test_encode_sharded.py runs the Dask path
+        "encode": {"runner": "inline"},
         "calibrate": {"pairs": 50, "gamma": 0.1, "rho": 0.2, "random_trials": 3},
         "evaluate": {"gammas": [0.2, 0.1], "methods": ["sap", "random", "eos_topk"], "windows": ["sr", "0-1"],
                      "random_trials": 3},

@@ -113,6 +113,31 @@ def _chunk_tokens(explicit: int | None, m: int, dim: int, total: int) -> int:
 
 
 # ---------------------------------------------------------------- files
+def index_root(location: Path | str) -> Path:
+    """The folder holding indexes: a local path or a ``file://`` URL (``paths.index_dir``).
+
+    Other fsspec URLs are refused with a clear error: a version is memory-mapped for search, the
+    rebuild lock is an OS file lock and ``CURRENT`` moves by ``os.replace``, none of which an object
+    store or ``memory://`` offers.
+
+    >>> str(index_root("file:///srv/indexes"))
+    '/srv/indexes'
+    >>> index_root("s3://bucket/indexes")
+    Traceback (most recent call last):
+    ...
+    anchorprune.index.base.IndexInputError: index folder s3://bucket/indexes: the local index needs a local filesystem (memory maps, an OS file lock, atomic rename); give a path or a file:// URL, or use index.backend: elasticsearch
+    """
+    from anchorprune.storage import LOCAL, is_url, scheme_of
+
+    if not is_url(location):
+        return Path(location)
+    if scheme_of(location) in LOCAL:
+        return Path(str(location).split("://", 1)[1])
+    raise IndexInputError(f"index folder {location}: the local index needs a local filesystem (memory maps, an OS "
+                          "file lock, atomic rename); give a path or a file:// URL, or use index.backend: "
+                          "elasticsearch")
+
+
 def _sha256(path: Path, block: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -464,7 +489,7 @@ class LocalIndex:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
-        self.dir = Path(root) / name
+        self.dir = index_root(root) / name
         self.dtype = quantize.check_dtype(dtype)
         self.first_stage = resolve_first_stage(first_stage, two_stage)
         self.first_stage_params = dict(first_stage_params or {})

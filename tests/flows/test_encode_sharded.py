@@ -1,0 +1,109 @@
+"""The encode flow on a 2-worker local Dask cluster: same features as one process, and a killed run resumes."""
+
+from __future__ import annotations
+
+import threading
+
+import flows.encode as encode_module
+import pytest
+import torch
+import yaml
+from flows.encode import encode_flow
+
+from anchorprune.backbones.base import LayerCapture
+from anchorprune.backbones.mock import MockBackbone
+from anchorprune.data.schema import load_dataset_dir
+from anchorprune.features_cache import FeaturesCache
+
+N_SHARD = 8
+FORWARD = MockBackbone.encode_pages    # the real forward pass, whatever a test has patched since
+
+
+class ModelCalls:
+    """Counts the mocked backbone's forward passes (and the pages in each) across worker threads."""
+
+    def __init__(self, monkeypatch, fail_at_call: int | None = None):
+        self.pages: list[str] = []
+        self.calls = 0
+        self.lock = threading.Lock()
+        def counted(backbone, pages, capture):
+            with self.lock:
+                self.calls += 1
+                if fail_at_call is not None and self.calls >= fail_at_call:
+                    raise RuntimeError("killed: the run stops here")
+                self.pages += [p.content_hash for p in pages]
+            return FORWARD(backbone, pages, capture)
+
+        monkeypatch.setattr(MockBackbone, "encode_pages", counted)
+
+
+@pytest.fixture
+def sharded_project(project, monkeypatch):
+    """The flow project with ``encode.runner: dask``: shards of 8 pages, a local cluster of 2 worker threads."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["encode"] = {"runner": "dask", "workers": 2, "shard_pages": N_SHARD}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    real = encode_module.dask_task_runner
+
+    def in_process(cfg, shards=None):
+        runner = real(cfg, shards)
+        assert runner.cluster_kwargs["n_workers"] == 2 and runner.cluster_kwargs["threads_per_worker"] == 1
+        runner.cluster_kwargs.update(processes=False)      # worker threads: the monkeypatched model is visible
+        runner.cluster_kwargs.pop("env")
+        return runner
+
+    monkeypatch.setattr(encode_module, "dask_task_runner", in_process)
+    return project
+
+
+def _pages(project):
+    return list(load_dataset_dir(project / "data" / "synth").pages())
+
+
+def test_two_workers_equal_one_process(sharded_project, monkeypatch, tmp_path):
+    calls = ModelCalls(monkeypatch)
+    out = encode_flow(params="params.yaml", root=str(sharded_project))["mock"]
+    pages = _pages(sharded_project)
+    assert out["pages"] == len(pages) and out["sharded"]["encoded"] == len(pages)
+    assert sorted(calls.pages) == sorted(p.content_hash for p in pages)     # every page once, none twice
+    sharded = FeaturesCache(sharded_project / "cache" / "features")
+    single = FeaturesCache(tmp_path / "single").get_or_encode(MockBackbone(), pages, LayerCapture.all(), progress=False)
+    for page, want in zip(pages, single, strict=True):
+        got = sharded.get(MockBackbone(), page, LayerCapture.all())
+        assert got is not None and got.page_id == want.page_id
+        assert torch.equal(got.embeddings, want.embeddings) and torch.equal(got.centrality, want.centrality)
+        assert torch.equal(got.eos_attention, want.eos_attention) and torch.equal(got.positions, want.positions)
+
+
+def test_killed_run_resumes_with_only_the_rest(sharded_project, monkeypatch):
+    pages = _pages(sharded_project)
+    killed = ModelCalls(monkeypatch, fail_at_call=3)     # shards are one batch each: the 3rd forward pass dies
+    with pytest.raises(RuntimeError, match="killed"):
+        encode_flow(params="params.yaml", root=str(sharded_project))
+    cache = FeaturesCache(sharded_project / "cache" / "features")
+    done = {p.content_hash for p in pages if cache.has(MockBackbone(), p, LayerCapture.all())}
+    assert set(killed.pages) == done and N_SHARD <= len(done) < len(pages)   # finished shards stayed written
+    assert not list((sharded_project / "cache" / "features").rglob("*.claim.*"))   # the dead shard freed its claims
+
+    resumed = ModelCalls(monkeypatch)
+    out = encode_flow(params="params.yaml", root=str(sharded_project))["mock"]
+    assert out["pages"] == len(pages) and out["sharded"]["encoded"] == len(pages) - len(done)
+    assert sorted(resumed.pages) == sorted({p.content_hash for p in pages} - done)   # only the rest, each once
+    assert resumed.calls == -(-(len(pages) - len(done)) // N_SHARD)                  # one forward pass per shard
+
+
+def test_runner_follows_config_and_environment(monkeypatch):
+    from flows.encode import dask_task_runner
+
+    from anchorprune.config import EncodeConfig
+
+    monkeypatch.setenv("ANCHORPRUNE_DASK_ADDRESS", "tcp://scheduler:8786")
+    assert dask_task_runner(EncodeConfig(address="tcp://other:1")).address == "tcp://scheduler:8786"
+    monkeypatch.delenv("ANCHORPRUNE_DASK_ADDRESS")
+    assert dask_task_runner(EncodeConfig(address="tcp://other:1")).address == "tcp://other:1"
+    local = dask_task_runner(EncodeConfig(workers=3, torch_threads=2), shards=2)
+    assert local.address is None and local.cluster_kwargs["processes"] is True
+    assert local.cluster_kwargs["n_workers"] == 2                     # no idle workers for 2 shards
+    env = local.cluster_kwargs["env"]
+    assert env["OMP_NUM_THREADS"] == env["ANCHORPRUNE_WORKER_TORCH_THREADS"] == "2"
+    assert env["PREFECT_API_URL"].startswith("http")                  # workers report to this run's API
