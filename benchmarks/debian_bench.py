@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     t1 = time.perf_counter()
     QueryCache(ws.features_dir).get_or_encode(backbone, list(queries.values()))
     query_s = time.perf_counter() - t1
-    docs = manifest.get("documents", {})
+    docs = manifest.get("extra", {}).get("documents") or manifest.get("documents", {})
     result.update({
         "what": "Debian benchmark corpus (issue 17): build and encode with the MiniLM text STAND-IN (not a vision model)",
         "command": "python benchmarks/debian_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),

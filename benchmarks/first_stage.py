@@ -75,6 +75,37 @@ def rss_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class AnonPeak:
+    """Peak anonymous RSS (``RssAnon``: heap, tensors) sampled every 50 ms, apart from file-backed pages
+    (``RssFile``: memory-mapped index files, which the kernel can drop) that ``ru_maxrss`` also counts."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_anon = self.peak_file = 0.0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def sample() -> tuple[float, float]:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        kib = lambda k: float(fields.get(k, "0 kB").split()[0])  # noqa: E731
+        return kib("RssAnon") / 1024, kib("RssFile") / 1024
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            a, f = self.sample()
+            self.peak_anon, self.peak_file = max(self.peak_anon, a), max(self.peak_file, f)
+
+    def __enter__(self) -> AnonPeak:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+
 # ---------------------------------------------------------------- real passages
 def docstrings() -> list[tuple[str, str, str]]:
     """``(qualified name, summary, body)`` of every documented public object, in module order."""
@@ -243,10 +274,17 @@ def run_size(args: argparse.Namespace) -> dict:
     params = {"k_sim": args.k_sim, "d_proj": args.d_proj, "reps": args.reps, "final_dim": args.final_dim, "seed": 0}
     idx = LocalIndex(workdir, "bench", dtype="float16", first_stage="muvera", first_stage_params=params)
     rss0 = rss_peak_mib()
+    anon0 = AnonPeak.sample()[0]                      # the real vectors the synthetic pages are drawn from
     t0 = time.perf_counter()
-    v = idx.build(corpus(real, n, args.seed), {"config_hash": "bench"})
+    with AnonPeak() as peak:
+        v = idx.build(corpus(real, n, args.seed), {"config_hash": "bench"})
     build_s = time.perf_counter() - t0
     build_rss = rss_peak_mib()
+    build_mem = {"anon_before_build_mib": round(anon0, 1), "anon_peak_during_build_mib": round(peak.peak_anon, 1),
+                 "anon_growth_during_build_mib": round(peak.peak_anon - anon0, 1),
+                 "file_backed_peak_mib": round(peak.peak_file, 1),
+                 "note": "ru_maxrss counts file-backed pages of the memory-mapped index files too; the anonymous "
+                         "growth is the memory the build itself holds"}
     idx.swap(v)
     files = {f.name: f.stat().st_size for f in (workdir / "bench" / f"v{v.number}").iterdir()}
     m = v.manifest
@@ -269,7 +307,7 @@ def run_size(args: argparse.Namespace) -> dict:
 
     if args.build_only:
         out = {"pages": n, "vectors": m["vectors"], "build_s": round(build_s, 1),
-               "build_peak_rss_mib": round(build_rss, 1), "rss_before_build_mib": round(rss0, 1),
+               "build_peak_rss_mib": round(build_rss, 1), "build_memory": build_mem, "rss_before_build_mib": round(rss0, 1),
                "index_resident_mib": round(sum(resident.values()) / 2**20, 1), "load_end": loadavg()}
         shutil.rmtree(workdir, ignore_errors=True)
         return out
@@ -286,7 +324,7 @@ def run_size(args: argparse.Namespace) -> dict:
             log.info("%s", rows[-1])
     out = {
         "pages": n, "vectors": m["vectors"], "dim": m["dim"], "queries": len(queries),
-        "build_s": round(build_s, 1), "build_peak_rss_mib": round(build_rss, 1),
+        "build_s": round(build_s, 1), "build_peak_rss_mib": round(build_rss, 1), "build_memory": build_mem,
         "rss_before_build_mib": round(rss0, 1), "index_resident_mib": round(sum(resident.values()) / 2**20, 1),
         "first_stage": m["first_stage"], "files_bytes": files,
         "bytes_per_page": {
