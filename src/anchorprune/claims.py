@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from anchorprune.index.lifecycle import pid_alive
 from anchorprune.storage import Store
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,6 @@ def claim_file(rel: str, generation: int) -> str:
     return f"{rel}.claim.{generation}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Claimant:
     """One run's (or one worker's) identity for claims: host, pid and a random token."""
 
@@ -78,7 +69,7 @@ class Claimant:
         return json.dumps({"host": self.host, "pid": self.pid, "token": self.token, "time": time.time()}).encode()
 
     def is_stale(self, info: dict) -> bool:
-        if info.get("host") == self.host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
+        if info.get("host") == self.host and isinstance(info.get("pid"), int) and not pid_alive(info["pid"]):
             return True
         return time.time() - float(info.get("time", 0.0)) > self.ttl_s
 
