@@ -124,7 +124,6 @@ def entries(cache: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pages", type=int, default=48)
-    ap.add_argument("--nice", type=int, default=10, help="recorded in the command (run the script under nice -n N)")
     ap.add_argument("--shard-pages", type=int, default=8)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "encode_scaling.json")
@@ -159,8 +158,8 @@ def main() -> None:
         efficiency = runs[2]["rate_pages_per_s"] / (2 * runs[1]["rate_pages_per_s"])
         efficiency_workers = runs[2]["sum_of_worker_rates"] / (2 * runs[1]["sum_of_worker_rates"])
         result = {
-            "command": f"nice -n {args.nice} .venv/bin/python benchmarks/encode_scaling.py --pages {args.pages} "
-                       f"--shard-pages {args.shard_pages}",
+            "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
+                       + ".venv/bin/python benchmarks/encode_scaling.py " + " ".join(sys.argv[1:]),
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg": load,
                         "note": "CPU shared with other jobs during the run: the figures are noisy; "
                                 "read the load averages next to them"},
