@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from anchorprune.backbones.base import LayerCapture  # noqa: E402
 from anchorprune.config import load_settings, project_root  # noqa: E402
 from anchorprune.data.build import build_dataset  # noqa: E402
+from anchorprune.encoding import missing_pages  # noqa: E402
 from anchorprune.features_cache import FeaturesCache, QueryCache  # noqa: E402
 from anchorprune.stages import Workspace  # noqa: E402
 
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     backbone = ws.backbone(bcfg)
     cache = FeaturesCache(ws.features_dir)
     capture = LayerCapture.all()
-    todo = [p for p in pages if cache.get(backbone, p, capture) is None]
-    log.info("%d pages, %d already cached, %d to encode", len(pages), len(pages) - len(todo), len(todo))
+    todo = missing_pages(ws.features_dir, backbone, pages, capture)   # existence only: nothing decoded
+    log.info("%d pages, %d to encode (one per content)", len(pages), len(todo))
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     tokens = 0
