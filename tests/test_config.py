@@ -34,7 +34,7 @@ INVALID = {
     "candidates-over-knn-limit.yaml": ["'index.candidates'", "above 10000", "use 10000 or fewer"],
     "fde-over-es-dense-vector-limit.yaml": ["'index'", "index.muvera gives 8192-dim FDEs", "limit of 4096",
                                             "set final_dim"],
-    "unknown-first-stage.yaml": ["'index.first_stage'", "'none', 'mean', 'muvera' or 'auto'"],
+    "unknown-first-stage.yaml": ["'index.first_stage'", "'none', 'mean', 'muvera', 'token_ivf' or 'auto'"],
 }
 
 

@@ -258,19 +258,29 @@ class MuveraConfig(_Frozen):
     seed: int = 0
 
 
+class TokenIvfConfig(_Frozen):
+    """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
+
+    centroids: int | None = Field(None, ge=1)   # k-means lists (null: a power of two near 4 sqrt(tokens))
+    nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
+    iters: int = Field(8, ge=0)                 # k-means iterations
+    seed: int = 0
+
+
 class IndexConfig(_Frozen):
     backend: Literal["local", "elasticsearch"] = "local"
     backbone: str | None = None   # whose champion the index serves; default: the first backbone
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
     two_stage: bool = False
-    # first stage before exact MaxSim: none | mean | muvera | auto; null: mean if two_stage else none
-    first_stage: Literal["none", "mean", "muvera", "auto"] | None = None
+    # first stage before exact MaxSim: none | mean | muvera | token_ivf | auto; null: mean if two_stage else none
+    first_stage: Literal["none", "mean", "muvera", "token_ivf", "auto"] | None = None
     # auto: indexes of >= first_stage_threshold pages use first_stage_auto, smaller ones exact MaxSim
     # (20000 = first_stage.AUTO_THRESHOLD_PAGES, a placeholder until benchmarks/first_stage.py picks it)
     first_stage_threshold: int = Field(20_000, ge=1)
-    first_stage_auto: Literal["mean", "muvera"] = "muvera"
+    first_stage_auto: Literal["mean", "muvera", "token_ivf"] = "token_ivf"
     muvera: MuveraConfig = MuveraConfig()
+    token_ivf: TokenIvfConfig = TokenIvfConfig()
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
 

@@ -539,7 +539,7 @@ def test_quantised_knn_still_returns_exact_maxsim_scores(fake):
 
 def test_open_index_passes_the_first_stage_to_elasticsearch(fake, monkeypatch):
     monkeypatch.setenv("ELASTICSEARCH_URL", "http://localhost:9200")
-    idx = open_index(IndexConfig(backend="elasticsearch", first_stage="auto", first_stage_threshold=500,
+    idx = open_index(IndexConfig(backend="elasticsearch", first_stage="auto", first_stage_threshold=500, first_stage_auto="muvera",
                                  muvera={"k_sim": 3, "d_proj": 8, "reps": 4}), "/nonexistent")
     assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "muvera")
     assert idx.first_stage_params["reps"] == 4

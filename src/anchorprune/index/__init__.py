@@ -60,6 +60,10 @@ def open_index(cfg: IndexConfig, root: Path | str) -> Index:
 
 
 def first_stage_kwargs(cfg: IndexConfig) -> dict:
-    """The first-stage arguments both backends take, from ``index.*``."""
-    return {"first_stage": cfg.first_stage, "first_stage_params": cfg.muvera.model_dump(),
+    """The first-stage arguments both backends take, from ``index.*`` (the parameters of the stage built)."""
+    from anchorprune.index.first_stage import built_stage, resolve_first_stage
+
+    stage = built_stage(resolve_first_stage(cfg.first_stage, cfg.two_stage), cfg.first_stage_auto)
+    params = cfg.token_ivf if stage == "token_ivf" else cfg.muvera
+    return {"first_stage": cfg.first_stage, "first_stage_params": params.model_dump(),
             "first_stage_threshold": cfg.first_stage_threshold, "first_stage_auto": cfg.first_stage_auto}

@@ -394,7 +394,7 @@ class ElasticsearchIndex:
                  chunk_pages: int | None = None, max_chunk_bytes: int = 32 * 1024 * 1024, max_retries: int = 5,
                  hamming: bool = False, where: str = "Elasticsearch", lock_lease_s: float = 600.0,
                  first_stage: str | None = None, first_stage_params: dict[str, Any] | None = None,
-                 first_stage_threshold: int | None = None, first_stage_auto: str = "muvera",
+                 first_stage_threshold: int | None = None, first_stage_auto: str = "token_ivf",
                  knn_index_options: str = "hnsw"):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", alias):
             raise IndexInputError(f"Elasticsearch alias {alias!r} must be lowercase letters, digits, '_' or '-'")

@@ -11,6 +11,11 @@ exactly (MaxSim). So a first stage only decides *which* pages get scored, never 
 - ``muvera`` (:class:`MuveraFirstStage`): MUVERA fixed dimensional encodings (FDE;
   Dhulipala et al., "MUVERA: Multi-Vector Retrieval via Fixed Dimensional Encodings",
   arXiv 2405.19504), whose dot product approximates the Chamfer / MaxSim similarity.
+- ``token_ivf`` (:mod:`anchorprune.index.token_ivf`): not a one-vector summary: each query
+  token's nearest page tokens (inverted lists over k-means centroids locally, a nested
+  ``dense_vector`` kNN per query token on Elasticsearch) pick the candidates by MaxSim over
+  the tokens found. The only first stage that keeps recall on real pages at 100k
+  (``benchmarks/results/first_stage.json``), and ``auto``'s target.
 
 FDE, for each of ``reps`` independent repetitions ``r``:
 
@@ -57,7 +62,9 @@ import numpy as np
 from anchorprune.index.base import IndexInputError, normalized_mean
 from anchorprune.scoring import ComputePath
 
-FirstStageName = Literal["none", "mean", "muvera"]
+FirstStageName = Literal["none", "mean", "muvera", "token_ivf"]
+#: every first stage a build can prepare
+STAGES = ("none", "mean", "muvera", "token_ivf")
 #: Elasticsearch's dense_vector limit; the MUVERA defaults stay within it
 ES_MAX_DIMS = 4096
 #: ``first_stage: auto``: indexes of at least this many pages use ``first_stage_auto`` (``muvera``), smaller
@@ -269,31 +276,31 @@ def resolve_first_stage(first_stage: str | None, two_stage: bool = False) -> str
     ('mean', 'none', 'muvera')
     """
     name = first_stage if first_stage is not None else ("mean" if two_stage else "none")
-    if name not in ("none", "mean", "muvera", "auto"):
-        raise IndexInputError(f"first stage {name!r} is not one of none, mean, muvera, auto")
+    if name not in (*STAGES, "auto"):
+        raise IndexInputError(f"first stage {name!r} is not one of {', '.join(STAGES)}, auto")
     return name
 
 
-def built_stage(configured: str, auto_target: str = "muvera") -> FirstStageName:
+def built_stage(configured: str, auto_target: str = "token_ivf") -> FirstStageName:
     """The first stage a build prepares vectors for: ``auto`` builds its target's (a version may grow past
     the threshold by incremental rebuilds, and a build over a generator does not know its size up front).
 
     >>> built_stage("auto"), built_stage("auto", "mean"), built_stage("none")
-    ('muvera', 'mean', 'none')
+    ('token_ivf', 'mean', 'none')
     """
     stage = auto_target if configured == "auto" else configured
-    if stage not in ("none", "mean", "muvera"):
-        raise IndexInputError(f"first stage {stage!r} is not one of none, mean, muvera")
+    if stage not in STAGES:
+        raise IndexInputError(f"first stage {stage!r} is not one of {', '.join(STAGES)}")
     return stage  # type: ignore[return-value]
 
 
 def auto_stage(configured: str, pages: int, threshold: int | None = None,
-               auto_target: str = "muvera") -> FirstStageName:
+               auto_target: str = "token_ivf") -> FirstStageName:
     """The first stage a search over ``pages`` pages uses: ``configured``, or for ``auto`` ``none`` below
     ``threshold`` pages (default :data:`AUTO_THRESHOLD_PAGES`) and ``auto_target`` at or above it.
 
     >>> auto_stage("auto", 19_999), auto_stage("auto", 20_000), auto_stage("mean", 5), auto_stage("auto", 50, 10)
-    ('none', 'muvera', 'mean', 'muvera')
+    ('none', 'token_ivf', 'mean', 'token_ivf')
     """
     if configured != "auto":
         return built_stage(configured)
@@ -338,7 +345,7 @@ def muvera_dims(dim: int | None, params: Mapping[str, Any] | None) -> int | None
 class SearchReport:
     """How a search was answered: the first stage used, the pages it handed to exact MaxSim, of how many."""
 
-    first_stage: str        # "none" (every page scored exactly), "mean" or "muvera"
+    first_stage: str        # "none" (every page scored exactly), "mean", "muvera" or "token_ivf"
     candidates: int         # pages rescored exactly
     pages: int              # pages in the serving version
     version: int            # the serving version number

@@ -485,7 +485,7 @@ class LocalIndex:
                  candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
                  verify_on_open: bool = True, first_stage: str | None = None,
                  first_stage_params: dict[str, Any] | None = None, first_stage_threshold: int | None = None,
-                 first_stage_auto: str = "muvera"):
+                 first_stage_auto: str = "token_ivf"):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise IndexInputError(f"index name {name!r} must be letters, digits, '_', '-' or '.'")
         self.name = name
