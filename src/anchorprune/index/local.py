@@ -12,6 +12,9 @@ Layout (``root/<name>/``)::
       means.npy             [P, d] float16: L2-normalised mean vector of each page (the ``mean`` first stage)
       first_stage.bin       [P, D] float16 MUVERA FDE of each page (only when built with first_stage="muvera")
       first_stage.npz       the FDE's random matrices (so a reopened version encodes queries identically)
+      ivf_centroids.npy     [K, d] float32 k-means centroids of the token vectors (first_stage="token_ivf" only)
+      ivf_lists.npy         [K + 1] int64: list c holds ivf_order[ivf_lists[c]:ivf_lists[c + 1]]
+      ivf_order.npy         [T] int32 token rows grouped by list;  ivf_pages.npy  [T] int32 their pages
       pages.json            {"page_ids": [...], "content_hashes": [...]}
       page_digests.npy      [P, 16] uint8: blake2b of each page's stored bytes (checked on reuse and on returned hits)
       manifest.json         dtype, dim, counts, meta (config hash, data version, model, backbone), sha256 of every file
@@ -29,8 +32,9 @@ Scoring: exact MaxSim through :func:`anchorprune.scoring.score_packed` (chunked 
 over the memory map). Sign-bit pages are decoded chunk by chunk to ``±1/sqrt(d)``
 (:mod:`anchorprune.index.quantize`) and scored against the float query (asymmetric).
 Two-stage search ranks pages by a first stage (:mod:`anchorprune.index.first_stage`: the
-L2-normalised mean vector, or MUVERA FDE, one matmul over the ``[P, D]`` matrix), then scores
-the top ``candidates`` pages exactly: the final ranking is always exact MaxSim.
+L2-normalised mean vector, or MUVERA FDE, one matmul over the ``[P, D]`` matrix; or
+``token_ivf``, each query token's probed inverted lists, :mod:`anchorprune.index.token_ivf`),
+then scores the top ``candidates`` pages exactly: the final ranking is always exact MaxSim.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ from anchorprune.index.first_stage import (
     top_candidates,
 )
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
+from anchorprune.index.token_ivf import TokenIvf, TokenIvfParams
 from anchorprune.pruning.base import PrunedPage
 from anchorprune.scoring import ComputePath, bf16_accelerated, score_packed, score_shortlist
 
@@ -241,6 +246,7 @@ class _Version:
     checked: bool = False                  # vectors.bin's sha256 was checked since this object opened it
     fde: np.ndarray | None = None          # [P, D] float32 MUVERA FDE, loaded at the first muvera search
     muvera: MuveraFirstStage | None = None  # its encoder (random matrices read back from first_stage.npz)
+    ivf: TokenIvf | None = None            # token_ivf inverted lists (order / pages memory-mapped)
 
     @property
     def dtype(self) -> str:
@@ -275,6 +281,9 @@ class _Version:
             if fs.get("name") == "muvera":
                 with np.load(path / "first_stage.npz") as state:
                     v.muvera = MuveraFirstStage.from_state(fs["params"], dict(state))
+            if fs.get("name") == "token_ivf":
+                v.ivf = TokenIvf.from_arrays({f: np.load(path / f, mmap_mode="r") for f in TokenIvf.FILES},
+                                             TokenIvfParams.of(fs["params"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptVersionError(f"{path.name} cannot be read ({type(exc).__name__}: {exc}); {_FIX}") from None
         v.check_consistent()
@@ -309,6 +318,8 @@ class _Version:
             problems.append(f"offsets do not describe {p} non-empty pages over {t} vectors")
         if self.means.shape != (p, self.dim):
             problems.append(f"means have shape {self.means.shape}, expected {(p, self.dim)}")
+        if self.ivf is not None:
+            problems += self.ivf.problems(p, t, self.dim)
         if self.muvera is not None:
             size = (self.path / "first_stage.bin").stat().st_size
             if size != p * self.muvera.dims * 2:
@@ -360,6 +371,12 @@ class _Version:
                                       f"(the file is damaged); {_FIX}")
         self.dense = dense
         self.checked = True
+
+    def token_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Decoded float32 vectors ``[len(rows), d]`` of the given token rows (ascending reads the file in order)."""
+        if self.dense is not None:
+            return self.dense[torch.from_numpy(rows.astype(np.int64))].numpy()
+        return quantize.decode(np.asarray(self.vecs[rows]), self.dtype, self.dim)
 
     def rows(self, pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded float32 vectors of the given pages (in that order) and their local offsets."""
@@ -896,6 +913,7 @@ class LocalIndex:
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         _save_npy(staging / "offsets.npy", offsets)
+        ivf = self._train_ivf(staging, offsets, int(dim)) if self._built_stage == "token_ivf" else None
         _save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         _write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
         _save_npy(staging / "page_digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, _DIGEST))
@@ -905,17 +923,35 @@ class LocalIndex:
             with open(staging / "first_stage.npz", "wb") as f:
                 np.savez(f, **muvera.state)
             first_stage = {"name": "muvera", "params": muvera.params(), "dims": muvera.dims, "dtype": "float16"}
+        if ivf is not None:
+            first_stage = {"name": "token_ivf", "params": ivf.record()}
         first_stage.update(stage_record(self.first_stage, self.first_stage_threshold, self.first_stage_auto,
                                         len(ids)))
         return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
                 "reused_pages": len(reuse), "first_stage": first_stage}
 
+    def _train_ivf(self, staging: Path, offsets: np.ndarray, dim: int) -> TokenIvf:
+        """k-means and inverted lists over the vectors just written (read back from the staging file, as
+        stored: a float16 / bits index clusters what it will score), saved beside them."""
+        total = int(offsets[-1])
+        stored = np.memmap(staging / "vectors.bin", dtype=quantize.storage_dtype(self.dtype), mode="r",
+                           shape=(total, quantize.stored_width(self.dtype, dim)))
+        params = TokenIvfParams.of(self.first_stage_params)
+        log.info("index %s: token_ivf k-means over %d token vectors", self.name, total)
+        ivf = TokenIvf.train(lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim), offsets, params)
+        for fname, arr in ivf.arrays().items():
+            _save_npy(staging / fname, arr)
+        del stored
+        return ivf
+
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: _Version | None) -> None:
         files = {}
-        for fname in (*_FILES, "first_stage.bin", "first_stage.npz"):
+        stage = counts["first_stage"]["name"]
+        for fname in (*_FILES, "first_stage.bin", "first_stage.npz", *TokenIvf.FILES):
             f = staging / fname
-            if fname.startswith("first_stage") and counts["first_stage"]["name"] != "muvera":
+            if (fname.startswith("first_stage") and stage != "muvera") or (fname.startswith("ivf_")
+                                                                           and stage != "token_ivf"):
                 continue
             files[fname] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         manifest = {
@@ -992,6 +1028,10 @@ class LocalIndex:
             log.warning("index %s: first stage 'muvera' asked for, but the serving v%d was built without FDEs; "
                         "using the mean vector (rebuild the index to use MUVERA)", self.name, v.number)
             stage = "mean"
+        if stage == "token_ivf" and v.ivf is None:
+            log.warning("index %s: first stage 'token_ivf' asked for, but the serving v%d was built without "
+                        "inverted lists; using the mean vector (rebuild the index to use token_ivf)", self.name, v.number)
+            stage = "mean"
         pages = len(v.page_ids)
         if stage == "none" or self.candidates >= pages:
             configured = self.first_stage if self.first_stage != "none" else None
@@ -1013,6 +1053,10 @@ class LocalIndex:
         if stage == "muvera":
             assert v.muvera is not None
             cand = top_candidates(v.fde_matrix(), v.muvera.encode_query(q.numpy()), self.candidates)
+        elif stage == "token_ivf":
+            assert v.ivf is not None
+            cand = v.ivf.candidates(q.numpy(), v.token_rows, len(v.page_ids), self.candidates,
+                                    self.first_stage_params.get("nprobe"))
         else:
             cand = top_candidates(v.means, normalized_mean(q.numpy()), self.candidates)   # [P, d] @ [d]
         vecs, offsets = v.rows(cand)                                 # candidates in file order: sequential reads

@@ -176,7 +176,7 @@ class TokenIvf:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: TokenIvfParams) -> TokenIvf:
         c, lists, order, pages = (arrays[f] for f in cls.FILES)
-        return cls(np.asarray(c, np.float32), np.asarray(lists, np.int64), order, pages, params)
+        return cls(np.array(c, np.float32), np.array(lists, np.int64), order, pages, params)   # small: copied
 
     def problems(self, pages: int, tokens: int, dim: int) -> list[str]:
         """What is inconsistent with a version of ``pages`` pages, ``tokens`` vectors of ``dim`` dims."""
