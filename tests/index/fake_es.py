@@ -25,6 +25,13 @@ max_inner_product scores; dense_vector dims in [1, 4096] and index_options (know
 bbq_disk from 9.2, quantised types float-only, bbq >= 64 dims; DenseVectorFieldMapper), the version's
 default index_options when the mapping has none, and scalar-quantised (int8 / int4) kNN scores
 computed on quantised vectors (bbq scores are refused, not invented);
+[3b] (not in the note; sources cited where used) nested mappings and documents (one hidden document per
+object, index.mapping.nested_objects.limit 10000, strict inherited, nested vectors excluded from _source
+on 9.2+ and rehydrated, PR #130382), the ``nested`` query (score_modes per NestedQueryBuilder; around a
+``knn`` query every mode but none scores the best child, issue #122625, docs PR #125582), the ``knn``
+query in the query DSL (k from PR #110233; bounds as 190_knn_query-with-k-param.yml: 400
+x_content_parse_exception) diversified over parents for nested fields (query-dsl-knn-query.md), and
+``bool.should`` summing clause scores (bool-query.md), the ``standard`` retriever under ``rescorer``;
 [4] rescorer window_size >= size, no negative window, no empty rescore, no scroll; [5] alias removal
 404 / partial success with action_results / must_exist; [6] bulk item errors, 409 on create;
 optimistic concurrency (if_seq_no / if_primary_term); [8] refresh visibility (GET real-time),

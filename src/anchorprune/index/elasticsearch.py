@@ -8,6 +8,8 @@ Per version an index ``<alias>-v<N>`` holds one document per page (``_id`` = pag
     mean_vector   dense_vector, cosine, HNSW      L2-normalised mean of the page vectors (first stage "mean")
     fde           dense_vector, max_inner_product, HNSW   MUVERA FDE of the stored page vectors (first stage
                                                   "muvera", or "auto" with target muvera; absent otherwise)
+    tokens        nested, one object per stored page vector: first stage "token_ivf" (or "auto" with
+      .vector     dense_vector, max_inner_product, HNSW     target token_ivf; absent otherwise)
     vectors       rank_vectors                    float | bfloat16 (our "float16") | bit (hex strings)
 
 and the version's manifest in the mapping's ``_meta.anchorprune`` (dtype, dim,
@@ -30,8 +32,34 @@ serving version holds at most ``exact_max_pages`` pages or the first stage is ``
 otherwise a ``rescorer`` retriever: kNN (``k = candidates``) on the first stage's field
 (``mean_vector`` for ``mean``, ``fde`` for ``muvera``) rescored with the same script over a
 window of all ``candidates`` pages (``query_weight: 0``, so the final score is the exact MaxSim
-alone and the final ranking is exact MaxSim over the candidates). :meth:`search_report` says
-which first stage answered.
+alone and the final ranking is exact MaxSim over the candidates). For ``token_ivf`` the child of the
+``rescorer`` is a ``standard`` retriever whose query is a ``bool.should`` of one ``nested`` query per query
+token (``path: tokens``, ``score_mode: max``) around a ``knn`` query on ``tokens.vector`` with that token
+(``k = candidates``, ``num_candidates`` as above). :meth:`search_report` says which first stage answered;
+a version built without the first stage's vectors (FDEs, token vectors) falls back, with a warning, to
+what it has (muvera, else the mean vector).
+
+token_ivf is the local backend's token-level first stage (:mod:`anchorprune.index.token_ivf`) with
+Elasticsearch's HNSW in place of our inverted lists. Each nested kNN clause gives each of the ``k`` page
+documents nearest to query token ``q_i`` the score of its best token (nested kNN "diversifies the top
+results over the top-level document", query-dsl-knn-query.md "Knn query inside a nested query"; the knn
+query exists from 8.12, its ``k`` from 8.15, PR #110233, so on every supported server); ``bool`` adds the
+clause scores (bool-query.md: "the score from each matching must or should clause will be added
+together"). So a page's first-stage score is ``sum_i f(max_j q_i · t_j)`` over the clauses that reached
+it, with ``f`` max_inner_product's score transform (``ip + 1`` for ``ip >= 0``, ``1 / (1 - ip)`` below):
+monotone per token, the same ranking per token as the local backend's ``s_i(p)``, but a sum of
+transformed maxima, and a token clause that did not reach the page adds 0 (local token_ivf imputes the
+smallest similarity seen). Nested kNN supports only ``score_mode: max`` (PR #125582; the server takes the
+other modes and scores them as max, issue #122625); we say ``max``. ``similarity: max_inner_product``
+because the stored vectors are not unit length after bfloat16 rounding (``dot_product`` refuses
+``|‖v‖² − 1| > 1e-3``) and max_inner_product takes any vector, ranking by the raw inner product as
+MaxSim does. For dtype ``bits`` the nested vectors are the decoded ``±1/sqrt(d)`` floats (the scale the
+exact MaxSim is reported on, so the token kNN ranks by the same ``q · b``), at 32x the bits' size in the
+HNSW graph: pick ``knn_index_options: bbq_hnsw`` (dims >= 64) for a large bit index. A page holds at most
+10,000 vectors here (``index.mapping.nested_objects.limit``). token_ivf's ``first_stage_params``
+(``centroids``, ``nprobe``, ``iters``, ``seed``) are local-only and ignored; the manifest records
+``params: {}``. A query of ``m`` tokens is ``m`` clauses (far below the bool clause limit for query
+lengths of ColPali-style models).
 
 First stages (:mod:`anchorprune.index.first_stage`): the FDE is not unit length and its raw inner
 product is what approximates MaxSim, so ``fde`` uses ``similarity: max_inner_product`` (8.11+;
