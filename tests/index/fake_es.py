@@ -25,6 +25,13 @@ max_inner_product scores; dense_vector dims in [1, 4096] and index_options (know
 bbq_disk from 9.2, quantised types float-only, bbq >= 64 dims; DenseVectorFieldMapper), the version's
 default index_options when the mapping has none, and scalar-quantised (int8 / int4) kNN scores
 computed on quantised vectors (bbq scores are refused, not invented);
+[3b] (not in the note; sources cited where used) nested mappings and documents (one hidden document per
+object, index.mapping.nested_objects.limit 10000, strict inherited, nested vectors excluded from _source
+on 9.2+ and rehydrated, PR #130382), the ``nested`` query (score_modes per NestedQueryBuilder; around a
+``knn`` query every mode but none scores the best child, issue #122625, docs PR #125582), the ``knn``
+query in the query DSL (k from PR #110233; bounds as 190_knn_query-with-k-param.yml: 400
+x_content_parse_exception) diversified over parents for nested fields (query-dsl-knn-query.md), and
+``bool.should`` summing clause scores (bool-query.md), the ``standard`` retriever under ``rescorer``;
 [4] rescorer window_size >= size, no negative window, no empty rescore, no scroll; [5] alias removal
 404 / partial success with action_results / must_exist; [6] bulk item errors, 409 on create;
 optimistic concurrency (if_seq_no / if_primary_term); [8] refresh visibility (GET real-time),
@@ -66,7 +73,8 @@ BBQ_DISK_SINCE = (9, 2, 0)
 BBQ_MIN_DIMS = 64                        # DenseVectorFieldMapper.BBQ_MIN_DIMS
 MAX_DIMS_BIT = 4096 * 8                  # [1] MAX_DIMS_COUNT_BIT
 DOT_PRODUCT_TOLERANCE = 1e-3             # [3] |‖v‖² − 1| > 1e-3 is refused (1e-4 before PR #110240, ~8.15)
-RANK_VECTORS_LICENCES = ("enterprise", "trial")   # [1] LicensedFeature.momentary(..., ENTERPRISE); trial works
+RANK_VECTORS_LICENCES = ("enterprise", "trial")
+NESTED_OBJECTS_LIMIT = 10_000            # [3b] index.mapping.nested_objects.limit default (MapperService)   # [1] LicensedFeature.momentary(..., ENTERPRISE); trial works
 
 
 def parse_version(v: str) -> tuple[int, int, int]:
@@ -431,6 +439,14 @@ class FakeES:
             raise _bad(f"{kind} does not support dimensions fewer than {BBQ_MIN_DIMS}; provided={dims}",
                        "mapper_parsing_exception")
 
+    @staticmethod
+    def field_spec(idx: Index, fname: str) -> dict[str, Any]:
+        """The mapping of a field by its full path (``tokens.vector``: ``vector`` under the ``tokens`` object)."""
+        spec: dict[str, Any] = {"properties": idx.mappings.get("properties", {})}
+        for part in fname.split("."):
+            spec = spec.get("properties", {}).get(part, {})
+        return spec
+
     def knn_index_type(self, idx: Index, fname: str) -> str:
         """The ``index_options.type`` a dense_vector field is indexed with: the mapping's, else the version's
         default ([3] dense-vector.md: float int8_hnsw on 8.14-9.0 (PR #106836); 9.1+ bbq_hnsw when dims >= 384,
@@ -438,7 +454,7 @@ class FakeES:
         byte and bit plain hnsw (PR #151557))."""
         if fname in idx.knn_types:
             return idx.knn_types[fname]
-        spec = idx.mappings.get("properties", {}).get(fname, {})
+        spec = self.field_spec(idx, fname)
         if (spec.get("index_options") or {}).get("type"):
             return spec["index_options"]["type"]
         if spec.get("element_type", "float") != "float":
@@ -650,6 +666,8 @@ class FakeES:
                 vectors[key] = self._parse_dense_vector(key, spec, value, doc_id)
                 if idx.exclude_source_vectors:
                     stored.pop(key)
+            elif kind == "nested":
+                stored[key] = self._parse_nested(idx, key, spec, value, doc_id, strict, vectors)
             elif kind in ("integer", "long"):
                 if not _is_int(value):
                     raise self._doc_error(doc_id, key, kind, value, f'For input string: "{value}"')
@@ -710,6 +728,43 @@ class FakeES:
             raise fail(f"The [rank_vectors] field [{key}] in doc [{doc_id}] has a different number of dimensions "
                        f"[{n}] than defined in the mapping [{spec['dims']}]")
         return np.stack(rows)
+
+    def _parse_nested(self, idx: Index, key: str, spec: dict[str, Any], value: Any, doc_id: str, strict: bool,
+                      vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """A ``nested`` field: an object or an array of objects, one hidden Lucene document each. Only
+        dense_vector / keyword / integer sub-fields are modelled; their vectors go to ``vectors["<key>.<sub>"]``
+        as ``[n, d]`` (children in order). Returns the stored ``_source`` value."""
+        objs = value if isinstance(value, list) else [value]
+        if len(objs) > NESTED_OBJECTS_LIMIT:
+            # [3b] DocumentParser: index.mapping.nested_objects.limit, default 10000 (MapperService)
+            raise EsError(400, "document_parsing_exception", (
+                f"[1:2] The number of nested documents has exceeded the allowed limit of [{NESTED_OBJECTS_LIMIT}]. "
+                "This limit can be set by changing the [index.mapping.nested_objects.limit] index level setting."))
+        props = spec.get("properties", {})
+        rows: dict[str, list[np.ndarray]] = {}
+        stored = []
+        for obj in objs:
+            if not isinstance(obj, dict):
+                raise self._doc_error(doc_id, key, "nested", value, f"object mapping for [{key}] tried to parse "
+                                      "field as object, but found a concrete value", "mapper_parsing_exception")
+            kept = dict(obj)
+            for sub, val in obj.items():
+                sspec = props.get(sub)
+                if sspec is None:
+                    if strict:                          # dynamic: strict is inherited by the nested object
+                        raise _bad(f"[1:2] mapping set to strict, dynamic introduction of [{sub}] within [{key}] "
+                                   "is not allowed", "strict_dynamic_mapping_exception")
+                    continue
+                if sspec.get("type") == "dense_vector" and val is not None:
+                    rows.setdefault(sub, []).append(self._parse_dense_vector(f"{key}.{sub}", sspec, val, doc_id))
+                    if idx.exclude_source_vectors:
+                        kept.pop(sub)                   # [1] PR #130382: nested vectors leave _source too
+                elif sspec.get("type") not in ("keyword", "integer", "long"):
+                    raise AssertionError(f"the fake Elasticsearch does not model {sspec.get('type')} inside nested")
+            stored.append(kept)
+        for sub, rs in rows.items():
+            vectors[f"{key}.{sub}"] = np.stack(rs)
+        return stored
 
     def _parse_dense_vector(self, key: str, spec: dict[str, Any], value: Any, doc_id: str) -> np.ndarray:
         def fail(reason: str) -> EsError:
@@ -892,7 +947,12 @@ class FakeES:
             includes = None
         if idx.exclude_source_vectors and want_vectors:
             for key, arr in doc.vectors.items():
-                out[key] = self._rehydrate(idx, key, arr)
+                parent, _, sub = key.rpartition(".")
+                if parent:          # [1] PR #130382 (240_source_synthetic_vectors.yml): nested vectors come back too
+                    for child, row in zip(out[parent], arr, strict=True):
+                        child[sub] = self._rehydrate(idx, key, row)
+                else:
+                    out[key] = self._rehydrate(idx, key, arr)
         if includes:
             out = {k: v for k, v in out.items() if any(fnmatch.fnmatch(k, p) for p in includes)}
         return out
@@ -923,7 +983,86 @@ class FakeES:
             ss = query["script_score"]
             inner = self._match(idx, ss.get("query", {"match_all": {}}), docs)
             return {i: self._script_score(idx, i, docs[i], ss["script"]) for i in inner}
+        if "bool" in query:
+            return self._bool(idx, query["bool"], docs)
+        if "nested" in query:
+            return self._nested(idx, query["nested"], docs)
+        if "knn" in query:
+            return self._knn_query(idx, query["knn"], docs, None)
         return dict.fromkeys(self._match(idx, query, docs), 1.0)
+
+    def _bool(self, idx: Index, spec: dict[str, Any], docs: dict[str, Doc]) -> dict[str, float]:
+        # [3b] bool-query.md: "the score from each matching must or should clause will be added together"; with
+        # only should clauses at least one must match (minimum_should_match defaults to 1). Only should is modelled
+        if set(spec) - {"should"}:
+            raise AssertionError(f"the fake Elasticsearch only models bool.should, got {sorted(spec)}")
+        should = spec["should"] if isinstance(spec["should"], list) else [spec["should"]]
+        total: dict[str, float] = {}
+        for clause in should:
+            for i, sc in self._scores(idx, clause, docs).items():
+                total[i] = float(np.float32(total.get(i, 0.0) + sc))      # Lucene sums clause scores in float
+        return total
+
+    #: [3b] NestedQueryBuilder.parseScoreMode: none, min, max, avg, sum (and its old name total); default avg
+    NESTED_SCORE_MODES = ("none", "min", "max", "avg", "sum", "total")
+
+    def _nested(self, idx: Index, spec: dict[str, Any], docs: dict[str, Doc]) -> dict[str, float]:
+        path = spec["path"]
+        pspec = self.field_spec(idx, path)
+        if not pspec:
+            # [3b] NestedQueryBuilder.doToQuery (ignore_unmapped false) [unconfirmed wording]
+            raise _search_phase(idx.name, {"type": "query_shard_exception",
+                                           "reason": f"[nested] failed to find nested object under path [{path}]"})
+        if pspec.get("type") != "nested":
+            raise _search_phase(idx.name, {"type": "query_shard_exception",
+                                           "reason": f"[nested] nested object under path [{path}] is not of nested type"})
+        mode = spec.get("score_mode", "avg")
+        if mode not in self.NESTED_SCORE_MODES:
+            # [3b] parseScoreMode [unconfirmed wording]
+            raise _bad(f"No score mode for child query [{mode}] found", "x_content_parse_exception")
+        inner = spec["query"]
+        if set(inner) != {"knn"}:
+            raise AssertionError(f"the fake Elasticsearch only models a knn query inside nested, got {sorted(inner)}")
+        scores = self._knn_query(idx, inner["knn"], docs, path)
+        # [3b] nested kNN hands each parent only its best child: every score_mode but none gives that child's score
+        # (issue #122625: avg / min / sum score as max; none scores 0); the docs say only max is supported
+        # (query-dsl-knn-query.md, PR #125582). The server does not refuse the others, so neither does the fake
+        return {i: (0.0 if mode == "none" else sc) for i, sc in scores.items()}
+
+    def _knn_query(self, idx: Index, knn: dict[str, Any], docs: dict[str, Doc], nested: str | None) -> dict[str, float]:
+        """The ``knn`` query (query DSL, 8.12+; ``k`` from 8.15, PR #110233): the ``k`` best documents; inside a
+        ``nested`` query on ``<path>.<field>`` the best parents by their best child vector ([3b])."""
+        def bad(reason: str) -> EsError:
+            # [3b] 190_knn_query-with-k-param.yml: 400 x_content_parse_exception caused by illegal_argument_exception
+            return EsError(400, "x_content_parse_exception", "[1:2] [knn] failed to parse field",
+                           caused_by={"type": "illegal_argument_exception", "reason": reason})
+
+        nc = knn.get("num_candidates")
+        k = int(knn["k"]) if "k" in knn else int(nc if nc is not None else 15)   # [3b] no k: num_candidates per shard
+        nc = int(nc) if nc is not None else round(min(KNN_MAX_CANDIDATES, 1.5 * k))
+        # [3] KnnVectorQueryBuilder checks k, then the 10000 limit, then num_candidates < k
+        if k < 1:
+            raise bad("[k] must be greater than 0")
+        if nc > KNN_MAX_CANDIDATES:
+            raise bad(f"[num_candidates] cannot exceed [{KNN_MAX_CANDIDATES}]")
+        if nc < k:
+            raise bad("[num_candidates] cannot be less than [k]")
+        fname = knn["field"]
+        spec = self.field_spec(idx, fname)
+        if spec.get("type") != "dense_vector":
+            raise _bad(f"[knn] queries are only supported on [dense_vector] fields, got [{fname}]")
+        parent = fname.rpartition(".")[0]
+        if parent and self.field_spec(idx, parent).get("type") == "nested" and parent != nested:
+            raise AssertionError(f"the fake Elasticsearch does not model a knn query on the nested field {fname!r} "
+                                 "outside a nested query on its path")
+        q = np.asarray(knn["query_vector"], dtype=np.float32)
+        if spec.get("dims") is not None and len(q) != spec["dims"]:
+            raise _bad(f"The query vector has a different number of dimensions [{len(q)}] than the document "
+                       f"vectors [{spec['dims']}].")
+        sim = spec.get("similarity", "cosine")
+        self._check_similarity_input(sim, q, _bad)
+        vecs = {i: doc.vectors[fname] for i, doc in docs.items() if fname in doc.vectors}
+        return self._knn_top(idx, fname, sim, q, vecs, k)
 
     _SCRIPT = re.compile(r"(maxSimDotProduct|maxSimInvHamming)\(params\.(\w+), '([\w.]+)'\)(?: \+ params\.(\w+))?")
 
@@ -978,8 +1117,14 @@ class FakeES:
                        f"vectors [{spec['dims']}].")
         sim = spec.get("similarity", "cosine")
         self._check_similarity_input(sim, q, _bad)
-        kind = self.knn_index_type(idx, fname)
         docs = {i: doc.vectors[fname] for i, doc in idx.visible.items() if fname in doc.vectors}
+        return self._knn_top(idx, fname, sim, q, docs, k)
+
+    def _knn_top(self, idx: Index, fname: str, sim: str, q: np.ndarray, docs: dict[str, np.ndarray],
+                 k: int) -> dict[str, float]:
+        """The ``k`` best documents by kNN ``_score``; a ``[n, d]`` entry (nested children) scores by its best row:
+        [3b] kNN over nested dense_vectors "diversifies the top results over the top-level document"."""
+        kind = self.knn_index_type(idx, fname)
         if kind.startswith("bbq"):
             # binary quantisation (+ its oversampled rescoring in 9.1+) is not modelled: refuse rather than invent
             raise AssertionError(f"the fake Elasticsearch does not model {kind} kNN scores (field {fname!r}); map the "
@@ -990,13 +1135,13 @@ class FakeES:
             # the kNN _score is approximate. Modelled with the min / max of the visible vectors as the bounds
             # (confidence_interval 1.0: one segment), which is within Lucene's error for these tests.
             levels = 255 if kind.startswith("int8") else 15
-            stacked = np.stack(list(docs.values()))
+            stacked = np.concatenate([d.reshape(-1) for d in docs.values()])
             lo, hi = float(stacked.min()), float(stacked.max())
             q = _scalar_quantise(q, lo, hi, levels)
             docs = {i: _scalar_quantise(d, lo, hi, levels) for i, d in docs.items()}
         # hnsw / flat: float vectors, exact float32 scores. The graph search itself is brute force here: a real
         # HNSW may miss a true neighbour (recall < 1), never adds a wrong score
-        scores = {i: _knn_score(sim, q, d) for i, d in docs.items()}
+        scores = {i: max(_knn_score(sim, q, row) for row in np.atleast_2d(d)) for i, d in docs.items()}
         return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
 
     def _retriever(self, idx: Index, r: dict[str, Any], size: int | None, scroll: bool) -> dict[str, float]:

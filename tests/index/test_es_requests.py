@@ -543,3 +543,126 @@ def test_open_index_passes_the_first_stage_to_elasticsearch(fake, monkeypatch):
                                  muvera={"k_sim": 3, "d_proj": 8, "reps": 4}), "/nonexistent")
     assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "muvera")
     assert idx.first_stage_params["reps"] == 4
+
+
+# ---------------------------------------------------------------- first stage token_ivf
+TOKEN_PARAMS = {"centroids": None, "nprobe": 8, "iters": 8, "seed": 0}      # local-only: Elasticsearch ignores them
+
+
+def token_index(dtype="float32", **kw) -> ElasticsearchIndex:
+    return es_index(dtype, first_stage="token_ivf", first_stage_params=TOKEN_PARAMS, exact_max_pages=2, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bits"])
+def test_token_ivf_maps_one_nested_vector_per_stored_page_vector(fake, dtype):
+    from anchorprune.index import quantize
+
+    pages = make_pages(n=6, dim=16)
+    v = token_index(dtype).build(pages, {})
+    props = fake.of("indices.create")[0].body["mappings"]["properties"]
+    assert props["tokens"] == {"type": "nested", "properties": {"vector": {
+        "type": "dense_vector", "dims": 16, "index": True, "similarity": "max_inner_product",
+        "index_options": {"type": "hnsw"}}}}
+    assert "fde" not in props
+    assert {k: v.manifest["first_stage"][k] for k in ("name", "params", "field", "similarity", "index_options")} == {
+        "name": "token_ivf", "params": {}, "field": "tokens.vector", "similarity": "max_inner_product",
+        "index_options": "hnsw"}
+    stored_as = {"float32": "float32", "float16": "bfloat16", "bits": "bits"}[dtype]      # the 9.3 double
+    for p in pages:           # the vectors as the server stores them: bfloat16-rounded, or ±1/sqrt(d) for bits
+        want = quantize.decode(quantize.encode(p.vectors.numpy(), stored_as), stored_as, 16)      # [k, d]
+        np.testing.assert_array_equal(fake.indices["pages-v1"].docs[p.page_id].vectors["tokens.vector"], want)
+
+
+def test_token_ivf_body_is_one_nested_knn_per_query_token_rescored_exactly(fake):
+    from index_helpers import brute_maxsim
+
+    from anchorprune.index.elasticsearch import num_candidates
+
+    idx = token_index(candidates=5)
+    pages = make_pages(n=20)
+    idx.swap(idx.build(pages, {}))
+    q = planted_query(pages[9], m=3)
+    hits, report = idx.search_report([q], k=3)
+    assert (report.first_stage, report.candidates) == ("token_ivf", 5)
+    r = fake.of("msearch")[-1].body[1]["retriever"]["rescorer"]
+    should = r["retriever"]["standard"]["query"]["bool"]["should"]
+    assert len(should) == 3
+    for row, clause in zip(q.tolist(), should, strict=True):
+        nested = clause["nested"]
+        assert (nested["path"], nested["score_mode"]) == ("tokens", "max")
+        knn = nested["query"]["knn"]
+        assert (knn["field"], knn["k"], knn["num_candidates"]) == ("tokens.vector", 5, num_candidates(5))
+        np.testing.assert_allclose(knn["query_vector"], row, rtol=1e-7)
+    assert r["rescore"]["window_size"] == 5 and r["rescore"]["query"]["query_weight"] == 0.0
+    by_id = {p.page_id: p for p in pages}
+    assert hits[0][0].page_id == "p009"
+    assert all(h.score == pytest.approx(brute_maxsim(q, by_id[h.page_id].vectors), abs=1e-4) for h in hits[0])
+
+
+def test_a_page_whose_one_token_matches_one_query_token_is_a_candidate(fake):
+    """The point of a token-level first stage: a page that matches a single query token strongly, with a
+    mean far from the query's, is handed on (the mean first stage drops it)."""
+    g = torch.Generator().manual_seed(5)
+    pages = make_pages(n=40, dim=16, seed=2)
+    q = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=1)             # [m=4, d]
+    # the needle: q[2] itself, plus 7 vectors pointing away from the query's mean
+    away = torch.nn.functional.normalize(-q.mean(0, keepdim=True) + 0.3 * torch.randn(7, 16, generator=g), dim=1)
+    needle = PrunedPage("needle", "h", torch.cat([q[2:3], away]), None)
+    for stage, found in (("token_ivf", True), ("mean", False)):
+        idx = ElasticsearchIndex(Elasticsearch("http://localhost:9200"), f"pages-{stage.replace('_', '')}",
+                                 dtype="float32", first_stage=stage, candidates=4, exact_max_pages=2)
+        idx.swap(idx.build([*pages, needle], {}))
+        hits = idx.search(q, k=4)                            # k = candidates: every candidate comes back
+        assert ("needle" in {h.page_id for h in hits}) is found, (stage, hits)
+
+
+def test_token_ivf_ignores_local_params_and_refuses_pages_above_the_nested_limit(fake):
+    idx = token_index()
+    assert idx.first_stage == "token_ivf" and idx.first_stage_params == TOKEN_PARAMS
+    big = PrunedPage("big", "h", torch.nn.functional.normalize(torch.randn(10_001, 16), dim=1), None)
+    with pytest.raises(IndexInputError, match="10001 vectors, above Elasticsearch's index.mapping.nested_objects"):
+        idx.build([*make_pages(n=2), big], {})
+    assert not [n for n in fake.indices if n.startswith("pages-v")]
+
+
+def test_a_version_without_token_vectors_falls_back_with_a_warning(fake, caplog):
+    pages = make_pages(n=12)
+    old = es_index("float32", first_stage="mean", candidates=4, exact_max_pages=2)
+    old.swap(old.build(pages, {}))
+    with caplog.at_level(logging.WARNING):
+        hits, report = token_index(candidates=4).search_report([planted_query(pages[3], m=3)], k=2)
+    assert report.first_stage == "mean" and hits[0][0].page_id == "p003"
+    assert "'token_ivf' asked for, but the serving v1 was built without token vectors" in caplog.text
+    assert "knn" in fake.of("msearch")[-1].body[1]["retriever"]["rescorer"]["retriever"]
+
+
+@pytest.mark.parametrize("version", ["8.18.0", "9.3.0"])       # vectors kept in _source / rehydrated (9.2+)
+@pytest.mark.parametrize("dtype", ["float16", "bits"])
+def test_an_incremental_rebuild_onto_token_ivf_resends_the_reused_pages_with_tokens(monkeypatch, version, dtype):
+    """mean -> token_ivf: _reindex would copy pages without nested tokens, so they are re-sent with the tokens of
+    their stored vectors; token_ivf -> token_ivf copies server-side; token_ivf -> mean drops the tokens (the new
+    strict mapping has no such field)."""
+    fake = install(monkeypatch, FakeES(version=version))
+    pages = make_pages(n=10, dim=32)
+    reuse = [p.page_id for p in pages[2:]]
+    old = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    old.swap(old.build(pages, {}))
+    idx = token_index(dtype, candidates=4)
+    v2 = idx.build(pages[:2], {}, reuse=reuse)
+    assert not fake.of("reindex") and v2.pages == 10 and v2.manifest["first_stage"]["name"] == "token_ivf"
+    idx.swap(v2)
+    fresh = token_index(dtype, candidates=4)
+    v3 = fresh.build(pages, {})                                   # every page sent afresh
+    docs2, docs3 = fake.indices["pages-v2"].docs, fake.indices[f"pages-v{v3.number}"].docs
+    for i in docs3:
+        for f in ("vectors", "mean_vector", "tokens.vector"):
+            np.testing.assert_allclose(docs2[i].vectors[f], docs3[i].vectors[f], rtol=1e-6, atol=1e-7, err_msg=(i, f))
+    assert idx.search(planted_query(pages[7], m=3), k=3)[0].page_id == "p007"
+    v4 = idx.build(pages[:2], {}, reuse=reuse)                    # token_ivf -> token_ivf: server-side copy
+    assert len(fake.of("reindex")) == 1
+    docs4 = fake.indices[f"pages-v{v4.number}"].docs
+    assert all(np.array_equal(docs4[i].vectors["tokens.vector"], docs2[i].vectors["tokens.vector"]) for i in reuse)
+    idx.swap(v4)
+    back = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    v5 = back.build(pages[:2], {}, reuse=reuse)                   # token_ivf -> mean: re-sent without tokens
+    assert all("tokens.vector" not in d.vectors for d in fake.indices[f"pages-v{v5.number}"].docs.values())

@@ -8,6 +8,8 @@ so that every server version can be tested whichever client major is installed; 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from elasticsearch import (
@@ -559,3 +561,95 @@ def test_index_exists_and_missing_index_errors():
     assert status == 400 and err_type(out) == "resource_already_exists_exception"
     status, out = call(fake, "POST", "/nope/_search", {})
     assert status == 404 and err_type(out) == "index_not_found_exception" and out["error"]["index_uuid"] == "_na_"
+
+
+# ---------------------------------------------------------------- nested kNN (first stage token_ivf, [3b])
+def _nested_index(fake, dims=2, name="n"):
+    status, out = call(fake, "PUT", f"/{name}", {"mappings": {"dynamic": "strict", "properties": {
+        "tokens": {"type": "nested", "properties": {"vector": {
+            "type": "dense_vector", "dims": dims, "index": True, "similarity": "max_inner_product",
+            "index_options": {"type": "hnsw"}}}}}}})
+    return status, out
+
+
+def _nested_knn(q, score_mode="max", k=3, nc=10, **extra):
+    return {"query": {"nested": {"path": "tokens", "score_mode": score_mode, "query": {"knn": {
+        "field": "tokens.vector", "query_vector": q, "k": k, "num_candidates": nc, **extra}}}}}
+
+
+@pytest.mark.parametrize("version", ["8.18.0", "9.3.0"])
+def test_nested_knn_scores_a_parent_by_its_best_child_and_bool_should_sums(version):
+    """[3b] kNN over nested dense_vectors diversifies over the parents (each parent: its best child's score);
+    bool.should adds the clause scores; max_inner_product scores ip + 1 (ip >= 0) or 1 / (1 - ip)."""
+    fake = FakeES(version=version)
+    assert _nested_index(fake)[0] == 200
+    docs = {"a": [[1.0, 0.0], [0.0, 0.5]], "b": [[0.6, 0.0]], "c": [[-1.0, 0.0], [0.0, 2.0]]}
+    for i, rows in docs.items():
+        assert call(fake, "PUT", f"/n/_doc/{i}", {"tokens": [{"vector": r} for r in rows]}, refresh="true")[0] == 201
+    status, out = call(fake, "POST", "/n/_search", _nested_knn([1.0, 0.0]))
+    assert status == 200
+    assert {h["_id"]: h["_score"] for h in out["hits"]["hits"]} == {"a": 2.0, "b": pytest.approx(1.6), "c": 1.0}
+    # k = 1: only the best parent matches (diversified top k of parents, not of children)
+    assert [h["_id"] for h in call(fake, "POST", "/n/_search", _nested_knn([1.0, 0.0], k=1))[1]["hits"]["hits"]] == ["a"]
+    two = {"query": {"bool": {"should": [_nested_knn([1.0, 0.0], k=1)["query"],
+                                         _nested_knn([0.0, 1.0], k=2)["query"]]}}}
+    hits = {h["_id"]: h["_score"] for h in call(fake, "POST", "/n/_search", two)[1]["hits"]["hits"]}
+    # a: 2.0 (token 1) + 1.5 (token 2); c: 3.0 (token 2 only); b matches neither top k
+    assert hits == {"a": pytest.approx(3.5), "c": pytest.approx(3.0)}
+
+
+def test_nested_knn_takes_other_score_modes_but_scores_them_as_max():
+    """[3b] nested kNN supports score_mode max only (PR #125582); the server does not refuse avg / min / sum but
+    scores them as max (issue #122625: only one child per parent is visible); none scores 0."""
+    fake = FakeES()
+    _nested_index(fake)
+    call(fake, "PUT", "/n/_doc/a", {"tokens": [{"vector": [1.0, 0.0]}, {"vector": [0.5, 0.0]}]}, refresh="true")
+    score = {m: call(fake, "POST", "/n/_search", _nested_knn([1.0, 0.0], m))[1]["hits"]["hits"][0]["_score"]
+             for m in ("max", "avg", "min", "sum", "none")}
+    assert score == {"max": 2.0, "avg": 2.0, "min": 2.0, "sum": 2.0, "none": 0.0}
+    status, out = call(fake, "POST", "/n/_search", _nested_knn([1.0, 0.0], "median"))
+    assert status == 400 and "No score mode for child query [median]" in json.dumps(out)
+
+
+@pytest.mark.parametrize(("k", "nc", "reason"), [(0, 10, "[k] must be greater than 0"),
+                                                  (5, 3, "[num_candidates] cannot be less than [k]"),
+                                                  (5, 10_001, "[num_candidates] cannot exceed [10000]")])
+def test_knn_query_bounds_are_parse_errors(k, nc, reason):
+    """[3] the knn query (not the top-level knn) checks k, the 10000 limit, then num_candidates >= k; a 400
+    x_content_parse_exception caused by illegal_argument_exception (190_knn_query-with-k-param.yml)."""
+    fake = FakeES()
+    _nested_index(fake)
+    call(fake, "PUT", "/n/_doc/a", {"tokens": [{"vector": [1.0, 0.0]}]}, refresh="true")
+    status, out = call(fake, "POST", "/n/_search", _nested_knn([1.0, 0.0], k=k, nc=nc))
+    assert status == 400 and err_type(out) == "x_content_parse_exception"
+    assert out["error"]["caused_by"] == {"type": "illegal_argument_exception", "reason": reason}
+
+
+def test_nested_mapping_and_document_refusals():
+    fake = FakeES()
+    status, out = _nested_index(fake, dims=5000)              # [1] dense_vector dims in [1, 4096], nested too
+    assert status == 400 and "should be in the range [1, 4096] but was [5000]" in out["error"]["reason"]
+    _nested_index(fake)
+    status, out = call(fake, "PUT", "/n/_doc/a", {"tokens": [{"vector": [1.0, 0.0], "x": 1}]})
+    assert status == 400 and err_type(out) == "strict_dynamic_mapping_exception"      # strict is inherited
+    status, out = call(fake, "PUT", "/n/_doc/a", {"tokens": [{"vector": [1.0, 0.0, 0.0]}]})
+    assert status == 400 and "different number of dimensions [3]" in json.dumps(out)
+    status, out = call(fake, "PUT", "/n/_doc/a", {"tokens": [{"vector": [1.0, 0.0]}] * 10_001})
+    assert status == 400 and "exceeded the allowed limit of [10000]" in out["error"]["reason"]
+    status, out = call(fake, "POST", "/n/_search", {"query": {"nested": {"path": "nope", "query": {"knn": {
+        "field": "nope.vector", "query_vector": [1.0, 0.0], "k": 1}}}}})
+    assert status == 400 and "failed to find nested object under path [nope]" in json.dumps(out)
+
+
+@pytest.mark.parametrize("version", ["8.18.0", "9.3.0"])
+def test_nested_vectors_leave_the_stored_source_from_9_2_and_come_back_on_request(version):
+    """[1] exclude_source_vectors (9.2+) covers nested dense_vectors; exclude_vectors: false and _reindex
+    rehydrate them (PR #130382, 240_source_synthetic_vectors.yml)."""
+    fake = FakeES(version=version)
+    _nested_index(fake)
+    call(fake, "PUT", "/n/_doc/a", {"tokens": [{"vector": [0.5, 0.25]}, {"vector": [1.0, 0.0]}]}, refresh="true")
+    stored = fake.indices["n"].docs["a"].source["tokens"]
+    assert stored == ([{}, {}] if version >= "9.2" else [{"vector": [0.5, 0.25]}, {"vector": [1.0, 0.0]}])
+    ask = {"_source": {"exclude_vectors": False}} if version >= "8.19" else {}      # the option exists from 8.19
+    out = call(fake, "POST", "/n/_search", ask)[1]
+    assert out["hits"]["hits"][0]["_source"]["tokens"] == [{"vector": [0.5, 0.25]}, {"vector": [1.0, 0.0]}]

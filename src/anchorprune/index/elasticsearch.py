@@ -8,6 +8,8 @@ Per version an index ``<alias>-v<N>`` holds one document per page (``_id`` = pag
     mean_vector   dense_vector, cosine, HNSW      L2-normalised mean of the page vectors (first stage "mean")
     fde           dense_vector, max_inner_product, HNSW   MUVERA FDE of the stored page vectors (first stage
                                                   "muvera", or "auto" with target muvera; absent otherwise)
+    tokens        nested, one object per stored page vector: first stage "token_ivf" (or "auto" with
+      .vector     dense_vector, max_inner_product, HNSW     target token_ivf; absent otherwise)
     vectors       rank_vectors                    float | bfloat16 (our "float16") | bit (hex strings)
 
 and the version's manifest in the mapping's ``_meta.anchorprune`` (dtype, dim,
@@ -30,8 +32,34 @@ serving version holds at most ``exact_max_pages`` pages or the first stage is ``
 otherwise a ``rescorer`` retriever: kNN (``k = candidates``) on the first stage's field
 (``mean_vector`` for ``mean``, ``fde`` for ``muvera``) rescored with the same script over a
 window of all ``candidates`` pages (``query_weight: 0``, so the final score is the exact MaxSim
-alone and the final ranking is exact MaxSim over the candidates). :meth:`search_report` says
-which first stage answered.
+alone and the final ranking is exact MaxSim over the candidates). For ``token_ivf`` the child of the
+``rescorer`` is a ``standard`` retriever whose query is a ``bool.should`` of one ``nested`` query per query
+token (``path: tokens``, ``score_mode: max``) around a ``knn`` query on ``tokens.vector`` with that token
+(``k = candidates``, ``num_candidates`` as above). :meth:`search_report` says which first stage answered;
+a version built without the first stage's vectors (FDEs, token vectors) falls back, with a warning, to
+what it has (muvera, else the mean vector).
+
+token_ivf is the local backend's token-level first stage (:mod:`anchorprune.index.token_ivf`) with
+Elasticsearch's HNSW in place of our inverted lists. Each nested kNN clause gives each of the ``k`` page
+documents nearest to query token ``q_i`` the score of its best token (nested kNN "diversifies the top
+results over the top-level document", query-dsl-knn-query.md "Knn query inside a nested query"; the knn
+query exists from 8.12, its ``k`` from 8.15, PR #110233, so on every supported server); ``bool`` adds the
+clause scores (bool-query.md: "the score from each matching must or should clause will be added
+together"). So a page's first-stage score is ``sum_i f(max_j q_i · t_j)`` over the clauses that reached
+it, with ``f`` max_inner_product's score transform (``ip + 1`` for ``ip >= 0``, ``1 / (1 - ip)`` below):
+monotone per token, the same ranking per token as the local backend's ``s_i(p)``, but a sum of
+transformed maxima, and a token clause that did not reach the page adds 0 (local token_ivf imputes the
+smallest similarity seen). Nested kNN supports only ``score_mode: max`` (PR #125582; the server takes the
+other modes and scores them as max, issue #122625); we say ``max``. ``similarity: max_inner_product``
+because the stored vectors are not unit length after bfloat16 rounding (``dot_product`` refuses
+``|‖v‖² − 1| > 1e-3``) and max_inner_product takes any vector, ranking by the raw inner product as
+MaxSim does. For dtype ``bits`` the nested vectors are the decoded ``±1/sqrt(d)`` floats (the scale the
+exact MaxSim is reported on, so the token kNN ranks by the same ``q · b``), at 32x the bits' size in the
+HNSW graph: pick ``knn_index_options: bbq_hnsw`` (dims >= 64) for a large bit index. A page holds at most
+10,000 vectors here (``index.mapping.nested_objects.limit``). token_ivf's ``first_stage_params``
+(``centroids``, ``nprobe``, ``iters``, ``seed``) are local-only and ignored; the manifest records
+``params: {}``. A query of ``m`` tokens is ``m`` clauses (far below the bool clause limit for query
+lengths of ColPali-style models).
 
 First stages (:mod:`anchorprune.index.first_stage`): the FDE is not unit length and its raw inner
 product is what approximates MaxSim, so ``fde`` uses ``similarity: max_inner_product`` (8.11+;
@@ -130,11 +158,18 @@ RANK_VECTORS_LICENSES = ("enterprise", "trial")
 VECTORS_FIELD = "vectors"
 MEAN_FIELD = "mean_vector"
 FDE_FIELD = "fde"
+#: first stage token_ivf: one nested object per stored page vector, its dense_vector sub-field
+TOKENS_FIELD = "tokens"
+TOKEN_VECTOR_FIELD = f"{TOKENS_FIELD}.vector"
+#: nested objects one document may hold (index.mapping.nested_objects.limit, default 10000; DocumentParser:
+#: "The number of nested documents has exceeded the allowed limit of [10000]")
+NESTED_OBJECTS_LIMIT = 10_000
 #: dense_vector index_options types (DenseVectorFieldMapper.VectorIndexType); bbq_disk from 9.2 (spec PR #5434)
 KNN_INDEX_OPTIONS = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat", "int4_flat", "bbq_flat",
                      "bbq_disk")
 #: similarity of each first-stage field: FDEs rank by their raw inner product (not unit length)
-FIRST_STAGE_FIELDS = {"mean": (MEAN_FIELD, "cosine"), "muvera": (FDE_FIELD, "max_inner_product")}
+FIRST_STAGE_FIELDS = {"mean": (MEAN_FIELD, "cosine"), "muvera": (FDE_FIELD, "max_inner_product"),
+                      "token_ivf": (TOKEN_VECTOR_FIELD, "max_inner_product")}
 #: the rank_vectors element type -> the quantize dtype whose decode gives what the server stores
 _STORED_AS = {"float": "float32", "bfloat16": "bfloat16", "bit": "bits"}
 _REINDEX_BATCH = 1000
@@ -284,15 +319,17 @@ def redact_url(url: str) -> str:
 
 
 def mapping(dim: int, dtype: str, manifest: dict[str, Any], element: str | None = None,
-            fde_dims: int | None = None, index_options: str = "hnsw") -> dict[str, Any]:
+            fde_dims: int | None = None, index_options: str = "hnsw", tokens: bool = False) -> dict[str, Any]:
     """Index mappings of one version (see the module docstring); ``element`` overrides the element type,
-    ``fde_dims`` adds the MUVERA ``fde`` field.
+    ``fde_dims`` adds the MUVERA ``fde`` field, ``tokens`` the nested ``tokens.vector`` field (token_ivf).
 
     >>> m = mapping(128, "bits", {}, fde_dims=4096)
     >>> m["properties"]["vectors"], m["properties"]["mean_vector"]["similarity"]
     ({'type': 'rank_vectors', 'dims': 128, 'element_type': 'bit'}, 'cosine')
     >>> m["properties"]["fde"]
     {'type': 'dense_vector', 'dims': 4096, 'index': True, 'similarity': 'max_inner_product', 'index_options': {'type': 'hnsw'}}
+    >>> mapping(128, "float32", {}, tokens=True)["properties"]["tokens"]["properties"]["vector"]["dims"]
+    128
     """
     quantize.check_dim(dtype, dim)
     props: dict[str, Any] = {
@@ -307,6 +344,11 @@ def mapping(dim: int, dtype: str, manifest: dict[str, Any], element: str | None 
     if fde_dims is not None:
         props[FDE_FIELD] = {"type": "dense_vector", "dims": fde_dims, "index": True,
                             "similarity": FIRST_STAGE_FIELDS["muvera"][1], "index_options": {"type": index_options}}
+    if tokens:
+        # nested objects of one dense_vector each; kNN over them diversifies over the page documents
+        props[TOKENS_FIELD] = {"type": "nested", "properties": {"vector": {
+            "type": "dense_vector", "dims": dim, "index": True, "similarity": FIRST_STAGE_FIELDS["token_ivf"][1],
+            "index_options": {"type": index_options}}}}
     return {"_meta": {META_KEY: manifest}, "dynamic": "strict", "properties": props}
 
 
@@ -316,8 +358,9 @@ def build_settings() -> dict[str, Any]:
 
 
 def page_document(page_id: str, content_hash: str, vecs: np.ndarray, dtype: str,
-                  fde: np.ndarray | None = None) -> dict[str, Any]:
-    """The ``_source`` of one page (``vecs`` is ``[k, d]`` float32; ``fde`` its ``[D]`` MUVERA FDE, if any).
+                  fde: np.ndarray | None = None, tokens: np.ndarray | None = None) -> dict[str, Any]:
+    """The ``_source`` of one page (``vecs`` is ``[k, d]`` float32; ``fde`` its ``[D]`` MUVERA FDE, ``tokens``
+    its ``[k, d]`` stored vectors as floats for the nested ``tokens`` field (token_ivf), if any).
 
     >>> doc = page_document("p1", "h", np.array([[1.0, -1.0] * 4]), "bits")
     >>> doc["vectors"], doc["n_vectors"]
@@ -329,7 +372,28 @@ def page_document(page_id: str, content_hash: str, vecs: np.ndarray, dtype: str,
            MEAN_FIELD: normalized_mean(vecs).tolist(), VECTORS_FIELD: stored}
     if fde is not None:
         doc[FDE_FIELD] = np.asarray(fde, dtype=np.float32).tolist()
+    if tokens is not None:
+        doc[TOKENS_FIELD] = [{"vector": row} for row in np.asarray(tokens, dtype=np.float32).tolist()]
     return doc
+
+
+def token_query(q: torch.Tensor, c: int) -> dict[str, Any]:
+    """The token_ivf first stage of query ``q [m, d]``: one nested kNN clause per query token, summed.
+
+    Each clause scores the page documents whose nearest ``tokens.vector`` (among the ``c`` pages nearest
+    to that query token) it reaches, by that best child's score; ``bool.should`` adds the clauses up.
+
+    >>> b = token_query(torch.eye(2, 4), 10)["bool"]["should"]
+    >>> len(b), b[0]["nested"]["score_mode"], b[0]["nested"]["query"]["knn"]["k"], b[1]["nested"]["query"]["knn"]["query_vector"]
+    (2, 'max', 10, [0.0, 1.0, 0.0, 0.0])
+    """
+    nc = num_candidates(c)
+    return {"bool": {"should": [
+        # nested kNN supports score_mode max only (query-dsl-knn-query.md "Knn query inside a nested query",
+        # PR #125582); the server accepts the others but scores as max (issue #122625), so say max
+        {"nested": {"path": TOKENS_FIELD, "score_mode": "max", "query": {"knn": {
+            "field": TOKEN_VECTOR_FIELD, "query_vector": row, "k": c, "num_candidates": nc}}}}
+        for row in q.to(torch.float32).tolist()]}}
 
 
 def maxsim_script(query: torch.Tensor, dtype: str, hamming: bool = False,
@@ -372,9 +436,11 @@ class ElasticsearchIndex:
         kNN + rescore above ``exact_max_pages`` pages when a first stage is on; exact otherwise.
         ``candidates`` is at most 10,000 (the server's ``num_candidates`` limit).
     first_stage, first_stage_params, first_stage_threshold, first_stage_auto
-        As :class:`~anchorprune.index.local.LocalIndex`: ``none`` | ``mean`` | ``muvera`` | ``auto``
-        (None: ``mean`` if ``two_stage`` else ``none``), MUVERA's parameters (its FDE must fit
-        ``dense_vector``'s 4,096 dims), and ``auto``'s threshold (pages) and target.
+        As :class:`~anchorprune.index.local.LocalIndex`: ``none`` | ``mean`` | ``muvera`` | ``token_ivf`` |
+        ``auto`` (None: ``mean`` if ``two_stage`` else ``none``), MUVERA's parameters (its FDE must fit
+        ``dense_vector``'s 4,096 dims), and ``auto``'s threshold (pages) and target. token_ivf's parameters
+        (``centroids``, ``nprobe``, ``iters``, ``seed``) describe the local inverted lists; Elasticsearch's
+        HNSW replaces them here, so they are accepted and ignored.
     knn_index_options
         ``index_options.type`` of the first-stage fields (default ``hnsw``: float vectors, exact kNN
         scores; see the module docstring).
@@ -826,11 +892,14 @@ class ElasticsearchIndex:
                     if k in ("name", "params", "fingerprint")}
             want = {k: v for k, v in self._stage_record(self._new_encoder(dim)).items()
                     if k in ("name", "params", "fingerprint")}
-            recompute = want["name"] == "muvera" and have != want
+            # ... and a source without this build's nested tokens (or with fields this build's strict mapping
+            # lacks: fde, tokens) is re-sent too, with exactly this build's first-stage fields
+            recompute = (want["name"] == "muvera" and have != want) or _stage_field(have) != _stage_field(want)
             if recompute:
-                log.info("alias %s: the serving v%d has first stage %r %s, this build MUVERA %s: the %d reused "
-                         "pages are read back and re-sent with new FDEs (not copied server-side)", self.name,
-                         serving, have.get("name"), have.get("params") or "", want["params"], len(reuse))
+                log.info("alias %s: the serving v%d has first stage %r %s, this build %r %s: the %d reused "
+                         "pages are read back and re-sent with this build's first-stage vectors (not copied "
+                         "server-side)", self.name, serving, have.get("name"), have.get("params") or "",
+                         want["name"], want["params"], len(reuse))
             known = self.existing_hashes()
             missing = [r for r in reuse if r not in known]
             if missing:
@@ -874,15 +943,17 @@ class ElasticsearchIndex:
                         "dtype": self.dtype, "element_type": element, "server_version": self.server().number,
                         "first_stage": self._stage_record(encoder), "meta": meta, "complete": False,
                         "started_at": now_iso()}
-            self._create(iname, dim, manifest, element, None if encoder is None else encoder.dims)
+            tokens = self._built_stage == "token_ivf"
+            self._create(iname, dim, manifest, element, None if encoder is None else encoder.dims, tokens)
             created = True
             self._step("reuse")
             if reuse and recompute:
-                self._resend_reused(self.index_name(serving), iname, reuse, encoder, element)  # type: ignore[arg-type]
+                self._resend_reused(self.index_name(serving), iname, reuse, encoder, element, dim,  # type: ignore[arg-type]
+                                    tokens)
             elif reuse:
                 self._copy_reused(self.index_name(serving), iname, reuse)    # type: ignore[arg-type]
             self._step("bulk")
-            sent, vectors_sent = self._bulk(iname, first, stream, encoder, element)
+            sent, vectors_sent = self._bulk(iname, first, stream, encoder, element, tokens)
             self._step("settings")
             self.client.indices.put_settings(index=iname, settings={
                 "index": {"refresh_interval": None, "number_of_replicas": self.replicas}})
@@ -937,13 +1008,13 @@ class ElasticsearchIndex:
         return counter, gen()
 
     def _create(self, iname: str, dim: int, manifest: dict[str, Any], element: str,
-                fde_dims: int | None = None) -> None:
+                fde_dims: int | None = None, tokens: bool = False) -> None:
         from elasticsearch import ApiError
 
         try:
             self.client.indices.create(index=iname, settings=build_settings(),
                                        mappings=mapping(dim, self.dtype, manifest, element, fde_dims,
-                                                        self.knn_index_options))
+                                                        self.knn_index_options, tokens))
         except ApiError as exc:
             text = str(exc).lower()
             if _is_license_refusal(exc.meta.status, exc.body) or "license" in text:
@@ -980,14 +1051,13 @@ class ElasticsearchIndex:
         return total
 
     def _resend_reused(self, source: str, dest: str, reuse: list[str], encoder: MuveraFirstStage | None,
-                       element: str) -> None:
-        """Copy reused pages through the client, adding the FDE of their stored vectors (``_reindex`` cannot
-        compute one). Each page's source is kept as stored; only ``fde`` is added."""
+                       element: str, dim: int, tokens: bool = False) -> None:
+        """Copy reused pages through the client with this build's first-stage fields (``_reindex`` cannot
+        compute them): the source's ``fde`` / ``tokens`` are dropped, the FDE (``encoder``) and the nested
+        token vectors (``tokens``) of the stored page vectors added. The rest of each source is kept as stored."""
         from elasticsearch import helpers
 
-        assert encoder is not None
         stored_as = _STORED_AS[element]
-        dim = encoder.dim
 
         def actions() -> Iterator[dict[str, Any]]:
             for a in range(0, len(reuse), _REINDEX_BATCH):
@@ -1002,7 +1072,13 @@ class ElasticsearchIndex:
                         v = quantize.decode(raw, "bits", dim)
                     else:
                         v = np.asarray(rows, np.float32)
-                    src[FDE_FIELD] = _stored_fde(encoder, v, stored_as).tolist()
+                    src.pop(FDE_FIELD, None)
+                    src.pop(TOKENS_FIELD, None)
+                    if encoder is not None:
+                        src[FDE_FIELD] = _stored_fde(encoder, v, stored_as).tolist()
+                    if tokens:
+                        src[TOKENS_FIELD] = page_document(hit["_id"], "", v, "float32",
+                                                          tokens=_stored_tokens(v, stored_as, hit["_id"]))[TOKENS_FIELD]
                     yield {"_op_type": "create", "_index": dest, "_id": hit["_id"], "_source": src}
 
         sent = self._send(dest, actions(), f"re-send {dest}")
@@ -1011,7 +1087,7 @@ class ElasticsearchIndex:
 
     def _bulk(self, iname: str, first: tuple[str, str, np.ndarray] | None,
               rest: Iterator[tuple[str, str, np.ndarray]], encoder: MuveraFirstStage | None = None,
-              element: str = "float") -> tuple[int, int]:
+              element: str = "float", tokens: bool = False) -> tuple[int, int]:
         vectors = [0]
         stored_as = _STORED_AS[element]
 
@@ -1021,8 +1097,9 @@ class ElasticsearchIndex:
             for pid, chash, v in _chain(first, rest):
                 vectors[0] += int(v.shape[0])
                 fde = None if encoder is None else _stored_fde(encoder, v, stored_as)
+                tok = _stored_tokens(v, stored_as, pid) if tokens else None
                 yield {"_op_type": "create", "_index": iname, "_id": pid,
-                       "_source": page_document(pid, chash, v, self.dtype, fde)}
+                       "_source": page_document(pid, chash, v, self.dtype, fde, tok)}
 
         return self._send(iname, actions(), f"bulk {iname}"), vectors[0]
 
@@ -1083,19 +1160,24 @@ class ElasticsearchIndex:
 
     # ------------------------------------------------------------ search
     def _query_body(self, q: torch.Tensor, k: int, exact: bool, dtype: str | None = None,
-                    page_norm: float = 1.0, encoder: FirstStage | None = None) -> dict[str, Any]:
+                    page_norm: float = 1.0, encoder: FirstStage | None = None,
+                    stage: str | None = None) -> dict[str, Any]:
         dtype = dtype or self.dtype
         script, _ = maxsim_script(q, dtype, self.hamming, page_norm)
         score = {"script_score": {"query": {"match_all": {}}, "script": script}}
         if exact:
             return {"size": k, "source": False, "query": score}
         c = max(self.candidates, k)          # window_size >= size (CompoundRetrieverBuilder.validate)
-        field, qvec = MEAN_FIELD, normalized_mean(q.numpy())
-        if encoder is not None:
-            field, qvec = FIRST_STAGE_FIELDS[encoder.name][0], encoder.encode_query(q.numpy())
+        if stage == "token_ivf":
+            first: dict[str, Any] = {"standard": {"query": token_query(q, c)}}
+        else:
+            field, qvec = MEAN_FIELD, normalized_mean(q.numpy())
+            if encoder is not None:
+                field, qvec = FIRST_STAGE_FIELDS[encoder.name][0], encoder.encode_query(q.numpy())
+            first = {"knn": {"field": field, "query_vector": np.asarray(qvec, np.float32).tolist(),
+                             "k": c, "num_candidates": num_candidates(c)}}
         return {"size": k, "source": False, "retriever": {"rescorer": {
-            "retriever": {"knn": {"field": field, "query_vector": np.asarray(qvec, np.float32).tolist(),
-                                  "k": c, "num_candidates": num_candidates(c)}},
+            "retriever": first,
             "rescore": {"window_size": c, "query": {"rescore_query": score, "query_weight": 0.0,
                                                     "rescore_query_weight": 1.0}}}}}
 
@@ -1132,11 +1214,19 @@ class ElasticsearchIndex:
             log.warning("alias %s: first stage 'muvera' asked for, but the serving v%d was built without FDEs; "
                         "using the mean vector (rebuild the index to use MUVERA)", self.name, n)
             stage, record = "mean", {"name": "mean", "params": {}}
+        if stage == "token_ivf" and record.get("name") != "token_ivf":
+            fallback = "muvera" if record.get("name") == "muvera" else "mean"
+            log.warning("alias %s: first stage 'token_ivf' asked for, but the serving v%d was built without "
+                        "token vectors (nested %s); using %s (rebuild the index to use token_ivf)", self.name, n,
+                        TOKENS_FIELD, "its MUVERA FDEs" if fallback == "muvera" else "the mean vector")
+            stage = fallback
+            if fallback == "mean":
+                record = {"name": "mean", "params": {}}
         exact = stage == "none" or pages <= self.exact_max_pages or pages <= self.candidates
         if not exact and k > KNN_MAX_CANDIDATES:
             raise IndexInputError(f"k={k} is above {KNN_MAX_CANDIDATES}, the most a two-stage (kNN) search can "
                                   "return; ask for fewer hits")
-        encoder = None if exact else self.query_encoder(n, {**record, "name": stage}, dim)
+        encoder = None if exact or stage == "token_ivf" else self.query_encoder(n, {**record, "name": stage}, dim)
         used = "none" if exact else stage
         configured = self.first_stage if self.first_stage != used else None
         report = SearchReport(used, pages if exact else max(self.candidates, k), pages, n, configured)
@@ -1145,7 +1235,7 @@ class ElasticsearchIndex:
         iname = self.index_name(n)
         searches: list[dict[str, Any]] = []
         for q in qs:
-            body = self._query_body(q, k, exact, dtype, norm, encoder)
+            body = self._query_body(q, k, exact, dtype, norm, encoder, stage)
             body["_source"] = body.pop("source")
             searches += [{"index": iname}, body]
         resp = dict(self.client.msearch(searches=searches))
@@ -1163,6 +1253,22 @@ class ElasticsearchIndex:
 def _stored_fde(encoder: MuveraFirstStage, v: np.ndarray, stored_as: str) -> np.ndarray:
     """The FDE of page vectors ``[k, d]`` as the server stores them (bfloat16-rounded, or signs for bits)."""
     return encoder.encode_document(quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1]))
+
+
+def _stored_tokens(v: np.ndarray, stored_as: str, page_id: str = "?") -> np.ndarray:
+    """Page vectors ``[k, d]`` as the server stores them (bfloat16-rounded; for bits the decoded
+    ``±1/sqrt(d)`` floats), for the nested ``tokens`` field; at most :data:`NESTED_OBJECTS_LIMIT` rows."""
+    if v.shape[0] > NESTED_OBJECTS_LIMIT:
+        raise IndexInputError(
+            f"page {page_id!r} has {v.shape[0]} vectors, above Elasticsearch's index.mapping.nested_objects.limit "
+            f"of {NESTED_OBJECTS_LIMIT} nested token objects per document (first stage token_ivf): prune the page "
+            "harder, or use index.first_stage muvera / mean")
+    return quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1])              # [k, d] float32
+
+
+def _stage_field(record: dict[str, Any]) -> str | None:
+    """The first-stage field a version's documents carry besides ``mean_vector`` (``fde``, ``tokens``, or None)."""
+    return {"muvera": FDE_FIELD, "token_ivf": TOKENS_FIELD}.get(str(record.get("name")))
 
 
 def _norm_bound(page_norm_max: float, element: str) -> float:
