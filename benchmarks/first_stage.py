@@ -1,4 +1,4 @@
-"""First-stage benchmark: recall@10 against exact MaxSim and per-query latency of exact, mean and MUVERA.
+"""First-stage benchmark: recall@10 against exact MaxSim and per-query latency of exact, mean, MUVERA and token_ivf.
 
 Real token vectors, stand-in encoder: no ColPali model and no features cache of the demo corpus
 exist on this machine, so pages are text passages encoded by the MiniLM **text stand-in**
@@ -17,9 +17,10 @@ equals an earlier page's is redrawn (never an exact duplicate). Seeded.
 
 For each corpus size: build one local index (float16, first_stage=muvera, which also writes the
 mean vectors) from a generator (pages are streamed, never all held), record the build time and
-peak RSS, then for every query: exact search (ground truth, first_stage=none), and mean / MUVERA
-first stages at 50/100/200/500 candidates (always rescored exactly). Recall@10 = overlap of the
-top 10 with the exact top 10.
+peak RSS, then a second one with first_stage=token_ivf (the same pages, generated again; its own
+build time and memory), then for every query: exact search (ground truth, first_stage=none), and
+mean / MUVERA first stages at each ``--candidates``, token_ivf at each ``--nprobe`` x
+``--candidates`` (always rescored exactly). Recall@10 = overlap of the top 10 with the exact top 10.
 
 Run (one heavy job at a time machine-wide)::
 
@@ -61,7 +62,7 @@ from anchorprune.pruning.base import PrunedPage  # noqa: E402
 log = logging.getLogger("bench.first_stage")
 
 MODULES = ["abc", "argparse", "ast", "asyncio.events", "asyncio.streams", "base64", "bdb", "binascii", "bisect", "bz2", "calendar", "cmd", "code", "codecs", "codeop", "collections", "colorsys", "concurrent.futures", "configparser", "contextlib", "copy", "copyreg", "csv", "dataclasses", "datetime", "decimal", "difflib", "dis", "doctest", "email.message", "email.utils", "enum", "filecmp", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "getopt", "getpass", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "html.parser", "http.client", "http.cookies", "http.server", "imaplib", "importlib", "inspect", "io", "ipaddress", "json", "json.decoder", "json.encoder", "keyword", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox", "mimetypes", "modulefinder", "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pdb", "pickle", "pickletools", "pkgutil", "platform", "plistlib", "poplib", "pprint", "profile", "pstats", "py_compile", "pyclbr", "pydoc", "queue", "quopri", "random", "re", "reprlib", "rlcompleter", "runpy", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal", "site", "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string", "struct", "subprocess", "symtable", "sysconfig", "tabnanny", "tarfile", "tempfile", "textwrap", "threading", "timeit", "token", "tokenize", "trace", "traceback", "tracemalloc", "types", "typing", "unittest.case", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "warnings", "wave", "weakref", "webbrowser", "xml.dom.minidom", "xml.etree.ElementTree", "zipfile", "zipimport"]
-STAGES = ("mean", "muvera")
+STAGES = ("mean", "muvera", "token_ivf")
 CANDIDATES = (50, 100, 200, 500, 1000, 2000)
 WINDOW = (3, 4)
 GAMMA = 0.1
@@ -286,15 +287,33 @@ def run_size(args: argparse.Namespace) -> dict:
                  "note": "ru_maxrss counts file-backed pages of the memory-mapped index files too; the anonymous "
                          "growth is the memory the build itself holds"}
     idx.swap(v)
+    ivf_build = None
+    if "token_ivf" in args.stages:
+        ivf_params = {"centroids": args.centroids, "nprobe": args.nprobe[0], "seed": 0}
+        ivf_idx = LocalIndex(workdir, "bench-ivf", dtype="float16", first_stage="token_ivf",
+                             first_stage_params=ivf_params)
+        anon1 = AnonPeak.sample()[0]
+        t1 = time.perf_counter()
+        with AnonPeak() as peak1:
+            v_ivf = ivf_idx.build(corpus(real, n, args.seed), {"config_hash": "bench"})
+        ivf_idx.swap(v_ivf)
+        ivf_files = {f.name: f.stat().st_size for f in (workdir / "bench-ivf" / f"v{v_ivf.number}").iterdir()}
+        ivf_build = {"build_s": round(time.perf_counter() - t1, 1), "params": v_ivf.manifest["first_stage"]["params"],
+                     "anon_growth_during_build_mib": round(peak1.peak_anon - anon1, 1),
+                     "file_backed_peak_mib": round(peak1.peak_file, 1),
+                     "ivf_bytes_per_page": round(sum(b for f, b in ivf_files.items() if f.startswith("ivf_")) / n, 1),
+                     "ivf_files_bytes": {f: b for f, b in ivf_files.items() if f.startswith("ivf_")}}
+        log.info("token_ivf build: %s", ivf_build)
     files = {f.name: f.stat().st_size for f in (workdir / "bench" / f"v{v.number}").iterdir()}
     m = v.manifest
     dims = m["first_stage"]["dims"]
     resident = {"means_float32": n * m["dim"] * 4, "fde_float32": n * dims * 4, "offsets": (n + 1) * 8}
     log.info("built %d pages (%d vectors) in %.1f s, peak RSS %.0f MiB", n, m["vectors"], build_s, build_rss)
 
-    def timed(first_stage: str, cand: int) -> tuple[list[list[str]], list[float], str]:
-        ix = LocalIndex(workdir, "bench", candidates=cand, first_stage=first_stage,
-                        resident_bytes=args.resident_bytes)
+    def timed(first_stage: str, cand: int, nprobe: int | None = None) -> tuple[list[list[str]], list[float], str]:
+        ix = LocalIndex(workdir, "bench-ivf" if first_stage == "token_ivf" else "bench", candidates=cand,
+                        first_stage=first_stage, resident_bytes=args.resident_bytes,
+                        first_stage_params={"nprobe": nprobe} if nprobe else None)
         ix.search_report([queries[0]], k=10)                               # warm-up: open, resident copy
         hits, times, used = [], [], ""
         for q in queries:
@@ -306,7 +325,7 @@ def run_size(args: argparse.Namespace) -> dict:
         return hits, times, used
 
     if args.build_only:
-        out = {"pages": n, "vectors": m["vectors"], "build_s": round(build_s, 1),
+        out = {"pages": n, "vectors": m["vectors"], "build_s": round(build_s, 1), "token_ivf_build": ivf_build,
                "build_peak_rss_mib": round(build_rss, 1), "build_memory": build_mem, "rss_before_build_mib": round(rss0, 1),
                "index_resident_mib": round(sum(resident.values()) / 2**20, 1), "load_end": loadavg()}
         shutil.rmtree(workdir, ignore_errors=True)
@@ -314,18 +333,21 @@ def run_size(args: argparse.Namespace) -> dict:
     exact_hits, exact_ms, _ = timed("none", 1)
     rows = [{"first_stage": "exact", "candidates": n, "recall@10": 1.0, "p50_ms": pct(exact_ms, 50),
              "p95_ms": pct(exact_ms, 95), "load": loadavg()}]
-    for stage in STAGES:
-        for c in args.candidates:
-            hits, ms, used = timed(stage, c)
-            rec = float(np.mean([len(set(h) & set(e)) / len(e) for h, e in zip(hits, exact_hits, strict=True)]))
-            rows.append({"first_stage": used, "candidates": c, "recall@10": round(rec, 4), "p50_ms": pct(ms, 50),
-                         "p95_ms": pct(ms, 95), "speedup_p50_vs_exact": round(pct(exact_ms, 50) / pct(ms, 50), 1),
-                         "load": loadavg()})
-            log.info("%s", rows[-1])
+    for stage in args.stages:
+        for nprobe in (args.nprobe if stage == "token_ivf" else [None]):
+            for c in args.candidates:
+                hits, ms, used = timed(stage, c, nprobe)
+                rec = [len(set(h) & set(e)) / len(e) for h, e in zip(hits, exact_hits, strict=True)]
+                rows.append({"first_stage": used, **({"nprobe": nprobe} if nprobe else {}), "candidates": c,
+                             "recall@10": round(float(np.mean(rec)), 4),
+                             "queries_with_full_top10": round(float(np.mean([r == 1.0 for r in rec])), 4),
+                             "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95),
+                             "speedup_p50_vs_exact": round(pct(exact_ms, 50) / pct(ms, 50), 1), "load": loadavg()})
+                log.info("%s", rows[-1])
     out = {
         "pages": n, "vectors": m["vectors"], "dim": m["dim"], "queries": len(queries),
         "build_s": round(build_s, 1), "build_peak_rss_mib": round(build_rss, 1), "build_memory": build_mem,
-        "rss_before_build_mib": round(rss0, 1), "index_resident_mib": round(sum(resident.values()) / 2**20, 1),
+        "token_ivf_build": ivf_build, "rss_before_build_mib": round(rss0, 1), "index_resident_mib": round(sum(resident.values()) / 2**20, 1),
         "first_stage": m["first_stage"], "files_bytes": files,
         "bytes_per_page": {
             "vectors_float16": round(files["vectors.bin"] / n, 1), "mean_float16_disk": round(files["means.npy"] / n, 1),
@@ -347,6 +369,9 @@ def main() -> None:
     ap.add_argument("--corpus", choices=["docstrings", "debian"], default="debian",
                     help="real vectors: the Debian benchmark corpus (features cache) or stdlib docstrings")
     ap.add_argument("--candidates", type=int, nargs="+", default=list(CANDIDATES))
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    ap.add_argument("--nprobe", type=int, nargs="+", default=[8], help="token_ivf lists probed per query token")
+    ap.add_argument("--centroids", type=int, default=None, help="token_ivf k-means lists (default: auto)")
     ap.add_argument("--real-pages", type=int, default=400)
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--k-sim", type=int, default=4)
@@ -396,7 +421,11 @@ def main() -> None:
                                "pages; an exact duplicate (same source vectors) is redrawn; the real pages are "
                                "included as they are",
             **real["meta"]},
-        "muvera": fs.params(), "candidates": list(args.candidates), "corpora": sizes,
+        "muvera": fs.params(), "candidates": list(args.candidates),
+        "token_ivf": {"nprobe": args.nprobe, "centroids": args.centroids or "auto (index/token_ivf.auto_centroids)",
+                      "definition": "src/anchorprune/index/token_ivf.py: each query token probes its nprobe nearest "
+                                    "k-means lists; pages ranked by MaxSim over the probed tokens"},
+        "stages": list(args.stages), "corpora": sizes,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

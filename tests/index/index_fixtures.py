@@ -50,10 +50,11 @@ def make_index(request, tmp_path, monkeypatch):
 
     def factory(dtype: str = "float32", two_stage: bool = False, candidates: int = 100, *,
                 first_stage: str | None = None, first_stage_params: dict | None = None,
-                first_stage_threshold: int | None = None, reopen: object = None):
+                first_stage_threshold: int | None = None, first_stage_auto: str = "token_ivf",
+                reopen: object = None):
         """A fresh index, or (``reopen=<an index this factory made>``) a second handle on the same one."""
         fs = {"first_stage": first_stage, "first_stage_params": first_stage_params,
-              "first_stage_threshold": first_stage_threshold}
+              "first_stage_threshold": first_stage_threshold, "first_stage_auto": first_stage_auto}
         if request.param == "local":
             name = reopen.name if reopen is not None else f"t-{len(made)}"
             return LocalIndex(tmp_path / "indexes", name, dtype=dtype, two_stage=two_stage,

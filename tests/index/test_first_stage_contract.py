@@ -20,11 +20,13 @@ from index_helpers import brute_maxsim, make_pages, planted_query, unit
 
 from anchorprune.index import IndexInputError
 from anchorprune.index.first_stage import make_first_stage, top_candidates
+from anchorprune.index.token_ivf import TokenIvf, TokenIvfParams
 from anchorprune.pruning.base import PrunedPage
 
 make_index = index_fixtures.make_index        # the shared fixture (see index_fixtures.py)
 
 PARAMS = {"k_sim": 3, "d_proj": 8, "reps": 4, "seed": 7}         # FDE dims 4 * 8 * 8 = 256
+IVF = {"centroids": 16, "nprobe": 3, "seed": 7}                   # local token_ivf: 3 of 16 lists per query token
 CANDIDATES = 8
 
 
@@ -52,15 +54,35 @@ def es_token_candidates(pages, q: torch.Tensor, n: int) -> set[str]:
     return set(sorted(total, key=lambda c: (-total[c], c))[:n])
 
 
-def xfail_local_token_ivf(idx, stage: str) -> None:
-    if stage == "token_ivf" and idx.backend == "local":
-        pytest.xfail("local token_ivf lands from main")
+def local_token_candidates(pages, q: torch.Tensor, n: int, params: dict) -> set[str]:
+    """The local token_ivf candidates, written out from the definition: the lists are trained on the page
+    vectors as the build does (same seed), then per query token the pages' best similarity among the tokens
+    of the ``nprobe`` lists nearest the query token (the smallest one seen where a page had none), summed."""
+    vecs = torch.cat([p.vectors.float() for p in pages]).numpy()                   # [T, d]
+    offsets = np.concatenate([[0], np.cumsum([p.vectors.shape[0] for p in pages])])
+    ivf = TokenIvf.train(lambda rows: vecs[rows], offsets, TokenIvfParams.of(params))
+    nearest = (vecs @ ivf.centroids.T).argmax(axis=1)                              # [T] each token's list
+    page_of = np.repeat(np.arange(len(pages)), np.diff(offsets))
+    total = np.zeros(len(pages))
+    for qi in q.float().numpy():                                                   # [d]
+        probed = np.argsort(-(ivf.centroids @ qi), kind="stable")[:ivf.params.nprobe]
+        hit = np.isin(nearest, probed)
+        sims = vecs[hit] @ qi
+        best = np.full(len(pages), sims.min())
+        for pg in np.unique(page_of[hit]):
+            best[pg] = sims[page_of[hit] == pg].max()
+        total += best
+    return {pages[i].page_id for i in np.argsort(-total, kind="stable")[:n]}
+
+
+def token_candidates(idx, pages, q: torch.Tensor, n: int, params: dict) -> set[str]:
+    return local_token_candidates(pages, q, n, params) if idx.backend == "local" else es_token_candidates(pages, q, n)
 
 
 @pytest.mark.parametrize("stage", ["none", "mean", "muvera", "token_ivf"])
 def test_hits_are_the_exact_maxsim_top_k_of_the_first_stage_candidates(make_index, pages, stage):
-    idx = make_index("float32", candidates=CANDIDATES, first_stage=stage, first_stage_params=PARAMS)
-    xfail_local_token_ivf(idx, stage)
+    idx = make_index("float32", candidates=CANDIDATES, first_stage=stage,
+                     first_stage_params=IVF if stage == "token_ivf" else PARAMS)
     idx.swap(idx.build(pages, {"config_hash": "c"}))
     by_id = {p.page_id: p for p in pages}
     queries = [planted_query(pages[i], m=3, noise=0.3, seed=i) for i in (0, 17, 42)]
@@ -74,7 +96,7 @@ def test_hits_are_the_exact_maxsim_top_k_of_the_first_stage_candidates(make_inde
         if stage == "none":
             pool = [p.page_id for p in pages]
         elif stage == "token_ivf":
-            pool = es_token_candidates(pages, q, CANDIDATES)
+            pool = token_candidates(idx, pages, q, CANDIDATES, IVF)
         else:
             pool = first_stage_candidates(stage, pages, q, CANDIDATES)
         want = sorted(pool, key=lambda c: (-brute_maxsim(q, by_id[c].vectors), c))[:5]
@@ -83,14 +105,16 @@ def test_hits_are_the_exact_maxsim_top_k_of_the_first_stage_candidates(make_inde
 
 @pytest.mark.parametrize("stage", ["none", "mean", "muvera", "token_ivf"])
 def test_the_version_records_its_first_stage_and_parameters(make_index, pages, stage):
-    idx = make_index("float16", candidates=CANDIDATES, first_stage=stage, first_stage_params=PARAMS)
-    xfail_local_token_ivf(idx, stage)
+    idx = make_index("float16", candidates=CANDIDATES, first_stage=stage,
+                     first_stage_params=IVF if stage == "token_ivf" else PARAMS)
     v = idx.build(pages, {"config_hash": "c"})
     rec = v.manifest["first_stage"]
     assert rec["name"] == stage
     if stage == "muvera":
         assert rec["params"] == {**PARAMS, "dim": 16, "final_dim": None, "fill_empty": True, "dims": 256}
         assert rec["dims"] == 256
+    elif stage == "token_ivf" and idx.backend == "local":         # the lists' build parameters (ES: its HNSW)
+        assert {k: rec["params"][k] for k in IVF} == IVF and rec["params"]["empty_lists"] >= 0
     else:
         assert rec["params"] == {}
     if idx.backend == "elasticsearch" and stage != "none":
@@ -118,21 +142,25 @@ def test_a_reopened_index_searches_with_the_first_stage_it_was_built_with(make_i
     assert report.first_stage == "muvera" and hits[0] == before        # the recorded matrices, not seed 99
 
 
-@pytest.mark.parametrize(("threshold", "resolved"), [(30, "muvera"), (61, "none")])
-def test_auto_resolves_by_the_version_size_and_says_so(make_index, pages, threshold, resolved):
-    idx = make_index("float32", candidates=CANDIDATES, first_stage="auto", first_stage_params=PARAMS,
-                     first_stage_threshold=threshold)
+@pytest.mark.parametrize(("target", "threshold", "resolved"), [("token_ivf", 30, "token_ivf"), ("token_ivf", 61, "none"),
+                                                             ("muvera", 30, "muvera")])
+def test_auto_resolves_by_the_version_size_and_says_so(make_index, pages, target, threshold, resolved):
+    idx = make_index("float32", candidates=CANDIDATES, first_stage="auto",
+                     first_stage_params=IVF if target == "token_ivf" else PARAMS,
+                     first_stage_threshold=threshold, first_stage_auto=target)
     v = idx.build(pages, {"config_hash": "c"})
     idx.swap(v)
     rec = v.manifest["first_stage"]
-    assert rec["name"] == "muvera"                           # auto prepares its target's vectors
+    assert rec["name"] == target                             # auto prepares its target's vectors
     assert (rec["configured"], rec["threshold"], rec["auto_target"], rec["resolved"]) == (
-        "auto", threshold, "muvera", resolved)
+        "auto", threshold, target, resolved)
     q = planted_query(pages[4], m=3, noise=0.3, seed=4)
     hits, report = idx.search_report([q], k=3)
     assert (report.first_stage, report.configured) == (resolved, "auto")
-    assert report.candidates == (CANDIDATES if resolved == "muvera" else 60)
-    pool = [p.page_id for p in pages] if resolved == "none" else first_stage_candidates("muvera", pages, q, CANDIDATES)
+    assert report.candidates == (60 if resolved == "none" else CANDIDATES)
+    pool = ([p.page_id for p in pages] if resolved == "none" else
+            token_candidates(idx, pages, q, CANDIDATES, IVF) if resolved == "token_ivf" else
+            first_stage_candidates("muvera", pages, q, CANDIDATES))
     by_id = {p.page_id: p for p in pages}
     assert [h.page_id for h in hits[0]] == sorted(pool, key=lambda c: (-brute_maxsim(q, by_id[c].vectors), c))[:3]
 
@@ -174,16 +202,17 @@ def test_a_build_over_a_generator_never_holds_all_pages(make_index):
     assert src.alive == 0
 
 
-def test_a_muvera_build_over_a_generator_is_lazy_too(make_index):
+@pytest.mark.parametrize("stage", ["muvera", "token_ivf"])
+def test_a_first_stage_build_over_a_generator_is_lazy_too(make_index, stage):
     src = CountingPages(150)
-    idx = make_index("float16", first_stage="muvera", first_stage_params=PARAMS)
+    idx = make_index("float16", first_stage=stage, first_stage_params=PARAMS if stage == "muvera" else IVF)
     v = idx.build(iter(src), {"config_hash": "c"})
     assert v.pages == 150 and src.max_alive <= 4, src.max_alive
-    assert v.manifest["first_stage"]["name"] == "muvera"
+    assert v.manifest["first_stage"]["name"] == stage
 
 
 def test_bad_first_stage_names_are_refused(make_index):
-    with pytest.raises(IndexInputError, match="'hnsw' is not one of none, mean, muvera, auto"):
+    with pytest.raises(IndexInputError, match="'hnsw' is not one of none, mean, muvera, token_ivf, auto"):
         make_index(first_stage="hnsw")
 
 
@@ -193,9 +222,10 @@ def test_auto_threshold_is_one_value_in_config_and_code(tmp_path):
     from anchorprune.index.first_stage import AUTO_THRESHOLD_PAGES, auto_stage
 
     cfg = IndexConfig(first_stage="auto")
-    assert cfg.first_stage_threshold == AUTO_THRESHOLD_PAGES == 20_000 and cfg.first_stage_auto == "muvera"
+    assert cfg.first_stage_threshold == AUTO_THRESHOLD_PAGES == 20_000 and cfg.first_stage_auto == "token_ivf"
     idx = open_index(IndexConfig(first_stage="auto", first_stage_threshold=500), tmp_path)
-    assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "muvera")
+    assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "token_ivf")
+    assert idx.first_stage_params == IndexConfig().token_ivf.model_dump()          # the built stage's parameters
     assert IndexConfig().first_stage is None                          # null keeps its meaning: no first stage
     assert open_index(IndexConfig(), tmp_path).first_stage == "none"
-    assert [auto_stage("auto", n) for n in (AUTO_THRESHOLD_PAGES - 1, AUTO_THRESHOLD_PAGES)] == ["none", "muvera"]
+    assert [auto_stage("auto", n) for n in (AUTO_THRESHOLD_PAGES - 1, AUTO_THRESHOLD_PAGES)] == ["none", "token_ivf"]
