@@ -86,7 +86,7 @@ def test_candidates_find_the_page_that_owns_the_query_tokens():
 
 
 def test_auto_centroids_and_bad_params_are_named():
-    assert auto_centroids(100) == 32 and auto_centroids(10**9) == 1 << 14
+    assert auto_centroids(100) == 16 and auto_centroids(10**9) == 1 << 14
     with pytest.raises(IndexInputError, match="centroids"):
         TokenIvfParams(centroids=0)
     with pytest.raises(IndexInputError, match="nprobe"):

@@ -61,17 +61,18 @@ _ASSIGN_CHUNK = 1 << 16
 
 
 def auto_centroids(tokens: int) -> int:
-    """A power of two near ``4 * sqrt(tokens)``, between 1 and 16,384 and at most ``tokens``.
+    """A power of two near ``2 * sqrt(tokens)``, between 1 and 16,384 and at most ``tokens``.
 
-    PLAID takes ``2 ** floor(log2(16 * sqrt(T)))``; a quarter of that keeps k-means and the
-    assignment affordable on a CPU while lists stay short (~1,600 tokens at 100k pages).
+    PLAID takes ``2 ** floor(log2(16 * sqrt(T)))``; an eighth of that keeps k-means and the
+    assignment (``T * K * d`` multiply-adds, the build's cost) affordable on a CPU, and lists stay
+    short enough (~1,600 tokens at 100k pages) for a query token to scan ``nprobe`` of them.
 
     >>> auto_centroids(693_296), auto_centroids(6_539_816), auto_centroids(40), auto_centroids(1)
-    (4096, 8192, 32, 1)
+    (2048, 4096, 16, 1)
     """
     if tokens < 1:
         raise IndexInputError(f"token_ivf needs at least one token vector, got {tokens}")
-    k = 1 << max(0, round(math.log2(4 * math.sqrt(tokens))))
+    k = 1 << max(0, round(math.log2(2 * math.sqrt(tokens))))
     return int(min(k, 1 << 14, 1 << int(math.floor(math.log2(tokens)))))
 
 
