@@ -528,7 +528,12 @@ def index_status(
                           "serving": h.serving} for h in health]
         typer.echo(json.dumps(out, indent=2))
         return
-    typer.echo(f"index {idx.name} ({idx.backend}, {idx.dtype}, two-stage {'on' if idx.two_stage else 'off'})")
+    from anchorprune.index.first_stage import AUTO_THRESHOLD_PAGES, auto_stage
+
+    threshold = idx.first_stage_threshold or AUTO_THRESHOLD_PAGES
+    stage = idx.first_stage + (f" ({idx.first_stage_auto} from {threshold} pages, exact below)"
+                               if idx.first_stage == "auto" else "")
+    typer.echo(f"index {idx.name} ({idx.backend}, {idx.dtype}, first stage {stage})")
     if pointer:
         typer.echo(f"  ! serving pointer: {_one_line(pointer)}")
     elif cur is None:
@@ -541,10 +546,17 @@ def index_status(
             continue
         v = h.info
         meta = v.manifest.get("meta", {})
+        built = (v.manifest.get("first_stage") or {}).get("name", "mean")
         typer.echo(f"  {mark} v{v.number}  {v.created_at}  {v.pages} pages  {v.vectors} vectors  "
                    f"{v.bytes / 1e6:.1f} MB  {v.bytes / max(v.pages, 1):.0f} B/page  "
                    f"model {meta.get('model', '-')}:{meta.get('model_version', '-')}  "
-                   f"data {meta.get('data_version', '-')}  {served}")
+                   f"data {meta.get('data_version', '-')}  built for {built}  {served}")
+        if h.serving:
+            answers = auto_stage(idx.first_stage, v.pages, idx.first_stage_threshold, idx.first_stage_auto)
+            typer.echo(f"      searches use: {'exact MaxSim over every page' if answers == 'none' else answers}"
+                       + (f" (candidates {idx.candidates}, rescored exactly)" if answers != "none" else "")
+                       + (f"; v{v.number} was built for {built}, so it falls back: rebuild to use {answers}"
+                          if answers not in ("none", "mean", built) else ""))
     if pointer or (cur is not None and not cur.ok):
         typer.echo(f"  fix: `anchorprune index rollback` serves v{target}" if target is not None
                    else "  fix: no healthy version that served is left: `anchorprune index build`")

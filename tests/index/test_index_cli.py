@@ -138,3 +138,23 @@ def test_build_without_a_champion_says_to_promote(tmp_path, tracking_config, mon
     assert out.exit_code == 1 and "@champion" in out.output and "anchorprune promote" in out.output, out.output
     _no_traceback(out)
     assert not (tmp_path / "indexes" / "cli-idx" / ".lock.owner").exists()     # the lock was released
+
+
+def test_status_says_which_first_stage_searches_use(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"paths": {"index_dir": str(tmp_path / "indexes")},
+                                 "index": {"name": "fs", "first_stage": "auto", "first_stage_threshold": 5,
+                                           "candidates": 3, "token_ivf": {"centroids": 2}},
+                                 "backbones": [{"name": "m", "kind": "mock", "model_id": "m"}]}))
+    idx = LocalIndex(tmp_path / "indexes", "fs", first_stage="auto", first_stage_params={"centroids": 2})
+    idx.swap(idx.build(make_pages(n=4, seed=0), {}))              # 4 pages: below the threshold of 5
+    out = runner.invoke(app, ["index", "status", "--params", str(p)]).output
+    assert "first stage auto (token_ivf from 5 pages, exact below)" in out.splitlines()[0]
+    assert "built for token_ivf" in out and "searches use: exact MaxSim over every page" in out
+    idx.swap(idx.build(make_pages(n=6, seed=1), {}))              # 6 pages: the first stage answers
+    out = runner.invoke(app, ["index", "status", "--params", str(p)]).output
+    assert "searches use: token_ivf (candidates 3, rescored exactly)" in out
+    LocalIndex(tmp_path / "indexes", "fs", first_stage="none").build(make_pages(n=7, seed=2), {})
+    idx.swap(3)                                                    # a version without lists falls back
+    out = runner.invoke(app, ["index", "status", "--params", str(p)]).output
+    assert "v3 was built for none, so it falls back: rebuild to use token_ivf" in out
