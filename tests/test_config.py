@@ -35,6 +35,7 @@ INVALID = {
     "fde-over-es-dense-vector-limit.yaml": ["'index'", "index.muvera gives 8192-dim FDEs", "limit of 4096",
                                             "set final_dim"],
     "unknown-first-stage.yaml": ["'index.first_stage'", "'none', 'mean', 'muvera', 'token_ivf' or 'auto'"],
+    "token-ivf-no-lists-probed.yaml": ["'index.token_ivf.nprobe'", "greater than or equal to 1"],
 }
 
 
