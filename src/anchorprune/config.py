@@ -24,7 +24,7 @@ import types
 import typing
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -273,8 +273,9 @@ class IndexConfig(_Frozen):
     name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
     two_stage: bool = False
-    # first stage before exact MaxSim: none | mean | muvera | token_ivf | auto; null: mean if two_stage else none
-    first_stage: Literal["none", "mean", "muvera", "token_ivf", "auto"] | None = None
+    # first stage before exact MaxSim: none | mean | muvera | token_ivf | auto; null: mean if two_stage else none.
+    # Left out: auto (exact below first_stage_threshold pages, token_ivf from there), or mean if two_stage
+    first_stage: Literal["none", "mean", "muvera", "token_ivf", "auto"] | None = "auto"
     # auto: indexes of >= first_stage_threshold pages use first_stage_auto, smaller ones exact MaxSim
     # (20000 = first_stage.AUTO_THRESHOLD_PAGES, a placeholder until benchmarks/first_stage.py picks it)
     first_stage_threshold: int = Field(20_000, ge=1)
@@ -283,6 +284,14 @@ class IndexConfig(_Frozen):
     token_ivf: TokenIvfConfig = TokenIvfConfig()
     candidates: int = Field(100, ge=1)
     keep_versions: int = Field(2, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _two_stage_alone_means_mean(cls, data: Any) -> Any:
+        """``two_stage: true`` without a ``first_stage`` keeps its old meaning: the mean vector."""
+        if isinstance(data, dict) and "first_stage" not in data and data.get("two_stage") is True:
+            return {**data, "first_stage": "mean"}
+        return data
 
     @model_validator(mode="after")
     def _fde_fits_elasticsearch(self) -> IndexConfig:

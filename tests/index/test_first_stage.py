@@ -277,7 +277,8 @@ def test_config_selects_the_first_stage(tmp_path):
     from anchorprune.index import open_index
 
     assert open_index(IndexConfig(two_stage=True), tmp_path).first_stage == "mean"
-    assert open_index(IndexConfig(), tmp_path).first_stage == "none"
+    assert open_index(IndexConfig(first_stage=None), tmp_path).first_stage == "none"
+    assert open_index(IndexConfig(), tmp_path).first_stage == "auto"
     idx = open_index(IndexConfig(first_stage="muvera", muvera={"k_sim": 3, "reps": 2}), tmp_path)
     assert idx.first_stage == "muvera" and idx.first_stage_params["k_sim"] == 3
     with pytest.raises(ValueError, match="first_stage"):

@@ -226,6 +226,7 @@ def test_auto_threshold_is_one_value_in_config_and_code(tmp_path):
     idx = open_index(IndexConfig(first_stage="auto", first_stage_threshold=500), tmp_path)
     assert (idx.first_stage, idx.first_stage_threshold, idx.first_stage_auto) == ("auto", 500, "token_ivf")
     assert idx.first_stage_params == IndexConfig().token_ivf.model_dump()          # the built stage's parameters
-    assert IndexConfig().first_stage is None                          # null keeps its meaning: no first stage
-    assert open_index(IndexConfig(), tmp_path).first_stage == "none"
+    assert IndexConfig().first_stage == "auto"                         # left out: auto
+    assert open_index(IndexConfig(first_stage=None), tmp_path).first_stage == "none"   # null: as it always meant
+    assert IndexConfig(two_stage=True).first_stage == "mean"           # two_stage alone: the mean, as before
     assert [auto_stage("auto", n) for n in (AUTO_THRESHOLD_PAGES - 1, AUTO_THRESHOLD_PAGES)] == ["none", "token_ivf"]
