@@ -56,8 +56,10 @@ from anchorprune.index.base import IndexInputError
 RowReader = Callable[[np.ndarray], np.ndarray]
 #: token vectors the k-means sample holds per centroid (faiss's default ``max_points_per_centroid`` is 256)
 SAMPLE_PER_CENTROID = 64
-#: rows assigned per matmul at build
+#: rows read back from the stored vectors per step at build
 _ASSIGN_CHUNK = 1 << 16
+#: float32 elements of one ``[rows, K]`` similarity block (64 MiB)
+_SIM_ELEMENTS = 1 << 24
 
 
 def auto_centroids(tokens: int) -> int:
@@ -122,8 +124,12 @@ def kmeans(sample: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
 
 
 def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """The nearest centroid (largest dot product) of each row of ``x [n, d]``, ``[n]`` int64."""
-    return torch.cat([(x[a:a + _ASSIGN_CHUNK] @ centroids.T).argmax(1) for a in range(0, x.shape[0], _ASSIGN_CHUNK)]
+    """The nearest centroid (largest dot product) of each row of ``x [n, d]``, ``[n]`` int64.
+
+    Rows go through in blocks whose ``[rows, K]`` similarity buffer stays near 64 MiB.
+    """
+    step = max(1, _SIM_ELEMENTS // max(centroids.shape[0], 1))
+    return torch.cat([(x[a:a + step] @ centroids.T).argmax(1) for a in range(0, x.shape[0], step)]
                      or [torch.zeros(0, dtype=torch.int64)])
 
 
