@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from anchorprune.index.base import IndexInputError
 
@@ -115,7 +116,7 @@ def kmeans(sample: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
         raise IndexInputError(f"k-means needs at least {k} sample vectors, got {x.shape[0]}")
     g = torch.Generator().manual_seed(seed)
     c = x[torch.randperm(x.shape[0], generator=g)[:k]].clone()                              # [k, d]
-    for _ in range(iters):
+    for _ in tqdm(range(iters), desc=f"token_ivf: k-means, {k} centroids", unit="iter", disable=None):
         a = assign(x, c)                                                                   # [S]
         sums = torch.zeros_like(c).index_add_(0, a, x)
         filled = torch.bincount(a, minlength=k) > 0
@@ -161,7 +162,7 @@ class TokenIvf:
         cents = kmeans(vectors(rows), k, params.iters, params.seed)                         # [K, d]
         ct = torch.from_numpy(cents)
         codes = np.empty(total, dtype=np.int32)                                            # [T]
-        for a in range(0, total, _ASSIGN_CHUNK):
+        for a in tqdm(range(0, total, _ASSIGN_CHUNK), desc=f"token_ivf: {k} lists", unit="chunk", disable=None):
             chunk = torch.from_numpy(np.ascontiguousarray(vectors(np.arange(a, min(a + _ASSIGN_CHUNK, total)))))
             codes[a:a + chunk.shape[0]] = assign(chunk, ct).numpy()
         order = np.argsort(codes, kind="stable").astype(np.int32)                        # rows ascending per list
