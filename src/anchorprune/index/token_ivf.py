@@ -105,14 +105,16 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=1)
 
 
-def kmeans(sample: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+def kmeans(sample: np.ndarray, k: int, iters: int, seed: int, inplace: bool = False) -> np.ndarray:
     """Spherical k-means ``[k, d]`` (unit centroids, assignment by largest dot product) on ``sample [S, d]``.
 
     Seeded: the first centroids are ``k`` distinct sample rows drawn with ``seed``; an emptied
-    centroid keeps its previous position. A writable float32 ``sample`` is normalised in place.
+    centroid keeps its previous position. ``inplace``: normalise a writable float32 ``sample`` in place
+    (the build's own sample: one copy in memory, not two).
     """
-    x = torch.from_numpy(np.require(sample, np.float32, ["C", "W"]))                     # [S, d]
-    x /= x.norm(dim=1, keepdim=True).clamp_min(1e-12)              # unit rows, in place: no second copy
+    x = torch.from_numpy(np.require(sample, np.float32, ["C", "W"]) if inplace
+                         else np.array(sample, dtype=np.float32))                            # [S, d]
+    x /= x.norm(dim=1, keepdim=True).clamp_min(1e-12)                                      # unit rows
     if x.shape[0] < k:
         raise IndexInputError(f"k-means needs at least {k} sample vectors, got {x.shape[0]}")
     g = torch.Generator().manual_seed(seed)
@@ -160,7 +162,7 @@ class TokenIvf:
         rng = np.random.default_rng(params.seed)
         n_sample = min(total, k * SAMPLE_PER_CENTROID)
         rows = np.sort(rng.choice(total, n_sample, replace=False)) if n_sample < total else np.arange(total)
-        cents = kmeans(vectors(rows), k, params.iters, params.seed)                         # [K, d] (sample freed)
+        cents = kmeans(vectors(rows), k, params.iters, params.seed, inplace=True)          # [K, d] (sample freed)
         ct = torch.from_numpy(cents)
         codes = np.empty(total, dtype=np.int32)                                            # [T]
         for a in tqdm(range(0, total, _ASSIGN_CHUNK), desc=f"token_ivf: {k} lists", unit="chunk", disable=None):
