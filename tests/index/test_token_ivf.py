@@ -67,7 +67,6 @@ def test_probing_every_list_gives_exact_maxsim():
 def test_unprobed_pages_get_the_smallest_similarity_seen_for_that_query_token():
     # 2-d: list 0 around +x, list 1 around -x; page 0 has only +x tokens, page 1 only -x tokens
     vecs = unit(np.array([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.2], [-1.0, -0.3]]))
-    offsets = np.array([0, 2, 4])
     ivf = TokenIvf(unit(np.array([[1.0, 0.0], [-1.0, 0.0]])), np.array([0, 2, 4]), np.arange(4, dtype=np.int32),
                    np.array([0, 0, 1, 1], dtype=np.int32), TokenIvfParams(centroids=2))
     q = unit(np.array([[1.0, 0.05]]))                                              # probes list 0 only

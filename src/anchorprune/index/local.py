@@ -941,8 +941,7 @@ class LocalIndex:
         ivf = TokenIvf.train(lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim), offsets, params)
         for fname, arr in ivf.arrays().items():
             _save_npy(staging / fname, arr)
-        del stored
-        return ivf
+        return ivf                                    # the read-only map closes with this frame
 
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: _Version | None) -> None:
