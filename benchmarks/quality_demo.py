@@ -21,7 +21,18 @@ Run (one heavy job at a time machine-wide)::
     flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py
     flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py --variant large
 
-Writes ``benchmarks/results/quality_demo[_large].json`` and logs one MLflow run (``--no-mlflow`` to skip).
+The ``debian`` variant is the 10,749-page benchmark corpus (``benchmarks/debian-bench.yaml``: four Debian
+documentation packages, outline titles as WEAK-LABEL queries, each title blanked on its target page), same
+stand-in. Its pages are read from the features cache and never encoded here (``benchmarks/debian_bench.py``
+encodes them); ``--queries`` evaluation and ``--calibration-queries`` calibration queries are drawn with the
+seed from the disjoint split, ``--pages N`` evaluates a seeded page subset that keeps every relevant page of
+the drawn queries (default: every page); chunks of pages are pruned and scored by ``--workers`` forked
+processes, one torch thread each, so no more than a chunk of features is in memory::
+
+    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py --variant debian \
+        --only "sap[sr],hier_pool,anchor_merge" --no-mlflow
+
+Writes ``benchmarks/results/quality_demo[_large|_debian].json`` and logs one MLflow run (``--no-mlflow`` to skip).
 """
 
 from __future__ import annotations
@@ -134,11 +145,16 @@ def score_matrix(queries: Sequence[torch.Tensor], docs: Sequence[torch.Tensor]) 
 
 
 def per_query(scores: torch.Tensor, qids: Sequence[str], pids: Sequence[str],
-              qrels: Mapping[str, Mapping[str, int]]) -> dict[str, np.ndarray]:
-    """Per-query nDCG@5 and recall@5 (``anchorprune.metrics``), in ``qids`` order."""
+              qrels: Mapping[str, Mapping[str, int]], top: int | None = None) -> dict[str, np.ndarray]:
+    """Per-query nDCG@5 and recall@5 (``anchorprune.metrics``), in ``qids`` order.
+
+    ``top`` keeps each query's best ``top`` pages in the run (the @5 measures only read the first 5
+    ranks and the qrels): the Debian corpus's 10.7k pages per query would otherwise make a run of
+    millions of entries per method.
+    """
     from anchorprune.metrics import evaluate_run, run_from_scores
 
-    run = run_from_scores(scores, list(qids), list(pids))
+    run = run_from_scores(scores, list(qids), list(pids), top=top)
     ev = evaluate_run({q: dict(qrels[q]) for q in qids}, run, ks=(K,))
     per = ev["per_query"]
     return {m: np.array([per[q][m] for q in qids], dtype=np.float64) for m in (f"ndcg@{K}", f"recall@{K}")}
@@ -187,9 +203,124 @@ def prune_all(feats: Mapping[str, PageFeatures], pids: Sequence[str], pruner, ga
     return [pruner.prune(feats[p], gamma).vectors for p in pids]
 
 
+# (label, family, build_pruner name, kwargs for a gamma, seeded). Plain tuples of module-level data and
+# closures: the Debian variant's worker processes are forked and read them from ``_WORKER``.
+MethodSpec = tuple[str, str, str, Callable[[float], dict], bool]
+
+
+def evaluate_chunk(feats: Mapping[str, PageFeatures], chunk: Sequence[str], qlist: Sequence[torch.Tensor],
+                   specs: Sequence[MethodSpec], trials: int, seed: int) -> dict:
+    """Prune the pages ``chunk`` with every method x gamma (x seed) and score them against ``qlist``.
+
+    Returns the full scores ``[Q, len(chunk)]``, token counts, and per ``(label, gamma, seed)`` the
+    pruned scores, kept vectors per page and pruning CPU seconds (``time.process_time``). Pruners are
+    built per chunk: random is seeded per (seed, page) and the others are per-page functions, so chunking
+    changes no vector; hier_pool keeps one pruner for every gamma of the chunk (one Ward linkage per
+    page, cut per gamma), its linkage CPU split off at the first gamma by pruning again (cache hit).
+    """
+    out: dict = {"full": score_matrix(qlist, [feats[p].embeddings for p in chunk]),
+                 "n_tokens": [feats[p].num_tokens for p in chunk], "configs": {},
+                 "hier_linkage_cpu_s": 0.0, "hier_linkages_computed": 0}
+    hier = None
+    for gamma in GAMMAS:
+        for label, _family, name, kwargs, seeded in specs:
+            for s in (range(seed, seed + trials) if seeded else [seed]):
+                if name == "hier_pool":
+                    hier = hier or pruner_for("hier_pool")
+                    pruner = hier
+                else:
+                    pruner = pruner_for(name, **(kwargs(gamma) | ({"seed": s} if seeded else {})))
+                c0 = time.process_time()
+                docs = prune_all(feats, chunk, pruner, gamma)
+                cpu_s = time.process_time() - c0
+                if name == "hier_pool" and gamma == GAMMAS[0]:
+                    c1 = time.process_time()
+                    prune_all(feats, chunk, pruner, gamma)
+                    cut = time.process_time() - c1
+                    out["hier_linkage_cpu_s"] += cpu_s - cut
+                    cpu_s = cut
+                out["configs"][(label, gamma, s)] = {"scores": score_matrix(qlist, docs),
+                                                     "kept": [int(d.shape[0]) for d in docs], "cpu_s": cpu_s}
+    if hier is not None:
+        out["hier_linkages_computed"] = hier.linkages_computed
+    return out
+
+
+_WORKER: dict = {}     # the Debian variant's state, set before forking the worker processes
+
+
+def _debian_chunk(chunk: Sequence[str]) -> dict:
+    """Worker: read the chunk's all-layer features from the features cache, then :func:`evaluate_chunk`."""
+    torch.set_num_threads(1)
+    w = _WORKER
+    t0 = time.perf_counter()
+    feats = {p: w["load"](p) for p in chunk}
+    load_s = time.perf_counter() - t0
+    out = evaluate_chunk(feats, chunk, w["qlist"], w["specs"], w["trials"], w["seed"])
+    out["load_s"] = load_s
+    return out
+
+
+def debian_source(args: argparse.Namespace) -> dict:
+    """The Debian benchmark corpus (``benchmarks/debian-bench.yaml``) read from the features cache.
+
+    Never encodes a page (``benchmarks/debian_bench.py`` does: ~70 min). Queries: the weak-label outline
+    titles, split into calibration / evaluation with ``split_queries``, then ``--queries`` evaluation and
+    ``--calibration-queries`` calibration queries drawn with the seed. Pages: all of them, or with
+    ``--pages N`` a seeded subset of N that keeps every relevant page of the sampled evaluation queries.
+    """
+    from anchorprune.config import load_settings, project_root
+    from anchorprune.data.schema import split_queries
+    from anchorprune.features_cache import FeaturesCache, QueryCache
+    from anchorprune.stages import Workspace
+
+    params = ROOT / "benchmarks" / "debian-bench.yaml"
+    ws = Workspace(load_settings(params), project_root(params))
+    ds = ws.dataset
+    backbone = ws.backbone(ws.settings.backbones[0])
+    fc = FeaturesCache(ws.features_dir)
+    calib_all, eval_all = split_queries(ds, args.calibration_fraction, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    eval_q = sorted(rng.choice(eval_all, min(args.queries, len(eval_all)), replace=False).tolist())
+    calib_q = sorted(rng.choice(calib_all, min(args.calibration_queries, len(calib_all)), replace=False).tolist())
+    pages = {pg.page_id: pg for pg in ds.pages(images=False)}
+    gold = {p for q in eval_q for p, r in ds.qrels[q].items() if r > 0 and p in pages}
+    all_ids = list(ds.page_ids)
+    if args.pages and args.pages < len(all_ids):
+        rest = sorted(set(all_ids) - gold)
+        extra = set(rng.choice(rest, max(0, args.pages - len(gold)), replace=False).tolist())
+        pids = [p for p in all_ids if p in gold or p in extra]
+    else:
+        pids = all_ids
+    capture = LayerCapture.all()
+
+    def load(pid: str) -> PageFeatures:
+        f = fc.get(backbone, pages[pid], capture)
+        if f is None:
+            raise SystemExit(f"page {pid} of the Debian corpus is not in the features cache {ws.features_dir}; "
+                             "run benchmarks/debian_bench.py first (this benchmark never encodes pages)")
+        return f
+
+    qids = eval_q + calib_q
+    qv = QueryCache(ws.features_dir).get_or_encode(backbone, [ds.queries[q] for q in qids], progress=False)
+    calib_pages = sorted({p for q in calib_q for p, r in ds.qrels[q].items() if r > 0 and p in pages})
+    sample = {"evaluation_pool": len(eval_all), "calibration_pool": len(calib_all),
+              "evaluation_sampled": len(eval_q), "calibration_sampled": len(calib_q),
+              "pages_in_corpus": len(all_ids), "pages_evaluated": len(pids),
+              "page_subset": (f"seeded subset of {len(pids)} pages: every relevant page of the sampled "
+                              f"evaluation queries ({len(gold)}) plus pages drawn with seed {args.seed}")
+              if len(pids) < len(all_ids) else "all pages",
+              "labels": "weak labels: outline titles as queries, the title blanked on its target page"}
+    return {"ds": ds, "backbone": backbone, "pids": pids, "load": load, "eval_q": eval_q, "calib_q": calib_q,
+            "qvecs": dict(zip(qids, qv, strict=True)), "calib_feats": {p: load(p) for p in calib_pages},
+            "sample": sample, "features_root": str(ws.features_dir)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variant", choices=("demo", "large"), default="demo")
+    ap.add_argument("--variant", choices=("demo", "large", "debian"), default="demo",
+                    help="debian: the 10.7k-page benchmark corpus (benchmarks/debian-bench.yaml), read from "
+                         "its features cache, never encoded here")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--cache-dir", type=Path, default=ROOT / "cache" / "bench")
     ap.add_argument("--features-cache", type=Path, default=None,
@@ -206,109 +337,146 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma-separated labels to run (e.g. random,sap[sr],hier_pool,anchor_merge); "
                          "'sap[sr]' names the SR-window row, a label prefix keeps its variants")
     ap.add_argument("--anchor-radius", type=int, default=16, help="anchor_merge position-prior row (tokens)")
+    ap.add_argument("--queries", type=int, default=500,
+                    help="debian: evaluation queries drawn with the seed from the evaluation split")
+    ap.add_argument("--calibration-queries", type=int, default=300,
+                    help="debian: calibration queries drawn with the seed from the calibration split")
+    ap.add_argument("--pages", type=int, default=None,
+                    help="debian: a seeded subset of this many pages (keeps every relevant page of the "
+                         "sampled evaluation queries); default all 10,749")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="debian: processes, each pruning and scoring whole chunks of pages on one thread")
+    ap.add_argument("--chunk-pages", type=int, default=128, help="debian: pages per worker task")
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)    # as the evaluate stage: threaded torch ops stall on the oversubscribed CPU
-    out_path = args.out or ROOT / "benchmarks" / "results" / (
-        "quality_demo.json" if args.variant == "demo" else "quality_demo_large.json")
+    debian = args.variant == "debian"
+    out_path = args.out or ROOT / "benchmarks" / "results" / {
+        "demo": "quality_demo.json", "large": "quality_demo_large.json",
+        "debian": "quality_demo_debian.json"}[args.variant]
 
     from anchorprune.data.schema import split_queries
     from anchorprune.retention import select_sr_window, sr_curve
 
-    ds = load_or_build(args.variant, args.data_dir)
-    calib_q, eval_q = split_queries(ds, args.calibration_fraction, seed=args.seed)
-    assert not set(calib_q) & set(eval_q)
-    backbone = MiniLMTextBackbone()
     cache_stats: dict = {}
-    if args.features_cache is not None:
-        feats, qvecs, encode_s, cache_stats = encode_shared(ds, backbone, args.features_cache)
+    sample: dict | None = None
+    if debian:
+        src = debian_source(args)
+        ds, backbone, pids, qvecs = src["ds"], src["backbone"], src["pids"], src["qvecs"]
+        calib_q, eval_q = src["calib_q"], src["eval_q"]
+        calib_feats: Mapping[str, PageFeatures] = src["calib_feats"]
+        feats: Mapping[str, PageFeatures] = {}
+        encode_s, sample = 0.0, src["sample"]
+        cache_stats = {"root": src["features_root"], "pages_encoded": 0,
+                       "note": "every page read from the features cache; none encoded by this run"}
     else:
-        feats, qvecs, encode_s = encode(ds, backbone, args.cache_dir)
-    pids = list(ds.page_ids)
-    n_tokens = [feats[p].num_tokens for p in pids]
-    log.info("%d pages (%d tokens/page mean), %d calibration / %d evaluation queries, encode %.1f s",
-             len(pids), int(np.mean(n_tokens)), len(calib_q), len(eval_q), encode_s)
+        ds = load_or_build(args.variant, args.data_dir)
+        calib_q, eval_q = split_queries(ds, args.calibration_fraction, seed=args.seed)
+        backbone = MiniLMTextBackbone()
+        if args.features_cache is not None:
+            feats, qvecs, encode_s, cache_stats = encode_shared(ds, backbone, args.features_cache)
+        else:
+            feats, qvecs, encode_s = encode(ds, backbone, args.cache_dir)
+        pids = list(ds.page_ids)
+        calib_feats = feats
+    assert not set(calib_q) & set(eval_q)
+    log.info("%d pages, %d calibration / %d evaluation queries, encode %.1f s",
+             len(pids), len(calib_q), len(eval_q), encode_s)
 
     # ---- calibration: SR curve per layer and SR-guided window, on calibration queries only ----
-    calib_pairs = [(qvecs[q], feats[p]) for q in calib_q for p, r in sorted(ds.qrels[q].items()) if r > 0]
+    calib_pairs = [(qvecs[q], calib_feats[p]) for q in calib_q for p, r in sorted(ds.qrels[q].items())
+                   if r > 0 and p in calib_feats]
     curve = sr_curve(calib_pairs, gamma=args.sr_gamma, random_trials=args.trials, seed=args.seed)
     win = select_sr_window([float(x) for x in curve.mean], rho=args.rho)
     window = [int(x) for x in win.layers]
     log.info("SR by layer %s (random %.3f); window %s", [round(float(x), 3) for x in curve.mean],
              float(np.mean(curve.random_mean)), window)
 
-    # ---- evaluation ----
-    qlist = [qvecs[q] for q in eval_q]
-    full_docs = [feats[p].embeddings for p in pids]
-    full_scores = score_matrix(qlist, full_docs)
-    pairs = gold_pairs(eval_q, pids, ds.qrels)
-    full_pq = per_query(full_scores, eval_q, pids, ds.qrels)
-
+    # ---- methods ----
     from anchorprune.pruning.eos import calibrate_kappa
 
     calib_pages = sorted({p for q in calib_q for p, r in ds.qrels[q].items() if r > 0})
-    methods: list[tuple[str, str, Callable[[float, int], object], bool]] = []  # label, family, factory, seeded
-    methods.append(("random", "random", lambda g, s: pruner_for("random", seed=s), True))
-    for layer in range(backbone.num_layers):
-        methods.append((f"sap[{layer}]", "sap", lambda g, s, layer=layer: pruner_for("sap", window=[layer]), False))
-    methods.append((f"sap[sr {window[0]}-{window[-1]}]", "sap",
-                    lambda g, s: pruner_for("sap", window=window), False))
     last = backbone.num_layers - 1
-    methods.append(("eos_topk", "eos", lambda g, s: pruner_for("eos_topk", eos_layer=last), False))
-    methods.append(("eos_adaptive", "eos", lambda g, s: pruner_for(
-        "eos_adaptive", eos_layer=last, kappa=calibrate_kappa([feats[p] for p in pids], g, layer=last)), False))
-    methods.append(("cluster_merge", "merge", lambda g, s: pruner_for("cluster_merge"), False))
-    hier_pool = pruner_for("hier_pool")     # one pruner for every gamma: one Ward linkage per page, cut per gamma
-    methods.append(("hier_pool", "merge", lambda g, s: hier_pool, False))
-    methods.append(("anchor_merge", "anchor_merge", lambda g, s: pruner_for("anchor_merge", window=window), False))
-    methods.append((f"anchor_merge[r={args.anchor_radius}]", "anchor_merge",
-                    lambda g, s: pruner_for("anchor_merge", window=window, radius=args.anchor_radius), False))
+    # eos_adaptive's kappa is query-free: every corpus page on the demo corpora; on the Debian corpus the
+    # calibration queries' pages (the corpus is never held in memory at once)
+    kappa_feats = list(calib_feats.values()) if debian else [feats[p] for p in pids]
+    specs: list[MethodSpec] = [("random", "random", "random", lambda g: {}, True)]
+    for layer in range(backbone.num_layers):
+        specs.append((f"sap[{layer}]", "sap", "sap", lambda g, layer=layer: {"window": [layer]}, False))
     sap_label = f"sap[sr {window[0]}-{window[-1]}]"
+    specs.append((sap_label, "sap", "sap", lambda g: {"window": window}, False))
+    specs.append(("eos_topk", "eos", "eos_topk", lambda g: {"eos_layer": last}, False))
+    kappas: dict[float, float] = {}
+    specs.append(("eos_adaptive", "eos", "eos_adaptive", lambda g: {"eos_layer": last, "kappa": kappas[g]}, False))
+    specs.append(("cluster_merge", "merge", "cluster_merge", lambda g: {}, False))
+    specs.append(("hier_pool", "merge", "hier_pool", lambda g: {}, False))
+    specs.append(("anchor_merge", "anchor_merge", "anchor_merge", lambda g: {"window": window}, False))
+    specs.append((f"anchor_merge[r={args.anchor_radius}]", "anchor_merge", "anchor_merge",
+                  lambda g: {"window": window, "radius": args.anchor_radius}, False))
     paired_refs = {"anchor_merge": (sap_label, "hier_pool")}     # family -> labels compared against
-
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
 
         def keep(label: str) -> bool:
             return any(label.startswith(w) if w != "sap[sr]" else label.startswith("sap[sr ") for w in wanted)
-        methods = [m for m in methods if m[0] == "random" or keep(m[0])]      # random: the reference line
+        specs = [m for m in specs if m[0] == "random" or keep(m[0])]      # random: the reference line
+    if any(m[2] == "eos_adaptive" for m in specs):
+        kappas.update({g: calibrate_kappa(kappa_feats, g, layer=last) for g in GAMMAS})
+
+    # ---- prune and score, chunk by chunk ----
+    qlist = [qvecs[q] for q in eval_q]
+    t_eval = time.perf_counter()
+    if debian:
+        import multiprocessing as mp
+
+        _WORKER.update(load=src["load"], qlist=qlist, specs=specs, trials=args.trials, seed=args.seed)
+        chunks = [pids[i:i + args.chunk_pages] for i in range(0, len(pids), args.chunk_pages)]
+        if args.workers > 1:
+            with mp.get_context("fork").Pool(args.workers) as pool:
+                parts = list(tqdm(pool.imap(_debian_chunk, chunks), total=len(chunks), desc="page chunks"))
+        else:
+            parts = [_debian_chunk(c) for c in tqdm(chunks, desc="page chunks")]
+    else:
+        parts = [evaluate_chunk(feats, pids, qlist, specs, args.trials, args.seed)]
+    prune_score_s = time.perf_counter() - t_eval
+    full_scores = torch.cat([pt["full"] for pt in parts], dim=1)
+    n_tokens = [n for pt in parts for n in pt["n_tokens"]]
+    hier_cost = {"linkage_ms_per_page": 1000.0 * sum(pt["hier_linkage_cpu_s"] for pt in parts) / len(pids)}
+    hier_linkages = sum(pt["hier_linkages_computed"] for pt in parts)
+    load_s = sum(pt.get("load_s", 0.0) for pt in parts)
+    top = 100 if debian else None
+    pairs = gold_pairs(eval_q, pids, ds.qrels)
+    full_pq = per_query(full_scores, eval_q, pids, ds.qrels, top=top)
+    log.info("pruned and scored %d pages in %.1f s; %d tokens/page mean", len(pids), prune_score_s,
+             int(np.mean(n_tokens)))
+
     rows: list[dict] = []
     full_row = {"label": "full", "gamma": 1.0, "ndcg@5": float(full_pq["ndcg@5"].mean()),
                 "recall@5": float(full_pq["recall@5"].mean()), "sr_ratio_of_means": 1.0,
                 "sr_mean_of_ratios": 1.0, "vectors_per_page": float(np.mean(n_tokens)), "realised_gamma": 1.0}
     rows.append(full_row)
-    jobs = [(g, m) for g in GAMMAS for m in methods]
+    jobs = [(g, m) for g in GAMMAS for m in specs]
     random_ref: dict[float, dict[str, np.ndarray]] = {}
     per_label: dict[tuple[str, float], dict[str, np.ndarray]] = {}   # (label, gamma) -> per-query / per-pair
-    hier_cost: dict[str, float] = {}
-    t_eval = time.perf_counter()
-    for gamma, (label, family, factory, seeded) in tqdm(jobs, desc="methods x gamma"):
+    for gamma, (label, family, _name, _kwargs, seeded) in tqdm(jobs, desc="methods x gamma"):
         seeds = range(args.seed, args.seed + args.trials) if seeded else [args.seed]
         trials = []
         for s in seeds:
-            pruner = factory(gamma, s)
-            c0 = time.process_time()
-            docs = prune_all(feats, pids, pruner, gamma)
-            cpu_s = time.process_time() - c0
-            if label == "hier_pool" and "linkage_ms_per_page" not in hier_cost:
-                # first gamma: linkage + cut; prune again (cache hit) to split off the cut
-                c1 = time.process_time()
-                prune_all(feats, pids, pruner, gamma)
-                cut = time.process_time() - c1
-                hier_cost["linkage_ms_per_page"] = 1000.0 * (cpu_s - cut) / len(pids)
-                cpu_s = cut
-            scores = score_matrix(qlist, docs)
-            pq = per_query(scores, eval_q, pids, ds.qrels)
+            cfg = [pt["configs"][(label, gamma, s)] for pt in parts]
+            scores = torch.cat([c["scores"] for c in cfg], dim=1)
+            kept = [k for c in cfg for k in c["kept"]]
+            cpu_s = sum(c["cpu_s"] for c in cfg)
+            pq = per_query(scores, eval_q, pids, ds.qrels, top=top)
             sr = pair_sr(scores, full_scores, pairs)
             pruned_gold = np.array([float(scores[i, j]) for i, j in pairs])
             full_gold = np.array([float(full_scores[i, j]) for i, j in pairs])
             trials.append({
                 "ndcg": pq["ndcg@5"], "recall": pq["recall@5"], "sr": sr,
                 "rom": float(pruned_gold.sum() / full_gold.sum()),
-                "kept": float(np.mean([d.shape[0] for d in docs])),
-                "realised": float(np.mean([d.shape[0] / n for d, n in zip(docs, n_tokens, strict=True)])),
+                "kept": float(np.mean(kept)),
+                "realised": float(np.mean([k / n for k, n in zip(kept, n_tokens, strict=True)])),
                 "cpu_ms_per_page": 1000.0 * cpu_s / len(pids),
             })
         ndcg_q = np.mean([t["ndcg"] for t in trials], axis=0)      # per query, mean over seeds
@@ -366,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ward_grid = {"linkage_cpu_s": link, "cuts_cpu_s": cuts,
                      "linkage_per_gamma_cpu_s": len(hp_rows) * link + cuts,
                      "linkage_once_per_page_cpu_s": link + cuts,
-                     "linkages_computed": hier_pool.linkages_computed}
+                     "linkages_computed": hier_linkages}
         ward_grid["cpu_speedup"] = ward_grid["linkage_per_gamma_cpu_s"] / ward_grid["linkage_once_per_page_cpu_s"]
     log.info("hier_pool grid over %s: %s", GAMMAS, ward_grid)
 
@@ -378,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stand_in": "all-MiniLM-L6-v2 over the PDF text layer (text encoder, NOT a vision model)",
         "backbone": {"name": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
                      "num_layers": backbone.num_layers, "dim": backbone.dim},
-        "dataset": {"path": str(ds.path.relative_to(ROOT)) if ds.path.is_relative_to(ROOT) else str(ds.path),
+        "dataset": {"path": os.path.relpath(os.path.normpath(ds.path), ROOT),
                     "manifest": ds.manifest, "pages": len(pids), "tokens_per_page_mean": float(np.mean(n_tokens)),
                     "tokens_per_page_max": int(np.max(n_tokens)), "queries_calibration": len(calib_q),
                     "queries_evaluation": len(eval_q), "gold_pairs_evaluation": len(pairs)},
@@ -389,10 +557,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "window": window, "alpha": float(win.alpha), "beta": float(win.beta),
                         "median": float(win.median)},
         "settings": {"gammas": list(GAMMAS), "random_trials": args.trials, "bootstrap": args.bootstrap,
-                     "seed": args.seed, "eos_layer": last, "eos_kappa_pages": "all corpus pages (query-free)",
-                     "calibration_pages_for_reference": len(calib_pages)},
+                     "seed": args.seed, "eos_layer": last,
+                     "eos_kappa_pages": ("the calibration queries' pages (query-free)" if debian
+                                         else "all corpus pages (query-free)"),
+                     "calibration_pages_for_reference": len(calib_pages),
+                     "methods": [m[0] for m in specs],
+                     "ranking_depth": top or "all pages"},
+        "sample": sample,
         "features_cache": cache_stats or None,
         "timing": {"encode_pages_s": encode_s, "evaluate_s": eval_s, "torch_threads": torch.get_num_threads(),
+                   "prune_and_score_wall_s": prune_score_s, "feature_read_s_summed_over_workers": load_s,
+                   "workers": args.workers if debian else 1,
                    "machine": platform.platform(), "loadavg_end": list(os.getloadavg()),
                    "hier_pool_grid_prune": ward_grid,
                    "note": "2 CPU cores shared with other jobs: CPU times are noisy"},
