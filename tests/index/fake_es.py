@@ -1055,12 +1055,7 @@ class FakeES:
         if parent and self.field_spec(idx, parent).get("type") == "nested" and parent != nested:
             raise AssertionError(f"the fake Elasticsearch does not model a knn query on the nested field {fname!r} "
                                  "outside a nested query on its path")
-        q = np.asarray(knn["query_vector"], dtype=np.float32)
-        if spec.get("dims") is not None and len(q) != spec["dims"]:
-            raise _bad(f"The query vector has a different number of dimensions [{len(q)}] than the document "
-                       f"vectors [{spec['dims']}].")
-        sim = spec.get("similarity", "cosine")
-        self._check_similarity_input(sim, q, _bad)
+        q, sim = self._knn_query_vector(spec, knn)
         vecs = {i: doc.vectors[fname] for i, doc in docs.items() if fname in doc.vectors}
         return self._knn_top(idx, fname, sim, q, vecs, k)
 
@@ -1111,14 +1106,19 @@ class FakeES:
         spec = idx.mappings.get("properties", {}).get(fname, {})
         if spec.get("type") != "dense_vector":
             raise _bad(f"[knn] queries are only supported on [dense_vector] fields, got [{fname}]")
+        q, sim = self._knn_query_vector(spec, knn)
+        docs = {i: doc.vectors[fname] for i, doc in idx.visible.items() if fname in doc.vectors}
+        return self._knn_top(idx, fname, sim, q, docs, k)
+
+    def _knn_query_vector(self, spec: dict[str, Any], knn: dict[str, Any]) -> tuple[np.ndarray, str]:
+        """The query vector of a knn search / query (its dims must match the field's) and the field's similarity."""
         q = np.asarray(knn["query_vector"], dtype=np.float32)
         if spec.get("dims") is not None and len(q) != spec["dims"]:
             raise _bad(f"The query vector has a different number of dimensions [{len(q)}] than the document "
                        f"vectors [{spec['dims']}].")
         sim = spec.get("similarity", "cosine")
         self._check_similarity_input(sim, q, _bad)
-        docs = {i: doc.vectors[fname] for i, doc in idx.visible.items() if fname in doc.vectors}
-        return self._knn_top(idx, fname, sim, q, docs, k)
+        return q, sim
 
     def _knn_top(self, idx: Index, fname: str, sim: str, q: np.ndarray, docs: dict[str, np.ndarray],
                  k: int) -> dict[str, float]:
