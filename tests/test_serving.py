@@ -173,6 +173,7 @@ def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeyp
                                    "--params", str(project / "params.yaml")])
     assert out.exit_code == 0, out.output
     line = out.output.strip().splitlines()[-1]
+    assert out.output.strip().splitlines()[-2].startswith("first stage: none, exact MaxSim over all ")
     if accelerated:
         assert line.startswith("scoring: bfloat16 compute (accelerated) over bfloat16 vectors")
         assert f"top {min(N, 3 + 50)} per query rescored in float32" in line

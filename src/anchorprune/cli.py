@@ -486,8 +486,17 @@ def index_search(
 
 
 def _echo_scoring(report) -> None:
-    """The compute path of a search (float32 / bfloat16, bf16 accelerated or not), where the index reports it."""
-    if report is not None and getattr(report, "scoring", None) is not None:
+    """Which first stage answered (and how many pages it rescored), then the compute path of the search (float32 /
+    bfloat16, bf16 accelerated or not), where the index reports them."""
+    if report is None:
+        return
+    stage = getattr(report, "first_stage", None)
+    if stage is not None:
+        how = (f"exact MaxSim over all {report.pages} pages" if stage == "none"
+               else f"{report.candidates} of {report.pages} pages rescored exactly")
+        configured = f" (configured: {report.configured})" if getattr(report, "configured", None) else ""
+        typer.echo(f"first stage: {stage}, {how}{configured}")
+    if getattr(report, "scoring", None) is not None:
         typer.echo(report.scoring.describe())
 
 
