@@ -95,6 +95,8 @@ FORMAT = 1
 _VDIR = re.compile(r"^v(\d+)$")
 #: the files of a version, in the order they are written (``page_digests.npy``: versions built since issue 13)
 _FILES = ("vectors.bin", "offsets.npy", "means.npy", "pages.json", "page_digests.npy")
+#: the files a version built for a first stage adds (checksummed in the manifest like the others)
+_STAGE_FILES = {"muvera": ("first_stage.bin", "first_stage.npz"), "token_ivf": TokenIvf.FILES}
 #: bytes of the per-page digest (blake2b) of each page's stored vectors
 _DIGEST = 16
 _FIX = "run `anchorprune index rollback` to serve the last healthy version, then `anchorprune index build`"
@@ -385,10 +387,7 @@ class _Version:
         local = np.zeros(len(pages) + 1, dtype=np.int64)
         np.cumsum(lengths, out=local[1:])
         idx = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1])
-        if self.dense is not None:
-            return self.dense[torch.from_numpy(idx)], torch.from_numpy(local)
-        stored = np.asarray(self.vecs[idx])
-        return torch.from_numpy(quantize.decode(stored, self.dtype, self.dim)), torch.from_numpy(local)
+        return torch.from_numpy(self.token_rows(idx)), torch.from_numpy(local)
 
     def score_search(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None,
                      k: int) -> tuple[torch.Tensor, ComputePath]:
@@ -946,12 +945,8 @@ class LocalIndex:
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: _Version | None) -> None:
         files = {}
-        stage = counts["first_stage"]["name"]
-        for fname in (*_FILES, "first_stage.bin", "first_stage.npz", *TokenIvf.FILES):
+        for fname in (*_FILES, *_STAGE_FILES.get(counts["first_stage"]["name"], ())):
             f = staging / fname
-            if (fname.startswith("first_stage") and stage != "muvera") or (fname.startswith("ivf_")
-                                                                           and stage != "token_ivf"):
-                continue
             files[fname] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         manifest = {
             "format": FORMAT, "backend": self.backend, "name": self.name, "version": number,
@@ -1023,13 +1018,11 @@ class LocalIndex:
         v = self._serving()
         qs = [query_matrix(q, v.dim, i) for i, q in enumerate(queries)]
         stage = auto_stage(self.first_stage, len(v.page_ids), self.first_stage_threshold, self.first_stage_auto)
-        if stage == "muvera" and v.muvera is None:
-            log.warning("index %s: first stage 'muvera' asked for, but the serving v%d was built without FDEs; "
-                        "using the mean vector (rebuild the index to use MUVERA)", self.name, v.number)
-            stage = "mean"
-        if stage == "token_ivf" and v.ivf is None:
-            log.warning("index %s: first stage 'token_ivf' asked for, but the serving v%d was built without "
-                        "inverted lists; using the mean vector (rebuild the index to use token_ivf)", self.name, v.number)
+        needs = {"muvera": (v.muvera, "FDEs", "MUVERA"), "token_ivf": (v.ivf, "inverted lists", "token_ivf")}
+        if stage in needs and needs[stage][0] is None:
+            _, files, label = needs[stage]
+            log.warning("index %s: first stage %r asked for, but the serving v%d was built without %s; "
+                        "using the mean vector (rebuild the index to use %s)", self.name, stage, v.number, files, label)
             stage = "mean"
         pages = len(v.page_ids)
         if stage == "none" or self.candidates >= pages:
