@@ -261,7 +261,7 @@ class MuveraConfig(_Frozen):
 class TokenIvfConfig(_Frozen):
     """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
 
-    centroids: int | None = Field(None, ge=1)   # k-means lists (null: a power of two near 4 sqrt(tokens))
+    centroids: int | None = Field(None, ge=1)   # k-means lists (null: a power of two near 2 sqrt(tokens))
     nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
     iters: int = Field(8, ge=0)                 # k-means iterations
     seed: int = 0
@@ -300,9 +300,10 @@ class IndexConfig(_Frozen):
         uses_muvera = self.first_stage == "muvera" or (self.first_stage == "auto" and self.first_stage_auto == "muvera")
         if self.backend != "elasticsearch" or not uses_muvera:
             return self
+        from anchorprune.index.first_stage import muvera_dims  # here: the index package imports this module
+
         m = self.muvera
-        dims = m.final_dim if m.final_dim is not None else (
-            None if m.d_proj is None else m.reps * (1 << m.k_sim) * m.d_proj)
+        dims = muvera_dims(None, m.model_dump())             # None: d_proj null, known only with the vectors' dim
         if dims is not None and dims > 4096:
             raise ValueError(f"index.muvera gives {dims}-dim FDEs (reps {m.reps} x 2^k_sim {1 << m.k_sim} x d_proj "
                              f"{m.d_proj}{'' if m.final_dim is None else f', final_dim {m.final_dim}'}), above "

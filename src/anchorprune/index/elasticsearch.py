@@ -1250,9 +1250,14 @@ class ElasticsearchIndex:
         return out, report
 
 
+def _as_stored(v: np.ndarray, stored_as: str) -> np.ndarray:
+    """Page vectors ``[k, d]`` as the server stores them (bfloat16-rounded, or signs for bits), decoded to float32."""
+    return quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1])
+
+
 def _stored_fde(encoder: MuveraFirstStage, v: np.ndarray, stored_as: str) -> np.ndarray:
-    """The FDE of page vectors ``[k, d]`` as the server stores them (bfloat16-rounded, or signs for bits)."""
-    return encoder.encode_document(quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1]))
+    """The FDE of page vectors ``[k, d]`` as the server stores them."""
+    return encoder.encode_document(_as_stored(v, stored_as))
 
 
 def _stored_tokens(v: np.ndarray, stored_as: str, page_id: str = "?") -> np.ndarray:
@@ -1263,7 +1268,7 @@ def _stored_tokens(v: np.ndarray, stored_as: str, page_id: str = "?") -> np.ndar
             f"page {page_id!r} has {v.shape[0]} vectors, above Elasticsearch's index.mapping.nested_objects.limit "
             f"of {NESTED_OBJECTS_LIMIT} nested token objects per document (first stage token_ivf): prune the page "
             "harder, or use index.first_stage muvera / mean")
-    return quantize.decode(quantize.encode(v, stored_as), stored_as, v.shape[1])              # [k, d] float32
+    return _as_stored(v, stored_as)                                                            # [k, d] float32
 
 
 def _stage_field(record: dict[str, Any]) -> str | None:
