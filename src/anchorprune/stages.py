@@ -614,10 +614,7 @@ def serving_spec(ws: Workspace, index=None):
 
 def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
     """Search the serving index, encoding the query with the backbone that built it (the champion's)."""
-    index = open_serving_index(ws)
-    spec = serving_spec(ws, index)
-    qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
-    return index.search(qvecs, k)
+    return stage_search_report(ws, query, k)[0]
 
 
 def stage_search_report(ws: Workspace, query: str, k: int = 10) -> tuple[list, Any]:
