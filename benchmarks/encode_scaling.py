@@ -66,7 +66,7 @@ def child(args) -> None:
     from prefect import flow
 
     from anchorprune.config import EncodeConfig
-    from anchorprune.encoding import plan_shards
+    from anchorprune.features.encoding import plan_shards
 
     @flow(name="warm-up")
     def warm_up() -> int:   # starts the ephemeral Prefect API outside the timed call

@@ -160,9 +160,9 @@ def debian_vectors(args: argparse.Namespace) -> dict:
         return {k: z[k] for k in z.files} | {"meta": json.loads(str(z["meta"]))}
     from anchorprune.backbones.base import LayerCapture
     from anchorprune.config import load_settings, project_root
-    from anchorprune.features_cache import FeaturesCache, QueryCache
+    from anchorprune.features.cache import FeaturesCache, QueryCache
     from anchorprune.pruning.sap import SapPruner
-    from anchorprune.stages import Workspace
+    from anchorprune.stages.workspace import Workspace
 
     params = ROOT / "benchmarks" / "debian-bench.yaml"
     ws = Workspace(load_settings(params), project_root(params))

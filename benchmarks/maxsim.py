@@ -8,7 +8,7 @@ Measured in one run:
   vectors (same chunks and buffer, no reductions), timed in the same interleaved rounds as the
   scorers; and, for context, the best single call of that [M, d] x [d, chunk] product and of a
   square 2048^3 product;
-- ``anchorprune.scoring.score_packed`` on full and pruned pages;
+- ``anchorprune.evaluation.scoring.score_packed`` on full and pruned pages;
 - the reference: colpali-engine's ``BaseVisualRetrieverProcessor.score_multi_vector`` algorithm
   (pad_sequence, ``einsum("bnd,csd->bcns").max(3)[0].sum(2)``, batch 128) — colpali-engine itself
   when it imports, otherwise the same algorithm re-implemented below;
@@ -19,7 +19,7 @@ Measured in one run:
   and agreement with float32 (share of queries whose top-10 is identical, recall@10 against fp32);
   with ``--real-features`` the same columns on real page/query vectors from the quality features cache
   (MiniLM text stand-in), full pages and SAP-pruned at ``--gamma``;
-- the bf16 *shortlist* path (``anchorprune.scoring.score_shortlist``): the bf16 scan keeps the best
+- the bf16 *shortlist* path (``anchorprune.evaluation.scoring.score_shortlist``): the bf16 scan keeps the best
   ``k + margin`` pages per query, rescored exactly in float32, from a float32 copy of the same vectors
   (agreement against the float32 store) and from the bf16-stored vectors themselves (agreement against
   float32 scoring of those stored vectors, and against the float32 store); margins 0, 5, 10 and the
@@ -52,7 +52,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from anchorprune.scoring import (  # noqa: E402
+from anchorprune.evaluation.scoring import (  # noqa: E402
     DEFAULT_BUFFER_ELEMENTS,
     bf16_accelerated,
     default_margin,
@@ -228,7 +228,7 @@ def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tenso
     from anchorprune.backbones.base import LayerCapture
     from anchorprune.backbones.minilm_text import MiniLMTextBackbone
     from anchorprune.data.schema import load_dataset_dir
-    from anchorprune.features_cache import FeaturesCache, QueryCache
+    from anchorprune.features.cache import FeaturesCache, QueryCache
 
     ds = load_dataset_dir(data_dir)
     backbone = MiniLMTextBackbone()
@@ -245,7 +245,7 @@ def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tenso
 def real_vectors_check(path: Path, gamma: float, rounds: int, data_dir: Path | None = None) -> dict:
     """bf16 vs fp32 on real (stand-in) vectors: every page full and SAP-pruned (window 3-4) at ``gamma``."""
     from anchorprune.pruning import build_pruner
-    from anchorprune.scoring import pack
+    from anchorprune.evaluation.scoring import pack
 
     feats, queries, source = load_real(path, data_dir)
     pids = sorted(feats)

@@ -91,7 +91,7 @@ def encode_shared(ds, backbone: MiniLMTextBackbone, features_root: Path):
     ``large`` variant only encodes the pages the ``demo`` variant lacks. Returns ``(features, queries,
     encode_s, cache_stats)``; ``encode_s`` covers this run's cache misses only.
     """
-    from anchorprune.features_cache import FeaturesCache, QueryCache
+    from anchorprune.features.cache import FeaturesCache, QueryCache
 
     pages = list(ds.pages(images=False))       # the text stand-in reads the text layer only
     cache = FeaturesCache(features_root)
@@ -139,20 +139,20 @@ def encode(ds, backbone: MiniLMTextBackbone, cache_dir: Path, batch_pages: int =
 
 def score_matrix(queries: Sequence[torch.Tensor], docs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Exhaustive MaxSim ``[Q, P]`` through the project's scoring module."""
-    from anchorprune.scoring import maxsim_matrix
+    from anchorprune.evaluation.scoring import maxsim_matrix
 
     return maxsim_matrix(list(queries), list(docs))
 
 
 def per_query(scores: torch.Tensor, qids: Sequence[str], pids: Sequence[str],
               qrels: Mapping[str, Mapping[str, int]], top: int | None = None) -> dict[str, np.ndarray]:
-    """Per-query nDCG@5 and recall@5 (``anchorprune.metrics``), in ``qids`` order.
+    """Per-query nDCG@5 and recall@5 (``anchorprune.evaluation.metrics``), in ``qids`` order.
 
     ``top`` keeps each query's best ``top`` pages in the run (the @5 measures only read the first 5
     ranks and the qrels): the Debian corpus's 10.7k pages per query would otherwise make a run of
     millions of entries per method.
     """
-    from anchorprune.metrics import evaluate_run, run_from_scores
+    from anchorprune.evaluation.metrics import evaluate_run, run_from_scores
 
     run = run_from_scores(scores, list(qids), list(pids), top=top)
     ev = evaluate_run({q: dict(qrels[q]) for q in qids}, run, ks=(K,))
@@ -271,8 +271,8 @@ def debian_source(args: argparse.Namespace) -> dict:
     """
     from anchorprune.config import load_settings, project_root
     from anchorprune.data.schema import split_queries
-    from anchorprune.features_cache import FeaturesCache, QueryCache
-    from anchorprune.stages import Workspace
+    from anchorprune.features.cache import FeaturesCache, QueryCache
+    from anchorprune.stages.workspace import Workspace
 
     params = ROOT / "benchmarks" / "debian-bench.yaml"
     ws = Workspace(load_settings(params), project_root(params))
@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "debian": "quality_demo_debian.json"}[args.variant]
 
     from anchorprune.data.schema import split_queries
-    from anchorprune.retention import select_sr_window, sr_curve
+    from anchorprune.evaluation.retention import select_sr_window, sr_curve
 
     cache_stats: dict = {}
     sample: dict | None = None
@@ -633,7 +633,7 @@ def comparison_table(result: dict) -> str:
 def log_mlflow(result: dict, table: str) -> None:
     try:
         from anchorprune.config import load_settings
-        from anchorprune.tracking import Tracker
+        from anchorprune.tracking.tracker import Tracker
     except ImportError as exc:  # tracking is optional for this benchmark
         log.warning("MLflow logging skipped: %s", exc)
         return

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from anchorprune.stages import stage_calibrate
-from anchorprune.summary import calibrate_markdown
+from anchorprune.stages.calibrate import stage_calibrate
+from anchorprune.tracking.summary import calibrate_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
 from anchorprune.config import EncodeConfig, Settings, load_settings
-from anchorprune.provenance import stage_key
-from anchorprune.stages import Workspace
+from anchorprune.tracking.provenance import stage_key
+from anchorprune.stages.workspace import Workspace
 
 
 def provenance_key(task_ctx, inputs: dict) -> str | None:
-    """Config, dataset content, library code, package version and git commit (anchorprune.provenance)."""
+    """Config, dataset content, library code, package version and git commit (anchorprune.tracking.provenance)."""
     if "params" not in inputs or "root" not in inputs:
         return None
     return stage_key(inputs["params"], inputs["root"])
@@ -97,7 +97,7 @@ def local_cluster_kwargs(cfg: EncodeConfig, jobs: int | None = None) -> dict:
     The worker processes get this process's Prefect API: without it each would start an ephemeral
     server of its own on the same database (``database is locked``).
     """
-    from anchorprune.encoding import WORKER_THREADS_ENV
+    from anchorprune.features.encoding import WORKER_THREADS_ENV
 
     workers = cfg.workers or os.cpu_count() or 1
     threads = str(cfg.torch_threads)

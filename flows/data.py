@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from anchorprune.stages import stage_data
-from anchorprune.summary import data_markdown
+from anchorprune.stages.data import stage_data
+from anchorprune.tracking.summary import data_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, workspace
 

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.config import BackboneConfig, EncodeConfig
-from anchorprune.encoding import encode_shard
+from anchorprune.features.encoding import encode_shard
 from anchorprune.pages import Page
-from anchorprune.stages import plan_encode, stage_encode
+from anchorprune.stages.encode import plan_encode, stage_encode
 from flows.artifacts import publish
 from flows.common import (
     IO_RETRIES,

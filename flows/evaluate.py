@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from anchorprune.stages import champion_config, stage_evaluate
-from anchorprune.summary import evaluate_markdown
+from anchorprune.stages.evaluate import champion_config, stage_evaluate
+from anchorprune.tracking.summary import evaluate_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, dask_map, workspace
 

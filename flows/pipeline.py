@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from anchorprune.summary import pipeline_markdown, recalibrate_markdown
+from anchorprune.tracking.summary import pipeline_markdown, recalibrate_markdown
 from flows.artifacts import publish
 from flows.calibrate import calibrate_flow
 from flows.common import workspace
@@ -22,7 +22,7 @@ def pipeline_flow(params: str = "params.yaml", root: str = ".", rebuild_data: bo
     windows = calibrate_flow(params, root)
     evaluation = evaluate_flow(params, root, windows=windows)
     promotion = promote_flow(params, root)
-    from anchorprune.stages import index_backbone
+    from anchorprune.stages.index import index_backbone
 
     served = index_backbone(workspace(params, root)).name
     if promotion.get(served, {}).get("champion") is None:

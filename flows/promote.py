@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from anchorprune.stages import stage_promote
-from anchorprune.summary import promote_markdown
+from anchorprune.stages.promote import stage_promote
+from anchorprune.tracking.summary import promote_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, backbone_names, workspace
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from anchorprune.stages import stage_index
-from anchorprune.summary import index_markdown
+from anchorprune.stages.index import stage_index
+from anchorprune.tracking.summary import index_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, settings, workspace
 from flows.concurrency import index_build_slot, index_limit_name

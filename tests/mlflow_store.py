@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from anchorprune.config import TrackingConfig
-from anchorprune.tracking import Tracker
+from anchorprune.tracking.tracker import Tracker
 
 
 def make_template(dir_: Path) -> Path:

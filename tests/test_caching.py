@@ -7,7 +7,7 @@ import shutil
 import yaml
 from flows.common import STAGE_POLICY, provenance_key
 
-from anchorprune import provenance
+from anchorprune.tracking import provenance
 
 BACKBONES = [{"name": "b", "kind": "mock", "model_id": "anchorprune/mock"}]  # a config needs one (#16)
 
@@ -46,7 +46,7 @@ def test_library_code_change_invalidates(tmp_path, monkeypatch):
     shutil.copytree(provenance.CODE_DIRS[0], code / "anchorprune", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(provenance, "CODE_DIRS", (code / "anchorprune",))
     before = _key(root)
-    target = code / "anchorprune" / "evaluation.py"
+    target = code / "anchorprune" / "evaluation" / "grid.py"
     target.write_text(target.read_text() + "\n# a change in library code\n")
     assert _key(root) != before
 

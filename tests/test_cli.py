@@ -96,7 +96,7 @@ def test_doctor_reports_a_live_prefect_api(monkeypatch):
     server = http.server.HTTPServer(("127.0.0.1", 0), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from anchorprune.doctor import prefect_status
+        from anchorprune.cli.doctor import prefect_status
 
         assert "answers (health True)" in prefect_status(f"http://127.0.0.1:{server.server_port}/api")
     finally:

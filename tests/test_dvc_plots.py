@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from anchorprune.dvc_plots import render_page
+from anchorprune.tracking.dvc_plots import render_page
 
 ROOT = Path(__file__).parents[1]
 

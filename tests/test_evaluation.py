@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from anchorprune.encoding import EncodedCorpus
-from anchorprune.evaluation import BYTES_PER_VALUE, EvaluationResult, evaluate_grid, grid_jobs
+from anchorprune.features.encoding import EncodedCorpus
+from anchorprune.evaluation.grid import BYTES_PER_VALUE, EvaluationResult, evaluate_grid, grid_jobs
 from anchorprune.features import PageFeatures
 
 E = torch.eye(4)
@@ -81,7 +81,7 @@ def test_eos_adaptive_records_its_kappa(corpus):
 
 
 def test_round_trip_through_json(corpus, tmp_path):
-    from anchorprune.stages import load_evaluation
+    from anchorprune.stages.evaluate import load_evaluation
 
     r = grid(corpus, ["eos_topk", "random"], [0.5], random_trials=2)
     r.configs[0].run_id = "abc"

@@ -5,7 +5,7 @@ import torch
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
-from anchorprune.features_cache import FeaturesCache, QueryCache, backbone_key
+from anchorprune.features.cache import FeaturesCache, QueryCache, backbone_key
 from anchorprune.pages import Page
 
 

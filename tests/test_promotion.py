@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from anchorprune.promotion import Candidate, certify, choose_champion, gate
+from anchorprune.promotion.rule import Candidate, certify, choose_champion, gate
 
 
 def cand(method="sap", gamma=0.1, retention=0.95, vectors=10.0, random=0.7, window="2-3", low=None, vs_low=0.1,

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from anchorprune.promotion import Candidate
-from anchorprune.registry import ChampionSpec, current_champion, model_name, promote, stale_reason
-from anchorprune.tracking import Tracker
+from anchorprune.promotion.rule import Candidate
+from anchorprune.promotion.registry import ChampionSpec, current_champion, model_name, promote, stale_reason
+from anchorprune.tracking.tracker import Tracker
 
 
 def cand(gamma, vectors, retention, random=0.5):
@@ -126,7 +126,7 @@ def test_series_logged_with_step(tracker):
 
 def test_tracking_uri_resolution(monkeypatch, tmp_path):
     from anchorprune.config import TrackingConfig
-    from anchorprune.tracking import resolve_tracking_uri
+    from anchorprune.tracking.tracker import resolve_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resolve_tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"

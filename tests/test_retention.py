@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anchorprune.features import PageFeatures
-from anchorprune.retention import (
+from anchorprune.evaluation.retention import (
     WindowError,
     resolve_window,
     score_retention,
@@ -19,7 +19,7 @@ from anchorprune.retention import (
     sr_mean_of_ratios,
     sr_ratio_of_means,
 )
-from anchorprune.scoring import maxsim
+from anchorprune.evaluation.scoring import maxsim
 
 
 def page(emb, centrality, page_id="p", layers=None, eos=None):

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchorprune.scoring import ScoringError, maxsim, maxsim_matrix, pack, score_packed
+from anchorprune.evaluation.scoring import ScoringError, maxsim, maxsim_matrix, pack, score_packed
 
 
 def naive(query: torch.Tensor, page: torch.Tensor) -> float:
@@ -149,7 +149,7 @@ def test_bf16_compute_matches_fp32_within_bf16_rounding(seed):
 
 
 def test_auto_falls_back_to_fp32_where_bf16_is_not_accelerated(monkeypatch):
-    import anchorprune.scoring as scoring
+    import anchorprune.evaluation.scoring as scoring
 
     qs, ps = _ragged(2)
     vecs, off = pack(ps)
@@ -166,7 +166,7 @@ def test_auto_falls_back_to_fp32_where_bf16_is_not_accelerated(monkeypatch):
 
 
 def test_bf16_detection_follows_torch_probes(monkeypatch):
-    import anchorprune.scoring as scoring
+    import anchorprune.evaluation.scoring as scoring
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
@@ -194,7 +194,7 @@ def test_bf16_nan_page_is_named():
 @pytest.mark.parametrize("accelerated", [False, True])
 def test_local_index_stores_and_scores_bfloat16(tmp_path, monkeypatch, accelerated):
     import anchorprune.index.local as local
-    import anchorprune.scoring as scoring
+    import anchorprune.evaluation.scoring as scoring
     from anchorprune.index.local import LocalIndex
     from anchorprune.pruning.base import PrunedPage
 
@@ -238,7 +238,7 @@ def _near_tie_pages():
 
 
 def test_near_tie_flips_under_plain_bf16_and_the_shortlist_restores_fp32_order(monkeypatch):
-    import anchorprune.scoring as scoring
+    import anchorprune.evaluation.scoring as scoring
 
     q, pages = _near_tie_pages()
     vecs, off = pack(pages)
@@ -259,7 +259,7 @@ def test_near_tie_flips_under_plain_bf16_and_the_shortlist_restores_fp32_order(m
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_shortlist_top_k_equals_fp32_top_k_on_many_near_ties(seed):
-    from anchorprune.scoring import score_shortlist
+    from anchorprune.evaluation.scoring import score_shortlist
 
     g = torch.Generator().manual_seed(seed)
     dim, k = 32, 10
@@ -287,7 +287,7 @@ def test_shortlist_top_k_equals_fp32_top_k_on_many_near_ties(seed):
 
 
 def test_shortlist_falls_back_to_fp32_over_every_page(monkeypatch):
-    import anchorprune.scoring as scoring
+    import anchorprune.evaluation.scoring as scoring
 
     qs, ps = _ragged(5)
     vecs, off = pack(ps)

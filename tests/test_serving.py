@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from anchorprune.config import load_settings
-from anchorprune.promotion import Candidate
-from anchorprune.registry import ChampionSpec, _pyfunc_class
-from anchorprune.stages import Workspace, serving_spec, stage_index, stage_search
+from anchorprune.promotion.rule import Candidate
+from anchorprune.promotion.registry import ChampionSpec, _pyfunc_class
+from anchorprune.stages.index import stage_index
+from anchorprune.stages.search import serving_spec, stage_search
+from anchorprune.stages.workspace import Workspace
 
 N = 8
 SPEC_BACKBONE = {"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted", "batch_size": 3}
@@ -62,7 +64,7 @@ def spec_for(method: str) -> tuple[Candidate, ChampionSpec]:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_serves_from_its_spec(project, method, monkeypatch):
-    import anchorprune.registry as registry
+    import anchorprune.promotion.registry as registry
 
     cand, spec = spec_for(method)
     monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone: (cand, spec))
@@ -114,9 +116,9 @@ def test_sap_max_is_refused_by_the_config(tmp_path):
 def test_index_stage_encodes_and_prunes_a_chunk_at_a_time(project, monkeypatch):
     """The index build consumes a generator: at most one chunk of features is alive, whatever the corpus size
     (all-layer features of 10k pages would be ~10 GB). Same index as encoding everything at once."""
-    import anchorprune.encoding as encoding
-    import anchorprune.registry as registry
-    import anchorprune.stages as stages
+    import anchorprune.features.encoding as encoding
+    import anchorprune.promotion.registry as registry
+    import anchorprune.stages.index as stages
     from anchorprune.index.local import LocalIndex
 
     cand, spec = spec_for("sap")
@@ -155,8 +157,8 @@ def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeyp
     from typer.testing import CliRunner
 
     import anchorprune.index.local as local
-    import anchorprune.registry as registry
-    import anchorprune.scoring as scoring
+    import anchorprune.promotion.registry as registry
+    import anchorprune.evaluation.scoring as scoring
     from anchorprune.cli import app
 
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -10,7 +10,10 @@ from anchorprune.config import load_settings
 from anchorprune.data import validation
 from anchorprune.data.schema import DatasetWriter
 from anchorprune.data.validation import DataValidationError, dataset_content_hash, ensure_valid
-from anchorprune.stages import Workspace, stage_calibrate, stage_evaluate, stage_promote
+from anchorprune.stages.calibrate import stage_calibrate
+from anchorprune.stages.evaluate import stage_evaluate
+from anchorprune.stages.promote import stage_promote
+from anchorprune.stages.workspace import Workspace
 
 
 def write_dataset(d: Path, *, dup_page: bool = False, dangling_qrel: bool = False, n: int = 6) -> Path:

@@ -8,7 +8,9 @@ import pytest
 
 from anchorprune.config import Settings
 from anchorprune.data.schema import DatasetWriter
-from anchorprune.stages import Workspace, candidates_from, load_evaluation, stage_calibrate, stage_evaluate
+from anchorprune.stages.calibrate import stage_calibrate
+from anchorprune.stages.evaluate import candidates_from, load_evaluation, stage_evaluate
+from anchorprune.stages.workspace import Workspace
 
 N = 8   # topics per source
 

@@ -85,7 +85,7 @@ def test_real_colpali_engine_classes_on_the_real_layouts():
     from anchorprune.backbones.capture import find_decoder_layers
     from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
     from anchorprune.pages import Page
-    from anchorprune.retention import WindowError, resolve_window
+    from anchorprune.evaluation.retention import WindowError, resolve_window
 
     ref, _ = L.colpali_v1_3()
     pali = ColPali(copy.deepcopy(ref.config.vlm_config)).eval()

@@ -21,7 +21,7 @@ from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
 from anchorprune.backbones.colqwen2 import ColQwen2Backbone
 from anchorprune.backbones.jina_v4 import JinaV4Backbone
 from anchorprune.pages import Page
-from anchorprune.retention import WindowError, resolve_window
+from anchorprune.evaluation.retention import WindowError, resolve_window
 
 
 def _img(w: int, h: int, seed: int = 0) -> PIL.Image.Image:

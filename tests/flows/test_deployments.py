@@ -31,7 +31,8 @@ def test_triggered_deployment_run_completes(project, monkeypatch):
     from prefect.runner import Runner
 
     from anchorprune.config import load_settings
-    from anchorprune.stages import Workspace, open_serving_index
+    from anchorprune.stages.index import open_serving_index
+    from anchorprune.stages.workspace import Workspace
 
     pipeline_flow(params="params.yaml", root=str(project))  # a champion and a first index version exist
     deps = {d.name: d for d in build_deployments("params.yaml", str(project))}

@@ -13,7 +13,7 @@ from flows.encode import encode_flow
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
 from anchorprune.data.schema import load_dataset_dir
-from anchorprune.features_cache import FeaturesCache
+from anchorprune.features.cache import FeaturesCache
 
 N_SHARD = 8
 FORWARD = MockBackbone.encode_pages    # the real forward pass, whatever a test has patched since

@@ -7,10 +7,13 @@ import json
 import pytest
 
 from anchorprune.config import load_settings
-from anchorprune.promotion import choose_champion
-from anchorprune.registry import current_champion, model_name
-from anchorprune.stages import Workspace, candidates_from, load_evaluation, open_serving_index, stage_search
-from anchorprune.tracking import Tracker
+from anchorprune.promotion.rule import choose_champion
+from anchorprune.promotion.registry import current_champion, model_name
+from anchorprune.stages.evaluate import candidates_from, load_evaluation
+from anchorprune.stages.index import open_serving_index
+from anchorprune.stages.search import stage_search
+from anchorprune.stages.workspace import Workspace
+from anchorprune.tracking.tracker import Tracker
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +113,7 @@ def test_pipeline_end_to_end(project):
     # a triggered reindex with champion, data and index config unchanged builds nothing and says so
     from flows.reindex import reindex_flow
 
-    from anchorprune.stages import serving_is_current, stage_index
+    from anchorprune.stages.index import serving_is_current, stage_index
 
     kept = [v.number for v in open_serving_index(ws).versions()]
     noop = reindex_flow(params="params.yaml", root=str(project))

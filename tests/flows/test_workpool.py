@@ -184,7 +184,8 @@ def start_worker(tmp_path):
 
 def serving_version(root: Path) -> int:
     from anchorprune.config import load_settings
-    from anchorprune.stages import Workspace, open_serving_index
+    from anchorprune.stages.index import open_serving_index
+    from anchorprune.stages.workspace import Workspace
 
     return open_serving_index(Workspace(load_settings(root / "params.yaml"), root)).current().number
 

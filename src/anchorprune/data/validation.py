@@ -326,7 +326,7 @@ def validate_dataset_dir(path: str | Path, raise_on_failure: bool = True) -> Val
 
 def dataset_content_hash(path: str | Path) -> str:
     """sha256 over every file of a dataset folder (relative path + bytes), in a stable order."""
-    from anchorprune.provenance import tree_hash
+    from anchorprune.tracking.provenance import tree_hash
 
     return tree_hash(Path(path))
 

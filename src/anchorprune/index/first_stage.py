@@ -60,7 +60,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from anchorprune.index.base import IndexInputError, normalized_mean
-from anchorprune.scoring import ComputePath
+from anchorprune.evaluation.scoring import ComputePath
 
 FirstStageName = Literal["none", "mean", "muvera", "token_ivf"]
 #: every first stage a build can prepare

@@ -28,7 +28,7 @@ memory-map ``vectors.bin`` and re-read ``CURRENT`` on every search, so a swap is
 up at the next query and a version deleted under a running reader stays readable to it
 (POSIX unlink semantics).
 
-Scoring: exact MaxSim through :func:`anchorprune.scoring.score_packed` (chunked matmul
+Scoring: exact MaxSim through :func:`anchorprune.evaluation.scoring.score_packed` (chunked matmul
 over the memory map). Sign-bit pages are decoded chunk by chunk to ``±1/sqrt(d)``
 (:mod:`anchorprune.index.quantize`) and scored against the float query (asymmetric).
 Two-stage search ranks pages by a first stage (:mod:`anchorprune.index.first_stage`: the
@@ -87,7 +87,7 @@ from anchorprune.index.first_stage import (
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
 from anchorprune.index.token_ivf import TokenIvf, TokenIvfParams
 from anchorprune.pruning.base import PrunedPage
-from anchorprune.scoring import ComputePath, bf16_accelerated, score_packed, score_shortlist
+from anchorprune.evaluation.scoring import ComputePath, bf16_accelerated, score_packed, score_shortlist
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def index_root(location: Path | str) -> Path:
     ...
     anchorprune.index.base.IndexInputError: index folder s3://bucket/indexes: the local index needs a local filesystem (memory maps, an OS file lock, atomic rename); give a path or a file:// URL, or use index.backend: elasticsearch
     """
-    from anchorprune.storage import LOCAL, is_url, scheme_of
+    from anchorprune.features.storage import LOCAL, is_url, scheme_of
 
     if not is_url(location):
         return Path(location)
@@ -395,7 +395,7 @@ class _Version:
 
         A bfloat16 version searched from its memory map on a CPU with native bf16 scans every page with
         bf16 matmuls and rescores the best ``k + margin`` per query exactly in float32 from the stored
-        rows (:func:`anchorprune.scoring.score_shortlist`); everything else is :meth:`score_all`.
+        rows (:func:`anchorprune.evaluation.scoring.score_shortlist`); everything else is :meth:`score_all`.
         """
         if self.dense is None and self.dtype == "bfloat16":
             ct = _chunk_tokens(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
@@ -429,7 +429,7 @@ class _Version:
 
 
 def _top_k(scores: torch.Tensor, k: int, page_ids: Sequence[str], which: np.ndarray | None = None) -> list[Hit]:
-    """The ``k`` best pages, score descending, ties broken by page id ascending (as :mod:`anchorprune.metrics`).
+    """The ``k`` best pages, score descending, ties broken by page id ascending (as :mod:`anchorprune.evaluation.metrics`).
 
     >>> [h.page_id for h in _top_k(torch.tensor([1.0, 2.0, 2.0, 0.5]), 2, ["d", "c", "b", "a"])]
     ['b', 'c']

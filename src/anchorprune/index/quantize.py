@@ -2,7 +2,7 @@
 
 ``bfloat16`` rows are stored as their raw 16-bit patterns (``uint16``; numpy has no bfloat16):
 round-to-nearest-even from float32 by torch, read back as a torch ``bfloat16`` tensor without a
-copy (:func:`as_bfloat16`) so :func:`anchorprune.scoring.score_packed` can multiply them in bf16
+copy (:func:`as_bfloat16`) so :func:`anchorprune.evaluation.scoring.score_packed` can multiply them in bf16
 where the CPU accelerates it.
 
 ``bits`` keeps one bit per dimension (``v > 0``), packed 8 to a byte with

@@ -282,7 +282,7 @@ def choose_champion(
 
 def certified_candidates(evaluation, backbone: str, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
                          seed: int = 0, groups: dict[str, str] | None = None) -> list[Candidate]:
-    """Candidates with bootstrap intervals from an :class:`~anchorprune.evaluation.EvaluationResult`.
+    """Candidates with bootstrap intervals from an :class:`~anchorprune.evaluation.grid.EvaluationResult`.
 
     Every config is bootstrapped over the same query draws (one seed), paired with the
     full reference and with random at its γ. ``groups`` maps a query id to its source

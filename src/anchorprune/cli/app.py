@@ -46,7 +46,7 @@ def not_yet(stage: str, issue: int) -> None:
 @app.command()
 def doctor(params: ParamsOpt = Path("params.yaml")) -> None:
     """Print the stack's versions and where each part lives (MLflow, Prefect, Elasticsearch, GPU)."""
-    from anchorprune.doctor import report
+    from anchorprune.cli.doctor import report
 
     typer.echo(report(params))
 
@@ -209,7 +209,7 @@ BackboneOpt = Annotated[str | None, typer.Option("--backbone", "-b", help="only 
 
 
 def _workspace(params: Path):
-    from anchorprune.stages import Workspace
+    from anchorprune.stages.workspace import Workspace
 
     return Workspace(settings_or_exit(params), project_root(params))
 
@@ -238,7 +238,7 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
     With ``encode.runner: dask`` (the default) the missing pages are encoded in shards on a Dask
     cluster by the Prefect encode flow; with ``inline`` in this process.
     """
-    from anchorprune.stages import stage_encode
+    from anchorprune.stages.encode import stage_encode
 
     ws = _workspace(params)
     names = _backbones(ws, backbone)
@@ -260,7 +260,7 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
 @app.command()
 def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Per backbone: SR-by-layer curve on calibration pairs, then the SR-guided window."""
-    from anchorprune.stages import stage_calibrate
+    from anchorprune.stages.calibrate import stage_calibrate
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
@@ -272,8 +272,8 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
 @app.command()
 def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Methods x gamma x windows from the features cache, logged to MLflow."""
-    from anchorprune.report import results_table
-    from anchorprune.stages import stage_evaluate
+    from anchorprune.tracking.report import results_table
+    from anchorprune.stages.evaluate import stage_evaluate
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
@@ -283,7 +283,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = No
 @app.command()
 def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Apply the promotion rule and move the registry alias 'champion'."""
-    from anchorprune.stages import stage_promote
+    from anchorprune.stages.promote import stage_promote
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
@@ -326,7 +326,8 @@ def pipeline(
     idx = result["index"]
     typer.echo(f"index {idx['index']} {'now serves' if idx.get('rebuilt', True) else 'unchanged, still serves'} "
                f"version {idx['version']}" + ("" if idx.get("rebuilt", True) else f" ({idx['reason']})"))
-    from anchorprune.stages import Workspace, stage_search_report
+    from anchorprune.stages.search import stage_search_report
+    from anchorprune.stages.workspace import Workspace
 
     ws = Workspace(settings_or_exit(params), root)
     q = query or next(iter(ws.dataset.queries.values()))
@@ -386,7 +387,7 @@ def plots(
     out: Annotated[Path | None, typer.Option(help="folder for index.html (default: <reports_dir>/plots)")] = None,
 ) -> None:
     """The dvc.yaml plots as one offline HTML page (DVC fills the templates, vl-convert draws SVG; no CDN)."""
-    from anchorprune.dvc_plots import PlotsError, render_offline
+    from anchorprune.tracking.dvc_plots import PlotsError, render_offline
 
     cfg = settings_or_exit(params)
     root = project_root(params)
@@ -406,8 +407,8 @@ def plots(
 # unlock work even when the serving version is broken; every failure is one line and a non-zero exit.
 def _index_errors():
     from anchorprune.index import IndexStoreError
-    from anchorprune.scoring import ScoringError
-    from anchorprune.stages import IndexStageError
+    from anchorprune.evaluation.scoring import ScoringError
+    from anchorprune.stages.index import IndexStageError
 
     return (IndexStoreError, ScoringError, IndexStageError)
 
@@ -451,7 +452,7 @@ def index_build(
     """
     import logging
 
-    from anchorprune.stages import stage_index
+    from anchorprune.stages.index import stage_index
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     info = _index_call(lambda: stage_index(_workspace(params), wait=wait, force=force))
@@ -475,7 +476,7 @@ def index_search(
         typer.echo('error: the query is empty; pass the text to search for, e.g. `anchorprune index search '
                    '"how do I install R packages"`', err=True)
         raise typer.Exit(2)
-    from anchorprune.stages import stage_search_report
+    from anchorprune.stages.search import stage_search_report
 
     ws = _workspace(params)
     idx = _open_index(params)
@@ -502,8 +503,8 @@ def _echo_scoring(report) -> None:
 
 def _echo_hits(ws, query: str, hits) -> None:
     """The hits as a table, under a line naming the index version and the model that built it."""
-    from anchorprune.stages import open_serving_index
-    from anchorprune.summary import describe_hits
+    from anchorprune.stages.index import open_serving_index
+    from anchorprune.tracking.summary import describe_hits
 
     serving = _index_call(lambda: open_serving_index(ws).current())
     meta = (serving.manifest.get("meta") or {}) if serving is not None else {}

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from anchorprune.encoding import EncodedCorpus
+from anchorprune.features.encoding import EncodedCorpus
 
 
 @dataclass
@@ -69,8 +69,8 @@ def calibrate(
     seed: int = 0,
 ) -> CalibrationResult:
     """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (SPEC §3)."""
-    from anchorprune.evaluation import torch_threads
-    from anchorprune.retention import select_sr_window, sr_curve
+    from anchorprune.evaluation.grid import torch_threads
+    from anchorprune.evaluation.retention import select_sr_window, sr_curve
 
     if not pairs:
         raise ValueError("calibration needs at least one (query, gold page) pair: are there calibration queries?")

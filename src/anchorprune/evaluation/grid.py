@@ -2,13 +2,13 @@
 
 Every config prunes every page from the features cache, scores each evaluation
 query against the pages of its own source (all pages when the dataset has no
-sources; :mod:`anchorprune.sources`) with exhaustive MaxSim, and reports the
+sources; :mod:`anchorprune.evaluation.sources`) with exhaustive MaxSim, and reports the
 macro average over sources of nDCG/recall/MRR,
 ``ndcg_retention`` against the full index, score retention of the gold pairs,
 and storage. Random runs ``random_trials`` seeds (mean and std).
 
 Each config also keeps its **per-query** nDCG@5 (random: averaged over its trials
-per query), so promotion can bootstrap over queries (:mod:`anchorprune.promotion`),
+per query), so promotion can bootstrap over queries (:mod:`anchorprune.promotion.rule`),
 and the κ an adaptive-EOS config was built with, so the same config can be served.
 Results are pydantic models: ``EvaluationResult.model_dump_json`` /
 ``model_validate_json`` is the on-disk format of ``reports/evaluation/<backbone>.json``.
@@ -30,8 +30,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from anchorprune.encoding import EncodedCorpus
-from anchorprune.windows import window_label
+from anchorprune.features.encoding import EncodedCorpus
+from anchorprune.evaluation.windows import window_label
 
 __all__ = ["ConfigResult", "EvaluationResult", "evaluate_grid", "grid_jobs", "window_label"]
 
@@ -152,7 +152,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def _score(corpus: EncodedCorpus, vectors: Mapping[str, torch.Tensor], qids: Sequence[str],
            pids: Sequence[str] | None = None) -> torch.Tensor:
-    from anchorprune.scoring import pack, score_packed
+    from anchorprune.evaluation.scoring import pack, score_packed
 
     pids = corpus.page_ids if pids is None else pids
     vecs, offsets = pack([vectors[p] for p in pids])
@@ -172,8 +172,8 @@ def _measure(
     pids: Sequence[str],
     ks: Sequence[int],
 ) -> tuple[dict[str, float], float, float, int, dict[str, float]]:
-    from anchorprune.metrics import evaluate_run, run_from_scores
-    from anchorprune.retention import sr_mean_of_ratios, sr_ratio_of_means
+    from anchorprune.evaluation.metrics import evaluate_run, run_from_scores
+    from anchorprune.evaluation.retention import sr_mean_of_ratios, sr_ratio_of_means
 
     run = run_from_scores(scores, qids, pids)
     ev = evaluate_run({q: dict(qrels[q]) for q in qids}, run, ks=tuple(ks))
@@ -191,7 +191,7 @@ def _measure_sources(
     vectors: Mapping[str, torch.Tensor],
     full_scores: Mapping[str, torch.Tensor],   # source -> [Q_s, P_s] scores of the full index
     qrels: Mapping[str, Mapping[str, int]],
-    groups: Sequence,                           # anchorprune.sources.SourceGroup
+    groups: Sequence,                           # anchorprune.evaluation.sources.SourceGroup
     ks: Sequence[int],
 ) -> tuple[dict[str, float], float, float, int, dict[str, dict[str, float]], dict[str, torch.Tensor],
            dict[str, float]]:
@@ -200,7 +200,7 @@ def _measure_sources(
     Returns (macro metrics, SR ratio of means, SR mean of ratios, excluded pairs, per-source metrics,
     per-source score matrices, per-query nDCG@5). With one source this is exactly :func:`_measure` on all pages.
     """
-    from anchorprune.sources import macro_average
+    from anchorprune.evaluation.sources import macro_average
 
     per_source, scores, roms, mors, excluded, per_query = {}, {}, [], [], 0, {}
     for g in groups:
@@ -283,7 +283,7 @@ def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, flo
 def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
                    kappa_calibration, progress, extra_configs=(), query_sources=None,
                    page_sources=None, map_jobs=None) -> EvaluationResult:
-    from anchorprune.sources import per_source_keys, source_groups
+    from anchorprune.evaluation.sources import per_source_keys, source_groups
 
     qids = [q for q in eval_qids if q in corpus.queries]
     if not qids:
@@ -356,7 +356,7 @@ def evaluate_job_group(ctx: _GridContext, jobs: Sequence[tuple]) -> list[ConfigR
     """The configs of one (method, window) group, in order: a unit a task runner can run anywhere."""
     from anchorprune.pruning import build_pruner
     from anchorprune.pruning.eos import calibrate_kappa
-    from anchorprune.sources import per_source_keys
+    from anchorprune.evaluation.sources import per_source_keys
 
     corpus, qrels, groups, ks, qids, pids = ctx.corpus, ctx.qrels, ctx.groups, ctx.ks, ctx.qids, ctx.pids
     full_scores, full_vecs, full_by_source = ctx.full_scores, ctx.full_vecs, ctx.full_by_source

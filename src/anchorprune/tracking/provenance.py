@@ -54,8 +54,8 @@ def code_fingerprint(dirs: Iterable[Path] | None = None) -> str:
 def stage_key(params: str | Path, root: str | Path) -> str:
     """The provenance part of a stage's cache key: config, data content, code, version, git commit."""
     from anchorprune.config import load_settings
-    from anchorprune.stages import Workspace
-    from anchorprune.tracking import git_commit
+    from anchorprune.stages.workspace import Workspace
+    from anchorprune.tracking.tracker import git_commit
 
     root = Path(root).resolve()
     params = Path(params)

@@ -50,7 +50,7 @@ def encode_pages(
         for i in range(0, len(pages), batch_size):
             feats += backbone.encode_pages(pages[i:i + batch_size], capture)
     else:
-        from anchorprune.features_cache import FeaturesCache
+        from anchorprune.features.cache import FeaturesCache
 
         feats = FeaturesCache(cache_dir, claim_ttl_s=claim_ttl_s).get_or_encode(backbone, pages, capture,
                                                                                batch_size=batch_size)
@@ -63,7 +63,7 @@ def encode_queries(backbone: Backbone, queries: Mapping[str, str], batch_size: i
     """``[m, d]`` vectors per query id; with ``cache_dir`` each (text, model, revision) is encoded once."""
     qids = list(queries)
     if cache_dir is not None:
-        from anchorprune.features_cache import QueryCache
+        from anchorprune.features.cache import QueryCache
 
         vecs = QueryCache(cache_dir).get_or_encode(backbone, [queries[q] for q in qids], batch_size=batch_size)
         return {q: v.float() for q, v in zip(qids, vecs, strict=True)}
@@ -93,7 +93,7 @@ def encode_dataset(
 # ---------------------------------------------------------------- sharded encoding (flows/encode.py maps these)
 def missing_pages(cache_dir: str | Path, backbone: Backbone, pages: Iterable[Page], capture: LayerCapture) -> list[Page]:
     """The pages (one per content hash) that have no entry in the features cache yet."""
-    from anchorprune.features_cache import FeaturesCache
+    from anchorprune.features.cache import FeaturesCache
 
     cache, seen, out = FeaturesCache(cache_dir), set(), []
     for page in pages:
@@ -161,7 +161,7 @@ def encode_shard(bcfg: BackboneConfig, pages: Sequence[Page], cache_dir: str | P
     Runs in a worker: the backbone is loaded there once. Every batch's entries are written as soon
     as it finishes, so a shard killed midway leaves its finished batches in the cache.
     """
-    from anchorprune.features_cache import FeaturesCache
+    from anchorprune.features.cache import FeaturesCache
 
     threads = os.environ.get(WORKER_THREADS_ENV)
     if threads and torch.get_num_threads() != int(threads):

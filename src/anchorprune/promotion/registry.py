@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd  # noqa: TC002 - resolved at runtime: MLflow reads predict's type hints
 
-from anchorprune.promotion import Candidate, Decision, choose_champion
-from anchorprune.tracking import Tracker
+from anchorprune.promotion.rule import Candidate, Decision, choose_champion
+from anchorprune.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 

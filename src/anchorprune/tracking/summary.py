@@ -81,7 +81,7 @@ def calibrate_markdown(ws, windows: dict[str, list[int]], ui: str | None = None)
 def evaluate_markdown(ws, names: list[str], ui: str | None = None) -> str:
     lines = ["### evaluate", ""]
     for name in names:
-        from anchorprune.evaluation import EvaluationResult
+        from anchorprune.evaluation.grid import EvaluationResult
 
         path = ws.reports / "evaluation" / f"{name}.json"
         if not path.exists():
@@ -102,7 +102,7 @@ def evaluate_markdown(ws, names: list[str], ui: str | None = None) -> str:
 
 
 def promote_markdown(ws, names: list[str], ui: str | None = None) -> str:
-    from anchorprune.registry import model_name
+    from anchorprune.promotion.registry import model_name
 
     lines = ["### promote", ""]
     for name in names:

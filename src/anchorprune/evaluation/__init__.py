@@ -1,0 +1,1 @@
+"""Evaluation: MaxSim scoring, retrieval metrics, score retention and windows, calibration, the grid."""

@@ -1,0 +1,19 @@
+"""The data stage: build (or reuse) the configured dataset, validate it, version ``data/`` with DVC."""
+
+from __future__ import annotations
+
+from anchorprune.stages.workspace import Workspace
+
+
+def stage_data(ws: Workspace, rebuild: bool = False) -> str:
+    """Build (or reuse) the configured dataset, validate it (GX), track data/ with DVC; returns the data version."""
+    from anchorprune.data.versioning import dvc_add
+
+    if rebuild or not ws.dataset_dir.exists():
+        from anchorprune.data.build import build_dataset
+
+        build_dataset(ws.settings, ws.root, rebuild=rebuild)   # staged: validated before it replaces anything
+    ws.check_dataset()                                         # records the verdict for the later stages
+    version = dvc_add(ws.root, ws.path(ws.settings.paths.data_dir), push=True)
+    ws.__dict__.pop("dataset", None)                     # reload after a rebuild
+    return version

@@ -1,0 +1,164 @@
+"""The index stage: build a new index version from ``@champion`` and swap it in."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from anchorprune.config import BackboneConfig
+from anchorprune.ioutil import write_json
+from anchorprune.stages.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def index_backbone(ws: Workspace) -> BackboneConfig:
+    """The backbone whose champion the index serves (``index.backbone``, else the first listed)."""
+    name = ws.settings.index.backbone or (ws.settings.backbones[0].name if ws.settings.backbones else None)
+    if name is None:
+        raise IndexStageError("params.yaml lists no backbones: nothing to index; add one under `backbones:`")
+    return ws.settings.backbone(name)
+
+
+def open_serving_index(ws: Workspace):
+    from anchorprune.index import open_index
+    from anchorprune.index.local import index_root
+
+    return open_index(ws.settings.index, index_root(ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root)))
+
+
+def index_config_key(ws: Workspace) -> dict:
+    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out)."""
+    return ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+
+
+def serving_is_current(ws: Workspace, index, model: str, model_version: str | int | None,
+                       dataset_hash: str) -> dict | None:
+    """The no-op reindex decision: the serving version's build record when a rebuild would change nothing.
+
+    A rebuild is skipped only when the serving version was built from this champion (model and
+    version), this data (DVC version and dataset content hash) and this index config, as recorded
+    in its manifest; anything missing or different (an older manifest) means rebuild.
+    """
+    serving = index.current()
+    if serving is None:
+        return None
+    meta = serving.manifest.get("meta") or {}
+    data_version = ws.data_version()
+    want = {"model": model, "model_version": str(model_version), "data_version": data_version,
+            "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
+    have = {k: (str(meta.get(k)) if k == "model_version" and meta.get(k) is not None else meta.get(k))
+            for k in want}
+    if have != want:
+        changed = sorted(k for k in want if have[k] != want[k])
+        log.info("index %s: rebuilding (changed since v%s: %s)", ws.settings.index.name, serving.number,
+                 ", ".join(changed))
+        return None
+    return {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": serving.number,
+            "pages": serving.pages, "vectors": serving.vectors, "bytes": serving.bytes,
+            "reencoded_pages": 0, "reused_pages": serving.pages, **meta, "rebuilt": False,
+            "reason": f"champion {model} v{model_version}, data {data_version} and the index config are "
+                      f"unchanged since v{serving.number}: nothing rebuilt"}
+
+
+class IndexStageError(LookupError):
+    """The index stage cannot start: no backbone configured, or no ``@champion`` in the registry."""
+
+
+def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> dict:
+    """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
+
+    The build lock is held for the whole rebuild (read the champion, encode, build, verify,
+    swap, prune), whoever runs it (CLI, Prefect, ``dvc repro``, cron): a second one is refused
+    at once naming the holder, or queues with ``wait=True``. The swap is a compare-and-swap
+    against the version the rebuild started from, so it never moves the index backwards.
+    Nothing is built when the serving version already has this champion, data and index
+    config and its stored pages pass their checksums (:func:`serving_is_current`; ``force``
+    rebuilds anyway).
+    """
+    index = open_serving_index(ws)
+    with index.rebuild(wait=wait) as started_from:
+        return _stage_index_locked(ws, index, started_from, force=force)
+
+
+INDEX_CHUNK_PAGES = 256         # pages encoded and pruned per step of an index build (bounds its memory)
+
+
+def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False) -> dict:
+    """:func:`stage_index`'s body, run with the build lock held.
+
+    Pages whose content hash is already in the serving version are not re-encoded;
+    the rest, and reused pages whose stored vectors fail their checksum, are encoded with
+    window-only capture (through the features cache).
+    """
+    from anchorprune.features.encoding import encode_pages
+    from anchorprune.promotion.registry import current_champion, model_name, stale_reason
+
+    bcfg = index_backbone(ws)
+    champ = current_champion(ws.tracker, bcfg.name)
+    if champ is None:
+        raise IndexStageError(
+            f"no '{model_name(bcfg.name)}@champion' in the registry: run `anchorprune promote` first "
+            f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
+        )
+    candidate, spec = champ
+    stale = stale_reason(ws.tracker, bcfg.name)
+    if stale:
+        log.warning("serving a STALE champion %s v%s: %s", candidate.name, spec.version, stale)
+    dataset_hash = ws.check_dataset()
+    if not force:
+        same = serving_is_current(ws, index, model_name(bcfg.name), spec.version, dataset_hash)
+        # a serving version whose stored pages fail their checksums is rebuilt (damaged pages re-encoded)
+        if same is not None and not index.damaged_pages(ws.dataset.page_ids):
+            log.info("index %s: %s", same["index"], same["reason"])
+            same = {k: v for k, v in same.items() if k != "spec"}
+            # `dvc repro` removes the stage's output before it runs: write it then, but leave the serving
+            # version's own record alone otherwise, so a no-op reindex keeps `dvc status` clean
+            if not (ws.reports / "index.json").exists():
+                write_json(ws.reports / "index.json", same)
+            return same
+    spec_bcfg = spec.backbone_config()
+    backbone = ws.backbone(spec_bcfg)
+    pruner = spec.pruner()          # everything (window, γ, κ) from the spec: nothing recomputed here
+    capture = spec.capture(backbone.num_layers)
+    pages = list(ws.dataset.pages())
+    build_key = {"backbone_id": spec_bcfg.model_id, "backbone_revision": spec_bcfg.revision,
+                 "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-",
+                 "kappa": spec.kappa}
+    serving = index.current()
+    served_key = {k: (serving.manifest.get("meta") or serving.manifest).get(k) for k in build_key} if serving else None
+    # unchanged pages are reused only when the serving version was built with the same pruning config
+    existing = index.existing_hashes() if served_key == build_key else {}
+    # a page whose stored vectors fail their checksum is re-encoded, never copied forward
+    damaged = set(index.damaged_pages([p.page_id for p in pages if existing.get(p.page_id) == p.content_hash]))
+    if damaged:
+        log.warning("index: %d stored pages fail their checksum and are re-encoded: %s", len(damaged),
+                    sorted(damaged)[:5])
+    changed = [p for p in pages if existing.get(p.page_id) != p.content_hash or p.page_id in damaged]
+    changed_ids = {p.page_id for p in changed}
+    keep = [p.page_id for p in pages if p.page_id not in changed_ids]
+
+    def pruned_pages():
+        """Encode (through the cache) and prune ``changed`` a chunk at a time: the build consumes a generator,
+        so at most one chunk's features are alive however large the corpus (all-layer features of 10k pages
+        would be ~10 GB)."""
+        for start in range(0, len(changed), INDEX_CHUNK_PAGES):
+            chunk = changed[start:start + INDEX_CHUNK_PAGES]
+            feats = encode_pages(backbone, chunk, capture, ws.features_dir, spec_bcfg.batch_size,
+                                 ws.settings.encode.claim_ttl_s)
+            for p in chunk:
+                yield pruner.prune(feats.pop(p.page_id), spec.gamma)
+
+    meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
+            "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or "",
+            "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
+    version = index.build(pruned_pages(), meta, reuse=keep)
+    index.swap(version, expected=started_from)      # compare-and-swap: never backwards
+    index.prune_versions(ws.settings.index.keep_versions)
+    info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
+            "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
+            "reencoded_pages": len(changed), "reused_pages": len(keep),
+            **{k: v for k, v in meta.items() if k != "spec"}, "rebuilt": True,
+            "reason": f"built from champion {meta['model']} v{spec.version} and data {meta['data_version']}"}
+    write_json(ws.reports / "index.json", info)
+    return info

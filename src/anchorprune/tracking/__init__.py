@@ -1,0 +1,1 @@
+"""Tracking: MLflow runs, figures, reports, run summaries, DVC outputs and stage provenance."""
