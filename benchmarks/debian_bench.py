@@ -39,8 +39,8 @@ import torch  # noqa: E402
 from anchorprune.backbones.base import LayerCapture  # noqa: E402
 from anchorprune.config import load_settings, project_root  # noqa: E402
 from anchorprune.data.build import build_dataset  # noqa: E402
-from anchorprune.features.encoding import missing_pages  # noqa: E402
 from anchorprune.features.cache import FeaturesCache, QueryCache  # noqa: E402
+from anchorprune.features.encoding import missing_pages  # noqa: E402
 from anchorprune.stages.workspace import Workspace  # noqa: E402
 
 log = logging.getLogger("debian_bench")

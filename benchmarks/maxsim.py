@@ -244,8 +244,8 @@ def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tenso
 
 def real_vectors_check(path: Path, gamma: float, rounds: int, data_dir: Path | None = None) -> dict:
     """bf16 vs fp32 on real (stand-in) vectors: every page full and SAP-pruned (window 3-4) at ``gamma``."""
-    from anchorprune.pruning import build_pruner
     from anchorprune.evaluation.scoring import pack
+    from anchorprune.pruning import build_pruner
 
     feats, queries, source = load_real(path, data_dir)
     pids = sorted(feats)

@@ -12,8 +12,8 @@ from pathlib import Path
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
 from anchorprune.config import EncodeConfig, Settings, load_settings
-from anchorprune.tracking.provenance import stage_key
 from anchorprune.stages.workspace import Workspace
+from anchorprune.tracking.provenance import stage_key
 
 
 def provenance_key(task_ctx, inputs: dict) -> str | None:

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.evaluation.grid import BYTES_PER_VALUE, EvaluationResult, evaluate_grid, grid_jobs
 from anchorprune.features import PageFeatures
+from anchorprune.features.encoding import EncodedCorpus
 
 E = torch.eye(4)
 NDCG_RANK2 = 1 / math.log2(3)  # one relevant page found at rank 2

@@ -11,7 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchorprune.evaluation.metrics import evaluate_run, mrr_at_k, ndcg_at_k, ranking, recall_at_k, run_from_scores
+from anchorprune.evaluation.metrics import (
+    evaluate_run,
+    mrr_at_k,
+    ndcg_at_k,
+    ranking,
+    recall_at_k,
+    run_from_scores,
+)
 
 
 def test_hand_computed_graded_case():

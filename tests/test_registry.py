@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from anchorprune.promotion.rule import Candidate
 from anchorprune.promotion.registry import ChampionSpec, current_champion, model_name, promote, stale_reason
+from anchorprune.promotion.rule import Candidate
 from anchorprune.tracking.tracker import Tracker
 
 

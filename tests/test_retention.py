@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anchorprune.features import PageFeatures
 from anchorprune.evaluation.retention import (
     WindowError,
     resolve_window,
@@ -20,6 +19,7 @@ from anchorprune.evaluation.retention import (
     sr_ratio_of_means,
 )
 from anchorprune.evaluation.scoring import maxsim
+from anchorprune.features import PageFeatures
 
 
 def page(emb, centrality, page_id="p", layers=None, eos=None):

@@ -193,8 +193,8 @@ def test_bf16_nan_page_is_named():
 
 @pytest.mark.parametrize("accelerated", [False, True])
 def test_local_index_stores_and_scores_bfloat16(tmp_path, monkeypatch, accelerated):
-    import anchorprune.index.local as local
     import anchorprune.evaluation.scoring as scoring
+    import anchorprune.index.local as local
     from anchorprune.index.local import LocalIndex
     from anchorprune.pruning.base import PrunedPage
 

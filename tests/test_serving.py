@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from anchorprune.config import load_settings
-from anchorprune.promotion.rule import Candidate
 from anchorprune.promotion.registry import ChampionSpec, _pyfunc_class
+from anchorprune.promotion.rule import Candidate
 from anchorprune.stages.index import stage_index
 from anchorprune.stages.search import serving_spec, stage_search
 from anchorprune.stages.workspace import Workspace
@@ -156,9 +156,9 @@ def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeyp
     """`anchorprune index search` names float32/bfloat16 compute and whether bf16 was accelerated (issue 18)."""
     from typer.testing import CliRunner
 
+    import anchorprune.evaluation.scoring as scoring
     import anchorprune.index.local as local
     import anchorprune.promotion.registry as registry
-    import anchorprune.evaluation.scoring as scoring
     from anchorprune.cli import app
 
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.evaluation.grid import evaluate_grid
-from anchorprune.features import PageFeatures
 from anchorprune.evaluation.sources import macro_average, per_source_keys, source_groups
+from anchorprune.features import PageFeatures
+from anchorprune.features.encoding import EncodedCorpus
 
 
 def _unit(*v: float) -> torch.Tensor:

@@ -14,11 +14,11 @@ import torch
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
-from anchorprune.features.claims import Claimant, claim_file
 from anchorprune.config import ConfigError, load_settings
 from anchorprune.features.cache import FeaturesCache, QueryCache
-from anchorprune.pages import Page
+from anchorprune.features.claims import Claimant, claim_file
 from anchorprune.features.storage import StorageError, open_store
+from anchorprune.pages import Page
 
 
 def pages(n=6):

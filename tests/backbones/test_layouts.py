@@ -20,8 +20,8 @@ from anchorprune.backbones.colpali import ColPaliBackbone
 from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
 from anchorprune.backbones.colqwen2 import ColQwen2Backbone
 from anchorprune.backbones.jina_v4 import JinaV4Backbone
-from anchorprune.pages import Page
 from anchorprune.evaluation.retention import WindowError, resolve_window
+from anchorprune.pages import Page
 
 
 def _img(w: int, h: int, seed: int = 0) -> PIL.Image.Image:

@@ -8,8 +8,8 @@ from flows.common import dask_map
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.backbones.mock import MockBackbone
 from anchorprune.config import EncodeConfig
-from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.evaluation.grid import evaluate_grid
+from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.pages import Page
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from anchorprune.config import load_settings
-from anchorprune.promotion.rule import choose_champion
 from anchorprune.promotion.registry import current_champion, model_name
+from anchorprune.promotion.rule import choose_champion
 from anchorprune.stages.evaluate import candidates_from, load_evaluation
 from anchorprune.stages.index import open_serving_index
 from anchorprune.stages.search import stage_search

@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anchorprune.evaluation.scoring import maxsim
 from anchorprune.features import PageFeatures
 from anchorprune.pruning import build_pruner
 from anchorprune.pruning.sap import SapPruner, keep_count, layer_centrality, select, window_score
-from anchorprune.evaluation.scoring import maxsim
 
 
 def feats(emb, centrality, layers, num_layers, page_id="p1", eos=None):

@@ -272,8 +272,8 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
 @app.command()
 def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
     """Methods x gamma x windows from the features cache, logged to MLflow."""
-    from anchorprune.tracking.report import results_table
     from anchorprune.stages.evaluate import stage_evaluate
+    from anchorprune.tracking.report import results_table
 
     ws = _workspace(params)
     for b in _backbones(ws, backbone):
@@ -406,8 +406,8 @@ def plots(
 # verify -> swap -> prune to index.keep_versions) with the build lock held throughout. status/rollback/verify/
 # unlock work even when the serving version is broken; every failure is one line and a non-zero exit.
 def _index_errors():
-    from anchorprune.index import IndexStoreError
     from anchorprune.evaluation.scoring import ScoringError
+    from anchorprune.index import IndexStoreError
     from anchorprune.stages.index import IndexStageError
 
     return (IndexStoreError, ScoringError, IndexStageError)

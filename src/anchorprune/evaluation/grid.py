@@ -30,8 +30,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.evaluation.windows import window_label
+from anchorprune.features.encoding import EncodedCorpus
 
 __all__ = ["ConfigResult", "EvaluationResult", "evaluate_grid", "grid_jobs", "window_label"]
 
@@ -354,9 +354,9 @@ class _GridContext:
 
 def evaluate_job_group(ctx: _GridContext, jobs: Sequence[tuple]) -> list[ConfigResult]:
     """The configs of one (method, window) group, in order: a unit a task runner can run anywhere."""
+    from anchorprune.evaluation.sources import per_source_keys
     from anchorprune.pruning import build_pruner
     from anchorprune.pruning.eos import calibrate_kappa
-    from anchorprune.evaluation.sources import per_source_keys
 
     corpus, qrels, groups, ks, qids, pids = ctx.corpus, ctx.qrels, ctx.groups, ctx.ks, ctx.qids, ctx.pids
     full_scores, full_vecs, full_by_source = ctx.full_scores, ctx.full_vecs, ctx.full_by_source

@@ -31,10 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorprune.backbones.base import Backbone, LayerCapture
-from anchorprune.features.claims import Claimant
 from anchorprune.features import PageFeatures
-from anchorprune.pages import Page
+from anchorprune.features.claims import Claimant
 from anchorprune.features.storage import Store, open_store
+from anchorprune.pages import Page
 
 log = logging.getLogger(__name__)
 

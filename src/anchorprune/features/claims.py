@@ -33,8 +33,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from anchorprune.index.lifecycle import pid_alive
 from anchorprune.features.storage import Store
+from anchorprune.index.lifecycle import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from anchorprune.index.base import IndexInputError, normalized_mean
 from anchorprune.evaluation.scoring import ComputePath
+from anchorprune.index.base import IndexInputError, normalized_mean
 
 FirstStageName = Literal["none", "mean", "muvera", "token_ivf"]
 #: every first stage a build can prepare

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from anchorprune.evaluation.scoring import ComputePath, bf16_accelerated, score_packed, score_shortlist
 from anchorprune.index import quantize
 from anchorprune.index.base import (
     CorruptVersionError,
@@ -87,7 +88,6 @@ from anchorprune.index.first_stage import (
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
 from anchorprune.index.token_ivf import TokenIvf, TokenIvfParams
 from anchorprune.pruning.base import PrunedPage
-from anchorprune.evaluation.scoring import ComputePath, bf16_accelerated, score_packed, score_shortlist
 
 log = logging.getLogger(__name__)
 
