@@ -158,7 +158,7 @@ def run_interleaved(repeats: int, threads: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- real size
-#: real dimensions (shared/notes/real-checkpoints.md §1); windows are SPEC §1's v2
+#: real dimensions (docs/checkpoints.md §1); windows are docs/method.md §1's v2
 REAL = {
     "colpali-v1.3": dict(family="gemma", layers=18, hidden=2048, heads=8, kv_heads=1, head_dim=256,
                          intermediate=16384, seq=1030, vision_blocks=27, vision_hidden=1152, vision_heads=16,

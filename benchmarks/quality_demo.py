@@ -166,7 +166,7 @@ def gold_pairs(qids: Sequence[str], pids: Sequence[str], qrels) -> list[tuple[in
 
 
 def pair_sr(scores: torch.Tensor, full: torch.Tensor, pairs) -> np.ndarray:
-    """Per-pair score retention; NaN where the full score is <= 0 (excluded, SPEC §3)."""
+    """Per-pair score retention; NaN where the full score is <= 0 (excluded, docs/method.md §3)."""
     out = np.full(len(pairs), np.nan)
     for n, (i, j) in enumerate(pairs):
         f = float(full[i, j])

@@ -4,7 +4,7 @@ Builds the fixtures of ``tests/data/vidore_fixtures.py`` (the four v2 sets, docv
 shiftproject and tatdqa_test_beir at their real sizes with 16x16 images; a scaled-down v3 set)
 in a temporary folder, prints pages / queries / qrels per set for all languages and English,
 then builds the four v2 sets under both protocols and times each build. The expected counts
-(``notes/vidore-datasets.md``) are asserted in ``tests/data/test_vidore.py``.
+(`docs/vidore.md`) are asserted in ``tests/data/test_vidore.py``.
 
     .venv/bin/python benchmarks/vidore_fixture_counts.py
 """

@@ -1,4 +1,4 @@
-"""Score retention and the SR-guided window (SPEC §3): aggregates, the per-layer curve, Algorithm 1, specs."""
+"""Score retention and the SR-guided window (docs/method.md §3): aggregates, the per-layer curve, Algorithm 1, specs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-dataset protocol (SPEC §5): each source's queries ranked on its own pages, macro average."""
+"""The per-dataset protocol (docs/method.md §5): each source's queries ranked on its own pages, macro average."""
 
 from __future__ import annotations
 

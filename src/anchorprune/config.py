@@ -132,7 +132,7 @@ class DataConfig(_Frozen):
     source: Literal["demo", "vidore", "pdfs"] = "demo"
     vidore_ids: tuple[str, ...] = ()
     vidore_languages: Literal["all"] | tuple[VidoreLanguage, ...] = "all"   # all = SAP's reference; [english] = mteb
-    vidore_protocol: Literal["per_dataset", "union"] = "per_dataset"   # SPEC §5: per dataset, macro average
+    vidore_protocol: Literal["per_dataset", "union"] = "per_dataset"   # docs/method.md §5: per dataset, macro average
     pdf_dir: Path | None = None
     dpi: int = Field(100, ge=36, le=600)
     limit: int | None = Field(None, ge=1)

@@ -1,7 +1,7 @@
 """Adapters on layout-faithful models (backbones/layouts.py): the real depth, head ratio, token ids and templates.
 
-Sources of every expected value: shared/notes/real-checkpoints.md (§1 config, §2 module tree, §3 page
-layouts, §4 windows) and SPEC §1 (windows).
+Sources of every expected value: docs/checkpoints.md (§1 config, §2 module tree, §3 page
+layouts, §4 windows) and docs/method.md §1 (windows).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def colqwen2_5():
 def test_colqwen2_5_gets_its_measured_depth_not_the_28_layer_window(colqwen2_5):
     assert colqwen2_5.num_layers == 36
     assert find_decoder_layers(colqwen2_5.model) is colqwen2_5.model.language_model.layers
-    for spec in ("v1", "v2"):                 # SPEC §1: no published window for ColQwen2.5, use §3 (SR)
+    for spec in ("v1", "v2"):                 # docs/method.md §1: no published window for ColQwen2.5, use §3 (SR)
         with pytest.raises(WindowError, match="36"):
             resolve_window(spec, colqwen2_5.num_layers, kind="colpali-engine")
     assert resolve_window("sr", colqwen2_5.num_layers, sr_window=list(range(25, 33))) == list(range(25, 33))

@@ -129,7 +129,7 @@ def test_published_image_bytes_are_stored_as_is(tmp_path):
 
 
 # ---------------------------------------------------------------- the hub's real shapes and counts
-# Fixtures: tests/data/vidore_fixtures.py (schemas, traps and counts from notes/vidore-datasets.md).
+# Fixtures: tests/data/vidore_fixtures.py (schemas, traps and counts from docs/vidore.md).
 
 
 @pytest.fixture(scope="module")

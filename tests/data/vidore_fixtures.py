@@ -1,6 +1,6 @@
 """ViDoRe look-alikes saved with ``datasets``: the hub's schemas, traps and counts, tiny images.
 
-Every fact used here comes from ``notes/vidore-datasets.md`` (shared notes; sources cited
+Every fact used here comes from `docs/vidore.md` (sources cited
 there: illuin-tech/vidore-benchmark @e0885ea62d3c, embeddings-benchmark/mteb @a905523d0111
 and its descriptive statistics, the dataset cards, SAP @702a5c4513c1). The v2 sets and the
 v1 sets are built at their **real sizes** (pages, queries, qrels rows; images are 16x16), so a
@@ -147,7 +147,7 @@ def save_v2(root: Path, shape: V2Shape, *, corpus_seed: str | None = None, str_c
 
 
 def save_v2_sets(root: Path) -> dict[str, Path]:
-    """The four v2 sets of SPEC §5; HL shares ESG's corpus pixels and ids; economics has str corpus ids."""
+    """The four v2 sets of docs/method.md §5; HL shares ESG's corpus pixels and ids; economics has str corpus ids."""
     return {
         ESG.name: save_v2(root, ESG, corpus_seed="esg-corpus"),
         BIO.name: save_v2(root, BIO),

@@ -6,7 +6,7 @@ major>``, maps error bodies to ``BadRequestError``/``NotFoundError``/..., checks
 ``X-Elastic-Product`` header) and the fake answers as a server of ``version`` would: what real
 servers refuse, the fake refuses with the same status and error type.
 
-Every rule cites the fact it comes from in ``/work/shared/notes/elasticsearch-fidelity.md`` as
+Every rule cites the fact it comes from in `docs/elasticsearch-fidelity.md` as
 ``[N.x]`` (section N of that note) together with the Elasticsearch source the note names. Scores
 are computed from those facts (float32, stored element type rounding, MSB-first bits), never with
 the backend's helpers. Where the note marks a fact **[unconfirmed]**, the comment says so and the

@@ -2,7 +2,7 @@
 
 Shapes follow Elastic's docs: rank_vectors / dense_vector mappings, NDJSON bulk actions,
 one ``_aliases`` call with remove + add, ``script_score`` with ``maxSimDotProduct`` and the
-``rescorer`` retriever over a ``knn`` retriever (notes/elasticsearch-and-peers.md, A4-A6).
+``rescorer`` retriever over a ``knn`` retriever (docs/elasticsearch-fidelity.md, A4-A6).
 """
 
 from __future__ import annotations

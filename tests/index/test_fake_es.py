@@ -1,6 +1,6 @@
 """The strict Elasticsearch double refuses what real servers refuse (one test per rule).
 
-Each test names the fact of ``/work/shared/notes/elasticsearch-fidelity.md`` it checks as ``[N]``.
+Each test names the fact of `docs/elasticsearch-fidelity.md` it checks as ``[N]``.
 Most tests talk to the double directly with the headers a client of the server's own major sends,
 so that every server version can be tested whichever client major is installed; the tests marked
 "client" go through the real ``elasticsearch`` client to show how it surfaces the answer.

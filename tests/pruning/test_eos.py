@@ -1,4 +1,4 @@
-"""EOS-attention baselines (SPEC §4.2): z-score rule, argmax fallback, κ calibration, realised γ, fixed k."""
+"""EOS-attention baselines (docs/method.md §4.2): z-score rule, argmax fallback, κ calibration, realised γ, fixed k."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Merging baselines (SPEC §4.3-4.4): exact tensors on hand-made pages, colpali-engine parity, properties."""
+"""Merging baselines (docs/method.md §4.3-4.4): exact tensors on hand-made pages, colpali-engine parity, properties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Random selection baseline (SPEC §4.1): seeded, per-page, uniform, the k rule."""
+"""Random selection baseline (docs/method.md §4.1): seeded, per-page, uniform, the k rule."""
 
 from __future__ import annotations
 

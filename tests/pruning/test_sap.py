@@ -1,4 +1,4 @@
-"""SAP (SPEC §2): in-degree on paper, the k rule, selection rules, properties, and bad input."""
+"""SAP (docs/method.md §2): in-degree on paper, the k rule, selection rules, properties, and bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SAP statistics inside one forward pass, without materialising attention maps (SPEC §2, "Decision").
+"""SAP statistics inside one forward pass, without materialising attention maps (docs/method.md §2, "Decision").
 
 Each captured decoder layer's ``self_attn`` gets a shallow copy of its config whose attention
 implementation is :data:`CAPTURE_KEY`, a function registered with transformers'
@@ -10,7 +10,7 @@ query rows in chunks of ``chunk_rows`` rows, reducing them at once to
 - ``eos[b, j] = mean_h A[b, h, last, j]`` (the row of the last valid token),
 
 accumulated in float32. No more than one chunk of one layer's map is alive at a time; layers
-outside the capture keep SDPA. Recipe and pitfalls: ``shared/notes/window-capture.md``.
+outside the capture keep SDPA. Recipe and pitfalls: `docs/method.md` (§2, capture).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def register() -> None:
 
 
 #: where the language model's decoder layers live, relative to the model (after unwrapping PEFT), tried in
-#: order after ``get_decoder()``. Layouts from shared/notes/real-checkpoints.md §2 (transformers 5.24 [V],
+#: order after ``get_decoder()``. Layouts from docs/checkpoints.md §2 (transformers 5.24 [V],
 #: earlier 5.x [S], Jina v4 remote code, colpali-engine).
 DECODER_PATHS: tuple[str, ...] = (
     "vlm.language_model.layers",            # ColPali/ColQwen2ForRetrieval, 5.24 (vlm = AutoModel)

@@ -1,6 +1,6 @@
 """ColPali through transformers' ``ColPaliForRetrieval`` (PaliGemma-3B, 18 layers).
 
-Visual tokens: ``input_ids == image_token_index`` (``<image>``), SPEC §1.
+Visual tokens: ``input_ids == image_token_index`` (``<image>``), docs/method.md §1.
 """
 
 from __future__ import annotations

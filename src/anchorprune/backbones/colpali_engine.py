@@ -3,7 +3,7 @@
 colpali-engine cannot be imported next to the CPU torch 2.13 wheel (its torchvision is a CUDA
 build); it works in the second environment that ``make colpali-engine-env`` builds (torch 2.14.1 +
 torchvision 0.29.1 + ``pip install --no-deps colpali-engine==0.3.18``). Visual tokens follow the
-same rules as the transformers adapters (SPEC §1): ``<image>`` for ColPali, ``<|image_pad|>`` for
+same rules as the transformers adapters (docs/method.md §1): ``<image>`` for ColPali, ``<|image_pad|>`` for
 the Qwen family. Their forward returns the normalised multi-vectors directly.
 """
 

@@ -1,6 +1,6 @@
 """ColQwen2 through transformers' ``ColQwen2ForRetrieval`` (Qwen2-VL-2B, 28 layers).
 
-Visual tokens: ``input_ids == image_token_id`` (``<|image_pad|>``), SPEC §1. Image sizes vary, so
+Visual tokens: ``input_ids == image_token_id`` (``<|image_pad|>``), docs/method.md §1. Image sizes vary, so
 the number of visual tokens varies per page; rows are read per page.
 """
 

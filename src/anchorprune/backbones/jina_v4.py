@@ -1,6 +1,6 @@
 """Jina Embeddings v4 (``jinaai/jina-embeddings-v4``: Qwen2.5-VL-3B, 36 layers, remote code, multi-vector mode).
 
-Visual tokens (SPEC §1): the positions strictly between the first ``<|vision_start|>`` and the
+Visual tokens (docs/method.md §1): the positions strictly between the first ``<|vision_start|>`` and the
 first ``<|vision_end|>`` after it. Fallback when a sequence has no such pair (a processor that
 drops the markers): the ``<|image_pad|>`` positions. The forward uses the remote code's
 ``task_label="retrieval"`` and reads ``multi_vec_emb``.

@@ -11,7 +11,7 @@ keep the **layout** of each supported checkpoint and shrink only the widths:
 The vision towers' head count is not part of that layout (``vision_heads``, default 2: sixteen heads
 of width 2 cost CPU time and test nothing more). Every value is passed explicitly: transformers' config defaults are not the checkpoints' values
 (``PaliGemmaConfig()`` has image token 256000 and image size 224; ``Qwen2VLConfig()`` is the 7B).
-Sources for each number: ``shared/notes/real-checkpoints.md`` (§1 config values, §2 module tree,
+Sources for each number: `docs/checkpoints.md` (§1 config values, §2 module tree,
 §3 page layouts), which cites transformers 5.24's conversion scripts, fastembed's ColPali token ids,
 colpali-engine and a copy of Jina v4's remote code. Weights are random: these models measure
 structure and cost, never retrieval quality.

@@ -10,7 +10,7 @@ MaxSim evaluation, promotion, index) run on real documents with a real
 pretrained attention model. Numbers obtained with it say how SAP behaves on a
 small text encoder's attention, not how it behaves on ColPali's image patches.
 
-How a page maps onto the Backbone contract (SPEC §1-2 read for text):
+How a page maps onto the Backbone contract (docs/method.md §1-2 read for text):
 
 - "patches" = the WordPiece tokens of ``Page.text``. The token stream is cut
   into chunks of at most :data:`CHUNK_TOKENS` (254) tokens; each chunk is
@@ -20,7 +20,7 @@ How a page maps onto the Backbone contract (SPEC §1-2 read for text):
   (``[CLS] a… [SEP] [CLS] b… [SEP]``), so they increase along the page and skip
   every [CLS]/[SEP].
 - ``centrality[l, j]`` = SAP-Mean in-degree of token j at layer l, counted
-  from the content tokens of its own chunk only (SPEC §2 steps 1-2), from the
+  from the content tokens of its own chunk only (docs/method.md §2 steps 1-2), from the
   post-softmax attention probabilities of that layer.
 - ``eos_attention[l, j]`` = the [CLS] row of layer l's attention to token j,
   mean over heads: the EOS-style baseline (BERT has no last-token summary; its

@@ -1,6 +1,6 @@
 """Shared adapter for transformers' late-interaction retrieval models (``*ForRetrieval``).
 
-A subclass says which positions are visual (SPEC §1) and how to load the checkpoint; this class
+A subclass says which positions are visual (docs/method.md §1) and how to load the checkpoint; this class
 runs ONE forward pass per batch with the capture installed on the requested layers and returns
 the final projected vectors of the visual tokens plus their per-layer centrality and EOS rows.
 """

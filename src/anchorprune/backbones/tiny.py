@@ -1,6 +1,6 @@
 """Tiny randomly initialised ColPali / ColQwen2 models with local tokenizers, for tests and benchmarks.
 
-No hub access: configs, tokenizers and processors are built here (``shared/notes/stack-probe.md`` §6).
+No hub access: configs, tokenizers and processors are built here (`docs/architecture.md` §6).
 """
 
 from __future__ import annotations

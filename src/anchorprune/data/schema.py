@@ -14,7 +14,7 @@ same pages gives the same DVC hash (``data.dvc``, ``dvc.lock``) and no stage is 
 
 Optionally ``corpus.parquet`` and ``queries.parquet`` carry a ``source`` column (both or
 neither): the evaluation dataset each page and query belongs to (e.g. one per ViDoRe set).
-With it, a query is ranked only against the pages of its own source (SPEC §5); without it
+With it, a query is ranked only against the pages of its own source (docs/method.md §5); without it
 the whole dataset is one source.
 
 ``content_hash`` is the sha256 of the stored image bytes and the text layer

@@ -10,7 +10,7 @@ Run on the staging folder before anything is moved into ``data/``. What is check
   (severity warning: reported and logged, not failing);
 - with the optional ``source`` column (corpus and queries, both or neither): it is never null
   or empty, and every qrel joins a query and a page of the same source (a query is only ever
-  ranked against its own source's pages, SPEC §5).
+  ranked against its own source's pages, docs/method.md §5).
 
 A failure raises :class:`DataValidationError` whose message names each failed check with
 the offending rows and ids. GX is imported lazily (its import takes ~4-5 s).

@@ -1,6 +1,6 @@
-"""ViDoRe v1, v2 and v3 (SPEC §5) through ``datasets``, written in the anchorprune schema.
+"""ViDoRe v1, v2 and v3 (docs/method.md §5) through ``datasets``, written in the anchorprune schema.
 
-Two shapes exist on the hub (schemas and counts: ``notes/vidore-datasets.md``):
+Two shapes exist on the hub (schemas and counts: `docs/vidore.md`):
 
 - **QA** (the raw v1 sets, ``vidore/docvqa_test_subsampled`` ...): one row per (query, image),
   split ``test``. Pages are de-duplicated by the MD5 of their pixels, queries by their text;
@@ -21,7 +21,7 @@ sets that have a ``language`` column, then the qrels by the kept query ids; sets
 
 Several sources (``protocol``):
 
-- ``"per_dataset"`` (the default, SPEC §5): every source keeps its own pages and queries, with
+- ``"per_dataset"`` (the default, docs/method.md §5): every source keeps its own pages and queries, with
   ids prefixed ``<short name>/`` and a ``source`` column, and evaluation ranks each source's
   queries against that source's pages only. Two sets sharing a corpus (``esg_reports_v2`` and
   ``esg_reports_human_labeled_v2``) each keep their copy.
@@ -218,7 +218,7 @@ def _image_bytes(img: Any) -> tuple[bytes, str]:
         pil, buf = img, io.BytesIO()
         img.save(buf, format="PNG")
         data = buf.getvalue()
-    md5 = hashlib.md5(pil.convert("RGB").tobytes()).hexdigest()   # SPEC §5: de-duplicate pages by pixel MD5
+    md5 = hashlib.md5(pil.convert("RGB").tobytes()).hexdigest()   # docs/method.md §5: de-duplicate pages by pixel MD5
     return data, md5
 
 

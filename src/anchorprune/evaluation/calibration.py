@@ -68,7 +68,7 @@ def calibrate(
     random_trials: int = 5,
     seed: int = 0,
 ) -> CalibrationResult:
-    """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (SPEC §3)."""
+    """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (docs/method.md §3)."""
     from anchorprune.evaluation.grid import torch_threads
     from anchorprune.evaluation.retention import select_sr_window, sr_curve
 

@@ -1,4 +1,4 @@
-"""The evaluation grid: methods x gamma x windows over an encoded corpus (SPEC §5).
+"""The evaluation grid: methods x gamma x windows over an encoded corpus (docs/method.md §5).
 
 Every config prunes every page from the features cache, scores each evaluation
 query against the pages of its own source (all pages when the dataset has no
@@ -228,7 +228,7 @@ def evaluate_grid(
     kappa_calibration: Sequence | None = None,  # features of calibration pages for the EOS κ
     progress: bool = True,
     extra_configs: Sequence[tuple[str, float, Sequence[int] | None]] = (),
-    query_sources: Mapping[str, str] | None = None,   # qid -> source (SPEC §5 per-dataset protocol)
+    query_sources: Mapping[str, str] | None = None,   # qid -> source (docs/method.md §5 per-dataset protocol)
     page_sources: Mapping[str, str] | None = None,    # pid -> source
     map_jobs: Callable[[Callable, list], Sequence] | None = None,
 ) -> EvaluationResult:

@@ -1,4 +1,4 @@
-"""Retrieval metrics over TREC-style dicts (SPEC §5): nDCG@k, recall@k, MRR@k.
+"""Retrieval metrics over TREC-style dicts (docs/method.md §5): nDCG@k, recall@k, MRR@k.
 
 ``qrels = {qid: {pid: rel}}`` and ``run = {qid: {pid: score}}``. Ranking is by
 score descending, ties broken by page id **ascending** (deterministic).

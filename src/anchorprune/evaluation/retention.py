@@ -1,4 +1,4 @@
-"""Score retention (SR, "OSR" in SAP v1) and the SR-guided window (SPEC §3).
+"""Score retention (SR, "OSR" in SAP v1) and the SR-guided window (docs/method.md §3).
 
 For a (query, gold page) pair and a kept subset,
 ``R = MaxSim(Q, E[kept]) / MaxSim(Q, E)``. A pair whose full score is <= 0 is
@@ -247,7 +247,7 @@ def select_sr_window(sr_by_layer: Sequence[float], rho: float = 0.2) -> SRWindow
 
 
 # ------------------------------------------------------------------ window specs
-#: published windows (SPEC §1), inclusive, by backbone kind: (num_layers, v1, v2)
+#: published windows (docs/method.md §1), inclusive, by backbone kind: (num_layers, v1, v2)
 PUBLISHED_WINDOWS: dict[str, tuple[int, tuple[int, int], tuple[int, int]]] = {
     "colpali": (18, (8, 11), (11, 14)),
     "colqwen2": (28, (11, 16), (18, 23)),

@@ -1,4 +1,4 @@
-"""Exhaustive late-interaction (MaxSim) scoring, batched over packed pages (SPEC §3, §5).
+"""Exhaustive late-interaction (MaxSim) scoring, batched over packed pages (docs/method.md §3, §5).
 
 ``MaxSim(Q, D) = sum_i max_j q_i . d_j``. Pages are stored *packed*: all page
 vectors concatenated into one ``[T, d]`` matrix plus ``offsets [P + 1]`` (page

@@ -1,4 +1,4 @@
-"""The per-dataset protocol (SPEC §5): rank each source's queries against its own pages, then macro-average.
+"""The per-dataset protocol (docs/method.md §5): rank each source's queries against its own pages, then macro-average.
 
 A dataset folder may hold several evaluation datasets (a ``source`` column, e.g. one per
 ViDoRe set). Evaluation then scores every source on its own: a query's candidates are the

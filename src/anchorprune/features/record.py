@@ -14,7 +14,7 @@ import torch
 
 @dataclass(frozen=True)
 class PageFeatures:
-    """Features of one page (visual tokens only; SPEC §1).
+    """Features of one page (visual tokens only; docs/method.md §1).
 
     ``layers`` names the decoder layers the rows of ``centrality`` and
     ``eos_attention`` belong to (all layers for calibration/evaluation, the

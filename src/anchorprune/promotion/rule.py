@@ -1,4 +1,4 @@
-"""The promotion rule (ARCHITECTURE, "Promotion rule"), as pure functions.
+"""The promotion rule (docs/architecture.md, "Promotion rule"), as pure functions.
 
 A config is **certified** when, over a paired bootstrap of the evaluation queries
 (:func:`certify`), the lower bound of its nDCG@5 retention interval is at least

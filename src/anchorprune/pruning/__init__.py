@@ -1,4 +1,4 @@
-"""Pruning methods over cached :class:`~anchorprune.features.PageFeatures` (SPEC §2, §4).
+"""Pruning methods over cached :class:`~anchorprune.features.PageFeatures` (docs/method.md §2, §4).
 
 :func:`build_pruner` maps a method name of ``config.Method`` to a :class:`Pruner`.
 

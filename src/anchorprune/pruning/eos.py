@@ -1,4 +1,4 @@
-"""EOS-attention baselines (SPEC §4.2, DocPruner-style).
+"""EOS-attention baselines (docs/method.md §4.2, DocPruner-style).
 
 ``I[j]`` is the attention from the last valid token to visual token ``j`` at one
 decoder layer (default the final layer ``num_layers - 1``), mean over heads;

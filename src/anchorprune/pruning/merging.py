@@ -1,4 +1,4 @@
-"""Merging baselines (SPEC §4.3-4.4): they create new vectors instead of selecting tokens.
+"""Merging baselines (docs/method.md §4.3-4.4): they create new vectors instead of selecting tokens.
 
 - **Cluster-Merge** (:class:`ClusterMergePruner`, a training-free stand-in for
   Light-ColPali): ``max(1, floor(N * gamma))`` clusters by agglomerative clustering

@@ -1,4 +1,4 @@
-"""Random selection (SPEC §4.1): a uniform ``k`` of ``N`` tokens, seeded and reproducible per page.
+"""Random selection (docs/method.md §4.1): a uniform ``k`` of ``N`` tokens, seeded and reproducible per page.
 
 The generator for a page is seeded from ``(seed, page_id)``, so the choice does
 not depend on the order pages are pruned in, and differs between pages.

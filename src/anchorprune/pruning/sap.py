@@ -1,4 +1,4 @@
-"""Structural Anchor Pruning (SPEC §2): keep the visual tokens with the highest in-degree.
+"""Structural Anchor Pruning (docs/method.md §2): keep the visual tokens with the highest in-degree.
 
 Steps, for a window ``W`` of decoder layers:
 

@@ -53,7 +53,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         random_trials=e.random_trials, seed=e.seed, ks=e.ks,
         kappa_calibration=[corpus.features[p] for p in sorted(calib_pages) if p in corpus.features] or None,
         extra_configs=champion_config(ws, bcfg),
-        query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # SPEC §5 per dataset
+        query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # docs/method.md §5 per dataset
         map_jobs=map_jobs,
     )
     meta = ws.meta(bcfg, backbone)
