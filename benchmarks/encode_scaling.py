@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/main/data/rdocs-demo")
+DATA = ROOT / "data" / "rdocs-demo"   # the demo dataset of this checkout (`make demo` builds it)
 
 
 def demo_backbone_config():
