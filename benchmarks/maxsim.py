@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from anchorprune.pruning.sap import keep_count
+    from anchorprune.pruning.base import keep_count
 
     n_full, d = args.page_tokens, args.dim
     n_pruned = keep_count(n_full, args.gamma)

@@ -20,7 +20,8 @@ from anchorprune.backbones.colpali import ColPaliBackbone
 from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
 from anchorprune.backbones.colqwen2 import ColQwen2Backbone
 from anchorprune.backbones.jina_v4 import JinaV4Backbone
-from anchorprune.evaluation.retention import WindowError, resolve_window
+from anchorprune.evaluation.retention import resolve_window
+from anchorprune.evaluation.windows import WindowError
 from anchorprune.pages import Page
 
 

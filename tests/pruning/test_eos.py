@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from anchorprune.features import PageFeatures
 from anchorprune.pruning import build_pruner
+from anchorprune.pruning.base import keep_count
 from anchorprune.pruning.eos import (
     EosAdaptivePruner,
     EosTopkPruner,
@@ -17,7 +18,6 @@ from anchorprune.pruning.eos import (
     realised_gamma,
     zscores,
 )
-from anchorprune.pruning.sap import keep_count
 
 
 def feats(eos_rows, page_id="p", layers=None, num_layers=None):

@@ -13,8 +13,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from anchorprune.features import PageFeatures
 from anchorprune.pruning import build_pruner
+from anchorprune.pruning.base import keep_count
 from anchorprune.pruning.merging import ClusterMergePruner, HierarchicalPoolPruner, pool_factor_for
-from anchorprune.pruning.sap import keep_count
 
 
 def feats(emb, page_id="p"):

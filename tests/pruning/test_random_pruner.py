@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from anchorprune.features import PageFeatures
 from anchorprune.pruning import build_pruner
+from anchorprune.pruning.base import keep_count
 from anchorprune.pruning.random import RandomPruner
-from anchorprune.pruning.sap import keep_count
 
 
 def feats(n, page_id="p", d=4, seed=0):

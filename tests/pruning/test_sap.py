@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from anchorprune.evaluation.scoring import maxsim
 from anchorprune.features import PageFeatures
 from anchorprune.pruning import build_pruner
-from anchorprune.pruning.sap import SapPruner, keep_count, layer_centrality, select, window_score
+from anchorprune.pruning.base import keep_count
+from anchorprune.pruning.sap import SapPruner, layer_centrality, select, window_score
 
 
 def feats(emb, centrality, layers, num_layers, page_id="p1", eos=None):

@@ -16,9 +16,48 @@ from anchorprune.data.schema import MANIFEST_FILE
 log = logging.getLogger(__name__)
 
 
-def dataset_dir(settings: Settings, root: str | Path) -> Path:
-    data_root = Path(settings.paths.data_dir)
-    return (data_root if data_root.is_absolute() else Path(root) / data_root) / settings.data.dataset
+def data_root(settings: Settings, root: str | Path) -> Path:
+    """``paths.data_dir``: as written when absolute, else under the project root (the params file's folder).
+
+    >>> from anchorprune.config import Settings
+    >>> s = Settings.model_validate({"backbones": [{"name": "m", "kind": "mock", "model_id": "mock"}]})
+    >>> data_root(s, "proj").as_posix(), dataset_dir(s, "proj", "x").as_posix()
+    ('proj/data', 'proj/data/x')
+    """
+    p = Path(settings.paths.data_dir)
+    return p if p.is_absolute() else Path(root) / p
+
+
+def dataset_dir(settings: Settings, root: str | Path, name: str | None = None) -> Path:
+    """``data/<name>`` (default: ``data.dataset``) under :func:`data_root`."""
+    return data_root(settings, root) / (name or settings.data.dataset)
+
+
+def build_demo_dataset(settings: Settings, root: str | Path, *, variant: str | None = None, name: str | None = None,
+                       cache_dir: str | Path | None = None, pdf_dir: str | Path | None = None,
+                       max_pages_per_doc: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Build a demo corpus (``small``, ``large`` or ``debian``; default ``data.demo_variant``) into ``data/<name>``.
+
+    The one builder of the demo variants: the data stage and ``anchorprune data build-demo`` both call it.
+    ``pdf_dir`` (R manuals already on disk, instead of apt) applies to the R-manual variants only.
+    """
+    root = Path(root)
+    d = settings.data
+    variant = variant or d.demo_variant
+    name = name or d.dataset
+    cache_dir = cache_dir or root / "cache" / "debs"
+    max_pages_per_doc = max_pages_per_doc or d.limit
+    if variant == "debian":
+        from anchorprune.data.debian_bench import build_debian_bench
+
+        if pdf_dir is not None:
+            raise ValueError("--pdf-dir applies to the R-manual demo variants (small, large), not 'debian'")
+        return build_debian_bench(data_root(settings, root), name=name, dpi=d.dpi, cache_dir=cache_dir,
+                                  blank_titles=d.blank_titles, max_pages_per_doc=max_pages_per_doc)
+    from anchorprune.data.demo import build_demo
+
+    return build_demo(data_root(settings, root), name=name, dpi=d.dpi, variant=variant, cache_dir=cache_dir,
+                      pdf_dir=pdf_dir, blank_titles=d.blank_titles, max_pages_per_doc=max_pages_per_doc)
 
 
 def build_dataset(settings: Settings, root: str | Path, *, rebuild: bool = False,
@@ -37,24 +76,15 @@ def build_dataset(settings: Settings, root: str | Path, *, rebuild: bool = False
     if final.exists() and not rebuild:
         log.info("dataset %s exists; not rebuilding (pass rebuild=True to rebuild)", final)
         return final, json.loads((final / MANIFEST_FILE).read_text())
-    data_root = final.parent
-    if d.source == "demo" and d.demo_variant == "debian":
-        from anchorprune.data.debian_bench import build_debian_bench
-
-        return build_debian_bench(data_root, name=d.dataset, dpi=d.dpi, cache_dir=cache_dir or root / "cache" / "debs",
-                                  blank_titles=d.blank_titles, max_pages_per_doc=d.limit)
+    data_dir = final.parent
     if d.source == "demo":
-        from anchorprune.data.demo import build_demo
-
-        return build_demo(data_root, name=d.dataset, dpi=d.dpi, variant=d.demo_variant,
-                          cache_dir=cache_dir or root / "cache" / "debs", blank_titles=d.blank_titles,
-                          max_pages_per_doc=d.limit)
+        return build_demo_dataset(settings, root, cache_dir=cache_dir)
     if d.source == "vidore":
         from anchorprune.data.vidore import build_vidore_dataset
 
         if not d.vidore_ids:
             raise ValueError("data.source is 'vidore' but data.vidore_ids is empty in params.yaml")
-        return build_staged(data_root, d.dataset, lambda s: build_vidore_dataset(
+        return build_staged(data_dir, d.dataset, lambda s: build_vidore_dataset(
             list(d.vidore_ids), s, name=d.dataset, limit=d.limit, languages=d.vidore_languages,
             protocol=d.vidore_protocol))
     if d.source == "pdfs":
@@ -63,6 +93,6 @@ def build_dataset(settings: Settings, root: str | Path, *, rebuild: bool = False
         if d.pdf_dir is None:
             raise ValueError("data.source is 'pdfs' but data.pdf_dir is not set in params.yaml")
         pdf_dir = d.pdf_dir if d.pdf_dir.is_absolute() else root / d.pdf_dir
-        return build_staged(data_root, d.dataset, lambda s: build_pdf_dataset(
+        return build_staged(data_dir, d.dataset, lambda s: build_pdf_dataset(
             pdf_dir, s, name=d.dataset, dpi=d.dpi, blank_titles=d.blank_titles, limit=d.limit))
     raise ValueError(f"unknown data.source {d.source!r}")

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import torch
 
 from anchorprune.features import PageFeatures
-from anchorprune.pruning.base import PrunedPage
-from anchorprune.pruning.sap import check_finite, keep_count, top_k_indices, window_score
+from anchorprune.pruning.base import PrunedPage, check_finite, keep_count, top_k_indices
+from anchorprune.pruning.sap import window_score
 
 
 def assign_to_anchors(

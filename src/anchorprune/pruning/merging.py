@@ -38,8 +38,7 @@ from scipy.cluster.hierarchy import cut_tree, fcluster, linkage
 from scipy.spatial.distance import pdist
 
 from anchorprune.features import PageFeatures
-from anchorprune.pruning.base import PrunedPage
-from anchorprune.pruning.sap import check_finite, keep_count
+from anchorprune.pruning.base import PrunedPage, check_finite, keep_count
 
 
 def merge_clusters(embeddings: torch.Tensor, labels: torch.Tensor, normalise: bool = False) -> torch.Tensor:

@@ -36,12 +36,9 @@ from typing import Literal
 import torch
 
 from anchorprune.features import PageFeatures
-
-# the shared helpers live in pruning.base; re-exported here for the old import path
 from anchorprune.pruning.base import PrunedPage, check_finite, keep_count, top_k_indices
 
-__all__ = ["SapPruner", "check_finite", "keep_count", "layer_centrality", "select", "top_k_indices",
-           "window_score"]
+__all__ = ["SapPruner", "layer_centrality", "select", "window_score"]
 
 Heads = Literal["mean", "max"]
 

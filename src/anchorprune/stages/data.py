@@ -14,6 +14,6 @@ def stage_data(ws: Workspace, rebuild: bool = False) -> str:
 
         build_dataset(ws.settings, ws.root, rebuild=rebuild)   # staged: validated before it replaces anything
     ws.check_dataset()                                         # records the verdict for the later stages
-    version = dvc_add(ws.root, ws.path(ws.settings.paths.data_dir), push=True)
+    version = dvc_add(ws.root, ws.data_root, push=True)
     ws.__dict__.pop("dataset", None)                     # reload after a rebuild
     return version

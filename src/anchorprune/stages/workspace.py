@@ -28,7 +28,16 @@ class Workspace:
 
     @property
     def dataset_dir(self) -> Path:
-        return self.path(self.settings.paths.data_dir) / self.settings.data.dataset
+        from anchorprune.data.build import dataset_dir
+
+        return dataset_dir(self.settings, self.root)
+
+    @property
+    def data_root(self) -> Path:
+        """``paths.data_dir`` under the root: the folder DVC tracks (``data.dvc``)."""
+        from anchorprune.data.build import data_root
+
+        return data_root(self.settings, self.root)
 
     @property
     def reports(self) -> Path:
