@@ -54,6 +54,22 @@ def project(tmp_path, tracking_config):
     return root
 
 
+def _exact_top(ws: Workspace, spec: ChampionSpec, query: str, k: int) -> list[tuple[str, float]]:
+    """Top-k (page id, MaxSim) over every page pruned with the spec's pruner: the definition, not the index."""
+    from anchorprune.evaluation.scoring import maxsim
+    from anchorprune.stages.encode import load_corpus
+
+    bcfg = spec.backbone_config()
+    backbone = Workspace.backbone(ws, bcfg)
+    corpus = load_corpus(ws, bcfg, backbone)
+    pruner = spec.pruner()
+    ids = sorted(corpus.features)
+    pages = [pruner.prune(corpus.features[pid], spec.gamma).vectors.float() for pid in ids]  # [k_i, d] each
+    scores = maxsim(backbone.encode_queries([query])[0].float(), pages)                      # [P]
+    ranked = sorted(zip(ids, scores.tolist(), strict=True), key=lambda t: (-t[1], t[0]))
+    return ranked[:k]
+
+
 def spec_for(method: str) -> tuple[Candidate, ChampionSpec]:
     window, kappa = METHODS[method]
     w = f"{window[0]}-{window[-1]}" if window else None
@@ -81,9 +97,13 @@ def test_method_serves_from_its_spec(project, method, monkeypatch):
     assert serving_spec(ws) == spec
 
     asked.clear()
-    hits = stage_search(ws, "which page is about topic:t3?", k=3)
-    assert len(hits) == 3
+    query = "which page is about topic:t3?"
+    hits = stage_search(ws, query, k=3)
     assert [c.batch_size for c in asked] == [3]   # the query encoder is the champion's backbone, not params'
+    # the hits are the exact MaxSim top 3 over pages pruned from the spec, computed here independently
+    expected = _exact_top(ws, spec, query, k=3)
+    assert [h.page_id for h in hits] == [pid for pid, _ in expected]
+    assert [h.score for h in hits] == pytest.approx([sc for _, sc in expected], abs=1e-4)
     if method in ("sap", "eos_topk", "hier_pool", "cluster_merge"):
         assert hits[0].page_id == "p3"
 

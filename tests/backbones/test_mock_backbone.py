@@ -16,6 +16,7 @@ def test_deterministic_and_window_rows_equal_all_rows():
     for fa, fb in zip(a, b, strict=True):
         assert torch.equal(fa.embeddings, fb.embeddings)
         assert torch.equal(fa.centrality_for([3, 4]), fb.centrality)
+        assert torch.equal(fa.eos_attention[3:5], fb.eos_attention)   # EOS rows too (the EOS pruners read the last)
         assert fb.layers == (3, 4)
     assert mock.page_calls == 2
 

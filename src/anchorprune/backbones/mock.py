@@ -101,8 +101,11 @@ class MockBackbone:
             if layer in self.anchor_layers:
                 c[anchors] += 2.0  # anchors dominate in-degree in the middle layers
             rows.append(c * n / c.sum())  # in-degree sums to the number of sources
-        eg = torch.Generator().manual_seed(_seed("eos", page.content_hash))
-        eos = torch.softmax(torch.randn(len(layers), n, generator=eg), dim=-1)  # [len(layers), n], uninformative
+        # uninformative EOS attention; each layer's row depends on that layer alone (as a real forward pass),
+        # so a window-only capture and an all-layer capture agree on every layer they share
+        eos = torch.stack([torch.softmax(torch.randn(n, generator=torch.Generator().manual_seed(
+            _seed("eos", page.content_hash, str(layer)))), dim=-1) for layer in layers]) if layers \
+            else torch.zeros(0, n)                                             # [len(layers), n]
         return PageFeatures(
             page_id=page.page_id,
             content_hash=page.content_hash,
