@@ -23,7 +23,8 @@ def main() -> None:
     import datasets
     import vidore_fixtures as F
 
-    from anchorprune.data.vidore import build_vidore_dataset, read_source
+    from anchorprune.data.vidore import build_vidore_dataset
+    from anchorprune.data.vidore_read import read_source
 
     datasets.disable_progress_bars()
     root = Path(tempfile.mkdtemp(prefix="vidore-fixtures-"))

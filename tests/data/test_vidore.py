@@ -11,13 +11,9 @@ from PIL import Image as PILImage
 
 from anchorprune.data.schema import load_dataset_dir
 from anchorprune.data.validation import validate_dataset_dir
-from anchorprune.data.vidore import (
-    DatasetUnavailableError,
-    build_vidore_dataset,
-    read_source,
-    vidore_format,
-    vidore_version,
-)
+from anchorprune.data.vidore import build_vidore_dataset
+from anchorprune.data.vidore_ids import DatasetUnavailableError, vidore_format, vidore_version
+from anchorprune.data.vidore_read import read_source
 
 
 def img(color):
@@ -288,7 +284,7 @@ def test_hub_ids_are_classified():
 
 def test_v3_hub_copy_without_documents_metadata_loads(hub, monkeypatch):
     """mteb's ``*_mteb_format`` copies have corpus/queries/qrels only; the loader must not need the 4th config."""
-    import anchorprune.data.vidore as V
+    import anchorprune.data.vidore_read as V
 
     real = V.load_split
     local = hub["vidore_v3_pharmaceuticals"]

@@ -67,7 +67,7 @@ def _data_errors():
     from anchorprune.data.schema import DatasetError
     from anchorprune.data.validation import DataValidationError
     from anchorprune.data.versioning import DataVersionError
-    from anchorprune.data.vidore import DatasetUnavailableError
+    from anchorprune.data.vidore_ids import DatasetUnavailableError
 
     return (DemoAssetsError, PdfError, DatasetError, DataValidationError, DataVersionError,
             DatasetUnavailableError, FileNotFoundError, ValueError)
