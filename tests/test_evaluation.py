@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from anchorprune.evaluation.grid import BYTES_PER_VALUE, EvaluationResult, evaluate_grid, grid_jobs
+from anchorprune.evaluation.grid import evaluate_grid, grid_jobs
+from anchorprune.evaluation.results import BYTES_PER_VALUE, EvaluationResult
 from anchorprune.features import PageFeatures
 from anchorprune.features.encoding import EncodedCorpus
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from anchorprune.config import BackboneConfig
 from anchorprune.evaluation.calibration import CalibrationResult
-from anchorprune.evaluation.grid import EvaluationResult, evaluate_grid
+from anchorprune.evaluation.grid import evaluate_grid
+from anchorprune.evaluation.results import EvaluationResult
 from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.promotion.rule import Candidate, certified_candidates
 from anchorprune.stages.encode import load_corpus

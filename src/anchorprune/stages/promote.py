@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict
 
 from anchorprune.config import BackboneConfig
-from anchorprune.evaluation.grid import EvaluationResult
+from anchorprune.evaluation.results import EvaluationResult
 from anchorprune.ioutil import write_json
 from anchorprune.promotion.rule import Candidate, Decision
 from anchorprune.stages.evaluate import candidates_from, load_evaluation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from anchorprune.evaluation.grid import EvaluationResult
+from anchorprune.evaluation.results import EvaluationResult
 from anchorprune.ioutil import write_json
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from anchorprune.evaluation.grid import EvaluationResult
+from anchorprune.evaluation.results import EvaluationResult
 
 COLUMNS = [
     ("method", "method"), ("gamma", "γ"), ("window", "window"), ("ndcg@5", "nDCG@5"),
