@@ -9,7 +9,7 @@ from flows.common import STAGE_POLICY, provenance_key
 
 from anchorprune.tracking import provenance
 
-BACKBONES = [{"name": "b", "kind": "mock", "model_id": "anchorprune/mock"}]  # a config needs one (#16)
+BACKBONES = [{"name": "b", "kind": "mock", "model_id": "anchorprune/mock"}]  # a config needs one
 
 
 def _project(tmp_path):

@@ -173,7 +173,7 @@ def test_index_stage_encodes_and_prunes_a_chunk_at_a_time(project, monkeypatch):
 
 @pytest.mark.parametrize("accelerated", [False, True])
 def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeypatch, accelerated):
-    """`anchorprune index search` names float32/bfloat16 compute and whether bf16 was accelerated (issue 18)."""
+    """`anchorprune index search` names float32/bfloat16 compute and whether bf16 was accelerated."""
     from typer.testing import CliRunner
 
     import anchorprune.evaluation.scoring as scoring

@@ -104,6 +104,6 @@ def test_dataset_files_depend_only_on_content(tmp_path):
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
-    # nothing time- or machine-dependent in the manifest (it used to carry created_at)
+    # nothing time- or machine-dependent in the manifest (no created_at), so a rebuild of the same data is identical
     assert set(json.loads((a / "manifest.json").read_text())) == {"name", "source", "revision", "schema_version",
                                                                  "counts", "extra"}

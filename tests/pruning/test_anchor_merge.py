@@ -1,4 +1,4 @@
-"""Anchor-guided merging (issue 18): hand-computed pages, order invariance, gamma = 1, position prior."""
+"""Anchor-guided merging: hand-computed pages, order invariance, gamma = 1, position prior."""
 
 from __future__ import annotations
 

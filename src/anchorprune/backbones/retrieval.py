@@ -32,7 +32,7 @@ class RetrievalBackbone:
     """Base for ColPali / ColQwen2 (transformers) and colpali-engine models."""
 
     #: bumped when what the adapter extracts changes (features cache key); 2: decoder layers found through
-    #: the model's structure (issue #12; before, a vision tower deeper than the decoder was captured)
+    #: the model's structure (a vision tower deeper than the decoder must never be the one captured)
     ADAPTER_VERSION = "2"
 
     def __init__(self, model: nn.Module, processor, name: str, model_id: str, revision: str,

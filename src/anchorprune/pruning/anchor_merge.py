@@ -1,4 +1,4 @@
-"""Anchor-guided merging (issue 18): SAP picks the anchors, every other token merges into one.
+"""Anchor-guided merging: SAP picks the anchors, every other token merges into one.
 
 Steps, for a page of ``N`` tokens and SAP window ``W``:
 
