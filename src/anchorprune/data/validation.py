@@ -326,7 +326,7 @@ def validate_dataset_dir(path: str | Path, raise_on_failure: bool = True) -> Val
 
 def dataset_content_hash(path: str | Path) -> str:
     """sha256 over every file of a dataset folder (relative path + bytes), in a stable order."""
-    from anchorprune.tracking.provenance import tree_hash
+    from anchorprune.ioutil import tree_hash
 
     return tree_hash(Path(path))
 
@@ -345,7 +345,6 @@ def ensure_valid(path: str | Path, cache_dir: str | Path | None) -> str:
     suites' version), so later stages pay one hash of the files, not a GX run. A failing dataset
     is never cached: every stage raises :class:`DataValidationError` on it.
     """
-    import json
 
     path = Path(path)
     if not path.is_dir():
@@ -364,9 +363,8 @@ def ensure_valid(path: str | Path, cache_dir: str | Path | None) -> str:
         raise DataValidationError(exc.report, f"the stage did not run (nothing written, nothing logged); fix or "
                                               f"rebuild {path}, then run it again") from None
     if marker is not None:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(json.dumps({"dataset": str(path), "content_hash": digest, "checks": len(report.results),
-                                   "warnings": [w.line() for w in report.warnings]}, indent=2))
-        tmp.replace(marker)
+        from anchorprune.ioutil import write_json
+
+        write_json(marker, {"dataset": str(path), "content_hash": digest, "checks": len(report.results),
+                            "warnings": [w.line() for w in report.warnings]})
     return digest

@@ -5,12 +5,6 @@ task inputs (Prefect hashes those itself), the configuration, the **content** of
 the dataset (not the DVC pointer, which can lag behind an edit), the library's
 code (every ``.py`` file of ``anchorprune`` and ``flows``), the package version
 and the git commit. :func:`stage_key` returns that hash.
-
->>> import tempfile, pathlib
->>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("x")
->>> k1 = tree_hash(d); _ = (d / "a.txt").write_text("y")
->>> tree_hash(d) != k1
-True
 """
 
 from __future__ import annotations
@@ -20,27 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import anchorprune
+from anchorprune.ioutil import tree_hash
 
 #: folders whose Python source is the "library code" a result depends on
 CODE_DIRS: tuple[Path, ...] = (Path(anchorprune.__file__).parent, Path(anchorprune.__file__).parents[2] / "flows")
-
-
-def tree_hash(root: Path, pattern: str = "**/*") -> str:
-    """sha256 over the relative paths and bytes of the files under ``root`` matching ``pattern`` (sorted).
-
-    A missing folder hashes to a fixed value, so "no data" is a state like any other.
-    """
-    h = hashlib.sha256()
-    root = Path(root)
-    if not root.exists():
-        return hashlib.sha256(b"<missing>").hexdigest()
-    for path in sorted(p for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def code_fingerprint(dirs: Iterable[Path] | None = None) -> str:
