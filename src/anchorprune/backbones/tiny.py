@@ -69,16 +69,9 @@ def tiny_colqwen2(hidden: int = 32, layers: int = 2, heads: int = 2, kv_heads: i
                                                  merge_size=2, temporal_patch_size=2),
         tokenizer=tok,
     )
-    ids = {k: tok.convert_tokens_to_ids(k) for k in ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
-                                                      "<|vision_end|>"]}
-    head_dim = hidden // heads
-    third = head_dim // 2 // 3
+    ids = _vision_token_ids(tok)
     vlm = Qwen2VLConfig(
-        text_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=len(tok),
-                         bos_token_id=0, eos_token_id=0,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": [head_dim // 2 - 2 * third, third, third]}),
+        text_config=_qwen_text_config(tok, hidden, layers, heads, kv_heads),
         vision_config=dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -98,16 +91,9 @@ def tiny_qwen2_5_vl(hidden: int = 32, layers: int = 2, heads: int = 2, kv_heads:
     tok = tiny_qwen2_tokenizer()
     ip = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=pixels, patch_size=14, merge_size=2,
                                   temporal_patch_size=2)
-    ids = {k: tok.convert_tokens_to_ids(k) for k in ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
-                                                      "<|vision_end|>"]}
-    head_dim = hidden // heads
-    third = head_dim // 2 // 3
+    ids = _vision_token_ids(tok)
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=len(tok),
-                         bos_token_id=0, eos_token_id=0,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": [head_dim // 2 - 2 * third, third, third]}),
+        text_config=_qwen_text_config(tok, hidden, layers, heads, kv_heads),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                            fullatt_block_indexes=[1]),
@@ -177,3 +163,20 @@ def tiny_jina_v4(dim: int = 16, **kw):
     """``(model, processor)`` stand-ins for the Jina v4 adapter built on :func:`tiny_qwen2_5_vl`."""
     vlm, (ip, tok) = tiny_qwen2_5_vl(**kw)
     return JinaStandInModel(vlm, dim).eval(), JinaStandInProcessor(ip, tok)
+
+
+def _vision_token_ids(tok) -> dict[str, int]:
+    """The ids of Qwen-VL's image/video pad and vision start/end tokens in ``tok``."""
+    return {k: tok.convert_tokens_to_ids(k) for k in ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                      "<|vision_end|>"]}
+
+
+def _qwen_text_config(tok, hidden: int, layers: int, heads: int, kv_heads: int) -> dict:
+    """The decoder part of a tiny Qwen2-VL / Qwen2.5-VL config (multimodal RoPE split over t, h, w)."""
+    head_dim = hidden // heads
+    third = head_dim // 2 // 3
+    return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=len(tok),
+                bos_token_id=0, eos_token_id=0,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "mrope_section": [head_dim // 2 - 2 * third, third, third]})

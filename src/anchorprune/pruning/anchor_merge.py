@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import torch
 
 from anchorprune.features import PageFeatures
-from anchorprune.pruning.base import PrunedPage, check_finite, keep_count, top_k_indices
-from anchorprune.pruning.sap import window_score
+from anchorprune.pruning.base import PrunedPage, keep_count, top_k_indices
+from anchorprune.pruning.sap import checked_window_centrality, window_score
 
 
 def assign_to_anchors(
@@ -121,9 +121,7 @@ class AnchorMergePruner:
         self.name = "anchor_merge"
 
     def prune(self, features: PageFeatures, gamma: float) -> PrunedPage:
-        c = features.centrality_for(self.window)                       # [|W|, N]
-        check_finite(features.page_id, f"centrality (layers {list(self.window)})", c)
-        check_finite(features.page_id, "embeddings", features.embeddings)
+        c = checked_window_centrality(features, self.window)           # [|W|, N]
         s = window_score(c, range(len(self.window)))                   # [N]
         n = features.num_tokens
         k = keep_count(n, gamma)

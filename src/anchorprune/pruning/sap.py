@@ -38,7 +38,7 @@ import torch
 from anchorprune.features import PageFeatures
 from anchorprune.pruning.base import PrunedPage, check_finite, keep_count, top_k_indices
 
-__all__ = ["SapPruner", "layer_centrality", "select", "window_score"]
+__all__ = ["SapPruner", "checked_window_centrality", "layer_centrality", "select", "window_score"]
 
 Heads = Literal["mean", "max"]
 
@@ -123,11 +123,17 @@ class SapPruner:
         self.name = "sap"
 
     def prune(self, features: PageFeatures, gamma: float) -> PrunedPage:
-        c = features.centrality_for(self.window)             # [|W|, N]
-        check_finite(features.page_id, f"centrality (layers {list(self.window)})", c)
-        check_finite(features.page_id, "embeddings", features.embeddings)
+        c = checked_window_centrality(features, self.window)  # [|W|, N]
         kept = select(c, range(len(self.window)), gamma)
         return PrunedPage(features.page_id, features.content_hash, features.embeddings[kept], kept)
 
     def __repr__(self) -> str:
         return f"SapPruner(window={list(self.window)}, heads={self.heads!r})"
+
+
+def checked_window_centrality(features: PageFeatures, window: Sequence[int]) -> torch.Tensor:
+    """The page's centrality rows for ``window`` (``[|W|, N]``), after checking them and the embeddings are finite."""
+    c = features.centrality_for(window)                   # [|W|, N]
+    check_finite(features.page_id, f"centrality (layers {list(window)})", c)
+    check_finite(features.page_id, "embeddings", features.embeddings)
+    return c
