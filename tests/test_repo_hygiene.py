@@ -103,6 +103,32 @@ def test_markdown_links_resolve():
     assert not broken, "relative links that do not resolve to a file in the repo:\n" + "\n".join(broken)
 
 
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", read(path), flags=re.S)
+    return {github_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.M)}
+
+
+def test_markdown_anchors_resolve():
+    broken = []
+    for path in markdown_files():
+        text = re.sub(r"```.*?```", "", read(path), flags=re.S)
+        for m in MD_LINK.finditer(text):
+            target = m.group(1) or m.group(2)
+            if "#" not in target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue
+            file_part, fragment = target.split("#", 1)
+            doc = (path.parent / file_part).resolve() if file_part else path
+            if doc.suffix == ".md" and doc.is_file() and fragment not in anchors(doc):
+                broken.append(f"{path.relative_to(ROOT)}: ({target})")
+    assert not broken, "links to headings that do not exist:\n" + "\n".join(broken)
+
+
 def test_the_docs_the_code_cites_are_present():
     for name in ("method.md", "architecture.md", "checkpoints.md", "vidore.md", "elasticsearch-fidelity.md"):
         assert (ROOT / "docs" / name).is_file(), name
