@@ -48,6 +48,8 @@ import threading
 import time
 from pathlib import Path
 
+from recorded import command_line
+
 RESULTS = Path(__file__).parent / "results" / "capture_overhead.json"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -381,7 +383,7 @@ def main_real_attention(args) -> None:
                 f"capture_all_{d['layers']}_layers": 1 + d["layers"] * r["capture_extra_per_layer_s"] / base,
             }
     data["real_size_attention"] = {
-        "command": "python benchmarks/capture_overhead.py " + " ".join(sys.argv[1:]),
+        "command": command_line(__file__, sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_at_start": args.load_at_start, "loadavg_at_end": os.getloadavg()},
         "method": "one decoder layer's attention call at real size (random q/k/v, fp32): stock SDPA vs the capture "
@@ -414,7 +416,7 @@ def main_real(args) -> None:
         summary[f"{name}:capture_within_10pct_memory"] = r["composed_memory_ratio"]["capture_mib"] <= 1.10
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data["real_size"] = {
-        "command": "python benchmarks/capture_overhead.py " + " ".join(sys.argv[1:]),
+        "command": command_line(__file__, sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_at_start": args.load_at_start, "loadavg_at_end": os.getloadavg(),
                     "note": "shared 2-core machine; six other engineers' test runs were active"},
@@ -489,7 +491,7 @@ def main() -> None:
     keep = {k: v for k, v in (json.loads(RESULTS.read_text()) if RESULTS.exists() else {}).items()
             if k == "real_size"}
     RESULTS.write_text(json.dumps({
-        "command": "python benchmarks/capture_overhead.py " + " ".join(sys.argv[1:]),
+        "command": command_line(__file__, sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_at_end": os.getloadavg()},
         "model": "random-init ColPaliForRetrieval: text hidden 512, 8 layers, 8 q-heads / 1 kv-head, fp32, CPU",

@@ -42,6 +42,7 @@ from anchorprune.data.build import build_dataset  # noqa: E402
 from anchorprune.features.cache import FeaturesCache, QueryCache  # noqa: E402
 from anchorprune.features.encoding import missing_pages  # noqa: E402
 from anchorprune.stages.workspace import Workspace  # noqa: E402
+from recorded import command_line  # noqa: E402
 
 log = logging.getLogger("debian_bench")
 PARAMS = ROOT / "benchmarks" / "debian-bench.yaml"
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     docs = manifest.get("extra", {}).get("documents") or manifest.get("documents", {})
     result.update({
         "what": "Debian benchmark corpus (issue 17): build and encode with the MiniLM text STAND-IN (not a vision model)",
-        "command": "python benchmarks/debian_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv if argv is not None else sys.argv[1:]),
         "dataset": settings.data.dataset, "pages": len(pages), "queries": len(queries),
         "documents": len(docs), "packages": manifest.get("revision"),
         "validate_seconds": round(validate_s, 1),

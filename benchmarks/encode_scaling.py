@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from recorded import command_line
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "rdocs-demo"   # the demo dataset of this checkout (`make demo` builds it)
 
@@ -158,8 +160,7 @@ def main() -> None:
         efficiency = runs[2]["rate_pages_per_s"] / (2 * runs[1]["rate_pages_per_s"])
         efficiency_workers = runs[2]["sum_of_worker_rates"] / (2 * runs[1]["sum_of_worker_rates"])
         result = {
-            "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
-                       + ".venv/bin/python benchmarks/encode_scaling.py " + " ".join(sys.argv[1:]),
+            "command": command_line(__file__, sys.argv[1:], prefix=f"nice -n {os.nice(0)}" if os.nice(0) else ""),
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg": load,
                         "note": "CPU shared with other jobs during the run: the figures are noisy; "
                                 "read the load averages next to them"},

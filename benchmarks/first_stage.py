@@ -24,7 +24,7 @@ mean / MUVERA first stages at each ``--candidates``, token_ivf at each ``--nprob
 
 Run (one heavy job at a time machine-wide)::
 
-    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/first_stage.py --pages 10000 100000
+    python benchmarks/first_stage.py --pages 10000 100000
 
 Each size runs in its own subprocess (so its peak RSS is its own); results are merged into
 ``benchmarks/results/first_stage.json``.
@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from anchorprune.index.first_stage import MuveraFirstStage  # noqa: E402
 from anchorprune.index.local import LocalIndex  # noqa: E402
 from anchorprune.pruning.base import PrunedPage  # noqa: E402
+from recorded import command_line  # noqa: E402
 
 log = logging.getLogger("bench.first_stage")
 
@@ -400,7 +401,7 @@ def main() -> None:
     fs = MuveraFirstStage.create(int(real["vecs"].shape[1]), k_sim=args.k_sim, d_proj=args.d_proj, reps=args.reps,
                                  final_dim=args.final_dim)
     report = {
-        "benchmark": "first_stage", "command": " ".join(["python", *sys.argv]),
+        "benchmark": "first_stage", "command": command_line(__file__, sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": {
             "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "load_at_start": loadavg(),

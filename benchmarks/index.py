@@ -22,7 +22,7 @@ straight from the memory map (``resident_bytes=0``: decoded per query).
 
 Run (one heavy job at a time machine-wide)::
 
-    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/index.py --pages 10000
+    python benchmarks/index.py --pages 10000
 
 Writes ``benchmarks/results/index.json`` (``--out``); index folders go to ``--workdir`` and are
 deleted at the end unless ``--keep``.
@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from anchorprune.index.local import LocalIndex  # noqa: E402
 from anchorprune.pruning.base import PrunedPage  # noqa: E402
+from recorded import command_line  # noqa: E402
 
 log = logging.getLogger("bench.index")
 
@@ -232,7 +233,7 @@ def main() -> None:
                                    for n, r in results.items()},
     }
     out = {
-        "command": " ".join(["flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/index.py", *sys.argv[1:]]),
+        "command": command_line(__file__, sys.argv[1:]),
         "workload": {"pages": args.pages, "vectors_per_page": args.vectors, "dim": args.dim, "gamma": args.gamma,
                      "queries": args.queries, "query_tokens": 20, "k": args.k, "candidates": args.candidates,
                      "selector": selector[0], "data": "synthetic (topics + anchor tokens), see module docstring"},

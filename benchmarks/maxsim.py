@@ -28,7 +28,7 @@ Measured in one run:
 
 Run (one heavy job at a time machine-wide; 10,000 full pages are 5.3 GB of float32)::
 
-    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/maxsim.py --pages 10000
+    python benchmarks/maxsim.py --pages 10000
 
 Writes ``benchmarks/results/maxsim.json`` (``--out`` to change).
 """
@@ -60,6 +60,7 @@ from anchorprune.evaluation.scoring import (  # noqa: E402
     resolve_compute,
     score_packed,
 )
+from recorded import command_line, relative_path  # noqa: E402
 
 log = logging.getLogger("benchmarks.maxsim")
 
@@ -222,7 +223,7 @@ def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tenso
     content-addressed features cache (a folder) read for the pages and queries of ``data_dir``."""
     if path.is_file():
         blob = torch.load(path, weights_only=False)
-        return blob["features"], list(blob["queries"].values()), str(path)
+        return blob["features"], list(blob["queries"].values()), relative_path(path)
     if data_dir is None:
         raise SystemExit(f"{path} is a features cache folder: pass --real-data with the dataset it holds")
     from anchorprune.backbones.base import LayerCapture
@@ -239,7 +240,7 @@ def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tenso
     if missing:
         raise SystemExit(f"{len(missing)} pages/queries of {data_dir} are not in {path} (e.g. {missing[:3]}); "
                          "encode them first (benchmarks/quality_demo.py --features-cache)")
-    return feats, queries, f"{path} ({data_dir})"
+    return feats, queries, f"{relative_path(path)} ({relative_path(data_dir)})"
 
 
 def real_vectors_check(path: Path, gamma: float, rounds: int, data_dir: Path | None = None) -> dict:
@@ -399,8 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(),
                     "note": "2 CPU cores shared with other agents' jobs: timings are noisy; see min vs median"},
-        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/maxsim.py "
-                   + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, sys.argv[1:] if argv is None else argv),
         "reference": ref_name,
         "seconds": est,
         "gflops": {k: {h: flops(n_vec[est_keys[k]]) / v[h] / 1e9 for h in v} for k, v in est.items()},

@@ -18,8 +18,8 @@ the window are calibrated on queries disjoint from the evaluation queries (``spl
 
 Run (one heavy job at a time machine-wide)::
 
-    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py
-    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py --variant large
+    python benchmarks/quality_demo.py
+    python benchmarks/quality_demo.py --variant large
 
 The ``debian`` variant is the 10,749-page benchmark corpus (``benchmarks/debian-bench.yaml``: four Debian
 documentation packages, outline titles as WEAK-LABEL queries, each title blanked on its target page), same
@@ -29,7 +29,7 @@ seed from the disjoint split, ``--pages N`` evaluates a seeded page subset that 
 the drawn queries (default: every page); chunks of pages are pruned and scored by ``--workers`` forked
 processes, one torch thread each, so no more than a chunk of features is in memory::
 
-    flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py --variant debian \
+    python benchmarks/quality_demo.py --variant debian \
         --only "sap[sr],hier_pool,anchor_merge" --no-mlflow
 
 Writes ``benchmarks/results/quality_demo[_large|_debian].json`` and logs one MLflow run (``--no-mlflow`` to skip).
@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from anchorprune.backbones.base import LayerCapture  # noqa: E402
 from anchorprune.backbones.minilm_text import MiniLMTextBackbone  # noqa: E402
 from anchorprune.features import PageFeatures  # noqa: E402
+from recorded import command_line, relative_path  # noqa: E402
 
 log = logging.getLogger("quality_demo")
 
@@ -101,7 +102,7 @@ def encode_shared(ds, backbone: MiniLMTextBackbone, features_root: Path):
     encode_s = time.perf_counter() - t0
     qids = list(ds.queries)
     qv = QueryCache(features_root).get_or_encode(backbone, [ds.queries[q] for q in qids])
-    stats = {"root": str(features_root), "page_hits": hits, "pages_encoded": len(pages) - hits}
+    stats = {"root": relative_path(features_root), "page_hits": hits, "pages_encoded": len(pages) - hits}
     log.info("features cache %s: %d hits, %d pages encoded in %.1f s", features_root, hits, len(pages) - hits,
              encode_s)
     return feats, dict(zip(qids, qv, strict=True)), encode_s, stats
@@ -313,7 +314,7 @@ def debian_source(args: argparse.Namespace) -> dict:
               "labels": "weak labels: outline titles as queries, the title blanked on its target page"}
     return {"ds": ds, "backbone": backbone, "pids": pids, "load": load, "eval_q": eval_q, "calib_q": calib_q,
             "qvecs": dict(zip(qids, qv, strict=True)), "calib_feats": {p: load(p) for p in calib_pages},
-            "sample": sample, "features_root": str(ws.features_dir)}
+            "sample": sample, "features_root": relative_path(ws.features_dir)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -541,8 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "benchmark": "quality_demo",
         "variant": args.variant,
-        "command": "flock /tmp/anchorprune-bench.lock .venv/bin/python benchmarks/quality_demo.py "
-                   + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, sys.argv[1:] if argv is None else argv),
         "stand_in": "all-MiniLM-L6-v2 over the PDF text layer (text encoder, NOT a vision model)",
         "backbone": {"name": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
                      "num_layers": backbone.num_layers, "dim": backbone.dim},
