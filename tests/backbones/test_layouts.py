@@ -125,7 +125,7 @@ def test_colqwen2_depth_heads_and_windows(colqwen2):
     assert resolve_window("v2", colqwen2.num_layers, kind="colqwen2") == list(range(18, 24))
 
 
-@pytest.mark.parametrize("size,tokens", [((1700, 2200), 744), ((1654, 2339), 736)])   # Letter, A4 (notes §3)
+@pytest.mark.parametrize("size,tokens", [((1700, 2200), 744), ((1654, 2339), 736)])   # Letter, A4 (docs/checkpoints.md §3)
 def test_colqwen2_page_at_trained_max_pixels_has_the_real_visual_count(colqwen2, size, tokens):
     batch = colqwen2.process_images([PIL.Image.new("RGB", size)])
     ids = batch["input_ids"][0]

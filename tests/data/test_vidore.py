@@ -159,7 +159,7 @@ def test_v2_counts_per_set_match_the_note(hub, languages):
         per_lang = shape.positive_qrels_all_languages // len(shape.languages)
         assert sum(len(r) for r in d.qrels.values()) == (per_lang if english else shape.positive_qrels_all_languages)
         assert d.stats["language_column"] == (shape.name != F.HL.name)
-    assert sum(s.english_queries for s in F.V2_SHAPES) == 327      # the note's English total
+    assert sum(s.english_queries for s in F.V2_SHAPES) == 327      # docs/vidore.md's English total
     assert sum(s.queries_all_languages for s in F.V2_SHAPES) == 1152
 
 

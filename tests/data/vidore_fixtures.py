@@ -46,7 +46,7 @@ V3_LANGS = ("english", "french", "spanish", "german", "italian", "portuguese")
 
 @dataclass(frozen=True)
 class V2Shape:
-    """One ViDoRe v2 set as mteb's descriptive statistics describe it (notes §2, "Counts")."""
+    """One ViDoRe v2 set as mteb's descriptive statistics describe it (docs/vidore.md §2, "Counts")."""
 
     name: str
     english_queries: int
@@ -60,7 +60,7 @@ class V2Shape:
         return self.english_queries * len(self.languages)
 
 
-# notes §2 "Counts" (MT descriptive_stats at the revisions MT pins)
+# docs/vidore.md §2 "Counts" (MT descriptive_stats at the revisions MT pins)
 ESG = V2Shape("esg_reports_v2", 57, 1538, 1538, 888)
 BIO = V2Shape("biomedical_lectures_v2", 160, 1016, 994, 2060)
 ECON = V2Shape("economics_reports_v2", 58, 452, 426, 14512)
@@ -177,7 +177,7 @@ def save_v1_qa(root: Path, name: str, rows: list[tuple[str | None, int]], *, pix
 
 
 def docvqa_rows() -> list[tuple[str | None, int]]:
-    """500 rows, 500 distinct pages, 451 distinct texts; one text on 12 pages (notes §1 table)."""
+    """500 rows, 500 distinct pages, 451 distinct texts; one text on 12 pages (docs/vidore.md §1 table)."""
     texts = [f"docvqa question {i}?" for i in range(451)]
     # 49 repeats: text 0 asked on 11 more pages (12 relevant in all), texts 1..38 once more each
     repeats = [0] * 11 + list(range(1, 39))
@@ -209,7 +209,7 @@ def save_tatdqa_beir(root: Path) -> Path:
     _save(d, "queries", Dataset.from_dict(
         {"query-id": list(range(1646)), "query": [f"tat question {i}?" for i in range(1646)]},
         features=Features({"query-id": Value("int64"), "query": Value("string")})))
-    # 1646 queries, 17 of them with a second relevant page: 1663 rows (notes §1 table); six of
+    # 1646 queries, 17 of them with a second relevant page: 1663 rows (docs/vidore.md §1 table); six of
     # those second pages are the pixel copies 271..276 (of pages 0..5)
     q = list(range(1646)) + list(range(17))
     c = [i % 271 for i in range(1646)] + [i + 100 for i in range(11)] + [271 + k for k in range(6)]
@@ -226,12 +226,12 @@ V3_DOCS = 2
 
 
 def v3_gold() -> list[dict[int, int]]:
-    """Question i -> {corpus_id: score}; scores 1 and 2 (notes §3: qrels ``score`` int64)."""
+    """Question i -> {corpus_id: score}; scores 1 and 2 (docs/vidore.md §3: qrels ``score`` int64)."""
     return [{i: 2, (i + 7) % V3_PAGES: 1} for i in range(V3_QUESTIONS)]
 
 
 def save_v3(root: Path, name: str = "vidore_v3_pharmaceuticals") -> Path:
-    """A scaled-down v3 set with the card's configs and columns (notes §3 table)."""
+    """A scaled-down v3 set with the card's configs and columns (docs/vidore.md §3 table)."""
     d = root / name
     pages = list(range(V3_PAGES))
     _save(d, "corpus", Dataset.from_dict(

@@ -28,7 +28,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class CheckpointLayout:
-    """The structure of one published checkpoint (real-checkpoints.md §1)."""
+    """The structure of one published checkpoint (docs/checkpoints.md §1)."""
 
     checkpoint: str
     text_layers: int
@@ -55,14 +55,14 @@ COLQWEN2_5_V0_2 = CheckpointLayout("vidore/colqwen2.5-v0.2", text_layers=36, hea
                                    hidden=2048, vision_blocks=32, vision_heads=16, image_token_id=151655,
                                    vocab_size=151936)
 
-# ColPali page ids (fastembed colpali.py @acec3127, real-checkpoints.md §3): 1024 x <image>, then
+# ColPali page ids (fastembed colpali.py @acec3127, docs/checkpoints.md §3): 1024 x <image>, then
 # "<bos>Describe the image.\n" = [2, 50721, 573, 2416, 235265, 108] -> 1030 positions.
 GEMMA_SPECIALS = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
 GEMMA_PIECES = {"Describe": 50721, "▁the": 573, "▁image": 2416, ".": 235265, "\n": 108}
 PALIGEMMA_BASE_VOCAB = 257152          # Gemma 256000 + 1024 <loc> + 128 <seg>; <image> is the next id
 COLPALI_PAGE_SUFFIX = [2, 50721, 573, 2416, 235265, 108]
 COLPALI_IMAGE_TOKENS = 1024            # (448 / 14)^2
-# Qwen2-VL / Qwen2.5-VL special ids (real-checkpoints.md §1): image pad, vision start / end; the chat
+# Qwen2-VL / Qwen2.5-VL special ids (docs/checkpoints.md §1): image pad, vision start / end; the chat
 # ids are those of the Qwen2 tokenizer's added tokens (151643 endoftext, 151644 im_start, 151645 im_end).
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                  "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
@@ -235,7 +235,7 @@ def _jina_model_class():
         """The remote code's ``JinaEmbeddingsV4Model`` layout (SmartEmbed copy of modeling_jina_embeddings_v4.py
         @567ec803): a ``Qwen2_5_VLForConditionalGeneration`` subclass (``self.model`` = the VL model),
         ``get_decoder()`` returning that whole VL model (as the vendored Qwen2.5-VL code does,
-        real-checkpoints.md §2), a ``multi_vector_projector`` and ``forward(task_label, ...)`` that unpads
+        docs/checkpoints.md §2), a ``multi_vector_projector`` and ``forward(task_label, ...)`` that unpads
         ``pixel_values`` and returns ``multi_vec_emb = normalize(proj(last hidden)) * mask``.
         The task LoRA adapters are not modelled (``task_label`` is accepted and unused)."""
 
@@ -263,7 +263,7 @@ def _jina_model_class():
 class PeftShapedWrapper(nn.Module):
     """The attribute layout a PEFT ``PeftModel`` adds around a model (``peft.base_model.model`` is the wrapped
     model, ``get_base_model()`` returns it; Jina's ``from_pretrained`` wraps its model so, JV4 and
-    real-checkpoints.md §2). peft itself is not installed here; only the layout is modelled."""
+    docs/checkpoints.md §2). peft itself is not installed here; only the layout is modelled."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -335,7 +335,7 @@ class ColQwen2_5ProcessorDouble:  # noqa: N801
         from transformers import ColQwen2Processor
 
         tokenizer.padding_side = "left"
-        # transformers' ColQwen2Processor expands the same page prompt (real-checkpoints.md §3)
+        # transformers' ColQwen2Processor expands the same page prompt (docs/checkpoints.md §3)
         self.inner = ColQwen2Processor(image_processor=image_processor, tokenizer=tokenizer,
                                        visual_prompt_prefix=self.visual_prompt_prefix)
         self.tokenizer = tokenizer
