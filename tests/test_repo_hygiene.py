@@ -19,6 +19,9 @@ MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|root)/|(?<![\w.~-])/home/[A-Za-
 # Files that lived beside the repository while it was written; the repo's own docs replace them.
 OUTSIDE_REF = re.compile(
     r"(?<![\w/.-])shared/|\bSPEC\.md\b|\bARCHITECTURE\.md\b|(?<![\w/.-])notes/[\w.-]+\.md\b"
+    # the outside notes by their bare names (their in-repo successors are docs/checkpoints.md, docs/vidore.md, ...)
+    r"|(?<![\w/.-])(?:real-checkpoints|vidore-datasets|elasticsearch-and-peers|stack-probe"
+    r"|window-capture)\.md\b"
 )
 DOC_REF = re.compile(r"(?<![\w/.-])docs/([\w.-]+\.md)\b")
 MD_LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]\n]*\]\(([^)\s]+)\)")
