@@ -632,7 +632,7 @@ def test_a_version_without_token_vectors_falls_back_with_a_warning(fake, caplog)
     with caplog.at_level(logging.WARNING):
         hits, report = token_index(candidates=4).search_report([planted_query(pages[3], m=3)], k=2)
     assert report.first_stage == "mean" and hits[0][0].page_id == "p003"
-    assert "'token_ivf' asked for, but the serving v1 was built without token vectors" in caplog.text
+    assert "'token_ivf' asked for, but the serving v1 was built without token_ivf token vectors; using mean" in caplog.text
     assert "knn" in fake.of("msearch")[-1].body[1]["retriever"]["rescorer"]["retriever"]
 
 

@@ -83,6 +83,7 @@ class Store(Protocol):
 
     name: str
     backend: str
+    what: str                   # how messages name the index, e.g. "index 'demo' (/srv/indexes/demo)"
     #: whether a lock held by someone else can be removed from here (False: the OS holds it for a live process)
     lock_breakable: bool
 
@@ -173,6 +174,15 @@ def describe_owner(held: dict[str, Any] | None) -> str:
         return "an owner whose record cannot be read yet"
     cmd = f" ({held['command']})" if held.get("command") else ""
     return f"pid {held.get('pid')} on host {held.get('host')!r} since {held.get('started_at')}{cmd}"
+
+
+def swap_conflict(what: str, number: int, expected: Any, cur: int | None) -> SwapConflictError:
+    """The refusal of a swap whose rebuild started from ``expected`` while ``cur`` serves now."""
+    return SwapConflictError(
+        f"{what}: not swapping in v{number}: this build started from "
+        f"{'no version' if expected is None else f'v{expected}'} but "
+        f"{'nothing' if cur is None else f'v{cur}'} serves now (another build or a rollback moved it); "
+        f"v{number} is kept unserved, run `anchorprune index build` again to build on the new serving version")
 
 
 # ---------------------------------------------------------------- the life cycle
@@ -310,11 +320,7 @@ class Lifecycle:
         self.store.record_served(number)
 
     def _conflict(self, number: int, expected: Any, cur: int | None) -> SwapConflictError:
-        return SwapConflictError(
-            f"{self.what}: not swapping in v{number}: this build started from "
-            f"{'no version' if expected is None else f'v{expected}'} but "
-            f"{'nothing' if cur is None else f'v{cur}'} serves now (another build or a rollback moved it); "
-            f"v{number} is kept unserved, run `anchorprune index build` again to build on the new serving version")
+        return swap_conflict(self.what, number, expected, cur)
 
     # ------------------------------------------------------------ rollback and retention
     def _healthy(self, number: int, full: bool) -> str | None:
