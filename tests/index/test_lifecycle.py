@@ -30,7 +30,7 @@ def twin(idx):
     """A second handle on the same index, as another build or a human's CLI would open it."""
     if isinstance(idx, LocalIndex):
         return LocalIndex(idx.dir.parent, idx.name, dtype=idx.dtype)
-    return ElasticsearchIndex(idx.client, idx.name, dtype=idx.dtype, exact_max_pages=0)
+    return ElasticsearchIndex(idx.client, idx.name, dtype=idx.dtype)
 
 
 def damage(idx, n: int) -> str:

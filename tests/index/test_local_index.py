@@ -23,8 +23,8 @@ from anchorprune.index import (
     LocalIndex,
     open_index,
 )
-from anchorprune.index.local import store as local_store
 from anchorprune.index.base import IndexStoreError
+from anchorprune.index.local import store as local_store
 from anchorprune.pruning.base import PrunedPage
 
 

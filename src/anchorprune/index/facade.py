@@ -44,7 +44,13 @@ from anchorprune.index.base import (
     query_matrix,
     version_number,
 )
-from anchorprune.index.first_stage import FirstStageName, SearchReport, auto_stage, built_stage, resolve_first_stage
+from anchorprune.index.first_stage import (
+    FirstStageName,
+    SearchReport,
+    auto_stage,
+    built_stage,
+    resolve_first_stage,
+)
 from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,12 @@ from typing import Any
 
 import filelock
 
-from anchorprune.index.base import CorruptVersionError, IndexVersion, NoServingVersionError, VersionNotFoundError
+from anchorprune.index.base import (
+    CorruptVersionError,
+    IndexVersion,
+    NoServingVersionError,
+    VersionNotFoundError,
+)
 from anchorprune.index.lifecycle import ANY, swap_conflict
 from anchorprune.index.local.files import FIX, VERSION_DIR, check_files, check_sizes, fsync_dir, write_file
 from anchorprune.index.local.version import Version
