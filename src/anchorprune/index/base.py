@@ -42,12 +42,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from anchorprune.pruning.base import PrunedPage
+
+if TYPE_CHECKING:
+    from anchorprune.index.first_stage import SearchReport
+    from anchorprune.index.lifecycle import Lifecycle, VersionHealth
 
 Dtype = Literal["float32", "float16", "bits"]
 
@@ -135,10 +139,27 @@ class IndexStats:
 
 @runtime_checkable
 class Index(Protocol):
-    """A versioned multi-vector index (see the module docstring for the life cycle)."""
+    """A versioned multi-vector index (see the module docstring for the life cycle); both backends implement
+    all of it through :class:`anchorprune.index.facade.VersionedIndex`, so callers need no ``hasattr``."""
 
     name: str
     backend: str
+    dtype: str                       # storage of page vectors in new builds
+    two_stage: bool                  # a first stage is configured (not "none")
+    candidates: int                  # pages a first stage hands to exact MaxSim
+    first_stage: str                 # none | mean | muvera | token_ivf | auto
+    first_stage_params: dict[str, Any]
+    first_stage_threshold: int | None
+    first_stage_auto: str
+    life: Lifecycle                  # the life cycle over this index's store (pointer, rollback target, lock)
+
+    @property
+    def built_stage(self) -> str: ...
+
+    def search_report(self, queries: Sequence[torch.Tensor],
+                      k: int = 10) -> tuple[list[list[Hit]], SearchReport]: ...
+
+    def previous(self) -> IndexVersion | None: ...
 
     def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any],
               reuse: Iterable[str] = ()) -> IndexVersion: ...
@@ -169,7 +190,7 @@ class Index(Protocol):
 
     def verify(self, version: IndexVersion | int) -> IndexVersion: ...
 
-    def health(self, full: bool = False) -> list[Any]: ...
+    def health(self, full: bool = False) -> list[VersionHealth]: ...
 
     def unlock(self, force: bool = False) -> str: ...
 
@@ -192,6 +213,10 @@ def page_matrix(page: PrunedPage, dim: int | None, where: str = "") -> np.ndarra
 
     >>> import torch
     >>> from anchorprune.pruning.base import PrunedPage
+
+if TYPE_CHECKING:
+    from anchorprune.index.first_stage import SearchReport
+    from anchorprune.index.lifecycle import Lifecycle, VersionHealth
     >>> page_matrix(PrunedPage("p1", "h", torch.ones(2, 4), None), 4).shape
     (2, 4)
     >>> page_matrix(PrunedPage("p1", "h", torch.ones(2, 3), None), 4)  # doctest: +ELLIPSIS

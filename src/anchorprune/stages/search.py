@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from anchorprune.index.first_stage import SearchReport
+if TYPE_CHECKING:
+    from anchorprune.index.first_stage import SearchReport
 from anchorprune.stages.index import index_backbone, open_serving_index
 from anchorprune.stages.workspace import Workspace
 
