@@ -96,7 +96,7 @@ def check_client_server(client: tuple[int, int, int], server: tuple[int, int, in
     >>> check_client_server((9, 5, 1), (8, 19, 0))
     Traceback (most recent call last):
     ...
-    anchorprune.index.elasticsearch.ElasticsearchVersionError: the server is Elasticsearch 8.19.0 but the installed Python client elasticsearch 9.5.1 only talks to 9.x servers: pip install 'elasticsearch>=8.18,<9' (the 8.x client works with 8.18+ and 9.x servers)
+    anchorprune.index.elasticsearch.server.ElasticsearchVersionError: the server is Elasticsearch 8.19.0 but the installed Python client elasticsearch 9.5.1 only talks to 9.x servers: pip install 'elasticsearch>=8.18,<9' (the 8.x client works with 8.18+ and 9.x servers)
     """
     if server < MIN_SERVER:
         raise ElasticsearchVersionError(
