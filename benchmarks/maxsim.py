@@ -52,9 +52,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from anchorprune.evaluation.bf16 import bf16_accelerated  # noqa: E402
 from anchorprune.evaluation.scoring import (  # noqa: E402
     DEFAULT_BUFFER_ELEMENTS,
-    bf16_accelerated,
     default_margin,
     rescore_shortlist,
     resolve_compute,

@@ -149,15 +149,16 @@ def test_bf16_compute_matches_fp32_within_bf16_rounding(seed):
 
 
 def test_auto_falls_back_to_fp32_where_bf16_is_not_accelerated(monkeypatch):
+    import anchorprune.evaluation.bf16 as bf16
     import anchorprune.evaluation.scoring as scoring
 
     qs, ps = _ragged(2)
     vecs, off = pack(ps)
     stored = vecs.to(torch.bfloat16)
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: False)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: False)
     assert scoring.resolve_compute(torch.bfloat16, "auto") == "float32"
     assert torch.equal(score_packed(qs, stored, off, compute="auto"), score_packed(qs, stored.float(), off))
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: True)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: True)
     assert scoring.resolve_compute(torch.bfloat16, "auto") == "bfloat16"
     assert scoring.resolve_compute(torch.float32, "auto") == "float32"      # only bf16-stored vectors
     assert torch.equal(score_packed(qs, stored, off, compute="auto"), score_packed(qs, stored, off, compute="bfloat16"))
@@ -166,18 +167,18 @@ def test_auto_falls_back_to_fp32_where_bf16_is_not_accelerated(monkeypatch):
 
 
 def test_bf16_detection_follows_torch_probes(monkeypatch):
-    import anchorprune.evaluation.scoring as scoring
+    import anchorprune.evaluation.bf16 as bf16
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    assert scoring.bf16_accelerated() is False
+    assert bf16.bf16_accelerated() is False
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert scoring.bf16_accelerated() is True
+    assert bf16.bf16_accelerated() is True
 
     def broken():
         raise RuntimeError("no cpuinfo")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
-    assert scoring.bf16_accelerated() is False
+    assert bf16.bf16_accelerated() is False
 
 
 def test_bf16_nan_page_is_named():
@@ -193,13 +194,11 @@ def test_bf16_nan_page_is_named():
 
 @pytest.mark.parametrize("accelerated", [False, True])
 def test_local_index_stores_and_scores_bfloat16(tmp_path, monkeypatch, accelerated):
-    import anchorprune.evaluation.scoring as scoring
-    import anchorprune.index.local as local
+    import anchorprune.evaluation.bf16 as bf16
     from anchorprune.index.local import LocalIndex
     from anchorprune.pruning.base import PrunedPage
 
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: accelerated)
-    monkeypatch.setattr(local, "bf16_accelerated", lambda: accelerated)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: accelerated)
     qs, ps = _ragged(4, pages=6)
     idx = LocalIndex(tmp_path, "bf", dtype="bfloat16")
     v = idx.build([PrunedPage(f"p{i}", f"h{i}", p, None) for i, p in enumerate(ps)], {"config_hash": "c"})
@@ -238,6 +237,7 @@ def _near_tie_pages():
 
 
 def test_near_tie_flips_under_plain_bf16_and_the_shortlist_restores_fp32_order(monkeypatch):
+    import anchorprune.evaluation.bf16 as bf16
     import anchorprune.evaluation.scoring as scoring
 
     q, pages = _near_tie_pages()
@@ -245,7 +245,7 @@ def test_near_tie_flips_under_plain_bf16_and_the_shortlist_restores_fp32_order(m
     exact = score_packed([q], vecs, off)[0]
     plain = score_packed([q], vecs.to(torch.bfloat16), off, compute="bfloat16")[0]
     assert int(exact.argmax()) == 0 and int(plain.argmax()) == 1          # plain bf16 flips the near-tie
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: True)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: True)
     scores, path = scoring.score_shortlist([q], vecs.to(torch.bfloat16), off, k=1, margin=1, rescore_vecs=vecs)
     assert int(scores[0].argmax()) == 0
     assert scores[0, :2].tolist() == pytest.approx(exact[:2].tolist(), abs=1e-6)   # float32 values, not bf16 ones
@@ -287,18 +287,19 @@ def test_shortlist_top_k_equals_fp32_top_k_on_many_near_ties(seed):
 
 
 def test_shortlist_falls_back_to_fp32_over_every_page(monkeypatch):
+    import anchorprune.evaluation.bf16 as bf16
     import anchorprune.evaluation.scoring as scoring
 
     qs, ps = _ragged(5)
     vecs, off = pack(ps)
     stored = vecs.to(torch.bfloat16)
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: False)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: False)
     scores, path = scoring.score_shortlist(qs, stored, off, k=3)          # compute="auto"
     assert torch.equal(scores, score_packed(qs, stored.float(), off))     # every page, exact, no -inf
     assert (path.requested, path.compute, path.bf16_accelerated, path.rescored) == ("auto", "float32", False, False)
     assert "float32 fallback" in path.describe()
     # float32 storage never takes the bf16 scan, accelerated or not
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: True)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: True)
     _, path32 = scoring.score_shortlist(qs, vecs, off, k=3)
     assert path32.compute == "float32" and "fallback" not in path32.describe()
     with pytest.raises(ScoringError, match="rescore_vecs"):

@@ -176,8 +176,7 @@ def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeyp
     """`anchorprune index search` names float32/bfloat16 compute and whether bf16 was accelerated."""
     from typer.testing import CliRunner
 
-    import anchorprune.evaluation.scoring as scoring
-    import anchorprune.index.local as local
+    import anchorprune.evaluation.bf16 as bf16
     import anchorprune.promotion.registry as registry
     from anchorprune.cli import app
 
@@ -187,8 +186,7 @@ def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeyp
     cand, spec = spec_for("sap")
     monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone: (cand, spec))
     monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone: None)
-    monkeypatch.setattr(scoring, "bf16_accelerated", lambda: accelerated)
-    monkeypatch.setattr(local, "bf16_accelerated", lambda: accelerated)
+    monkeypatch.setattr(bf16, "bf16_accelerated", lambda: accelerated)
     stage_index(Workspace(load_settings(project / "params.yaml"), project))
 
     out = CliRunner().invoke(app, ["index", "search", "which page is about topic:t3?", "-k", "3",

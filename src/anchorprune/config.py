@@ -20,56 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import types
-import typing
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from anchorprune.frozen import Frozen, format_error, unique_nonempty
+from anchorprune.index_config import IndexConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 class ConfigError(ValueError):
     """A configuration file is missing, unreadable or invalid."""
-
-
-def _is_number_type(ann: object) -> bool:
-    """Whether a field holds numbers (int, float, optionally None, or a tuple of them), not booleans."""
-    if ann in (int, float):
-        return True
-    origin = typing.get_origin(ann)
-    if origin in (typing.Union, types.UnionType, tuple):
-        args = [a for a in typing.get_args(ann) if a not in (type(None), Ellipsis)]
-        return bool(args) and all(_is_number_type(a) for a in args)
-    return False
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, v: object, info) -> object:
-        """YAML reads true/yes/on as booleans; pydantic would silently turn them into 1 (``gamma: true``)."""
-        field = cls.model_fields.get(info.field_name) if info.field_name else None
-        if field is None or not _is_number_type(field.annotation):
-            return v
-        items = v if isinstance(v, list | tuple) else [v]
-        if any(isinstance(x, bool) for x in items):
-            raise ValueError(f"expected a number, got {v!r} (YAML reads true/false/yes/no/on/off as booleans)")
-        return v
-
-
-def _unique_nonempty(v: tuple, what: str) -> tuple:
-    if not v:
-        raise ValueError(f"list at least one {what} (an empty list would run nothing)")
-    dupes = sorted({str(x) for x in v if list(v).count(x) > 1})
-    if dupes:
-        raise ValueError(f"each {what} must appear once, repeated: {dupes}")
-    return v
 
 
 #: decoder depth of backbone kinds whose depth does not depend on the checkpoint
@@ -93,7 +58,7 @@ def _artefact_location(v: object) -> object:
     return v
 
 
-class PathsConfig(_Frozen):
+class PathsConfig(Frozen):
     data_dir: Path = Path("data")
     features_dir: str = "cache/features"              # local path or fsspec URL (memory://, s3://bucket/features)
     index_dir: str = "indexes"                        # local path or file:// URL (memory maps need local files)
@@ -127,7 +92,7 @@ class PathsConfig(_Frozen):
 VidoreLanguage = Literal["english", "french", "spanish", "german", "italian", "portuguese"]  # hub `language` values
 
 
-class DataConfig(_Frozen):
+class DataConfig(Frozen):
     dataset: str = "rdocs-demo"
     source: Literal["demo", "vidore", "pdfs"] = "demo"
     vidore_ids: tuple[str, ...] = ()
@@ -158,7 +123,7 @@ class DataConfig(_Frozen):
 BackboneKind = Literal["minilm-text", "colpali", "colqwen2", "colpali-engine", "jina-v4", "mock"]
 
 
-class BackboneConfig(_Frozen):
+class BackboneConfig(Frozen):
     name: str
     kind: BackboneKind
     model_id: str
@@ -168,7 +133,7 @@ class BackboneConfig(_Frozen):
     batch_size: int = Field(4, ge=1)
 
 
-class EncodeConfig(_Frozen):
+class EncodeConfig(Frozen):
     """How ``encode`` spreads the pages missing from the features cache over workers (flows/encode.py)."""
 
     runner: Literal["dask", "inline"] = "dask"   # dask: shards on a Dask cluster | inline: one process, no Dask
@@ -179,7 +144,7 @@ class EncodeConfig(_Frozen):
     claim_ttl_s: float = Field(900.0, gt=0)      # a claim older than this (owner on another host) is stale
 
 
-class CalibrateConfig(_Frozen):
+class CalibrateConfig(Frozen):
     pairs: int = Field(200, ge=1)
     gamma: float = Field(0.05, gt=0.0, le=1.0)
     rho: float = Field(0.2, gt=0.0, le=1.0)
@@ -191,7 +156,7 @@ Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluste
                  "anchor_merge"]
 
 
-class EvaluateConfig(_Frozen):
+class EvaluateConfig(Frozen):
     gammas: tuple[float, ...] = (0.2, 0.1, 0.05)
     methods: tuple[Method, ...] = ("sap", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool")
     windows: tuple[str, ...] = ("sr",)
@@ -203,7 +168,7 @@ class EvaluateConfig(_Frozen):
     @field_validator("gammas")
     @classmethod
     def _gammas_in_range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        _unique_nonempty(v, "gamma")
+        unique_nonempty(v, "gamma")
         bad = [g for g in v if not 0.0 < g <= 1.0]
         if bad:
             raise ValueError(f"every gamma must be in (0, 1], got {bad}")
@@ -212,7 +177,7 @@ class EvaluateConfig(_Frozen):
     @field_validator("methods")
     @classmethod
     def _methods_available(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        _unique_nonempty(v, "method")
+        unique_nonempty(v, "method")
         if "sap_max" in v:
             raise ValueError("'sap_max' is not available: the features cache stores the head-mean (SAP-Mean) "
                              "reduction only; remove it from evaluate.methods (use 'sap')")
@@ -221,7 +186,7 @@ class EvaluateConfig(_Frozen):
     @field_validator("ks")
     @classmethod
     def _ks_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        _unique_nonempty(v, "cut-off k")
+        unique_nonempty(v, "cut-off k")
         bad = [k for k in v if k < 1]
         if bad:
             raise ValueError(f"every k must be >= 1 (nDCG@k, recall@k), got {bad}")
@@ -232,14 +197,14 @@ class EvaluateConfig(_Frozen):
     def _windows_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from anchorprune.evaluation.windows import window_layers
 
-        _unique_nonempty(v, "window")
+        unique_nonempty(v, "window")
         for w in v:
             if w not in ("sr", "v1", "v2"):
                 window_layers(w)  # raises naming the bad window
         return v
 
 
-class PromoteConfig(_Frozen):
+class PromoteConfig(Frozen):
     min_retention: float = Field(0.90, gt=0.0, le=1.0)
     require_beats_random: bool = True
     confidence: float = Field(0.95, ge=0.5, lt=1.0)   # two-sided bootstrap interval; the gate uses its lower bound
@@ -248,79 +213,7 @@ class PromoteConfig(_Frozen):
     min_queries: int = Field(20, ge=1)                  # fewer evaluation queries: nothing is certified
 
 
-class MuveraConfig(_Frozen):
-    """MUVERA FDE parameters (index.first_stage: muvera); dims = reps * 2**k_sim * d_proj, or final_dim."""
-
-    k_sim: int = Field(4, ge=0, le=12)
-    d_proj: int | None = Field(16, ge=1)
-    reps: int = Field(16, ge=1)
-    final_dim: int | None = Field(None, ge=1)
-    seed: int = 0
-
-
-class TokenIvfConfig(_Frozen):
-    """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
-
-    centroids: int | None = Field(None, ge=1)   # k-means lists (null: a power of two near 2 sqrt(tokens))
-    nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
-    iters: int = Field(8, ge=0)                 # k-means iterations
-    seed: int = 0
-
-
-class IndexConfig(_Frozen):
-    backend: Literal["local", "elasticsearch"] = "local"
-    backbone: str | None = None   # whose champion the index serves; default: the first backbone
-    name: str = Field("anchorprune", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
-    two_stage: bool = False
-    # first stage before exact MaxSim: none | mean | muvera | token_ivf | auto; null: mean if two_stage else none.
-    # Left out: auto (exact below first_stage_threshold pages, token_ivf from there), or mean if two_stage
-    first_stage: Literal["none", "mean", "muvera", "token_ivf", "auto"] | None = "auto"
-    # auto: indexes of >= first_stage_threshold pages use first_stage_auto, smaller ones exact MaxSim
-    # (20000 = first_stage.AUTO_THRESHOLD_PAGES: where token_ivf at 500 candidates is >= 5x faster than exact
-    # with recall@10 >= 0.99, benchmarks/results/first_stage_threshold.json; docs/index.md)
-    first_stage_threshold: int = Field(20_000, ge=1)
-    first_stage_auto: Literal["mean", "muvera", "token_ivf"] = "token_ivf"
-    muvera: MuveraConfig = MuveraConfig()
-    token_ivf: TokenIvfConfig = TokenIvfConfig()
-    candidates: int = Field(100, ge=1)
-    keep_versions: int = Field(2, ge=2)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _two_stage_alone_means_mean(cls, data: Any) -> Any:
-        """``two_stage: true`` without a ``first_stage`` keeps its old meaning: the mean vector."""
-        if isinstance(data, dict) and "first_stage" not in data and data.get("two_stage") is True:
-            return {**data, "first_stage": "mean"}
-        return data
-
-    @model_validator(mode="after")
-    def _fde_fits_elasticsearch(self) -> IndexConfig:
-        """Elasticsearch's dense_vector holds at most 4096 dims (DenseVectorFieldMapper.MAX_DIMS_COUNT)."""
-        uses_muvera = self.first_stage == "muvera" or (self.first_stage == "auto" and self.first_stage_auto == "muvera")
-        if self.backend != "elasticsearch" or not uses_muvera:
-            return self
-        from anchorprune.index.first_stage import muvera_dims  # here: the index package imports this module
-
-        m = self.muvera
-        dims = muvera_dims(None, m.model_dump())             # None: d_proj null, known only with the vectors' dim
-        if dims is not None and dims > 4096:
-            raise ValueError(f"index.muvera gives {dims}-dim FDEs (reps {m.reps} x 2^k_sim {1 << m.k_sim} x d_proj "
-                             f"{m.d_proj}{'' if m.final_dim is None else f', final_dim {m.final_dim}'}), above "
-                             "Elasticsearch's dense_vector limit of 4096: lower reps, k_sim or d_proj, or set final_dim")
-        return self
-
-    @field_validator("candidates")
-    @classmethod
-    def _candidates_within_knn_limit(cls, v: int) -> int:
-        # Elasticsearch refuses kNN num_candidates above 10000 (KnnSearchBuilder); the local backend follows suit
-        if v > 10_000:
-            raise ValueError(f"{v} is above 10000, the most kNN candidates Elasticsearch accepts "
-                             "(num_candidates); use 10000 or fewer")
-        return v
-
-
-class ScheduleConfig(_Frozen):
+class ScheduleConfig(Frozen):
     reindex_cron: str = "0 2 * * *"
     recalibrate_cron: str = "0 3 * * 0"
     timezone: str = "UTC"
@@ -350,13 +243,13 @@ class ScheduleConfig(_Frozen):
         return v
 
 
-class TrackingConfig(_Frozen):
+class TrackingConfig(Frozen):
     uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: Path = Path("mlruns/artifacts")
     experiment: str = "anchorprune"
 
 
-class Settings(_Frozen):
+class Settings(Frozen):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     backbones: tuple[BackboneConfig, ...] = ()
@@ -410,19 +303,6 @@ class Settings(_Frozen):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    """One line: the file, then each bad key and what to do about it."""
-    items = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            items.append(f"unknown key '{key}' (check the spelling; allowed keys are the fields of its section)")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            items.append(msg if key == "<root>" else f"'{key}': {msg}")
-    return f"invalid configuration in {source}: " + "; ".join(items)
-
-
 def project_root(params: str | Path = DEFAULT_PARAMS) -> Path:
     """The folder relative paths in a params file are resolved against: the file's own folder."""
     return Path(params).resolve().parent
@@ -462,4 +342,4 @@ def load_settings(path: str | Path = DEFAULT_PARAMS, overrides: dict | None = No
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, str(path))) from None
+        raise ConfigError(format_error(exc, str(path))) from None

@@ -57,7 +57,7 @@ from urllib.parse import parse_qsl, unquote
 import numpy as np
 from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 
-#: the server versions the contract suite runs against (issue #14: at least 8.18, 9.0, 9.2 and 9.3+)
+#: the server versions the contract suite runs against (at least 8.18, 9.0, 9.2 and 9.3+)
 VERSIONS = ("8.18.0", "9.0.0", "9.2.0", "9.3.0")
 
 KNN_MAX_CANDIDATES = 10_000              # [3] KnnSearchBuilder: "[num_candidates] cannot exceed [10000]"

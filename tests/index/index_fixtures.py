@@ -62,11 +62,10 @@ def make_index(request, tmp_path, monkeypatch):
         if recorded:
             name = reopen.name if reopen is not None else f"t-{len(made)}"
             return ElasticsearchIndex(Elasticsearch("http://localhost:9200"), name, dtype=dtype,
-                                      two_stage=two_stage, candidates=candidates, exact_max_pages=0, **fs)
+                                      two_stage=two_stage, candidates=candidates, **fs)
 
         name = reopen.name if reopen is not None else f"anchorprune-test-{uuid.uuid4().hex[:8]}"
-        idx = ElasticsearchIndex.from_env(name, dtype=dtype, two_stage=two_stage, candidates=candidates,
-                                          exact_max_pages=0, **fs)
+        idx = ElasticsearchIndex.from_env(name, dtype=dtype, two_stage=two_stage, candidates=candidates, **fs)
         if reopen is None:
             made.append(idx)
         return idx

@@ -163,7 +163,7 @@ def test_exact_search_body_is_script_score_maxsim(fake):
 
 
 def test_two_stage_body_is_knn_retriever_rescored_by_maxsim(fake):
-    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=2)
+    idx = es_index("float32", two_stage=True, candidates=3)
     pages = make_pages(n=6)
     idx.swap(idx.build(pages, {}))
     q = planted_query(pages[2], m=3)
@@ -179,8 +179,8 @@ def test_two_stage_body_is_knn_retriever_rescored_by_maxsim(fake):
     assert rq["rescore_query"]["script_score"]["script"]["source"].startswith("maxSimDotProduct(")
 
 
-def test_small_corpus_uses_exact_search_even_with_two_stage_on(fake):
-    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=100)
+def test_a_small_corpus_under_auto_is_searched_exactly(fake):
+    idx = es_index("float32", first_stage="auto", first_stage_auto="mean", first_stage_threshold=100, candidates=3)
     idx.swap(idx.build(make_pages(n=6), {}))
     idx.search(torch.ones(1, 16), k=2)
     assert "query" in fake.of("msearch")[0].body[1] and "retriever" not in fake.of("msearch")[0].body[1]
@@ -337,7 +337,7 @@ def test_a_server_older_than_8_18_is_refused(fake):
 
 
 def test_knn_num_candidates_never_exceeds_the_server_limit(fake):
-    idx = es_index("float32", two_stage=True, candidates=3, exact_max_pages=2)
+    idx = es_index("float32", two_stage=True, candidates=3)
     idx.swap(idx.build(make_pages(n=4), {}))
     assert len(idx.search(torch.ones(1, 16), k=6000)) == 4             # k above candidates: k = 6000 kNN
     knn = fake.of("msearch")[0].body[1]["retriever"]["rescorer"]["retriever"]["knn"]
@@ -399,7 +399,7 @@ def test_incremental_bit_build_scores_reused_pages_alike(fake, server):
 
 
 def test_every_search_body_asks_for_no_source_and_no_unknown_keys(fake):
-    idx = es_index("float16", two_stage=True, candidates=3, exact_max_pages=2)
+    idx = es_index("float16", two_stage=True, candidates=3)
     idx.swap(idx.build(make_pages(n=6), {}))
     idx.search_many([torch.ones(2, 16), torch.ones(1, 16)], k=2)
     for c in fake.of("msearch"):
@@ -431,7 +431,7 @@ FS_PARAMS = {"k_sim": 3, "d_proj": 8, "reps": 4, "seed": 7}
 def test_muvera_body_is_knn_on_the_fde_field_rescored_exactly(fake):
     from anchorprune.index.first_stage import make_first_stage
 
-    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4)
     pages = make_pages(n=12)
     idx.swap(idx.build(pages, {}))
     (create,) = fake.of("indices.create")
@@ -466,7 +466,7 @@ def test_a_query_encoder_with_other_matrices_is_refused(fake, monkeypatch):
     from anchorprune.index import first_stage as fs_mod
     from anchorprune.index.elasticsearch import FirstStageMismatchError
 
-    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4)
     pages = make_pages(n=12)
     idx.swap(idx.build(pages, {}))
     real = fs_mod.MuveraFirstStage.create.__func__
@@ -475,14 +475,14 @@ def test_a_query_encoder_with_other_matrices_is_refused(fake, monkeypatch):
         return real(cls, dim, seed=seed + 1, **kw)
 
     monkeypatch.setattr(fs_mod.MuveraFirstStage, "create", classmethod(other_numpy))
-    fresh = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    fresh = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4)
     with pytest.raises(FirstStageMismatchError, match=r"pages-v1 was built with MUVERA FDEs .*seed 7.*differ"):
         fresh.search(planted_query(pages[1]), k=2)
 
 
 def test_reuse_copies_fdes_server_side_from_a_version_with_the_same_first_stage(fake):
     pages = make_pages(n=10)
-    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4)
     idx.swap(idx.build(pages, {}))                                        # v1: every page, with FDEs
     v2 = idx.build(pages[:2], {}, reuse=[p.page_id for p in pages[2:]])   # v2: 8 pages copied by _reindex
     assert len(fake.of("reindex")) == 1
@@ -501,13 +501,13 @@ def test_reuse_from_a_version_without_matching_fdes_resends_the_pages_with_new_o
     fake = install(monkeypatch, FakeES(version=version))
     pages = make_pages(n=10, dim=32)
     reuse = [p.page_id for p in pages[2:]]
-    old = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    old = es_index(dtype, first_stage="mean", candidates=4)
     old.swap(old.build(pages, {}))
-    idx = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    idx = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4)
     v2 = idx.build(pages[:2], {}, reuse=reuse)
     assert not fake.of("reindex") and v2.pages == 10 and v2.manifest["first_stage"]["name"] == "muvera"
     idx.swap(v2)
-    fresh = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4, exact_max_pages=2)
+    fresh = es_index(dtype, first_stage="muvera", first_stage_params=FS_PARAMS, candidates=4)
     v3 = fresh.build(pages, {})
     docs2, docs3 = fake.indices["pages-v2"].docs, fake.indices[f"pages-v{v3.number}"].docs
     for i in docs3:       # every page: the same stored vectors, mean and FDE as a build that sent it afresh
@@ -522,7 +522,7 @@ def test_quantised_knn_still_returns_exact_maxsim_scores(fake):
     """int8_hnsw kNN scores are approximate; the rescored hits still carry the exact MaxSim."""
     from index_helpers import brute_maxsim
 
-    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=6, exact_max_pages=2,
+    idx = es_index("float32", first_stage="muvera", first_stage_params=FS_PARAMS, candidates=6,
                    knn_index_options="int8_hnsw")
     pages = make_pages(n=20)
     v = idx.build(pages, {})
@@ -550,7 +550,7 @@ TOKEN_PARAMS = {"centroids": None, "nprobe": 8, "iters": 8, "seed": 0}      # lo
 
 
 def token_index(dtype="float32", **kw) -> ElasticsearchIndex:
-    return es_index(dtype, first_stage="token_ivf", first_stage_params=TOKEN_PARAMS, exact_max_pages=2, **kw)
+    return es_index(dtype, first_stage="token_ivf", first_stage_params=TOKEN_PARAMS, **kw)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bits"])
@@ -610,7 +610,7 @@ def test_a_page_whose_one_token_matches_one_query_token_is_a_candidate(fake):
     needle = PrunedPage("needle", "h", torch.cat([q[2:3], away]), None)
     for stage, found in (("token_ivf", True), ("mean", False)):
         idx = ElasticsearchIndex(Elasticsearch("http://localhost:9200"), f"pages-{stage.replace('_', '')}",
-                                 dtype="float32", first_stage=stage, candidates=4, exact_max_pages=2)
+                                 dtype="float32", first_stage=stage, candidates=4)
         idx.swap(idx.build([*pages, needle], {}))
         hits = idx.search(q, k=4)                            # k = candidates: every candidate comes back
         assert ("needle" in {h.page_id for h in hits}) is found, (stage, hits)
@@ -627,12 +627,12 @@ def test_token_ivf_ignores_local_params_and_refuses_pages_above_the_nested_limit
 
 def test_a_version_without_token_vectors_falls_back_with_a_warning(fake, caplog):
     pages = make_pages(n=12)
-    old = es_index("float32", first_stage="mean", candidates=4, exact_max_pages=2)
+    old = es_index("float32", first_stage="mean", candidates=4)
     old.swap(old.build(pages, {}))
     with caplog.at_level(logging.WARNING):
         hits, report = token_index(candidates=4).search_report([planted_query(pages[3], m=3)], k=2)
     assert report.first_stage == "mean" and hits[0][0].page_id == "p003"
-    assert "'token_ivf' asked for, but the serving v1 was built without token vectors" in caplog.text
+    assert "'token_ivf' asked for, but the serving v1 was built without token_ivf token vectors; using mean" in caplog.text
     assert "knn" in fake.of("msearch")[-1].body[1]["retriever"]["rescorer"]["retriever"]
 
 
@@ -645,7 +645,7 @@ def test_an_incremental_rebuild_onto_token_ivf_resends_the_reused_pages_with_tok
     fake = install(monkeypatch, FakeES(version=version))
     pages = make_pages(n=10, dim=32)
     reuse = [p.page_id for p in pages[2:]]
-    old = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    old = es_index(dtype, first_stage="mean", candidates=4)
     old.swap(old.build(pages, {}))
     idx = token_index(dtype, candidates=4)
     v2 = idx.build(pages[:2], {}, reuse=reuse)
@@ -663,6 +663,6 @@ def test_an_incremental_rebuild_onto_token_ivf_resends_the_reused_pages_with_tok
     docs4 = fake.indices[f"pages-v{v4.number}"].docs
     assert all(np.array_equal(docs4[i].vectors["tokens.vector"], docs2[i].vectors["tokens.vector"]) for i in reuse)
     idx.swap(v4)
-    back = es_index(dtype, first_stage="mean", candidates=4, exact_max_pages=2)
+    back = es_index(dtype, first_stage="mean", candidates=4)
     v5 = back.build(pages[:2], {}, reuse=reuse)                   # token_ivf -> mean: re-sent without tokens
     assert all("tokens.vector" not in d.vectors for d in fake.indices[f"pages-v{v5.number}"].docs.values())

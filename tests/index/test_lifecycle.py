@@ -30,7 +30,7 @@ def twin(idx):
     """A second handle on the same index, as another build or a human's CLI would open it."""
     if isinstance(idx, LocalIndex):
         return LocalIndex(idx.dir.parent, idx.name, dtype=idx.dtype)
-    return ElasticsearchIndex(idx.client, idx.name, dtype=idx.dtype, exact_max_pages=0)
+    return ElasticsearchIndex(idx.client, idx.name, dtype=idx.dtype)
 
 
 def damage(idx, n: int) -> str:
@@ -92,7 +92,9 @@ def test_a_swap_never_goes_backwards(make_index):
             idx.swap(v3, expected=started)
     assert idx.current().number == 2 and [v.number for v in idx.versions()] == [1, 2, 3]
     assert idx.search(planted_query(make_pages(n=4, seed=7, prefix="new-")[1]), k=1)[0].page_id == "new-001"
-    assert gens
+    # v1 (the version the refused build started from) is still the rollback target, with its own pages
+    assert idx.previous().number == 1 and idx.previous().pages == len(gens[0])
+    assert not {"old-000", "old-001", "old-002"} & set(idx.existing_hashes())      # v3 never served
 
 
 def test_a_version_that_never_served_is_neither_kept_nor_a_rollback_target(make_index):

@@ -23,8 +23,8 @@ from anchorprune.index import (
     LocalIndex,
     open_index,
 )
-from anchorprune.index import local as local_mod
 from anchorprune.index.base import IndexStoreError
+from anchorprune.index.local import store as local_store
 from anchorprune.pruning.base import PrunedPage
 
 
@@ -75,7 +75,7 @@ def test_failure_while_swapping_keeps_the_old_pointer(served, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(local_mod.os, "replace", broken_replace)
+    monkeypatch.setattr(local_store.os, "replace", broken_replace)
     with pytest.raises(OSError, match="injected"):
         idx.swap(v2)
     monkeypatch.undo()
@@ -237,7 +237,7 @@ def test_resident_copy_and_memory_map_give_the_same_results(tmp_path, dtype):
     _, s_res = resident.exact_scores(qs)
     _, s_map = mapped.exact_scores(qs)
     assert torch.allclose(s_res, s_map, atol=1e-5)
-    assert resident._serving().dense is not None and mapped._serving().dense is None
+    assert resident._serving().handle.dense is not None and mapped._serving().handle.dense is None
 
 
 def test_corrupt_version_is_detected_and_never_swapped_in(served):

@@ -1,5 +1,8 @@
 """Exhaustive late-interaction (MaxSim) scoring, batched over packed pages (docs/method.md §3, §5).
 
+bf16 detection and the :class:`~anchorprune.evaluation.bf16.ComputePath` record live in
+:mod:`anchorprune.evaluation.bf16`.
+
 ``MaxSim(Q, D) = sum_i max_j q_i . d_j``. Pages are stored *packed*: all page
 vectors concatenated into one ``[T, d]`` matrix plus ``offsets [P + 1]`` (page
 ``p`` owns rows ``offsets[p]:offsets[p + 1]``). There are no padding rows, so
@@ -29,11 +32,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
+
+from anchorprune.evaluation.bf16 import ComputePath, auto_compute
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +53,11 @@ Compute = Literal["float32", "bfloat16", "auto"]
 COMPUTES = ("float32", "bfloat16", "auto")
 
 
-def bf16_accelerated() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX-512 BF16), as torch detects it.
-
-    Without either, torch's CPU bf16 matmul is emulated and much slower than float32 (on an AVX2-only
-    AMD EPYC here a bf16 ``torch.mm`` ran ~11x slower than float32), so ``compute="auto"`` scores in
-    float32 there.
-    """
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:  # noqa: BLE001 - a probe that cannot run means: not accelerated
-            continue
-    return False
-
-
 def resolve_compute(vecs_dtype: torch.dtype, compute: Compute = "float32") -> str:
     """The dtype the matmuls will run in: ``"float32"`` or ``"bfloat16"``.
 
-    ``"auto"``: bfloat16 when the page vectors are stored as bfloat16 *and* :func:`bf16_accelerated`,
-    float32 otherwise. ``"bfloat16"`` forces bf16 matmuls (fp32 max and sum); ``"float32"`` is exact.
+    ``"auto"``: :func:`anchorprune.evaluation.bf16.auto_compute` (bfloat16 only for bfloat16-stored vectors
+    on a CPU that multiplies bf16 natively). ``"bfloat16"`` forces bf16 matmuls (fp32 max and sum); ``"float32"`` is exact.
 
     >>> import torch
     >>> resolve_compute(torch.float32, "auto"), resolve_compute(torch.float16, "bfloat16")
@@ -78,9 +65,7 @@ def resolve_compute(vecs_dtype: torch.dtype, compute: Compute = "float32") -> st
     """
     if compute not in COMPUTES:
         raise ScoringError(f"compute must be one of {COMPUTES}, got {compute!r}")
-    if compute == "auto":
-        return "bfloat16" if vecs_dtype == torch.bfloat16 and bf16_accelerated() else "float32"
-    return compute
+    return auto_compute(vecs_dtype) if compute == "auto" else compute
 
 
 def _nonfinite_rows(chunk: torch.Tensor) -> np.ndarray:
@@ -292,52 +277,8 @@ def maxsim_matrix(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------
-# bf16 scan, exact float32 rescoring of a shortlist (issue 18)
+# bf16 scan, exact float32 rescoring of a shortlist
 # ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ComputePath:
-    """How a search was scored: what was asked, what the matmuls ran in, and whether bf16 was native.
-
-    ``compute`` is the dtype of the scan over every page. With ``"bfloat16"`` the scan only picks a
-    shortlist of ``shortlist`` pages per query, which are then rescored exactly in float32
-    (``rescored``) from ``rescore_source``: ``"float32 copy"`` (a float32 store of the same vectors, so the
-    top-k equals the float32 path's whenever its top-k is in the shortlist) or ``"stored vectors"`` (the
-    stored rows decoded to float32: exact with respect to what the index keeps).
-    """
-
-    requested: str                  # "float32" | "bfloat16" | "auto"
-    compute: str                    # "float32" | "bfloat16": the scan over every page
-    bf16_accelerated: bool          # the CPU multiplies bf16 natively (AMX / AVX-512 BF16)
-    storage: str                    # dtype of the scanned vectors, e.g. "bfloat16"
-    rescored: bool = False          # a bf16 shortlist rescored exactly in float32
-    shortlist: int | None = None    # pages per query rescored (k + margin, at most every page)
-    rescore_source: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        """One line for search output.
-
-        >>> ComputePath("auto", "float32", False, "bfloat16").describe()
-        'scoring: float32 compute over bfloat16 vectors (bf16 not accelerated on this CPU: float32 fallback)'
-        >>> ComputePath("auto", "float32", True, "float16").describe()
-        'scoring: float32 compute over float16 vectors (CPU bf16: accelerated)'
-        >>> ComputePath("auto", "bfloat16", True, "bfloat16", True, 60, "stored vectors").describe()
-        'scoring: bfloat16 compute (accelerated) over bfloat16 vectors, top 60 per query rescored in float32 from the stored vectors'
-        """
-        accel = "accelerated" if self.bf16_accelerated else "not accelerated on this CPU"
-        if self.compute == "float32":
-            if self.storage == "bfloat16" and self.requested != "float32":
-                return f"scoring: float32 compute over bfloat16 vectors (bf16 {accel}: float32 fallback)"
-            native = "accelerated" if self.bf16_accelerated else "not accelerated"
-            return f"scoring: float32 compute over {self.storage} vectors (CPU bf16: {native})"
-        line = f"scoring: bfloat16 compute ({accel}) over {self.storage} vectors"
-        if self.rescored:
-            line += f", top {self.shortlist} per query rescored in float32 from the {self.rescore_source}"
-        return line
-
 
 def default_margin(k: int) -> int:
     """Extra shortlist pages beyond ``k`` for the bf16 scan: ``max(4k, 50)``.
@@ -404,18 +345,17 @@ def score_shortlist(
     storage = str(vecs.dtype).removeprefix("torch.")
     requested = compute
     how = resolve_compute(vecs.dtype, compute)
-    accel = bf16_accelerated()
     if how == "float32":
         scores = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="float32")
-        return scores, ComputePath(requested, "float32", accel, storage)
+        return scores, ComputePath.here(requested, "float32", storage)
     if rescore_vecs is not None and (rescore_vecs.shape != vecs.shape or rescore_vecs.dtype != torch.float32):
         raise ScoringError(f"rescore_vecs must be float32 {tuple(vecs.shape)} (a copy of the scanned rows), "
                            f"got {rescore_vecs.dtype} {tuple(rescore_vecs.shape)}")
     scan = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="bfloat16")
     keep = min(scan.shape[1], k + (default_margin(k) if margin is None else margin))
     out = rescore_shortlist(queries, scan, rescore_vecs if rescore_vecs is not None else vecs, offsets, keep)
-    return out, ComputePath(requested, "bfloat16", accel, storage, rescored=True, shortlist=keep,
-                            rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
+    return out, ComputePath.here(requested, "bfloat16", storage, rescored=True, shortlist=keep,
+                                 rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
 
 
 def rescore_shortlist(

@@ -25,11 +25,11 @@ from anchorprune.index.base import (
     VersionNotFoundError,
 )
 from anchorprune.index.lifecycle import SwapConflictError, VersionHealth
-from anchorprune.index.local import LocalIndex
+from anchorprune.index.local import LocalIndex, index_root
 
 __all__ = [
     "CorruptVersionError", "Hit", "Index", "IndexInputError", "IndexLockedError", "IndexStats", "IndexStoreError",
-    "IndexVersion", "LocalIndex", "NoServingVersionError", "SwapConflictError", "VersionHealth",
+    "IndexVersion", "LocalIndex", "index_root", "NoServingVersionError", "SwapConflictError", "VersionHealth",
     "VersionNotFoundError", "open_index",
 ]
 

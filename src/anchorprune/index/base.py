@@ -38,16 +38,20 @@ version, so nothing half-written is ever visible.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from anchorprune.pruning.base import PrunedPage
+
+if TYPE_CHECKING:
+    from anchorprune.index.first_stage import SearchReport
+    from anchorprune.index.lifecycle import Lifecycle, VersionHealth
 
 Dtype = Literal["float32", "float16", "bits"]
 
@@ -135,10 +139,27 @@ class IndexStats:
 
 @runtime_checkable
 class Index(Protocol):
-    """A versioned multi-vector index (see the module docstring for the life cycle)."""
+    """A versioned multi-vector index (see the module docstring for the life cycle); both backends implement
+    all of it through :class:`anchorprune.index.facade.VersionedIndex`, so callers need no ``hasattr``."""
 
     name: str
     backend: str
+    dtype: str                       # storage of page vectors in new builds
+    two_stage: bool                  # a first stage is configured (not "none")
+    candidates: int                  # pages a first stage hands to exact MaxSim
+    first_stage: str                 # none | mean | muvera | token_ivf | auto
+    first_stage_params: dict[str, Any]
+    first_stage_threshold: int | None
+    first_stage_auto: str
+    life: Lifecycle                  # the life cycle over this index's store (pointer, rollback target, lock)
+
+    @property
+    def built_stage(self) -> str: ...
+
+    def search_report(self, queries: Sequence[torch.Tensor],
+                      k: int = 10) -> tuple[list[list[Hit]], SearchReport]: ...
+
+    def previous(self) -> IndexVersion | None: ...
 
     def build(self, pages: Iterable[PrunedPage], meta: dict[str, Any],
               reuse: Iterable[str] = ()) -> IndexVersion: ...
@@ -169,7 +190,7 @@ class Index(Protocol):
 
     def verify(self, version: IndexVersion | int) -> IndexVersion: ...
 
-    def health(self, full: bool = False) -> list[Any]: ...
+    def health(self, full: bool = False) -> list[VersionHealth]: ...
 
     def unlock(self, force: bool = False) -> str: ...
 
@@ -192,6 +213,10 @@ def page_matrix(page: PrunedPage, dim: int | None, where: str = "") -> np.ndarra
 
     >>> import torch
     >>> from anchorprune.pruning.base import PrunedPage
+
+if TYPE_CHECKING:
+    from anchorprune.index.first_stage import SearchReport
+    from anchorprune.index.lifecycle import Lifecycle, VersionHealth
     >>> page_matrix(PrunedPage("p1", "h", torch.ones(2, 4), None), 4).shape
     (2, 4)
     >>> page_matrix(PrunedPage("p1", "h", torch.ones(2, 3), None), 4)  # doctest: +ELLIPSIS
@@ -239,6 +264,54 @@ def validate_pages(pages: Sequence[PrunedPage], dim: int | None) -> int | None:
             raise IndexInputError(f"page id {p.page_id!r} is given twice (input item {i}); page ids must be unique")
         seen.add(p.page_id)
     return dim
+
+
+def check_reuse(reuse: Iterable[str]) -> list[str]:
+    """``reuse`` as a list, refusing a page named twice."""
+    reuse = list(reuse)
+    if len(set(reuse)) != len(reuse):
+        dup = next(r for r in reuse if reuse.count(r) > 1)
+        raise IndexInputError(f"reuse names page {dup!r} twice")
+    return reuse
+
+
+def check_pages_up_front(pages: Iterable[PrunedPage], reuse: list[str], dim: int | None, dtype: str) -> int | None:
+    """When ``pages`` is a sequence, validate it all before anything is written (a one-shot iterator is
+    validated page by page as it is consumed, :func:`validated_pages`); returns the dimension if known."""
+    from anchorprune.index import quantize
+
+    if isinstance(pages, Sequence):
+        dim = validate_pages(pages, dim)
+        clash = {p.page_id for p in pages} & set(reuse)
+        if clash:
+            raise IndexInputError(f"pages {sorted(clash)[:5]} are both given and named in reuse; pass each once")
+        if not pages and not reuse:
+            raise IndexInputError(NO_PAGES)
+    if dim is not None:
+        quantize.check_dim(dtype, dim)
+    return dim
+
+
+NO_PAGES = "build() got no pages and nothing to reuse: an index needs at least one page"
+
+
+def validated_pages(pages: Iterable[PrunedPage], dim: int | None, reuse: Iterable[str],
+                    dtype: str) -> Iterator[tuple[PrunedPage, np.ndarray]]:
+    """Each page with its ``[k, d]`` float32 matrix, checked as it passes (shape, finite, unique id, not also
+    in ``reuse``, a dimension ``dtype`` can store); nothing is held beyond the current page."""
+    from anchorprune.index import quantize
+
+    reuse = set(reuse)
+    seen: set[str] = set()
+    for i, page in enumerate(pages):
+        v = page_matrix(page, dim, where=f" (input item {i})")
+        if dim is None:
+            dim = v.shape[1]
+            quantize.check_dim(dtype, dim)
+        if page.page_id in seen or page.page_id in reuse:
+            raise IndexInputError(f"page id {page.page_id!r} is given twice (input item {i})")
+        seen.add(page.page_id)
+        yield page, v
 
 
 def query_matrix(q: torch.Tensor | np.ndarray, dim: int, i: int = 0) -> torch.Tensor:

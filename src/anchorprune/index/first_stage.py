@@ -36,7 +36,7 @@ and kept in :attr:`MuveraFirstStage.state`, which an index stores beside its FDE
 matrix, so reopening an index never depends on the RNG stream of the installed numpy.
 
 Defaults (``k_sim=4, d_proj=16, reps=16``: 4,096 dims) stay within Elasticsearch's
-4,096-dim ``dense_vector`` limit; Weaviate's defaults are 4 / 16 / 10 (2,560 dims).
+4,096-dim ``dense_vector`` limit (:data:`anchorprune.limits.ES_MAX_DIMS`); Weaviate's defaults are 4 / 16 / 10 (2,560 dims).
 
 Examples
 --------
@@ -59,14 +59,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from anchorprune.evaluation.scoring import ComputePath
+from anchorprune.evaluation.bf16 import ComputePath
 from anchorprune.index.base import IndexInputError, normalized_mean
 
 FirstStageName = Literal["none", "mean", "muvera", "token_ivf"]
 #: every first stage a build can prepare
 STAGES = ("none", "mean", "muvera", "token_ivf")
-#: Elasticsearch's dense_vector limit; the MUVERA defaults stay within it
-ES_MAX_DIMS = 4096
 #: ``first_stage: auto``: indexes of at least this many pages use ``first_stage_auto`` (``token_ivf``), smaller
 #: ones exact MaxSim over every page. Measured (benchmarks/results/first_stage*.json, stand-in vectors): the
 #: smallest size at which token_ivf with the default 500 candidates keeps recall@10 >= 0.99 at >= 5x lower p50
@@ -325,23 +323,6 @@ def stage_record(configured: str, threshold: int | None, auto_target: str, pages
             "resolved": auto_stage("auto", pages, limit, auto_target)}
 
 
-def muvera_dims(dim: int | None, params: Mapping[str, Any] | None) -> int | None:
-    """The FDE dimension the MUVERA ``params`` give for ``dim``-dimensional token vectors (None: not known
-    before ``dim`` is, i.e. no final projection and no inner projection).
-
-    >>> muvera_dims(None, {}), muvera_dims(None, {"final_dim": 512}), muvera_dims(128, {"d_proj": None, "reps": 2})
-    (4096, 512, 4096)
-    """
-    p = dict(params or {})
-    if p.get("final_dim") is not None:
-        return int(p["final_dim"])
-    d_proj = p.get("d_proj", 16)
-    block = d_proj if d_proj is not None else dim
-    if block is None:
-        return None
-    return int(p.get("reps", 16)) * (1 << int(p.get("k_sim", 4))) * int(block)
-
-
 @dataclass(frozen=True)
 class SearchReport:
     """How a search was answered: the first stage used, the pages it handed to exact MaxSim, of how many."""
@@ -351,7 +332,7 @@ class SearchReport:
     pages: int              # pages in the serving version
     version: int            # the serving version number
     configured: str | None = None   # what the index was configured with when it differs ("auto")
-    scoring: ComputePath | None = None   # float32 / bfloat16 compute, bf16 accelerated or not (issue 18)
+    scoring: ComputePath | None = None   # float32 / bfloat16 compute, bf16 accelerated or not
 
 
 def make_first_stage(name: str, dim: int, params: Mapping[str, Any] | None = None) -> FirstStage | None:

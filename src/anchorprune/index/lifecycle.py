@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from anchorprune.index.base import (
     CorruptVersionError,
@@ -49,6 +49,7 @@ from anchorprune.index.base import (
     VersionNotFoundError,
     now_iso,
 )
+from anchorprune.index.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -76,59 +77,6 @@ class VersionHealth:
     served: bool                 # it has served (a rollback target if healthy and older than the serving one)
     serving: bool
     info: IndexVersion | None    # None when the version cannot be read
-
-
-class Store(Protocol):
-    """What a backend provides to the life cycle (see the module docstring)."""
-
-    name: str
-    backend: str
-    #: whether a lock held by someone else can be removed from here (False: the OS holds it for a live process)
-    lock_breakable: bool
-
-    def version_numbers(self) -> list[int]:
-        """Numbers of the complete versions, ascending."""
-
-    def read_serving(self) -> int | None:
-        """The serving version's number; None before the first swap; CorruptVersionError if unreadable."""
-
-    def write_serving(self, number: int, expected: Any) -> None:
-        """Point at ``number`` atomically, only if the pointer still names ``expected`` (ANY: whatever it names);
-        otherwise raise :class:`SwapConflictError` and change nothing."""
-
-    def served_history(self) -> list[int] | None:
-        """Numbers of versions that have served; None when the store has no record yet (built before it)."""
-
-    def record_served(self, number: int) -> None: ...
-
-    def check_version(self, number: int, full: bool) -> None:
-        """Raise CorruptVersionError / VersionNotFoundError unless the version is intact
-        (``full=False``: sizes and manifest, cheap; ``full=True``: every checksum)."""
-
-    def version_info(self, number: int) -> IndexVersion: ...
-
-    def remove_version(self, number: int) -> None: ...
-
-    def cleanup_leftovers(self) -> None:
-        """Remove what an interrupted build left behind (called with the lock held)."""
-
-    # the lock record: {"pid", "host", "started_at", "token", "command", "expires_at" (None: no lease)}
-    def lock_where(self) -> str: ...
-
-    def lock_try(self, owner: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-        """Take the lock for ``owner`` if free: ``(True, record the store found and replaced or None)``,
-        or ``(False, None)`` when someone holds it."""
-
-    def lock_owner(self) -> dict[str, Any] | None:
-        """The current holder's record; {} if unreadable; None if the lock is free."""
-
-    def lock_break(self, held: dict[str, Any]) -> bool:
-        """Remove ``held``'s lock if it is still that record (True), or False if this store cannot."""
-
-    def lock_renew(self, owner: dict[str, Any]) -> None:
-        """Extend the lease (raise IndexLockedError if the lock is no longer ours)."""
-
-    def lock_release(self, owner: dict[str, Any]) -> None: ...
 
 
 # ---------------------------------------------------------------- the lock record
@@ -173,6 +121,15 @@ def describe_owner(held: dict[str, Any] | None) -> str:
         return "an owner whose record cannot be read yet"
     cmd = f" ({held['command']})" if held.get("command") else ""
     return f"pid {held.get('pid')} on host {held.get('host')!r} since {held.get('started_at')}{cmd}"
+
+
+def swap_conflict(what: str, number: int, expected: Any, cur: int | None) -> SwapConflictError:
+    """The refusal of a swap whose rebuild started from ``expected`` while ``cur`` serves now."""
+    return SwapConflictError(
+        f"{what}: not swapping in v{number}: this build started from "
+        f"{'no version' if expected is None else f'v{expected}'} but "
+        f"{'nothing' if cur is None else f'v{cur}'} serves now (another build or a rollback moved it); "
+        f"v{number} is kept unserved, run `anchorprune index build` again to build on the new serving version")
 
 
 # ---------------------------------------------------------------- the life cycle
@@ -310,11 +267,7 @@ class Lifecycle:
         self.store.record_served(number)
 
     def _conflict(self, number: int, expected: Any, cur: int | None) -> SwapConflictError:
-        return SwapConflictError(
-            f"{self.what}: not swapping in v{number}: this build started from "
-            f"{'no version' if expected is None else f'v{expected}'} but "
-            f"{'nothing' if cur is None else f'v{cur}'} serves now (another build or a rollback moved it); "
-            f"v{number} is kept unserved, run `anchorprune index build` again to build on the new serving version")
+        return swap_conflict(self.what, number, expected, cur)
 
     # ------------------------------------------------------------ rollback and retention
     def _healthy(self, number: int, full: bool) -> str | None:

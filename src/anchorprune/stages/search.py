@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from anchorprune.index.first_stage import SearchReport
 from anchorprune.stages.index import index_backbone, open_serving_index
 from anchorprune.stages.workspace import Workspace
 
@@ -29,13 +31,10 @@ def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
     return stage_search_report(ws, query, k)[0]
 
 
-def stage_search_report(ws: Workspace, query: str, k: int = 10) -> tuple[list, Any]:
-    """:func:`stage_search` plus the index's search report (first stage, float32/bfloat16 compute) where it
-    gives one (the local index's ``search_report``), else ``None``."""
+def stage_search_report(ws: Workspace, query: str, k: int = 10) -> tuple[list, SearchReport]:
+    """:func:`stage_search` plus the index's search report (first stage used, float32/bfloat16 compute)."""
     index = open_serving_index(ws)
     spec = serving_spec(ws, index)
     qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
-    if hasattr(index, "search_report"):
-        hits, report = index.search_report([qvecs], k)
-        return hits[0], report
-    return index.search(qvecs, k), None
+    hits, report = index.search_report([qvecs], k)
+    return hits[0], report

@@ -1,0 +1,87 @@
+"""The ``index`` section of ``params.yaml``: backend, name, storage dtype, first stage and its parameters.
+
+Kept apart from the index package so that reading the configuration never imports the index (and torch);
+its limits come from :mod:`anchorprune.limits`, which the index backends use too.
+
+>>> IndexConfig(two_stage=True).first_stage, IndexConfig().first_stage_threshold
+('mean', 20000)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from anchorprune.frozen import Frozen
+from anchorprune.limits import ES_INDEX_NAME, ES_MAX_DIMS, candidates_problem, muvera_dims
+
+
+class MuveraConfig(Frozen):
+    """MUVERA FDE parameters (index.first_stage: muvera); dims = reps * 2**k_sim * d_proj, or final_dim."""
+
+    k_sim: int = Field(4, ge=0, le=12)
+    d_proj: int | None = Field(16, ge=1)
+    reps: int = Field(16, ge=1)
+    final_dim: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class TokenIvfConfig(Frozen):
+    """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
+
+    centroids: int | None = Field(None, ge=1)   # k-means lists (null: a power of two near 2 sqrt(tokens))
+    nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
+    iters: int = Field(8, ge=0)                 # k-means iterations
+    seed: int = 0
+
+
+class IndexConfig(Frozen):
+    backend: Literal["local", "elasticsearch"] = "local"
+    backbone: str | None = None   # whose champion the index serves; default: the first backbone
+    name: str = Field("anchorprune", pattern=f"^{ES_INDEX_NAME.pattern}$")
+    dtype: Literal["float32", "float16", "bfloat16", "bits"] = "float16"
+    two_stage: bool = False
+    # first stage before exact MaxSim: none | mean | muvera | token_ivf | auto; null: mean if two_stage else none.
+    # Left out: auto (exact below first_stage_threshold pages, token_ivf from there), or mean if two_stage
+    first_stage: Literal["none", "mean", "muvera", "token_ivf", "auto"] | None = "auto"
+    # auto: indexes of >= first_stage_threshold pages use first_stage_auto, smaller ones exact MaxSim
+    # (20000 = first_stage.AUTO_THRESHOLD_PAGES: where token_ivf at 500 candidates is >= 5x faster than exact
+    # with recall@10 >= 0.99, benchmarks/results/first_stage_threshold.json; docs/index.md)
+    first_stage_threshold: int = Field(20_000, ge=1)
+    first_stage_auto: Literal["mean", "muvera", "token_ivf"] = "token_ivf"
+    muvera: MuveraConfig = MuveraConfig()
+    token_ivf: TokenIvfConfig = TokenIvfConfig()
+    candidates: int = Field(100, ge=1)
+    keep_versions: int = Field(2, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _two_stage_alone_means_mean(cls, data: Any) -> Any:
+        """``two_stage: true`` without a ``first_stage`` keeps its old meaning: the mean vector."""
+        if isinstance(data, dict) and "first_stage" not in data and data.get("two_stage") is True:
+            return {**data, "first_stage": "mean"}
+        return data
+
+    @model_validator(mode="after")
+    def _fde_fits_elasticsearch(self) -> IndexConfig:
+        """Elasticsearch's dense_vector holds at most :data:`~anchorprune.limits.ES_MAX_DIMS` dims."""
+        uses_muvera = self.first_stage == "muvera" or (self.first_stage == "auto" and self.first_stage_auto == "muvera")
+        if self.backend != "elasticsearch" or not uses_muvera:
+            return self
+        m = self.muvera
+        dims = muvera_dims(None, m.model_dump())             # None: d_proj null, known only with the vectors' dim
+        if dims is not None and dims > ES_MAX_DIMS:
+            raise ValueError(f"index.muvera gives {dims}-dim FDEs (reps {m.reps} x 2^k_sim {1 << m.k_sim} x d_proj "
+                             f"{m.d_proj}{'' if m.final_dim is None else f', final_dim {m.final_dim}'}), above "
+                             f"Elasticsearch's dense_vector limit of {ES_MAX_DIMS}: lower reps, k_sim or d_proj, or "
+                             "set final_dim")
+        return self
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_within_knn_limit(cls, v: int) -> int:
+        problem = candidates_problem(v)         # both backends keep to Elasticsearch's kNN limit
+        if problem:
+            raise ValueError(problem)
+        return v
