@@ -17,8 +17,8 @@ from anchorprune.backbones.mock import MockBackbone
 from anchorprune.config import ConfigError, load_settings
 from anchorprune.features.cache import FeaturesCache, QueryCache
 from anchorprune.features.claims import Claimant, claim_file
-from anchorprune.features.storage import StorageError, open_store
 from anchorprune.pages import Page
+from anchorprune.storage import StorageError, open_store
 
 
 def pages(n=6):

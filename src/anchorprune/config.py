@@ -51,7 +51,7 @@ def _window_range(spec: str) -> tuple[int, int] | None:
 
 def _artefact_location(v: object) -> object:
     """A local path (kept as written) or an fsspec URL whose filesystem can write atomically."""
-    from anchorprune.features.storage import check_location
+    from anchorprune.storage import check_location
 
     v = str(v)
     check_location(v)   # StorageError (a ValueError) names the URL and what to use instead
@@ -71,7 +71,7 @@ class PathsConfig(Frozen):
     def _locations_usable(cls, v: object, info) -> object:
         v = _artefact_location(v)
         if info.field_name == "index_dir":
-            from anchorprune.features.storage import LOCAL, scheme_of
+            from anchorprune.storage import LOCAL, scheme_of
 
             if scheme_of(v) not in LOCAL:
                 raise ValueError(f"{v}: the local index memory-maps its files, so index_dir must be a local path "
@@ -81,7 +81,7 @@ class PathsConfig(Frozen):
 
     def resolve(self, location: str, root: Path) -> str | Path:
         """``features_dir`` / ``index_dir`` as a store location: a URL as is, a relative path under ``root``."""
-        from anchorprune.features.storage import is_url
+        from anchorprune.storage import is_url
 
         if is_url(location):
             return location
@@ -195,7 +195,7 @@ class EvaluateConfig(Frozen):
     @field_validator("windows")
     @classmethod
     def _windows_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from anchorprune.evaluation.windows import window_layers
+        from anchorprune.windows import window_layers
 
         unique_nonempty(v, "window")
         for w in v:

@@ -21,8 +21,8 @@ from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
 from anchorprune.backbones.colqwen2 import ColQwen2Backbone
 from anchorprune.backbones.jina_v4 import JinaV4Backbone
 from anchorprune.evaluation.retention import resolve_window
-from anchorprune.evaluation.windows import WindowError
 from anchorprune.pages import Page
+from anchorprune.windows import WindowError
 
 
 def _img(w: int, h: int, seed: int = 0) -> PIL.Image.Image:

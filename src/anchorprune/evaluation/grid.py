@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorprune.evaluation.results import BYTES_PER_VALUE, ConfigResult, EvaluationResult
-from anchorprune.evaluation.windows import window_label
 from anchorprune.features.encoding import EncodedCorpus
+from anchorprune.windows import window_label
 
 log = logging.getLogger(__name__)
 

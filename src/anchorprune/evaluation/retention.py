@@ -34,10 +34,10 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from anchorprune.evaluation.windows import WindowError, window_layers
 from anchorprune.features import PageFeatures
 from anchorprune.pruning.base import check_finite, keep_count, top_k_indices
 from anchorprune.pruning.random import page_generator, random_select
+from anchorprune.windows import WindowError, window_layers
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ is served from an all-layers entry of the same page when one exists (its rows ar
 backbone identity), under ``<root>/<backbone key>/queries/<hh>/<sha256 of the text>.pt``.
 
 ``root`` is a local path (the default) or an fsspec URL (``memory://``, ``s3://bucket/cache``, ...;
-see :mod:`anchorprune.features.storage`): workers on several hosts can share one cache. Encoding takes a
+see :mod:`anchorprune.storage`): workers on several hosts can share one cache. Encoding takes a
 claim per page (:mod:`anchorprune.features.claims`) before it runs the model, so two runs sharing a cache
 never encode the same page twice: the second one waits for the first one's entry.
 """
@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from anchorprune.backbones.base import Backbone, LayerCapture
 from anchorprune.features import PageFeatures
 from anchorprune.features.claims import Claimant
-from anchorprune.features.storage import Store, open_store
 from anchorprune.pages import Page
+from anchorprune.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ checks for the entry again after claiming, so a page is encoded at most once as 
 owner holds a claim longer than ``ttl_s`` (claims are taken per batch, so a claim lives for one
 batch's forward pass: keep ``ttl_s`` well above that).
 
->>> from anchorprune.features.storage import open_store
+>>> from anchorprune.storage import open_store
 >>> store = open_store("memory://doctest-claims")
 >>> a, b = Claimant(store, "run-a"), Claimant(store, "run-b")
 >>> held = a.acquire("x/h.pt"); held is not None, b.acquire("x/h.pt") is None
@@ -33,8 +33,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from anchorprune.features.storage import Store
-from anchorprune.index.lifecycle import pid_alive
+from anchorprune.processes import pid_alive
+from anchorprune.storage import Store
 
 log = logging.getLogger(__name__)
 

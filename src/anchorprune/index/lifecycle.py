@@ -50,6 +50,7 @@ from anchorprune.index.base import (
     now_iso,
 )
 from anchorprune.index.store import Store
+from anchorprune.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,6 @@ class VersionHealth:
 
 
 # ---------------------------------------------------------------- the lock record
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def new_owner(lease_s: float | None) -> dict[str, Any]:
     """The record a lock holder leaves: who, where, since when, doing what, and until when (lease)."""
     cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]

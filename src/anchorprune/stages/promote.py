@@ -37,7 +37,7 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
         revision = evaluation.meta.get("backbone_revision")
 
         def spec_for(c: Candidate) -> ChampionSpec:
-            from anchorprune.evaluation.windows import window_layers
+            from anchorprune.windows import window_layers
 
             return ChampionSpec(backbone=bcfg.model_dump(mode="json"), method=c.method, gamma=c.gamma,
                                 window=window_layers(c.window) if c.window else None, candidate=asdict(c),

@@ -68,7 +68,7 @@ def index_root(location: Path | str) -> Path:
     ...
     anchorprune.index.base.IndexInputError: index folder s3://bucket/indexes: the local index needs a local filesystem (memory maps, an OS file lock, atomic rename); give a path or a file:// URL, or use index.backend: elasticsearch
     """
-    from anchorprune.features.storage import LOCAL, is_url, scheme_of
+    from anchorprune.storage import LOCAL, is_url, scheme_of
 
     if not is_url(location):
         return Path(location)

@@ -23,7 +23,7 @@ b'xyz'
 >>> open_store("ftp://example.org/cache")
 Traceback (most recent call last):
 ...
-anchorprune.features.storage.StorageError: ftp://example.org/cache: filesystem 'ftp' has no atomic write (neither an atomic rename nor a whole-object PUT), so a crash could leave half-written artefacts; use a local path, memory://, or an object store (s3://, gs://, az://)
+anchorprune.storage.StorageError: ftp://example.org/cache: filesystem 'ftp' has no atomic write (neither an atomic rename nor a whole-object PUT), so a crash could leave half-written artefacts; use a local path, memory://, or an object store (s3://, gs://, az://)
 """
 
 from __future__ import annotations
