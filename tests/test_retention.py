@@ -10,8 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anchorprune.evaluation.retention import (
-    WindowError,
-    resolve_window,
     score_retention,
     select_sr_window,
     sr_curve,
@@ -20,6 +18,7 @@ from anchorprune.evaluation.retention import (
 )
 from anchorprune.evaluation.scoring import maxsim
 from anchorprune.features import PageFeatures
+from anchorprune.windows import WindowError, resolve_window
 
 
 def page(emb, centrality, page_id="p", layers=None, eos=None):

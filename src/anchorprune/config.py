@@ -37,16 +37,8 @@ class ConfigError(ValueError):
     """A configuration file is missing, unreadable or invalid."""
 
 
-#: decoder depth of backbone kinds whose depth does not depend on the checkpoint
-KNOWN_DEPTH: dict[str, int] = {"minilm-text": 6, "mock": 8}
-
 _CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
                  "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
-
-
-def _window_range(spec: str) -> tuple[int, int] | None:
-    lo, sep, hi = spec.partition("-")
-    return (int(lo), int(hi)) if sep and lo.isdigit() and hi.isdigit() else None
 
 
 def _artefact_location(v: object) -> object:
@@ -278,8 +270,10 @@ class Settings(Frozen):
     @model_validator(mode="after")
     def _windows_inside_backbones(self) -> Settings:
         """Explicit windows ('a-b') must fit every backbone whose depth is known before loading it."""
+        from anchorprune.windows import KNOWN_DEPTH, window_range
+
         for spec in self.evaluate.windows:
-            rng = _window_range(spec)
+            rng = window_range(spec)
             if rng is None:
                 continue
             for b in self.backbones:

@@ -84,9 +84,8 @@ def test_real_colpali_engine_classes_on_the_real_layouts():
     from anchorprune.backbones.base import LayerCapture
     from anchorprune.backbones.capture import find_decoder_layers
     from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
-    from anchorprune.evaluation.retention import resolve_window
     from anchorprune.pages import Page
-    from anchorprune.windows import WindowError
+    from anchorprune.windows import WindowError, resolve_window
 
     ref, _ = L.colpali_v1_3()
     pali = ColPali(copy.deepcopy(ref.config.vlm_config)).eval()

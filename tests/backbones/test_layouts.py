@@ -20,9 +20,8 @@ from anchorprune.backbones.colpali import ColPaliBackbone
 from anchorprune.backbones.colpali_engine import ColPaliEngineBackbone
 from anchorprune.backbones.colqwen2 import ColQwen2Backbone
 from anchorprune.backbones.jina_v4 import JinaV4Backbone
-from anchorprune.evaluation.retention import resolve_window
 from anchorprune.pages import Page
-from anchorprune.windows import WindowError
+from anchorprune.windows import WindowError, resolve_window
 
 
 def _img(w: int, h: int, seed: int = 0) -> PIL.Image.Image:
@@ -237,3 +236,12 @@ def test_disagreeing_depth_and_missing_decoder_name_the_model_class(colqwen2_5):
     assert len(find_decoder_layers(colqwen2_5.model)) == 36
     with pytest.raises(DecoderLayersError, match="Sequential: no decoder layers"):
         find_decoder_layers(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_published_window_depths_are_the_real_checkpoints_depths():
+    """The paper's windows assume each family's decoder depth: the real checkpoint layouts say the same."""
+    from anchorprune.windows import PUBLISHED_WINDOWS
+
+    assert PUBLISHED_WINDOWS["colpali"][0] == L.COLPALI_V1_3.text_layers
+    assert PUBLISHED_WINDOWS["colqwen2"][0] == L.COLQWEN2_V1_0.text_layers
+    assert PUBLISHED_WINDOWS["jina-v4"][0] == L.JINA_V4.text_layers

@@ -27,6 +27,7 @@ from anchorprune.backbones.base import LayerCapture
 from anchorprune.config import BackboneConfig
 from anchorprune.features import PageFeatures
 from anchorprune.pages import Page
+from anchorprune.windows import KNOWN_DEPTH
 
 _TOPIC = re.compile(r"topic:(\w+)")
 
@@ -47,7 +48,7 @@ class MockBackbone:
     def __init__(
         self,
         name: str = "mock",
-        num_layers: int = 8,
+        num_layers: int = KNOWN_DEPTH["mock"],
         dim: int = 16,
         tokens_per_page: int = 32,
         num_anchors: int = 3,

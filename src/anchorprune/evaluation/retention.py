@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 from anchorprune.features import PageFeatures
 from anchorprune.pruning.base import check_finite, keep_count, top_k_indices
 from anchorprune.pruning.random import page_generator, random_select
-from anchorprune.windows import WindowError, window_layers
 
 log = logging.getLogger(__name__)
 
@@ -241,58 +240,3 @@ def select_sr_window(sr_by_layer: Sequence[float], rho: float = 0.2) -> SRWindow
         raise ValueError("the SR curve leaves no layer before its trailing low region")
     return SRWindow(list(range(start, l_star)), start, l_star, start / num_layers, l_star / num_layers,
                     m, num_layers)
-
-
-# ------------------------------------------------------------------ window specs
-#: published windows (docs/method.md §1), inclusive, by backbone kind: (num_layers, v1, v2)
-PUBLISHED_WINDOWS: dict[str, tuple[int, tuple[int, int], tuple[int, int]]] = {
-    "colpali": (18, (8, 11), (11, 14)),
-    "colqwen2": (28, (11, 16), (18, 23)),
-    "jina-v4": (36, (14, 21), (26, 33)),
-}
-
-
-
-def _published(kind: str | None, num_layers: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
-    key = kind
-    if kind == "colpali-engine":
-        # colpali-engine serves ColPali (18 layers), ColQwen2 (28) and ColQwen2.5 (36, no published window)
-        key = {18: "colpali", 28: "colqwen2"}.get(num_layers)
-    if key not in PUBLISHED_WINDOWS:
-        raise WindowError(f"no published v1/v2 window for backbone kind {kind!r} with {num_layers} layers "
-                          f"(published: ColPali, ColQwen2, Jina v4); use 'sr' or an explicit range like '8-11'")
-    expected = PUBLISHED_WINDOWS[key][0]
-    if num_layers != expected:
-        raise WindowError(f"the published windows for {key!r} assume {expected} decoder layers, this backbone has "
-                          f"{num_layers} (a test model?); use 'sr' or an explicit range")
-    return PUBLISHED_WINDOWS[key]
-
-
-def resolve_window(
-    spec: str,
-    num_layers: int,
-    sr_window: Sequence[int] | None = None,
-    kind: str | None = None,
-) -> list[int]:
-    """Decoder-layer indices for a window spec: ``"sr"``, ``"v1"``, ``"v2"`` or ``"a-b"`` (inclusive).
-
-    >>> resolve_window("v2", 18, kind="colpali"), resolve_window("2-4", 6)
-    ([11, 12, 13, 14], [2, 3, 4])
-    >>> resolve_window("sr", 18, sr_window=[6, 7, 8, 9])
-    [6, 7, 8, 9]
-    """
-    spec = spec.strip()
-    if spec == "sr":
-        if not sr_window:
-            raise WindowError("window 'sr' needs the calibrated window: run `anchorprune calibrate` first")
-        layers = [int(x) for x in sr_window]
-    elif spec in ("v1", "v2"):
-        _, v1, v2 = _published(kind, num_layers)
-        lo, hi = v1 if spec == "v1" else v2
-        layers = list(range(lo, hi + 1))
-    else:
-        layers = window_layers(spec)
-    bad = [x for x in layers if not 0 <= x < num_layers]
-    if bad:
-        raise WindowError(f"window {spec!r} has layers {bad} outside 0..{num_layers - 1}")
-    return layers

@@ -54,7 +54,7 @@ def build_pruner(
     """
     if method == "sap":
         if not window:
-            raise ValueError("method 'sap' needs window=[layers...] (see anchorprune.evaluation.retention.resolve_window)")
+            raise ValueError("method 'sap' needs window=[layers...] (see anchorprune.windows.resolve_window)")
         return SapPruner(window)
     if method == "sap_max":
         return SapPruner(window or [0], heads="max")   # raises NotImplementedError with the reason

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def resolve_windows(specs: tuple[str, ...], kind: str, num_layers: int, sr_window: list[int]) -> dict[str, list[int]]:
-    from anchorprune.evaluation.retention import resolve_window
+    from anchorprune.windows import resolve_window
 
     out: dict[str, list[int]] = {}
     for spec in specs:
