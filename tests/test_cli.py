@@ -64,7 +64,8 @@ def test_paths_resolve_against_the_params_folder(tmp_path, monkeypatch):
     res = runner.invoke(app, ["data", "version", "--params", "../proj/params.yaml"])
     assert res.output.strip() == "6a2d41b618723cb65dcd366bb4fe6e68", res.output
     res = runner.invoke(app, ["promote", "--params", "../proj/params.yaml"])
-    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit), res.output
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception    # no traceback
     assert f"dataset folder {proj.resolve() / 'data' / 'rdocs-demo'} does not exist" in res.output
     assert list(elsewhere.iterdir()) == []          # no stray mlruns/ (or anything else) in the cwd
 
