@@ -102,3 +102,21 @@ def test_doctor_reports_a_live_prefect_api(monkeypatch):
         assert "answers (health True)" in prefect_status(f"http://127.0.0.1:{server.server_port}/api")
     finally:
         server.shutdown()
+
+
+def test_the_distribution_ships_the_cli_and_no_top_level_flows():
+    """pyproject's package discovery, as setuptools runs it: only ``anchorprune*``, the entry point in it."""
+    import tomllib
+
+    from setuptools import find_namespace_packages, find_packages
+
+    repo = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    finder = find_namespace_packages if find.get("namespaces", True) else find_packages
+    packages = {p for where in find.get("where", ["."])
+                for p in finder(str(repo / where), include=find.get("include", ["*"]), exclude=find.get("exclude", []))}
+    assert {"anchorprune", "anchorprune.cli", "anchorprune.stages"} <= packages
+    assert {p.split(".")[0] for p in packages} == {"anchorprune"}, sorted(packages)
+    assert project["project"]["scripts"] == {"anchorprune": "anchorprune.cli:app"}
+    assert (repo / "flows" / "pipeline.py").is_file()          # the flows stay in the checkout

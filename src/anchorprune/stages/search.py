@@ -29,10 +29,10 @@ def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
     return stage_search_report(ws, query, k)[0]
 
 
-def stage_search_report(ws: Workspace, query: str, k: int = 10) -> tuple[list, Any]:
+def stage_search_report(ws: Workspace, query: str, k: int = 10, index=None) -> tuple[list, Any]:
     """:func:`stage_search` plus the index's search report (first stage, float32/bfloat16 compute) where it
-    gives one (the local index's ``search_report``), else ``None``."""
-    index = open_serving_index(ws)
+    gives one (the local index's ``search_report``), else ``None``. ``index``: the serving index, if open."""
+    index = index if index is not None else open_serving_index(ws)
     spec = serving_spec(ws, index)
     qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
     if hasattr(index, "search_report"):
