@@ -140,7 +140,7 @@ def test_pipeline_end_to_end(project):
     assert stage_index(ws)["rebuilt"] is False                 # a no-op leaves it as it is: `dvc status` stays clean
     assert (project / "reports" / "index.json").read_bytes() == before
 
-    # issue 13: a served page whose stored vectors were overwritten is re-encoded, not copied forward
+    # a served page whose stored vectors were overwritten is re-encoded, not copied forward
     import numpy as np
 
     from anchorprune.index import LocalIndex

@@ -49,6 +49,10 @@ def load_flow(root: str | Path, flow: str):
     return load_flow_from_entrypoint(f"{path}:{name}", use_placeholder_flow=False)
 
 
+#: where the imported ``flows`` package really is (resolved when first loaded: a symlinked checkout may go away)
+_imported_from: dict[int, set[str]] = {}
+
+
 def _import_flows_from(root: Path) -> None:
     """Make ``import flows`` find ``<root>/flows``; refuse when another checkout's flows are imported already."""
     import importlib
@@ -56,7 +60,7 @@ def _import_flows_from(root: Path) -> None:
     if FLOWS_DIR not in sys.modules and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     loaded = importlib.import_module(FLOWS_DIR)
-    where = sorted({str(Path(p).resolve()) for p in getattr(loaded, "__path__", [])})
+    where = _imported_from.setdefault(id(loaded), {str(Path(p).resolve()) for p in getattr(loaded, "__path__", [])})
     if str(flows_dir(root).resolve()) not in where:
-        raise FlowsNotFoundError(f"this process imports the flows of {', '.join(where) or '?'}, not "
+        raise FlowsNotFoundError(f"this process imports the flows of {', '.join(sorted(where)) or '?'}, not "
                                  f"{flows_dir(root)}: one checkout's flows per process")
