@@ -120,3 +120,21 @@ def test_the_distribution_ships_the_cli_and_no_top_level_flows():
     assert {p.split(".")[0] for p in packages} == {"anchorprune"}, sorted(packages)
     assert project["project"]["scripts"] == {"anchorprune": "anchorprune.cli:app"}
     assert (repo / "flows" / "pipeline.py").is_file()          # the flows stay in the checkout
+
+
+def test_known_errors_exit_with_one_line_and_their_familys_code(capsys):
+    import pytest
+    import typer
+
+    from anchorprune.cli.errors import CONFIG, DATA, exit_on
+    from anchorprune.config import ConfigError
+
+    with pytest.raises(typer.Exit) as exit_info, exit_on(CONFIG, DATA):
+        raise ConfigError("bad key\n  calibrate.gama")        # a ValueError too: the most specific type wins
+    assert exit_info.value.exit_code == 2
+    assert capsys.readouterr().err == "error: bad key calibrate.gama\n"
+    with pytest.raises(typer.Exit) as exit_info, exit_on(CONFIG, DATA):
+        raise FileNotFoundError("no dataset")
+    assert exit_info.value.exit_code == 1
+    with pytest.raises(KeyError), exit_on(CONFIG, DATA):   # not a known error: a bug keeps its traceback
+        raise KeyError("x")
