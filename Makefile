@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine (each creates or refreshes .venv itself):
 #   make demo   - the main job end to end on the embedded defaults (then `dvc status` is clean)
-#   make test   - the test suite (what CI runs)
+#   make test   - the full test suite (what CI runs)
 # and, day to day:
+#   make test-fast   - the tests not marked slow: the inner loop, under 2 minutes
 #   make repro       - `dvc repro` with .venv/bin on PATH (the stages call `anchorprune`)
 #   make plots       - dvc.yaml's plots rendered offline into reports/plots/index.html
 #   make prefect-ui  - the Prefect UI on this checkout's own PREFECT_HOME (the demo's runs, no one else's)
@@ -23,7 +24,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 # its first run migrates a new database: give the temporary server more than Prefect's 20 s to start
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: venv demo repro plots prefect-ui test lint bench colpali-engine-env test-colpali-engine clean-demo
+.PHONY: venv demo repro plots prefect-ui test test-fast lint bench colpali-engine-env test-colpali-engine clean-demo
 
 venv: $(STAMP)
 
@@ -53,8 +54,13 @@ plots: venv
 prefect-ui: venv
 	$(VENV)/bin/prefect server start
 
+# the full suite, slow flow tests included (what CI runs: .ci/run)
 test: venv
 	$(PY) -m pytest
+
+# the inner loop: everything but the tests marked slow (whole flows, real models)
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not network"   # -m replaces addopts' "not network"
 
 lint: venv
 	$(VENV)/bin/ruff check src tests flows benchmarks

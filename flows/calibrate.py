@@ -5,20 +5,22 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from anchorprune.stages.calibrate import stage_calibrate
+from anchorprune.stages.pipeline import backbone_names
+from anchorprune.stages.workspace import Workspace
 from anchorprune.tracking.summary import calibrate_markdown
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, workspace
+from flows.common import IO_RETRIES, STAGE_CACHE
 
 
 @task(name="calibrate-backbone", **STAGE_CACHE, **IO_RETRIES)
 def calibrate_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str) -> list[int]:
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     return stage_calibrate(ws, ws.settings.backbone(backbone)).window
 
 
 @flow(name="calibrate")
 def calibrate_flow(params: str = "params.yaml", root: str = ".", backbone: str | None = None) -> dict[str, list[int]]:
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     version = ws.data_version()
     out = {}
     for name in backbone_names(ws, backbone):

@@ -7,12 +7,11 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-from anchorprune.config import EncodeConfig, Settings, load_settings
-from anchorprune.stages.workspace import Workspace
+from anchorprune.config import EncodeConfig
+from anchorprune.stages.environment import prefect_api_url
 from anchorprune.tracking.provenance import stage_key
 
 
@@ -46,30 +45,6 @@ def retry_on_io(task, task_run, state) -> bool:
 IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_on_io)
 
 
-def params_path(params: str, root: str) -> Path:
-    """``params`` as an absolute path: relative ones are relative to ``root`` (itself resolved now)."""
-    path = Path(params)
-    return path if path.is_absolute() else Path(root).resolve() / path
-
-
-def settings(params: str, root: str) -> Settings:
-    return load_settings(params_path(params, root))
-
-
-def workspace(params: str, root: str) -> Workspace:
-    return Workspace(settings(params, root), Path(root).resolve())
-
-
-def backbone_names(ws: Workspace, backbone: str | None) -> list[str]:
-    if backbone:
-        ws.settings.backbone(backbone)  # clear error for an unknown name
-        return [backbone]
-    names = [b.name for b in ws.settings.backbones]
-    if not names:
-        raise ValueError("params.yaml lists no backbones: add one under 'backbones'")
-    return names
-
-
 # ---------------------------------------------------------------- Dask (encode shards, the evaluation grid)
 #: the address of an existing Dask scheduler; overrides ``encode.address``
 ADDRESS_ENV = "ANCHORPRUNE_DASK_ADDRESS"
@@ -77,18 +52,6 @@ ADDRESS_ENV = "ANCHORPRUNE_DASK_ADDRESS"
 
 def dask_address(cfg: EncodeConfig) -> str | None:
     return os.environ.get(ADDRESS_ENV) or cfg.address
-
-
-def prefect_api_url() -> str | None:
-    """The Prefect API this process talks to: PREFECT_API_URL, or the ephemeral server it started (else None)."""
-    from prefect.settings import PREFECT_API_URL
-
-    if url := PREFECT_API_URL.value():
-        return url
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    return server.api_url if server.server_process is not None else None
 
 
 def local_cluster_kwargs(cfg: EncodeConfig, jobs: int | None = None) -> dict:

@@ -18,15 +18,11 @@ from anchorprune.config import BackboneConfig, EncodeConfig
 from anchorprune.features.encoding import encode_shard
 from anchorprune.pages import Page
 from anchorprune.stages.encode import plan_encode, stage_encode
+from anchorprune.stages.pipeline import backbone_names
+from anchorprune.stages.workspace import Workspace
+from anchorprune.tracking.summary import encode_markdown
 from flows.artifacts import publish
-from flows.common import (
-    IO_RETRIES,
-    STAGE_CACHE,
-    backbone_names,
-    dask_address,
-    local_cluster_kwargs,
-    workspace,
-)
+from flows.common import IO_RETRIES, STAGE_CACHE, dask_address, local_cluster_kwargs
 
 
 def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):
@@ -69,7 +65,7 @@ def encode_shards_flow(bcfg: BackboneConfig, shards: list[list[Page]], cache: st
 
 def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
     """Run the shards of the pages missing from the cache on the configured runner (None: nothing to shard)."""
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     enc = ws.settings.encode
     if enc.runner != "dask":
         return None
@@ -84,14 +80,14 @@ def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
 
 @task(name="encode-backbone", **STAGE_CACHE, **IO_RETRIES)
 def encode_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str) -> dict:
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     corpus = stage_encode(ws, ws.settings.backbone(backbone))
     return {"pages": len(corpus.features), "queries": len(corpus.queries), "num_layers": corpus.num_layers}
 
 
 @flow(name="encode")
 def encode_flow(params: str = "params.yaml", root: str = ".", backbone: str | None = None) -> dict[str, dict]:
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     version = ws.data_version()
     out = {}
     for name in backbone_names(ws, backbone):
@@ -100,7 +96,5 @@ def encode_flow(params: str = "params.yaml", root: str = ".", backbone: str | No
         if sharded:
             out[name] = {**out[name], "sharded": {k: v for k, v in sharded.items() if k != "shards"}}
         get_run_logger().info("%s: %s", name, out[name])
-    publish("encode", "### encode\n\n" + "\n".join(
-        f"- **{n}**: {o['pages']} pages, {o['queries']} queries, {o['num_layers']} layers in the features cache"
-        for n, o in out.items()))
+    publish("encode", encode_markdown(out))
     return out

@@ -5,15 +5,17 @@ from __future__ import annotations
 from prefect import flow, task
 
 from anchorprune.stages.evaluate import champion_config, stage_evaluate
+from anchorprune.stages.pipeline import backbone_names
+from anchorprune.stages.workspace import Workspace
 from anchorprune.tracking.summary import evaluate_markdown
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, backbone_names, dask_map, workspace
+from flows.common import IO_RETRIES, STAGE_CACHE, dask_map
 
 
 @task(name="evaluate-backbone", **STAGE_CACHE, **IO_RETRIES)
 def evaluate_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str,
                       window: list[int], champion: str = "") -> list[dict]:
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     if ws.settings.evaluate.runner == "dask":   # the grid's (method, window) groups on the encode shards' cluster
         with dask_map(ws.settings.encode) as map_jobs:
             return stage_evaluate(ws, ws.settings.backbone(backbone), map_jobs=map_jobs).rows()
@@ -24,7 +26,7 @@ def evaluate_backbone(params: str, root: str, backbone: str, config_hash: str, d
 def evaluate_flow(params: str = "params.yaml", root: str = ".", backbone: str | None = None,
                   windows: dict[str, list[int]] | None = None) -> dict[str, list[dict]]:
     """``windows`` (from calibrate) and the champion's config only key the cache: the stage reads both itself."""
-    ws = workspace(params, root)
+    ws = Workspace.from_params(params, root)
     version = ws.data_version()
     out = {
         name: evaluate_backbone(params, root, name, ws.settings.config_hash(), version, (windows or {}).get(name, []),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from anchorprune.stages.pipeline import skip_index_reason
+from anchorprune.stages.workspace import Workspace
 from anchorprune.tracking.summary import pipeline_markdown, recalibrate_markdown
 from flows.artifacts import publish
 from flows.calibrate import calibrate_flow
-from flows.common import workspace
 from flows.data import data_flow
 from flows.encode import encode_flow
 from flows.evaluate import evaluate_flow
@@ -22,19 +23,14 @@ def pipeline_flow(params: str = "params.yaml", root: str = ".", rebuild_data: bo
     windows = calibrate_flow(params, root)
     evaluation = evaluate_flow(params, root, windows=windows)
     promotion = promote_flow(params, root)
-    from anchorprune.stages.index import index_backbone
-
-    served = index_backbone(workspace(params, root)).name
-    if promotion.get(served, {}).get("champion") is None:
-        # nothing certified and no earlier champion: there is nothing to serve (not a crash)
-        get_run_logger().warning("no certified champion for %s: the index is not built (see "
-                                 "reports/promotion/%s.json)", served, served)
-        index = None
-    else:
-        index = reindex_flow(params, root)
-    result = {"data_version": version, "windows": windows, "promotion": promotion, "index": index,
+    ws = Workspace.from_params(params, root)
+    skipped = skip_index_reason(ws, promotion)
+    if skipped:
+        get_run_logger().warning(skipped)
+    result = {"data_version": version, "windows": windows, "promotion": promotion,
+              "index": None if skipped else reindex_flow(params, root), "index_skipped": skipped,
               "configs": {k: len(v) for k, v in evaluation.items()}}
-    publish("pipeline", pipeline_markdown(workspace(params, root), result))
+    publish("pipeline", pipeline_markdown(ws, result))
     return result
 
 
@@ -44,5 +40,5 @@ def recalibrate_flow(params: str = "params.yaml", root: str = ".") -> dict:
     windows = calibrate_flow(params, root)
     evaluate_flow(params, root, windows=windows)
     promotion = promote_flow(params, root)
-    publish("recalibrate", recalibrate_markdown(workspace(params, root), windows))
+    publish("recalibrate", recalibrate_markdown(Workspace.from_params(params, root), windows))
     return promotion

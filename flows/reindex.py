@@ -3,7 +3,7 @@
 When the serving version already has this champion, data and index config, nothing is built
 (``stages.serving_is_current``): a scheduled run then only says so.
 
-The build runs inside the index's global concurrency limit (``flows.concurrency``): two runs that
+The build runs inside the index's global concurrency limit (``anchorprune.stages.concurrency``): two runs that
 rebuild one index, from any deployment on any worker or host, run one after the other.
 """
 
@@ -11,21 +11,22 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from anchorprune.stages.concurrency import index_build_slot, index_limit_name
 from anchorprune.stages.index import stage_index
+from anchorprune.stages.workspace import Workspace
 from anchorprune.tracking.summary import index_markdown
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, settings, workspace
-from flows.concurrency import index_build_slot, index_limit_name
+from flows.common import IO_RETRIES
 
 
 @task(name="build-and-swap-index", **IO_RETRIES)
 def build_and_swap(params: str, root: str, force: bool = False) -> dict:
-    return stage_index(workspace(params, root), force=force)
+    return stage_index(Workspace.from_params(params, root), force=force)
 
 
 @flow(name="reindex")
 def reindex_flow(params: str = "params.yaml", root: str = ".", force: bool = False) -> dict:
-    index = settings(params, root).index.name
+    index = Workspace.from_params(params, root).settings.index.name
     logger = get_run_logger()
     logger.info("waiting for global concurrency limit %s (one rebuild of index %s at a time)",
                 index_limit_name(index), index)

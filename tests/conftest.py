@@ -7,16 +7,13 @@ import os
 import shutil
 import tempfile
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+from anchorprune.stages.environment import OFFLINE, TELEMETRY_OFF, set_env
+
+set_env({**OFFLINE, **TELEMETRY_OFF}, override=True)   # before any test imports the libraries that read them
 if "PREFECT_HOME" not in os.environ:
     _prefect_home = tempfile.mkdtemp(prefix="anchorprune-prefect-")
     os.environ["PREFECT_HOME"] = _prefect_home
     atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
-os.environ["GX_ANALYTICS_ENABLED"] = "false"
-os.environ["DVC_NO_ANALYTICS"] = "1"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 import pytest  # noqa: E402

@@ -64,7 +64,8 @@ def test_paths_resolve_against_the_params_folder(tmp_path, monkeypatch):
     res = runner.invoke(app, ["data", "version", "--params", "../proj/params.yaml"])
     assert res.output.strip() == "6a2d41b618723cb65dcd366bb4fe6e68", res.output
     res = runner.invoke(app, ["promote", "--params", "../proj/params.yaml"])
-    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit), res.output
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception    # no traceback
     assert f"dataset folder {proj.resolve() / 'data' / 'rdocs-demo'} does not exist" in res.output
     assert list(elsewhere.iterdir()) == []          # no stray mlruns/ (or anything else) in the cwd
 
@@ -101,3 +102,39 @@ def test_doctor_reports_a_live_prefect_api(monkeypatch):
         assert "answers (health True)" in prefect_status(f"http://127.0.0.1:{server.server_port}/api")
     finally:
         server.shutdown()
+
+
+def test_the_distribution_ships_the_cli_and_no_top_level_flows():
+    """pyproject's package discovery, as setuptools runs it: only ``anchorprune*``, the entry point in it."""
+    import tomllib
+
+    from setuptools import find_namespace_packages, find_packages
+
+    repo = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    finder = find_namespace_packages if find.get("namespaces", True) else find_packages
+    packages = {p for where in find.get("where", ["."])
+                for p in finder(str(repo / where), include=find.get("include", ["*"]), exclude=find.get("exclude", []))}
+    assert {"anchorprune", "anchorprune.cli", "anchorprune.stages"} <= packages
+    assert {p.split(".")[0] for p in packages} == {"anchorprune"}, sorted(packages)
+    assert project["project"]["scripts"] == {"anchorprune": "anchorprune.cli:app"}
+    assert (repo / "flows" / "pipeline.py").is_file()          # the flows stay in the checkout
+
+
+def test_known_errors_exit_with_one_line_and_their_familys_code(capsys):
+    import pytest
+    import typer
+
+    from anchorprune.cli.errors import CONFIG, DATA, exit_on
+    from anchorprune.config import ConfigError
+
+    with pytest.raises(typer.Exit) as exit_info, exit_on(CONFIG, DATA):
+        raise ConfigError("bad key\n  calibrate.gama")        # a ValueError too: the most specific type wins
+    assert exit_info.value.exit_code == 2
+    assert capsys.readouterr().err == "error: bad key calibrate.gama\n"
+    with pytest.raises(typer.Exit) as exit_info, exit_on(CONFIG, DATA):
+        raise FileNotFoundError("no dataset")
+    assert exit_info.value.exit_code == 1
+    with pytest.raises(KeyError), exit_on(CONFIG, DATA):   # not a known error: a bug keeps its traceback
+        raise KeyError("x")

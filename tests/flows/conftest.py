@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+REPO = Path(__file__).resolve().parents[2]
 N_PAGES = 40  # 20 evaluation queries: enough for the bootstrap to certify the planted configs
 
 
@@ -38,6 +39,12 @@ def write_synthetic_dataset(root: Path, name: str = "synth", n: int = N_PAGES) -
     return final
 
 
+def make_checkout(root: Path) -> None:
+    """``root`` as a checkout of the project: a git repo with the flows next to its params.yaml."""
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / "flows").symlink_to(REPO / "flows")
+
+
 def project_params(tmp: Path, tracking_uri: str, artifact_root: Path, **overrides) -> dict:
     params = {
         "data": {"dataset": "synth", "source": "demo", "calibration_fraction": 0.5, "seed": 0},
@@ -58,13 +65,13 @@ def project_params(tmp: Path, tracking_uri: str, artifact_root: Path, **override
 
 @pytest.fixture
 def project(tmp_path, mlflow_template, monkeypatch):
-    """A tmp project root: git repo, params.yaml (mock backbone), synthetic data, its own MLflow store."""
+    """A tmp project checkout: git repo, flows/, params.yaml (mock backbone), synthetic data, its own MLflow store."""
     from mlflow_store import fresh_tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path / "proj"
     root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    make_checkout(root)
     tracking = fresh_tracking(mlflow_template, root / "mlruns")
     params = project_params(root, tracking.uri, tracking.artifact_root)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -82,7 +89,7 @@ def served_project(tmp_path_factory, mlflow_template):
 
     root = tmp_path_factory.mktemp("served") / "proj"
     root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    make_checkout(root)
     tracking = fresh_tracking(mlflow_template, root / "mlruns")
     (root / "params.yaml").write_text(yaml.safe_dump(project_params(root, tracking.uri, tracking.artifact_root)))
     write_synthetic_dataset(root)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from flows.deployments import build_deployments
+
+from anchorprune.stages.deployments import build_deployments
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +16,8 @@ def test_deployments_have_crons_and_concurrency_limit(project):
     assert set(deps) == {"reindex-test-index", "weekly"}
     assert deps["reindex-test-index"].schedules[0].schedule.cron == "0 2 * * *"
     assert deps["weekly"].schedules[0].schedule.cron == "0 3 * * 0"
-    assert deps["reindex-test-index"].entrypoint == "flows.reindex.reindex_flow"
+    assert deps["reindex-test-index"].entrypoint == "flows/reindex.py:reindex_flow"   # relative to the root
+    assert deps["weekly"].entrypoint == "flows/pipeline.py:recalibrate_flow"
     for d in deps.values():
         limit = d.concurrency_limit
         assert (limit if isinstance(limit, int) else limit.limit) == 1

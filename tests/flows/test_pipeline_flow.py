@@ -140,7 +140,7 @@ def test_pipeline_end_to_end(project):
     assert stage_index(ws)["rebuilt"] is False                 # a no-op leaves it as it is: `dvc status` stays clean
     assert (project / "reports" / "index.json").read_bytes() == before
 
-    # issue 13: a served page whose stored vectors were overwritten is re-encoded, not copied forward
+    # a served page whose stored vectors were overwritten is re-encoded, not copied forward
     import numpy as np
 
     from anchorprune.index import LocalIndex
@@ -195,3 +195,17 @@ def test_failure_in_evaluate_leaves_champion_and_index(project, monkeypatch):
     assert str(tracker.client.get_model_version_by_alias(model_name("mock"), "champion").version) == before_version
     assert open_serving_index(ws).current().number == before_index
     assert stage_search(ws, "which page is about topic:t3?", k=1)[0].page_id == "p03"
+
+
+def test_cli_pipeline_runs_the_flows_of_the_checkout(project):
+    """`anchorprune pipeline` loads flows/pipeline.py from the params file's checkout and searches the new index."""
+    from typer.testing import CliRunner
+
+    from anchorprune.cli import app
+
+    res = CliRunner().invoke(app, ["pipeline", "--params", str(project / "params.yaml"),
+                                   "--query", "which page is about topic:t3?"])
+    assert res.exit_code == 0, res.output
+    assert "index test-index now serves version 1" in res.output
+    hits = [ln for ln in res.output.splitlines() if ln.lstrip().startswith("1. ")]
+    assert hits and "p03" in hits[0], res.output

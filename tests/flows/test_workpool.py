@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from flows.concurrency import ensure_index_limit, index_limit_name
-from flows.deployments import (
+
+from anchorprune.stages.checkout import ROOT_ENV, ProjectRootError, enter_project_root, project_root_for_run
+from anchorprune.stages.concurrency import ensure_index_limit, index_limit_name
+from anchorprune.stages.deployments import (
     DeployError,
     ProjectCheckout,
     deploy_to_pool,
     ensure_process_pool,
-    prefect_api_url,
+    require_prefect_server,
 )
-from flows.steps import ROOT_ENV, ProjectRootError, enter_project_root, project_root_for_run
 
 REPO = Path(__file__).resolve().parents[2]
 POOL = "anchorprune-test"
@@ -67,10 +68,10 @@ def test_deploy_needs_a_reachable_prefect_api():
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}), \
             pytest.raises(DeployError, match="PREFECT_API_URL is not set"):
-        prefect_api_url()
+        require_prefect_server()
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), \
             pytest.raises(DeployError, match=r"http://127.0.0.1:9/api \(PREFECT_API_URL\) does not answer"):
-        prefect_api_url()
+        require_prefect_server()
 
 
 def test_pool_is_created_once_and_must_be_a_process_pool():
@@ -122,12 +123,14 @@ def test_deploy_command_registers_on_a_pool_or_names_the_unreachable_api():
 def test_serve_and_a_pool_never_hold_the_same_deployments(tmp_path):
     """One deployment, one way of running it: serve's process or the pool's workers, never both."""
     import yaml
-    from flows.deployments import build_deployments, refuse_if_on_pool, refuse_if_served
     from prefect import get_client
+
+    from anchorprune.stages.deployments import build_deployments, refuse_if_on_pool, refuse_if_served
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["index"]["name"] = "guard-index"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "flows").symlink_to(REPO / "flows")   # a checkout: its flows next to params.yaml
     # the reindex deployment only: recalibrate/weekly has one name on every project, and earlier tests registered it
     served = [d for d in build_deployments("params.yaml", str(tmp_path)) if d.flow_name == "reindex"]
     refuse_if_served(served)  # nothing registered yet
@@ -156,8 +159,9 @@ def start_worker(tmp_path):
 
     started: list[tuple[subprocess.Popen, Path]] = []
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           # this checkout's code in the worker and in the flow runs it starts, whatever the venv has installed
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+           # this checkout's package in the worker and in the flow runs it starts, whatever the venv has installed;
+           # the flows come from the run's checkout (its entrypoint), not from the path
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop(ROOT_ENV, None)
 
@@ -254,7 +258,7 @@ def test_pool_deployment_runs_to_completion_on_a_worker(served_project, start_wo
     assert deps["recalibrate/weekly"].schedules[0].schedule.cron == "0 3 * * 0"
     assert reindex.global_concurrency_limit.limit == 1  # deployment's own limit
     assert reindex.parameters == {"params": "params.yaml"}
-    assert reindex.entrypoint == "flows.reindex.reindex_flow"
+    assert reindex.entrypoint == "flows/reindex.py:reindex_flow"   # loaded from the checkout, by path
     assert reindex.pull_steps == [ProjectCheckout(served_project).to_pull_step()]
     assert (limit.limit, limit.active) == (1, True)
 
@@ -272,14 +276,16 @@ def test_pool_deployment_runs_to_completion_on_a_worker(served_project, start_wo
 @pytest.mark.slow
 def test_two_reindex_runs_on_two_workers_are_serialised_by_the_index_limit(served_project, start_worker):
     """Two deployments rebuild one index (their own deployment limits do not see each other's runs)."""
-    from flows.reindex import reindex_flow
     from prefect import get_client
     from prefect.concurrency.sync import concurrency
     from prefect.deployments.runner import EntrypointType
 
+    from anchorprune.stages.entrypoints import entrypoint, load_flow
+
     ids = deploy_to_pool(POOL, "params.yaml", str(served_project))
-    adhoc = reindex_flow.to_deployment(name="adhoc", parameters={"params": "params.yaml"},
-                                       entrypoint_type=EntrypointType.MODULE_PATH)
+    adhoc = load_flow(served_project, "reindex.py:reindex_flow").to_deployment(
+        name="adhoc", parameters={"params": "params.yaml"}, entrypoint_type=EntrypointType.FILE_PATH)
+    adhoc.entrypoint = entrypoint("reindex.py:reindex_flow")
     adhoc.storage = ProjectCheckout(served_project)
     deployment_ids = [ids[f"reindex/reindex-{INDEX}"], adhoc.apply(work_pool_name=POOL)]
     before = serving_version(served_project)

@@ -1,5 +1,5 @@
-"""The ``anchorprune`` command line."""
+"""The ``anchorprune`` command line (``anchorprune.cli:app``, the console entry point)."""
 
-from anchorprune.cli.app import app
+from anchorprune.cli.main import app
 
 __all__ = ["app"]

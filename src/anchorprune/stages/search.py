@@ -31,9 +31,12 @@ def stage_search(ws: Workspace, query: str, k: int = 10) -> list:
     return stage_search_report(ws, query, k)[0]
 
 
-def stage_search_report(ws: Workspace, query: str, k: int = 10) -> tuple[list, SearchReport]:
-    """:func:`stage_search` plus the index's search report (first stage used, float32/bfloat16 compute)."""
-    index = open_serving_index(ws)
+def stage_search_report(ws: Workspace, query: str, k: int = 10, index=None) -> tuple[list, SearchReport]:
+    """:func:`stage_search` plus the index's search report (first stage used, float32/bfloat16 compute).
+
+    ``index``: the serving index when the caller has it open already (opened here otherwise).
+    """
+    index = index if index is not None else open_serving_index(ws)
     spec = serving_spec(ws, index)
     qvecs = ws.backbone(spec.backbone_config()).encode_queries([query])[0]  # [m, d]
     hits, report = index.search_report([qvecs], k)

@@ -22,6 +22,21 @@ class Workspace:
     settings: Settings
     root: Path
 
+    @classmethod
+    def from_params(cls, params: str | Path, root: str | Path | None = None) -> Workspace:
+        """The workspace of a params file: its settings, rooted at ``root``.
+
+        Without ``root`` the params file's own folder is the project root (``config.project_root``);
+        with it, a relative ``params`` is relative to ``root`` (an absolute one is taken as is).
+        Raises :class:`~anchorprune.config.ConfigError` for a missing or invalid file.
+        """
+        from anchorprune.config import load_settings, project_root
+
+        if root is None:
+            return cls(load_settings(params), project_root(params))
+        root = Path(root).resolve()
+        return cls(load_settings(root / params), root)
+
     def path(self, p: Path | str) -> Path:
         p = Path(p)
         return p if p.is_absolute() else self.root / p

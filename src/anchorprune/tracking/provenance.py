@@ -2,9 +2,10 @@
 
 A cached result may be reused only if nothing that changes it has changed: the
 task inputs (Prefect hashes those itself), the configuration, the **content** of
-the dataset (not the DVC pointer, which can lag behind an edit), the library's
-code (every ``.py`` file of ``anchorprune`` and ``flows``), the package version
-and the git commit. :func:`stage_key` returns that hash.
+the dataset (not the DVC pointer, which can lag behind an edit), the code (every
+``.py`` file of the ``anchorprune`` package and of the project root's ``flows/``,
+the flows the runs load by entrypoint), the package version and the git commit.
+:func:`stage_key` returns that hash.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from pathlib import Path
 import anchorprune
 from anchorprune.ioutil import tree_hash
 
-#: folders whose Python source is the "library code" a result depends on
-CODE_DIRS: tuple[Path, ...] = (Path(anchorprune.__file__).parent, Path(anchorprune.__file__).parents[2] / "flows")
+#: folders whose Python source is the "library code" a result depends on; :func:`code_dirs` adds the flows
+CODE_DIRS: tuple[Path, ...] = (Path(anchorprune.__file__).parent,)
+
+
+def code_dirs(root: str | Path) -> tuple[Path, ...]:
+    """:data:`CODE_DIRS` and the flows of the checkout at ``root`` (``stages.entrypoints``: where they load from)."""
+    from anchorprune.stages.entrypoints import flows_dir
+
+    return (*CODE_DIRS, flows_dir(root))
 
 
 def code_fingerprint(dirs: Iterable[Path] | None = None) -> str:
@@ -30,17 +38,14 @@ def code_fingerprint(dirs: Iterable[Path] | None = None) -> str:
 
 def stage_key(params: str | Path, root: str | Path) -> str:
     """The provenance part of a stage's cache key: config, data content, code, version, git commit."""
-    from anchorprune.config import load_settings
     from anchorprune.stages.workspace import Workspace
     from anchorprune.tracking.tracker import git_commit
 
-    root = Path(root).resolve()
-    params = Path(params)
-    ws = Workspace(load_settings(params if params.is_absolute() else root / params), root)
+    ws = Workspace.from_params(params, root)
     parts = [
         "config=" + ws.settings.config_hash(),
         "data=" + tree_hash(ws.dataset_dir),
-        "code=" + code_fingerprint(),
-        "git=" + git_commit(root),
+        "code=" + code_fingerprint(code_dirs(ws.root)),
+        "git=" + git_commit(ws.root),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()

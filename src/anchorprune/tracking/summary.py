@@ -1,4 +1,4 @@
-"""Markdown summaries of flow runs (published as Prefect artifacts by ``flows/``).
+"""Markdown summaries of flow runs (the flows in ``flows/`` publish them as Prefect artifacts).
 
 Each says what ran, what was decided and links to the MLflow runs and model versions behind
 it. Links point at the MLflow UI (``ANCHORPRUNE_MLFLOW_UI``, default ``http://127.0.0.1:5000``,
@@ -62,6 +62,19 @@ def _latest_run(ws, stage: str, backbone: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def encode_markdown(out: dict[str, dict[str, Any]]) -> str:
+    """The encode flow's result (per backbone: pages, queries, layers in the features cache).
+
+    >>> print(encode_markdown({"mock": {"pages": 40, "queries": 40, "num_layers": 8}}))
+    ### encode
+    <BLANKLINE>
+    - **mock**: 40 pages, 40 queries, 8 layers in the features cache
+    """
+    return "### encode\n\n" + "\n".join(
+        f"- **{n}**: {o['pages']} pages, {o['queries']} queries, {o['num_layers']} layers in the features cache"
+        for n, o in out.items())
+
+
 def data_markdown(ws, version: str) -> str:
     return (f"### data: `{ws.settings.data.dataset}` version `{version}`\n"
             f"source `{ws.settings.data.source}`, validated (Great Expectations), tracked by `data.dvc`\n")
@@ -81,7 +94,7 @@ def calibrate_markdown(ws, windows: dict[str, list[int]], ui: str | None = None)
 def evaluate_markdown(ws, names: list[str], ui: str | None = None) -> str:
     lines = ["### evaluate", ""]
     for name in names:
-        from anchorprune.evaluation.grid import EvaluationResult
+        from anchorprune.evaluation.results import EvaluationResult
 
         path = ws.reports / "evaluation" / f"{name}.json"
         if not path.exists():
@@ -134,15 +147,28 @@ def index_markdown(info: dict[str, Any], ui: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def index_skipped_markdown(reason: str) -> str:
+    """The pipeline built no index (``stages.pipeline.skip_index_reason``).
+
+    >>> print(index_skipped_markdown("no certified champion for m"))
+    ### reindex: no index built
+    no certified champion for m
+    """
+    return f"### reindex: no index built\n{reason}"
+
+
 def pipeline_markdown(ws, result: dict[str, Any], ui: str | None = None) -> str:
+    """The pipeline flow's result; ``result["index"]`` is None when no index was built (``index_skipped`` says why)."""
     names = [b.name for b in ws.settings.backbones]
+    index = (index_markdown(result["index"], ui) if result["index"] is not None
+             else index_skipped_markdown(result.get("index_skipped") or "no certified champion"))
     return "\n".join([
         "## anchorprune pipeline", "",
         data_markdown(ws, result["data_version"]),
         calibrate_markdown(ws, result["windows"], ui),
         evaluate_markdown(ws, names, ui),
         promote_markdown(ws, names, ui),
-        index_markdown(result["index"], ui),
+        index,
     ])
 
 

@@ -1,21 +1,22 @@
 """Scheduled deployments: served from one process (`flow.serve` style), or registered on a work pool.
 
-    anchorprune serve                   # or: python -m flows.deployments
+    anchorprune serve                   # serves them from this process
     anchorprune deploy --pool NAME      # then, on any host: prefect worker start --pool NAME
 
 reindex runs nightly and recalibrate (calibrate + evaluate + promote) weekly, with the crons
 from params.yaml; each deployment has a concurrency limit of one, so two rebuilds of one
 index never run at once.
 
-The deployments hold no absolute path: their parameters name the params file relative to the
-project root, and ``root`` keeps its default ``"."``, resolved when a run starts (``main``
-serves from the project root, so a moved or second checkout serves its own files). On a work
-pool, a pull step (``flows.steps.enter_project_root``) starts each run in the worker host's
-checkout: ``$ANCHORPRUNE_ROOT`` there, else the path `anchorprune deploy` ran in.
+The deployments hold no absolute path: their entrypoints (``flows/reindex.py:reindex_flow``,
+``stages.entrypoints``) and parameters name files relative to the project root, and ``root`` keeps
+its default ``"."``, resolved when a run starts (:func:`serve_deployments` serves from the project
+root, so a moved or second checkout serves its own files). On a work pool, a pull step
+(``anchorprune.stages.checkout.enter_project_root``) starts each run in the worker host's checkout:
+``$ANCHORPRUNE_ROOT`` there, else the path `anchorprune deploy` ran in.
 
 Rebuilds of one index are serialised twice over: each deployment's ``concurrency_limit=1``
 queues a second run of that deployment (server-side, before any worker takes it), and the
-reindex flow holds the index's global concurrency limit (``flows.concurrency``) around the
+reindex flow holds the index's global concurrency limit (``anchorprune.stages.concurrency``) around the
 build, so runs from different deployments, ad-hoc runs and runs on other hosts wait too.
 """
 
@@ -33,30 +34,38 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runner.storage import LocalStorage
 from prefect.schedules import Cron
 
-from anchorprune.config import load_settings
-from flows.pipeline import recalibrate_flow
-from flows.reindex import reindex_flow
+from anchorprune.stages.checkout import enter_project_root
+from anchorprune.stages.concurrency import ensure_index_limit
+from anchorprune.stages.entrypoints import entrypoint, load_flow
+from anchorprune.stages.environment import prefect_api_url
+from anchorprune.stages.workspace import Workspace
+
+#: the scheduled flows, as entrypoints under the project root's flows/
+REINDEX = "reindex.py:reindex_flow"
+RECALIBRATE = "pipeline.py:recalibrate_flow"
 
 
-def build_deployments(params: str = "params.yaml", root: str = "."):
-    root_path = Path(root).resolve()
-    params_path = (root_path / params if not Path(params).is_absolute() else Path(params)).resolve()
-    cfg = load_settings(params_path)
-    s = cfg.schedule
-    # relative to the root, which each run resolves from its working directory (see main)
-    rel = os.path.relpath(params_path, root_path)
-    args = {"params": rel if not rel.startswith("..") else str(params_path)}
+def _deployment(root: Path, flow: str, **kwargs) -> RunnerDeployment:
+    """The flow at ``flows/<flow>`` of the checkout at ``root`` as a deployment naming it relative to the root."""
+    deployment = load_flow(root, flow).to_deployment(entrypoint_type=EntrypointType.FILE_PATH, concurrency_limit=1,
+                                                      **kwargs)
+    deployment.entrypoint = entrypoint(flow)   # not relative to this process's working directory
+    return deployment
+
+
+def build_deployments(params: str = "params.yaml", root: str = ".") -> list[RunnerDeployment]:
+    ws = Workspace.from_params(params, root)
+    s = ws.settings.schedule
+    # relative to the root, which each run resolves from its working directory (see serve_deployments)
+    rel = os.path.relpath(ws.root / params, ws.root)
+    args = {"params": rel if not rel.startswith("..") else str((ws.root / params).resolve())}
     return [
-        reindex_flow.to_deployment(
-            name=f"reindex-{cfg.index.name}", schedule=Cron(s.reindex_cron, timezone=s.timezone),
-            parameters=args, concurrency_limit=1, entrypoint_type=EntrypointType.MODULE_PATH,
-            tags=["anchorprune", "index"], description="Rebuild the pruned index from @champion and swap it in.",
-        ),
-        recalibrate_flow.to_deployment(
-            name="weekly", schedule=Cron(s.recalibrate_cron, timezone=s.timezone),
-            parameters=args, concurrency_limit=1, entrypoint_type=EntrypointType.MODULE_PATH,
-            tags=["anchorprune", "calibrate"], description="Calibrate, evaluate and promote every backbone.",
-        ),
+        _deployment(ws.root, REINDEX, name=f"reindex-{ws.settings.index.name}",
+                    schedule=Cron(s.reindex_cron, timezone=s.timezone), parameters=args,
+                    tags=["anchorprune", "index"], description="Rebuild the pruned index from @champion and swap it in."),
+        _deployment(ws.root, RECALIBRATE, name="weekly", schedule=Cron(s.recalibrate_cron, timezone=s.timezone),
+                    parameters=args, tags=["anchorprune", "calibrate"],
+                    description="Calibrate, evaluate and promote every backbone."),
     ]
 
 
@@ -65,21 +74,20 @@ class DeployError(RuntimeError):
 
 
 class ProjectCheckout(LocalStorage):
-    """The deployments' code and data: a checkout of the project on the worker's host (see flows.steps)."""
+    """The deployments' code and data: a checkout of the project on the worker's host (``stages.checkout``)."""
 
     def __init__(self, path: str | Path, params: str = "params.yaml"):
         super().__init__(str(path))
         self._params = params
 
     def to_pull_step(self) -> dict:
-        return {"flows.steps.enter_project_root": {"directory": str(self.destination), "params": self._params}}
+        return {f"{enter_project_root.__module__}.{enter_project_root.__name__}":
+                {"directory": str(self.destination), "params": self._params}}
 
 
-def prefect_api_url() -> str:
+def require_prefect_server() -> str:
     """The Prefect server the pool lives on; raises DeployError when it is not set or does not answer."""
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
+    url = prefect_api_url(ephemeral=False)
     if not url:
         raise DeployError("PREFECT_API_URL is not set: a work pool lives on a Prefect server that every worker "
                           "reaches. Start one (`make prefect-ui`) and `export PREFECT_API_URL=http://HOST:4200/api`")
@@ -174,23 +182,18 @@ def deploy_to_pool(pool: str, params: str = "params.yaml", root: str = ".",
     Creates the pool (unless ``create_pool=False``) and the index's global concurrency limit
     when missing; re-running updates the deployments in place. Returns ``{"flow/deployment": id}``.
     """
-    from flows.common import settings
-    from flows.concurrency import ensure_index_limit
-
-    prefect_api_url()
-    deployments = build_pool_deployments(params, root)  # reads params.yaml: a bad config fails before any change
+    require_prefect_server()
+    ws = Workspace.from_params(params, root)  # a bad config fails before any change
+    deployments = build_pool_deployments(params, root)
     refuse_if_served(deployments)
     ensure_process_pool(pool, create=create_pool)
-    ensure_index_limit(settings(params, root).index.name)
+    ensure_index_limit(ws.settings.index.name)
     return {f"{d.flow_name}/{d.name}": d.apply(work_pool_name=pool) for d in deployments}
 
 
-def main(params: str = "params.yaml", root: str = ".") -> None:  # pragma: no cover - long-running
+def serve_deployments(params: str = "params.yaml", root: str = ".") -> None:  # pragma: no cover - long-running
+    """Serve the scheduled deployments from this process, in the project root (runs resolve root "." there)."""
     deployments = build_deployments(params, root)
     refuse_if_on_pool(deployments)
-    os.chdir(Path(root).resolve())  # runs resolve root "." here, at run time
+    os.chdir(Path(root).resolve())
     serve(*deployments)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,221 @@
+"""``anchorprune index``: build, search, inspect and roll back the pruned index.
+
+``index build`` runs the pipeline's index stage (``stages.index.stage_index``: the registry's
+@champion config, window-only capture through the features cache, pages whose content hash is
+unchanged reused, build -> verify -> swap -> prune to ``index.keep_versions``) with the build lock
+held throughout. status/rollback/verify/unlock work even when the serving version is broken;
+every failure is one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anchorprune.cli.errors import INDEX, INDEX_OPEN, exit_on, fail, one_line
+from anchorprune.cli.options import ParamsOpt, load_workspace
+
+index_app = typer.Typer(help="Build, search, inspect and roll back the pruned index.", no_args_is_help=True)
+
+
+def open_index(params: Path):
+    """The serving index of the params file's workspace; one that cannot be opened exits 2."""
+    from anchorprune.stages.index import open_serving_index
+
+    ws = load_workspace(params)
+    with exit_on(INDEX_OPEN):
+        return ws, open_serving_index(ws)
+
+
+@index_app.command("build")
+def index_build(
+    params: ParamsOpt = Path("params.yaml"),
+    wait: Annotated[bool, typer.Option("--wait", help="queue behind a running build instead of failing")] = False,
+    force: Annotated[bool, typer.Option(help="rebuild even when champion, data and index config are unchanged")]
+    = False,
+) -> None:
+    """Build a new index version from the champion config (incremental), verify it, swap it in, prune old ones.
+
+    Does nothing (and says so) when the serving version already has this champion, data and index config.
+    """
+    from anchorprune.stages.index import stage_index
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ws = load_workspace(params)
+    with exit_on(INDEX):
+        info = stage_index(ws, wait=wait, force=force)
+    if not info.get("rebuilt", True):
+        typer.echo(f"index {info['index']} ({info['backend']}) unchanged: still serves v{info['version']} "
+                   f"({info['reason']}; --force rebuilds)")
+        return
+    typer.echo(f"index {info['index']} ({info['backend']}) now serves v{info['version']}: {info['pages']} pages, "
+               f"{info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB; re-encoded {info['reencoded_pages']}, "
+               f"reused {info['reused_pages']}")
+
+
+@index_app.command("search")
+def index_search(
+    query: Annotated[str, typer.Argument(help="query text (encoded with the champion's backbone)")],
+    params: ParamsOpt = Path("params.yaml"),
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits to print")] = 10,
+) -> None:
+    """Search the serving index version with a text query: page, document, first line, score."""
+    if not query.strip():
+        raise fail('the query is empty; pass the text to search for, e.g. `anchorprune index search '
+                   '"how do I install R packages"`', 2)
+    ws, idx = open_index(params)
+    echo_search(ws, idx, query, k)
+
+
+def echo_search(ws, idx, query: str, k: int) -> None:
+    """Search the open serving index ``idx``; print the hits and how they were scored (index errors exit 1)."""
+    from anchorprune.stages.search import stage_search_report
+
+    with exit_on(INDEX):
+        idx.search_many([], 1)          # the cheap checks first: no model load for a broken index
+        hits, report = stage_search_report(ws, query, k=k, index=idx)
+        serving = idx.current()
+    meta = (serving.manifest.get("meta") or {}) if serving is not None else {}
+    typer.echo(f"{query!r}: index {ws.settings.index.name} v{serving.number if serving else '-'}, "
+               f"model {meta.get('model', '-')} v{meta.get('model_version', '-')} "
+               f"({meta.get('method', '-')}, gamma {meta.get('gamma', '-')}), data {meta.get('data_version', '-')}")
+    _echo_hits(ws, hits)
+    _echo_scoring(report)
+
+
+def _echo_hits(ws, hits) -> None:
+    """The hits as a table: rank, score, page, document and page number, title."""
+    from anchorprune.tracking.summary import describe_hits
+
+    for r in describe_hits(ws.dataset.corpus, hits):
+        where = f"{r['document']} p.{r['page']}" if r["page"] is not None else r["document"]
+        typer.echo(f"{r['rank']:3d}. {r['score']:7.3f}  {r['page_id']:<18} {where:<20} {r['title']}")
+
+
+def _echo_scoring(report) -> None:
+    """Which first stage answered (and how many pages it rescored), then the compute path of the search (float32 /
+    bfloat16, bf16 accelerated or not), where the index reports them."""
+    if report is None:
+        return
+    stage = getattr(report, "first_stage", None)
+    if stage is not None:
+        how = (f"exact MaxSim over all {report.pages} pages" if stage == "none"
+               else f"{report.candidates} of {report.pages} pages rescored exactly")
+        configured = f" (configured: {report.configured})" if getattr(report, "configured", None) else ""
+        typer.echo(f"first stage: {stage}, {how}{configured}")
+    if getattr(report, "scoring", None) is not None:
+        typer.echo(report.scoring.describe())
+
+
+@index_app.command("status")
+def index_status(
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the stats as JSON")] = False,
+) -> None:
+    """Show the serving version, every version's health, and which ones a rollback can serve."""
+    _, idx = open_index(params)
+    with exit_on(INDEX):
+        pointer = idx.life.pointer_problem()
+        health = idx.health()
+        cur = next((h for h in health if h.serving), None)
+        target = idx.life.rollback_target()
+        stats = idx.stats() if as_json and cur is not None and cur.ok else None
+    if as_json:
+        _echo_status_json(idx, stats, pointer, target, health)
+    else:
+        _echo_status(idx, pointer, cur, target, health)
+
+
+def _echo_status_json(idx, stats, pointer, target, health) -> None:
+    import json
+
+    out = stats.as_dict() if stats else {"name": idx.name, "backend": idx.backend, "current": None}
+    out["pointer_problem"] = pointer
+    out["rollback_target"] = target
+    out["health"] = [{"version": h.number, "ok": h.ok, "problem": h.problem, "served": h.served,
+                      "serving": h.serving} for h in health]
+    typer.echo(json.dumps(out, indent=2))
+
+
+def _echo_status(idx, pointer, cur, target, health) -> None:
+    from anchorprune.index.first_stage import AUTO_THRESHOLD_PAGES, auto_stage
+
+    threshold = idx.first_stage_threshold or AUTO_THRESHOLD_PAGES
+    stage = idx.first_stage + (f" ({idx.first_stage_auto} from {threshold} pages, exact below)"
+                               if idx.first_stage == "auto" else "")
+    typer.echo(f"index {idx.name} ({idx.backend}, {idx.dtype}, first stage {stage})")
+    if pointer:
+        typer.echo(f"  ! serving pointer: {one_line(pointer)}")
+    elif cur is None:
+        typer.echo("  no serving version: run `anchorprune index build`")
+    for h in health:
+        mark = "*" if h.serving else " "
+        served = "served" if h.served else "never served"
+        if not h.ok:
+            typer.echo(f"  {mark} v{h.number}  DAMAGED ({served}): {one_line(h.problem or '')}")
+            continue
+        v = h.info
+        meta = v.manifest.get("meta", {})
+        built = (v.manifest.get("first_stage") or {}).get("name", "mean")
+        typer.echo(f"  {mark} v{v.number}  {v.created_at}  {v.pages} pages  {v.vectors} vectors  "
+                   f"{v.bytes / 1e6:.1f} MB  {v.bytes / max(v.pages, 1):.0f} B/page  "
+                   f"model {meta.get('model', '-')}:{meta.get('model_version', '-')}  "
+                   f"data {meta.get('data_version', '-')}  built for {built}  {served}")
+        if h.serving:
+            answers = auto_stage(idx.first_stage, v.pages, idx.first_stage_threshold, idx.first_stage_auto)
+            typer.echo(f"      searches use: {'exact MaxSim over every page' if answers == 'none' else answers}"
+                       + (f" (candidates {idx.candidates}, rescored exactly)" if answers != "none" else "")
+                       + (f"; v{v.number} was built for {built}, so it falls back: rebuild to use {answers}"
+                          if answers not in ("none", "mean", built) else ""))
+    if pointer or (cur is not None and not cur.ok):
+        typer.echo(f"  fix: `anchorprune index rollback` serves v{target}" if target is not None
+                   else "  fix: no healthy version that served is left: `anchorprune index build`")
+
+
+@index_app.command("rollback")
+def index_rollback(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Serve the newest healthy version that served before the serving one (works when the serving one is broken)."""
+    _, idx = open_index(params)
+    with exit_on(INDEX):
+        before = idx.life.pointer_problem() is None and idx.life.serving()
+        prev = idx.rollback()
+    typer.echo(f"index {idx.name}: rolled back from {f'v{before}' if before else 'a broken pointer'} to "
+               f"v{prev.number}")
+
+
+@index_app.command("verify")
+def index_verify(
+    params: ParamsOpt = Path("params.yaml"),
+    version: Annotated[int | None, typer.Option("--version", help="check only this version")] = None,
+) -> None:
+    """Check every checksum of every version (or one); exit 1 naming each damaged file."""
+    _, idx = open_index(params)
+    with exit_on(INDEX):
+        health = [h for h in idx.health(full=True) if version is None or h.number == version]
+    if version is not None and not health:
+        raise fail(f"index {idx.name} has no version v{version}; `anchorprune index status` lists them")
+    bad = 0
+    for h in health:
+        if h.ok:
+            typer.echo(f"v{h.number}: ok{' (serving)' if h.serving else ''}")
+        else:
+            bad += 1
+            typer.echo(f"v{h.number}: DAMAGED{' (serving)' if h.serving else ''}: {one_line(h.problem or '')}",
+                       err=True)
+    if bad:
+        raise fail(f"{bad} damaged version(s); `anchorprune index rollback` serves the last healthy one, "
+                   "`anchorprune index build` writes a fresh one")
+
+
+@index_app.command("unlock")
+def index_unlock(
+    params: ParamsOpt = Path("params.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="remove a lock whose owner may still be running")] = False,
+) -> None:
+    """Remove a build lock left behind by a build that is gone (refuses a live one unless --force)."""
+    _, idx = open_index(params)
+    with exit_on(INDEX):
+        typer.echo(idx.unlock(force=force))
