@@ -1,4 +1,4 @@
-"""Publish a flow run's summary (``anchorprune.tracking.summary``) as a Prefect markdown artifact."""
+"""Publish a flow run's summary (``anchorprune.orchestration.summary``) as a Prefect markdown artifact."""
 
 from __future__ import annotations
 

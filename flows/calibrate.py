@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from anchorprune.orchestration.pipeline import backbone_names
+from anchorprune.orchestration.summary import calibrate_markdown
 from anchorprune.stages.calibrate import stage_calibrate
-from anchorprune.stages.pipeline import backbone_names
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import calibrate_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE
 

@@ -11,12 +11,12 @@ from datetime import timedelta
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
 from anchorprune.config import EncodeConfig
-from anchorprune.stages.environment import prefect_api_url
-from anchorprune.tracking.provenance import stage_key
+from anchorprune.orchestration.environment import prefect_api_url
+from anchorprune.orchestration.provenance import stage_key
 
 
 def provenance_key(task_ctx, inputs: dict) -> str | None:
-    """Config, dataset content, library code, package version and git commit (anchorprune.tracking.provenance)."""
+    """Config, dataset content, library code, package version and git commit (anchorprune.orchestration.provenance)."""
     if "params" not in inputs or "root" not in inputs:
         return None
     return stage_key(inputs["params"], inputs["root"])

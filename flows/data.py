@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from anchorprune.orchestration.summary import data_markdown
 from anchorprune.stages.data import stage_data
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import data_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES
 

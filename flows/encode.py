@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.config import BackboneConfig, EncodeConfig
 from anchorprune.features.encoding import encode_shard
+from anchorprune.orchestration.pipeline import backbone_names
+from anchorprune.orchestration.summary import encode_markdown
 from anchorprune.pages import Page
 from anchorprune.stages.encode import plan_encode, stage_encode
-from anchorprune.stages.pipeline import backbone_names
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import encode_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE, dask_address, local_cluster_kwargs
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from anchorprune.orchestration.pipeline import backbone_names
+from anchorprune.orchestration.summary import evaluate_markdown
 from anchorprune.stages.evaluate import champion_config, stage_evaluate
-from anchorprune.stages.pipeline import backbone_names
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import evaluate_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES, STAGE_CACHE, dask_map
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from anchorprune.stages.pipeline import skip_index_reason
+from anchorprune.orchestration.pipeline import skip_index_reason
+from anchorprune.orchestration.summary import pipeline_markdown, recalibrate_markdown
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import pipeline_markdown, recalibrate_markdown
 from flows.artifacts import publish
 from flows.calibrate import calibrate_flow
 from flows.data import data_flow

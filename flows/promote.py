@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from anchorprune.stages.pipeline import backbone_names
+from anchorprune.orchestration.pipeline import backbone_names
+from anchorprune.orchestration.summary import promote_markdown
 from anchorprune.stages.promote import stage_promote
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import promote_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES
 

@@ -3,7 +3,7 @@
 When the serving version already has this champion, data and index config, nothing is built
 (``stages.serving_is_current``): a scheduled run then only says so.
 
-The build runs inside the index's global concurrency limit (``anchorprune.stages.concurrency``): two runs that
+The build runs inside the index's global concurrency limit (``anchorprune.orchestration.concurrency``): two runs that
 rebuild one index, from any deployment on any worker or host, run one after the other.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from anchorprune.stages.concurrency import index_build_slot, index_limit_name
+from anchorprune.orchestration.concurrency import index_build_slot, index_limit_name
+from anchorprune.orchestration.summary import index_markdown
 from anchorprune.stages.index import stage_index
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.summary import index_markdown
 from flows.artifacts import publish
 from flows.common import IO_RETRIES
 

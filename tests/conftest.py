@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 
-from anchorprune.stages.environment import OFFLINE, TELEMETRY_OFF, set_env
+from anchorprune.orchestration.environment import OFFLINE, TELEMETRY_OFF, set_env
 
 set_env({**OFFLINE, **TELEMETRY_OFF}, override=True)   # before any test imports the libraries that read them
 if "PREFECT_HOME" not in os.environ:

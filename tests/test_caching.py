@@ -7,7 +7,7 @@ import shutil
 import yaml
 from flows.common import STAGE_POLICY, provenance_key
 
-from anchorprune.tracking import provenance
+from anchorprune.orchestration import provenance
 
 BACKBONES = [{"name": "b", "kind": "mock", "model_id": "anchorprune/mock"}]  # a config needs one
 

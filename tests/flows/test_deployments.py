@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from anchorprune.stages.deployments import build_deployments
+from anchorprune.orchestration.deployments import build_deployments
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from anchorprune.stages.checkout import ROOT_ENV, ProjectRootError, enter_project_root, project_root_for_run
-from anchorprune.stages.concurrency import ensure_index_limit, index_limit_name
-from anchorprune.stages.deployments import (
+from anchorprune.orchestration.checkout import (
+    ROOT_ENV,
+    ProjectRootError,
+    enter_project_root,
+    project_root_for_run,
+)
+from anchorprune.orchestration.concurrency import ensure_index_limit, index_limit_name
+from anchorprune.orchestration.deployments import (
     DeployError,
     ProjectCheckout,
     deploy_to_pool,
@@ -125,7 +130,7 @@ def test_serve_and_a_pool_never_hold_the_same_deployments(tmp_path):
     import yaml
     from prefect import get_client
 
-    from anchorprune.stages.deployments import build_deployments, refuse_if_on_pool, refuse_if_served
+    from anchorprune.orchestration.deployments import build_deployments, refuse_if_on_pool, refuse_if_served
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["index"]["name"] = "guard-index"
@@ -280,7 +285,7 @@ def test_two_reindex_runs_on_two_workers_are_serialised_by_the_index_limit(serve
     from prefect.concurrency.sync import concurrency
     from prefect.deployments.runner import EntrypointType
 
-    from anchorprune.stages.entrypoints import entrypoint, load_flow
+    from anchorprune.orchestration.entrypoints import entrypoint, load_flow
 
     ids = deploy_to_pool(POOL, "params.yaml", str(served_project))
     adhoc = load_flow(served_project, "reindex.py:reindex_flow").to_deployment(

@@ -91,14 +91,14 @@ def INDEX_OPEN() -> dict[type[BaseException], int]:  # noqa: N802
 
 def FLOWS() -> dict[type[BaseException], int]:  # noqa: N802
     """The project root has no flows/ to load (not a checkout): exit 1."""
-    from anchorprune.stages.entrypoints import FlowsNotFoundError
+    from anchorprune.orchestration.entrypoints import FlowsNotFoundError
 
     return {FlowsNotFoundError: 1}
 
 
 def DEPLOY() -> dict[type[BaseException], int]:  # noqa: N802
     """No reachable Prefect server, an unusable work pool, deployments held elsewhere: exit 1."""
-    from anchorprune.stages.deployments import DeployError
+    from anchorprune.orchestration.deployments import DeployError
 
     return {DeployError: 1}
 

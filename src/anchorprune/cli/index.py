@@ -88,7 +88,7 @@ def echo_search(ws, idx, query: str, k: int) -> None:
 
 def _echo_hits(ws, hits) -> None:
     """The hits as a table: rank, score, page, document and page number, title."""
-    from anchorprune.tracking.summary import describe_hits
+    from anchorprune.orchestration.summary import describe_hits
 
     for r in describe_hits(ws.dataset.corpus, hits):
         where = f"{r['document']} p.{r['page']}" if r["page"] is not None else r["document"]

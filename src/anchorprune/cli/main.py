@@ -20,7 +20,9 @@ from pathlib import Path
 
 import typer
 
-from anchorprune.cli import pipeline, plots, stages
+import anchorprune.cli.pipeline as pipeline
+import anchorprune.cli.plots as plots
+import anchorprune.cli.stages as stages
 from anchorprune.cli.data import data_app
 from anchorprune.cli.index import index_app
 from anchorprune.cli.options import ParamsOpt, load_workspace

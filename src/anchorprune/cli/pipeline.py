@@ -1,7 +1,7 @@
 """The orchestrated commands: ``pipeline`` (the pipeline flow), ``serve`` and ``deploy`` (the scheduled deployments).
 
 They run the Prefect flows of the checkout the params file is in, loaded by entrypoint
-(``flows/pipeline.py:pipeline_flow``; ``anchorprune.stages.entrypoints``), and keep that
+(``flows/pipeline.py:pipeline_flow``; ``anchorprune.orchestration.entrypoints``), and keep that
 checkout's runs in ``<root>/.prefect`` unless PREFECT_HOME is set.
 """
 
@@ -18,7 +18,7 @@ from anchorprune.cli.options import ParamsOpt, load_workspace
 
 def _checkout(params: Path):
     """The params file's workspace, with this checkout's PREFECT_HOME set before prefect is imported."""
-    from anchorprune.stages.environment import use_project_prefect_home
+    from anchorprune.orchestration.environment import use_project_prefect_home
 
     ws = load_workspace(params)
     use_project_prefect_home(ws.root)
@@ -32,7 +32,7 @@ def pipeline(
 ) -> None:
     """data -> calibrate -> evaluate -> promote -> index, as one Prefect flow, then a search."""
     from anchorprune.cli.index import echo_search, open_index
-    from anchorprune.stages.entrypoints import load_flow
+    from anchorprune.orchestration.entrypoints import load_flow
 
     ws = _checkout(params)
     with exit_on(FLOWS):
@@ -55,7 +55,7 @@ def pipeline(
 def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the scheduled Prefect deployments (long-running; needs a Prefect server, see README)."""
     ws = _checkout(params)
-    from anchorprune.stages.deployments import serve_deployments
+    from anchorprune.orchestration.deployments import serve_deployments
 
     with exit_on(DEPLOY, FLOWS):
         serve_deployments(str(params.resolve()), str(ws.root))
@@ -68,8 +68,8 @@ def deploy(
 ) -> None:
     """Register the scheduled deployments on a Prefect work pool; `prefect worker start --pool NAME` runs them."""
     ws = _checkout(params)
-    from anchorprune.stages.concurrency import index_limit_name
-    from anchorprune.stages.deployments import deploy_to_pool
+    from anchorprune.orchestration.concurrency import index_limit_name
+    from anchorprune.orchestration.deployments import deploy_to_pool
 
     with exit_on(DEPLOY, FLOWS):
         ids = deploy_to_pool(pool, str(params.resolve()), str(ws.root), create_pool=create_pool)

@@ -21,8 +21,8 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
     ws = load_workspace(params)
     names = selected_backbones(ws, backbone)
     if ws.settings.encode.runner == "dask":
-        from anchorprune.stages.entrypoints import load_flow
-        from anchorprune.stages.environment import use_project_prefect_home
+        from anchorprune.orchestration.entrypoints import load_flow
+        from anchorprune.orchestration.environment import use_project_prefect_home
 
         use_project_prefect_home(ws.root)
         with exit_on(FLOWS):

@@ -213,10 +213,6 @@ def page_matrix(page: PrunedPage, dim: int | None, where: str = "") -> np.ndarra
 
     >>> import torch
     >>> from anchorprune.pruning.base import PrunedPage
-
-if TYPE_CHECKING:
-    from anchorprune.index.first_stage import SearchReport
-    from anchorprune.index.lifecycle import Lifecycle, VersionHealth
     >>> page_matrix(PrunedPage("p1", "h", torch.ones(2, 4), None), 4).shape
     (2, 4)
     >>> page_matrix(PrunedPage("p1", "h", torch.ones(2, 3), None), 4)  # doctest: +ELLIPSIS
@@ -278,7 +274,7 @@ def check_reuse(reuse: Iterable[str]) -> list[str]:
 def check_pages_up_front(pages: Iterable[PrunedPage], reuse: list[str], dim: int | None, dtype: str) -> int | None:
     """When ``pages`` is a sequence, validate it all before anything is written (a one-shot iterator is
     validated page by page as it is consumed, :func:`validated_pages`); returns the dimension if known."""
-    from anchorprune.index import quantize
+    import anchorprune.index.quantize as quantize
 
     if isinstance(pages, Sequence):
         dim = validate_pages(pages, dim)
@@ -299,7 +295,7 @@ def validated_pages(pages: Iterable[PrunedPage], dim: int | None, reuse: Iterabl
                     dtype: str) -> Iterator[tuple[PrunedPage, np.ndarray]]:
     """Each page with its ``[k, d]`` float32 matrix, checked as it passes (shape, finite, unique id, not also
     in ``reuse``, a dimension ``dtype`` can store); nothing is held beyond the current page."""
-    from anchorprune.index import quantize
+    import anchorprune.index.quantize as quantize
 
     reuse = set(reuse)
     seen: set[str] = set()

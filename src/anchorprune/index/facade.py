@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
+import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.bf16 import ComputePath
-from anchorprune.index import quantize
 from anchorprune.index.base import (
     Hit,
     IndexInputError,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anchorprune.index import quantize
+import anchorprune.index.quantize as quantize
 from anchorprune.index.base import (
     NO_PAGES,
     CorruptVersionError,

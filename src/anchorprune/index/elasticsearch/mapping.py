@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from anchorprune.index import quantize
+import anchorprune.index.quantize as quantize
 from anchorprune.index.base import IndexInputError, normalized_mean
 from anchorprune.index.first_stage import MuveraFirstStage
 from anchorprune.limits import NESTED_OBJECTS_LIMIT

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anchorprune.index import quantize
+import anchorprune.index.quantize as quantize
 from anchorprune.index.base import IndexInputError, IndexStoreError, normalized_mean
 from anchorprune.index.elasticsearch.mapping import (
     FIRST_STAGE_FIELDS,

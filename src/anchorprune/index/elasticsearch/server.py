@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from anchorprune.index import quantize
+import anchorprune.index.quantize as quantize
 from anchorprune.index.base import IndexStoreError
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.scoring import score_packed
-from anchorprune.index import quantize
 from anchorprune.index.base import (
     NO_PAGES,
     CorruptVersionError,

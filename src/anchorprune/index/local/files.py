@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from anchorprune.index import quantize
+import anchorprune.index.quantize as quantize
 from anchorprune.index.base import CorruptVersionError, IndexInputError, VersionNotFoundError
 from anchorprune.index.token_ivf import TokenIvf
 

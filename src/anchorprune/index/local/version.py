@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.bf16 import ComputePath, auto_compute
 from anchorprune.evaluation.scoring import score_packed, score_shortlist
-from anchorprune.index import quantize
 from anchorprune.index.base import CorruptVersionError, Hit, IndexVersion
 from anchorprune.index.first_stage import MuveraFirstStage
 from anchorprune.index.local.files import DIGEST_BYTES, FIX, check_files, page_digest, read_manifest

@@ -11,12 +11,12 @@ The deployments hold no absolute path: their entrypoints (``flows/reindex.py:rei
 ``stages.entrypoints``) and parameters name files relative to the project root, and ``root`` keeps
 its default ``"."``, resolved when a run starts (:func:`serve_deployments` serves from the project
 root, so a moved or second checkout serves its own files). On a work pool, a pull step
-(``anchorprune.stages.checkout.enter_project_root``) starts each run in the worker host's checkout:
+(``anchorprune.orchestration.checkout.enter_project_root``) starts each run in the worker host's checkout:
 ``$ANCHORPRUNE_ROOT`` there, else the path `anchorprune deploy` ran in.
 
 Rebuilds of one index are serialised twice over: each deployment's ``concurrency_limit=1``
 queues a second run of that deployment (server-side, before any worker takes it), and the
-reindex flow holds the index's global concurrency limit (``anchorprune.stages.concurrency``) around the
+reindex flow holds the index's global concurrency limit (``anchorprune.orchestration.concurrency``) around the
 build, so runs from different deployments, ad-hoc runs and runs on other hosts wait too.
 """
 
@@ -34,10 +34,10 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runner.storage import LocalStorage
 from prefect.schedules import Cron
 
-from anchorprune.stages.checkout import enter_project_root
-from anchorprune.stages.concurrency import ensure_index_limit
-from anchorprune.stages.entrypoints import entrypoint, load_flow
-from anchorprune.stages.environment import prefect_api_url
+from anchorprune.orchestration.checkout import enter_project_root
+from anchorprune.orchestration.concurrency import ensure_index_limit
+from anchorprune.orchestration.entrypoints import entrypoint, load_flow
+from anchorprune.orchestration.environment import prefect_api_url
 from anchorprune.stages.workspace import Workspace
 
 #: the scheduled flows, as entrypoints under the project root's flows/

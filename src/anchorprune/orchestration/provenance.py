@@ -23,7 +23,7 @@ CODE_DIRS: tuple[Path, ...] = (Path(anchorprune.__file__).parent,)
 
 def code_dirs(root: str | Path) -> tuple[Path, ...]:
     """:data:`CODE_DIRS` and the flows of the checkout at ``root`` (``stages.entrypoints``: where they load from)."""
-    from anchorprune.stages.entrypoints import flows_dir
+    from anchorprune.orchestration.entrypoints import flows_dir
 
     return (*CODE_DIRS, flows_dir(root))
 
