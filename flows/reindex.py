@@ -13,29 +13,26 @@ from prefect import flow, get_run_logger, task
 
 from anchorprune.orchestration.concurrency import index_build_slot, index_limit_name
 from anchorprune.orchestration.summary import index_markdown
-from anchorprune.stages.index import stage_index
+from anchorprune.stages.index import IndexBuildResult, stage_index
 from anchorprune.stages.workspace import Workspace
 from flows.artifacts import publish
 from flows.common import IO_RETRIES
 
 
 @task(name="build-and-swap-index", **IO_RETRIES)
-def build_and_swap(params: str, root: str, force: bool = False) -> dict:
+def build_and_swap(params: str, root: str, force: bool = False) -> IndexBuildResult:
     return stage_index(Workspace.from_params(params, root), force=force)
 
 
 @flow(name="reindex")
-def reindex_flow(params: str = "params.yaml", root: str = ".", force: bool = False) -> dict:
+def reindex_flow(params: str = "params.yaml", root: str = ".", force: bool = False) -> IndexBuildResult:
     index = Workspace.from_params(params, root).settings.index.name
     logger = get_run_logger()
     logger.info("waiting for global concurrency limit %s (one rebuild of index %s at a time)",
                 index_limit_name(index), index)
     with index_build_slot(index):
         logger.info("holding %s", index_limit_name(index))
-        info = build_and_swap(params, root, force)
-    if info.get("rebuilt", True):
-        logger.info("index %s now serves version %s", info["index"], info["version"])
-    else:
-        logger.info("index %s unchanged at version %s: %s", info["index"], info["version"], info["reason"])
-    publish("reindex", index_markdown(info))
-    return info
+        result = build_and_swap(params, root, force)
+    logger.info(result.headline())
+    publish("reindex", index_markdown(result))
+    return result

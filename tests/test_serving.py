@@ -91,9 +91,9 @@ def test_method_serves_from_its_spec(project, method, monkeypatch):
     monkeypatch.setattr(Workspace, "backbone", lambda self, cfg: asked.append(cfg) or real(self, cfg))
 
     first = stage_index(ws)
-    assert first["pages"] == N and first["reencoded_pages"] == N
+    assert first.pages == N and first.reencoded_pages == N
     again = stage_index(ws)                    # unchanged nightly rebuild: nothing recomputed (κ from the spec)
-    assert (again["reused_pages"], again["reencoded_pages"]) == (N, 0)
+    assert (again.reused_pages, again.reencoded_pages) == (N, 0)
     assert serving_spec(ws) == spec
 
     asked.clear()
@@ -166,7 +166,7 @@ def test_index_stage_encodes_and_prunes_a_chunk_at_a_time(project, monkeypatch):
     monkeypatch.setattr(type(spec.pruner()), "prune", prune)
     ws = Workspace(load_settings(project / "params.yaml"), project)
     info = stage_index(ws)
-    assert info["pages"] == N and calls == [3, 3, 2] and peak[0] <= 3
+    assert info.pages == N and calls == [3, 3, 2] and peak[0] <= 3
     idx = LocalIndex(project / "indexes", "t")
     assert sorted(idx.existing_hashes()) == [f"p{i}" for i in range(N)]
 

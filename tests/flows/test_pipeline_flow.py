@@ -85,7 +85,7 @@ def test_pipeline_end_to_end(project):
 
     # index: a version serves, and each query finds its planted page first
     info = json.loads((project / "reports" / "index.json").read_text())
-    assert info["version"] == result["index"]["version"] and info["pages"] == 40
+    assert info["version"] == result["index"].version and info["pages"] == 40
     for i in (0, 5, 11):
         hits = stage_search(ws, f"which page is about topic:t{i}?", k=3)
         assert hits[0].page_id == f"p{i:02d}"
@@ -117,11 +117,11 @@ def test_pipeline_end_to_end(project):
 
     kept = [v.number for v in open_serving_index(ws).versions()]
     noop = reindex_flow(params="params.yaml", root=str(project))
-    assert noop["rebuilt"] is False and noop["version"] == info["version"], noop
-    assert "nothing rebuilt" in noop["reason"]
+    assert noop.rebuilt is False and noop.version == info["version"], noop
+    assert "nothing rebuilt" in noop.reason
     assert [v.number for v in open_serving_index(ws).versions()] == kept
     (project / "reports" / "index.json").unlink()              # as `dvc repro` does before running the stage
-    assert stage_index(ws)["rebuilt"] is False
+    assert stage_index(ws).rebuilt is False
     recorded = json.loads((project / "reports" / "index.json").read_text())
     assert recorded["version"] == info["version"] and recorded["rebuilt"] is False
 
@@ -134,10 +134,10 @@ def test_pipeline_end_to_end(project):
 
     # forced: a new version that re-sends nothing (every page reused)
     again = stage_index(ws, force=True)
-    assert again["version"] == info["version"] + 1 and again["rebuilt"] is True
-    assert (again["reused_pages"], again["reencoded_pages"]) == (40, 0)
+    assert again.version == info["version"] + 1 and again.rebuilt is True
+    assert (again.reused_pages, again.reencoded_pages) == (40, 0)
     before = (project / "reports" / "index.json").read_bytes()  # the build's own record (rebuilt: true)
-    assert stage_index(ws)["rebuilt"] is False                 # a no-op leaves it as it is: `dvc status` stays clean
+    assert stage_index(ws).rebuilt is False                 # a no-op leaves it as it is: `dvc status` stays clean
     assert (project / "reports" / "index.json").read_bytes() == before
 
     # a served page whose stored vectors were overwritten is re-encoded, not copied forward
@@ -145,14 +145,14 @@ def test_pipeline_end_to_end(project):
 
     from anchorprune.index import LocalIndex
 
-    vdir = project / ws.settings.paths.index_dir / ws.settings.index.name / f"v{again['version']}"
+    vdir = project / ws.settings.paths.index_dir / ws.settings.index.name / f"v{again.version}"
     vec = vdir / "vectors.bin"
     data = bytearray(vec.read_bytes())
     data[:16] = np.full(4, 0.5, dtype=np.float32).tobytes()        # page 0's first vector: wrong but finite
     vec.write_bytes(bytes(data))
     healed = stage_index(ws)       # nothing changed, but a damaged page: rebuilt
-    assert (healed["reused_pages"], healed["reencoded_pages"]) == (39, 1)
-    LocalIndex(vdir.parent.parent, ws.settings.index.name).verify(healed["version"])
+    assert (healed.reused_pages, healed.reencoded_pages) == (39, 1)
+    LocalIndex(vdir.parent.parent, ws.settings.index.name).verify(healed.version)
     assert stage_search(ws, "which page is about topic:t0?", k=1)[0].page_id == "p00"
 
 

@@ -46,14 +46,8 @@ def index_build(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ws = load_workspace(params)
     with exit_on(INDEX):
-        info = stage_index(ws, wait=wait, force=force)
-    if not info.get("rebuilt", True):
-        typer.echo(f"index {info['index']} ({info['backend']}) unchanged: still serves v{info['version']} "
-                   f"({info['reason']}; --force rebuilds)")
-        return
-    typer.echo(f"index {info['index']} ({info['backend']}) now serves v{info['version']}: {info['pages']} pages, "
-               f"{info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB; re-encoded {info['reencoded_pages']}, "
-               f"reused {info['reused_pages']}")
+        result = stage_index(ws, wait=wait, force=force)
+    typer.echo(result.headline(hint="--force rebuilds"))
 
 
 @index_app.command("search")

@@ -45,9 +45,7 @@ def pipeline(
         typer.echo("no certified champion: the index was not built (see reports/promotion/ for every "
                    "candidate's interval and why it failed)")
         return
-    idx = result["index"]
-    typer.echo(f"index {idx['index']} {'now serves' if idx.get('rebuilt', True) else 'unchanged, still serves'} "
-               f"version {idx['version']}" + ("" if idx.get("rebuilt", True) else f" ({idx['reason']})"))
+    typer.echo(result["index"].headline())
     ws, index = open_index(params)
     echo_search(ws, index, query or next(iter(ws.dataset.queries.values())), k=5)
 

@@ -5,10 +5,11 @@ it. Links point at the MLflow UI (``ANCHORPRUNE_MLFLOW_UI``, default ``http://12
 what ``mlflow ui`` serves); the summaries read the stage reports under ``reports/``, so they
 describe exactly what the stages wrote.
 
->>> from types import SimpleNamespace
->>> print(index_markdown({"index": "demo", "backend": "local", "version": 3, "pages": 10, "rebuilt": False,
-...                       "reason": "nothing changed", "model": "anchorprune-m", "model_version": "2",
-...                       "data_version": "abc", "vectors": 40, "bytes": 2048}, ui="http://ui"))
+>>> from anchorprune.stages.index import IndexBuildResult
+>>> print(index_markdown(IndexBuildResult(
+...     index="demo", backend="local", version=3, pages=10, vectors=40, bytes=2048, reencoded_pages=0,
+...     reused_pages=10, rebuilt=False, reason="nothing changed",
+...     meta={"model": "anchorprune-m", "model_version": "2", "data_version": "abc"}), ui="http://ui"))
 ### reindex: index `demo` unchanged at v3
 nothing changed
 <BLANKLINE>
@@ -21,7 +22,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anchorprune.stages.index import IndexBuildResult
 
 DEFAULT_UI = "http://127.0.0.1:5000"
 
@@ -135,15 +139,17 @@ def promote_markdown(ws, names: list[str], ui: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def index_markdown(info: dict[str, Any], ui: str | None = None) -> str:
-    state = f"now serves v{info['version']}" if info.get("rebuilt", True) else f"unchanged at v{info['version']}"
-    lines = [f"### reindex: index `{info['index']}` {state}", info.get("reason", ""), ""]
-    line = f"- serves v{info['version']}: {info['pages']} pages, {info['vectors']} vectors, {info['bytes'] / 1e6:.1f} MB"
-    if info.get("rebuilt", True) and "reencoded_pages" in info:
-        line += f"; re-encoded {info['reencoded_pages']}, reused {info['reused_pages']}"
+def index_markdown(result: IndexBuildResult, ui: str | None = None) -> str:
+    """The reindex run: which version serves, whether this run built it, from which champion and data."""
+    state = f"now serves v{result.version}" if result.rebuilt else f"unchanged at v{result.version}"
+    lines = [f"### reindex: index `{result.index}` {state}", result.reason, ""]
+    line = (f"- serves v{result.version}: {result.pages} pages, {result.vectors} vectors, "
+            f"{result.bytes / 1e6:.1f} MB")
+    if result.rebuilt:
+        line += f"; re-encoded {result.reencoded_pages}, reused {result.reused_pages}"
     lines.append(line)
-    lines.append(f"- champion: {model_link(info.get('model', '?'), info.get('model_version'), ui)}; "
-                 f"data version `{info.get('data_version', '-')}`")
+    lines.append(f"- champion: {model_link(result.meta.get('model', '?'), result.meta.get('model_version'), ui)}; "
+                 f"data version `{result.meta.get('data_version', '-')}`")
     return "\n".join(lines)
 
 

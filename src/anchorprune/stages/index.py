@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from anchorprune.config import BackboneConfig
 from anchorprune.ioutil import write_json
@@ -33,7 +36,7 @@ def index_config_key(ws: Workspace) -> dict:
 
 
 def serving_is_current(ws: Workspace, index, model: str, model_version: str | int | None,
-                       dataset_hash: str) -> dict | None:
+                       dataset_hash: str) -> IndexBuildResult | None:
     """The no-op reindex decision: the serving version's build record when a rebuild would change nothing.
 
     A rebuild is skipped only when the serving version was built from this champion (model and
@@ -54,18 +57,60 @@ def serving_is_current(ws: Workspace, index, model: str, model_version: str | in
         log.info("index %s: rebuilding (changed since v%s: %s)", ws.settings.index.name, serving.number,
                  ", ".join(changed))
         return None
-    return {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": serving.number,
-            "pages": serving.pages, "vectors": serving.vectors, "bytes": serving.bytes,
-            "reencoded_pages": 0, "reused_pages": serving.pages, **meta, "rebuilt": False,
-            "reason": f"champion {model} v{model_version}, data {data_version} and the index config are "
-                      f"unchanged since v{serving.number}: nothing rebuilt"}
+    return IndexBuildResult(
+        index=ws.settings.index.name, backend=ws.settings.index.backend, version=serving.number,
+        pages=serving.pages, vectors=serving.vectors, bytes=serving.bytes, reencoded_pages=0,
+        reused_pages=serving.pages, rebuilt=False, meta={k: v for k, v in meta.items() if k != "spec"},
+        reason=f"champion {model} v{model_version}, data {data_version} and the index config are "
+               f"unchanged since v{serving.number}: nothing rebuilt")
+
+
+class IndexBuildResult(BaseModel):
+    """What an index stage did: the version that serves now, and whether this run built it.
+
+    ``meta`` is the build record of that version (data version, champion model and version, pruning
+    config, config hash, ...), as its manifest holds it. :meth:`record` is the flat form written to
+    ``reports/index.json``.
+
+    >>> r = IndexBuildResult(index="demo", backend="local", version=3, pages=10, vectors=40, bytes=2048,
+    ...                      reencoded_pages=0, reused_pages=10, rebuilt=False, reason="nothing changed")
+    >>> r.headline()
+    'index demo (local) unchanged: still serves v3 (nothing changed)'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: str
+    backend: str
+    version: int
+    pages: int
+    vectors: int
+    bytes: int
+    reencoded_pages: int
+    reused_pages: int
+    rebuilt: bool
+    reason: str
+    meta: dict[str, Any] = {}
+
+    def record(self) -> dict[str, Any]:
+        """The flat record of ``reports/index.json``: the build record's keys, then this result's fields."""
+        return {**self.meta, **self.model_dump(exclude={"meta"})}
+
+    def headline(self, hint: str = "") -> str:
+        """One line: which version serves and whether this run built it (``hint`` follows an unchanged reason)."""
+        if not self.rebuilt:
+            return (f"index {self.index} ({self.backend}) unchanged: still serves v{self.version} "
+                    f"({self.reason}{'; ' + hint if hint else ''})")
+        return (f"index {self.index} ({self.backend}) now serves v{self.version}: {self.pages} pages, "
+                f"{self.vectors} vectors, {self.bytes / 1e6:.1f} MB; re-encoded {self.reencoded_pages}, "
+                f"reused {self.reused_pages}")
 
 
 class IndexStageError(LookupError):
     """The index stage cannot start: no backbone configured, or no ``@champion`` in the registry."""
 
 
-def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> dict:
+def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> IndexBuildResult:
     """Build a new index version from ``@champion`` and swap it in; the serving version is untouched on failure.
 
     The build lock is held for the whole rebuild (read the champion, encode, build, verify,
@@ -84,7 +129,7 @@ def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> dict:
 INDEX_CHUNK_PAGES = 256         # pages encoded and pruned per step of an index build (bounds its memory)
 
 
-def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False) -> dict:
+def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False) -> IndexBuildResult:
     """:func:`stage_index`'s body, run with the build lock held.
 
     Pages whose content hash is already in the serving version are not re-encoded;
@@ -110,12 +155,11 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
         same = serving_is_current(ws, index, model_name(bcfg.name), spec.version, dataset_hash)
         # a serving version whose stored pages fail their checksums is rebuilt (damaged pages re-encoded)
         if same is not None and not index.damaged_pages(ws.dataset.page_ids):
-            log.info("index %s: %s", same["index"], same["reason"])
-            same = {k: v for k, v in same.items() if k != "spec"}
+            log.info("index %s: %s", same.index, same.reason)
             # `dvc repro` removes the stage's output before it runs: write it then, but leave the serving
             # version's own record alone otherwise, so a no-op reindex keeps `dvc status` clean
             if not (ws.reports / "index.json").exists():
-                write_json(ws.reports / "index.json", same)
+                write_json(ws.reports / "index.json", same.record())
             return same
     spec_bcfg = spec.backbone_config()
     backbone = ws.backbone(spec_bcfg)
@@ -155,10 +199,10 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     version = index.build(pruned_pages(), meta, reuse=keep)
     index.swap(version, expected=started_from)      # compare-and-swap: never backwards
     index.prune_versions(ws.settings.index.keep_versions)
-    info = {"index": ws.settings.index.name, "backend": ws.settings.index.backend, "version": version.number,
-            "pages": version.pages, "vectors": version.vectors, "bytes": version.bytes,
-            "reencoded_pages": len(changed), "reused_pages": len(keep),
-            **{k: v for k, v in meta.items() if k != "spec"}, "rebuilt": True,
-            "reason": f"built from champion {meta['model']} v{spec.version} and data {meta['data_version']}"}
-    write_json(ws.reports / "index.json", info)
-    return info
+    result = IndexBuildResult(
+        index=ws.settings.index.name, backend=ws.settings.index.backend, version=version.number,
+        pages=version.pages, vectors=version.vectors, bytes=version.bytes, reencoded_pages=len(changed),
+        reused_pages=len(keep), rebuilt=True, meta={k: v for k, v in meta.items() if k != "spec"},
+        reason=f"built from champion {meta['model']} v{spec.version} and data {meta['data_version']}")
+    write_json(ws.reports / "index.json", result.record())
+    return result
