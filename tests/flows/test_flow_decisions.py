@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from anchorprune.config import ConfigError
+from anchorprune.orchestration import provenance
 from anchorprune.orchestration.entrypoints import FlowsNotFoundError, entrypoint, load_flow
 from anchorprune.orchestration.pipeline import backbone_names, skip_index_reason
 from anchorprune.stages.workspace import Workspace
-from anchorprune.orchestration import provenance
 
 BACKBONES = [{"name": "a", "kind": "mock", "model_id": "m"}, {"name": "b", "kind": "mock", "model_id": "m"}]
 
