@@ -45,7 +45,9 @@ def pipeline(
         typer.echo("no certified champion: the index was not built (see reports/promotion/ for every "
                    "candidate's interval and why it failed)")
         return
-    typer.echo(result["index"].headline())
+    idx = result["index"]
+    typer.echo(f"index {idx.index} now serves version {idx.version}" if idx.rebuilt
+               else f"index {idx.index} unchanged, still serves version {idx.version} ({idx.reason})")
     ws, index = open_index(params)
     echo_search(ws, index, query or next(iter(ws.dataset.queries.values())), k=5)
 
