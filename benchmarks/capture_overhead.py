@@ -1,4 +1,4 @@
-"""Capture overhead: plain forward vs one-pass SAP capture vs eager output_attentions (issue #4).
+"""Capture overhead: plain forward vs one-pass SAP capture vs eager output_attentions.
 
 A randomly initialised ColPali-shaped model (ColPaliForRetrieval from a config: 1,024 image tokens
 + prompt ~ 1,030 tokens, 8 text layers, hidden 512, 8 query heads / 1 KV head) on CPU, fp32.
@@ -14,7 +14,7 @@ forward (sampled every 1 ms from /proc/self/statm) comes from one subprocess per
 
     .venv/bin/python benchmarks/capture_overhead.py            # writes benchmarks/results/capture_overhead.json
 
-Real size (issue #12), ``--size real``: ColPali v1.3 dimensions (Gemma decoder 18 x 2048, 8 heads / 1 KV
+Real size, ``--size real``: ColPali v1.3 dimensions (Gemma decoder 18 x 2048, 8 heads / 1 KV
 head, head_dim 256, MLP 16384, S = 1,030 with the page prefix bidirectional; SigLIP 27 x 1152, MLP 4304,
 1,024 patches) and ColQwen2 v1.0 dimensions (Qwen2-VL decoder 28 x 1536, 12 / 2 heads, head_dim 128,
 MLP 8960, S = 773 for a Letter page at max_pixels 768 * 28^2 = 744 image tokens; ViT 32 x 1280 on 2,976
@@ -430,7 +430,7 @@ def main_real(args) -> None:
     }
     if "model" in data and "small_model" not in data:
         data["small_model_note"] = ("the top-level figures (command, model, interleaved, alone, summary) are the "
-                                    "SMALL random-init model (hidden 512, 8 layers), from the issue #4 run")
+                                    "SMALL random-init model (hidden 512, 8 layers), from the small-size run")
     RESULTS.write_text(json.dumps(data, indent=2))
     print(json.dumps(summary, indent=2))
 

@@ -1,4 +1,4 @@
-"""Build and encode the ~10.7k-page Debian benchmark corpus (issue 17), recording how long each step took.
+"""Build and encode the ~10.7k-page Debian benchmark corpus, recording how long each step took.
 
 The corpus (:mod:`anchorprune.data.debian_bench`) is every page of Debian's ``r-doc-pdf``,
 ``gnuplot-doc``, ``octave-doc`` and ``texlive-latex-recommended-doc``; the backbone is the demo's
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     query_s = time.perf_counter() - t1
     docs = manifest.get("extra", {}).get("documents") or manifest.get("documents", {})
     result.update({
-        "what": "Debian benchmark corpus (issue 17): build and encode with the MiniLM text STAND-IN (not a vision model)",
+        "what": "Debian benchmark corpus: build and encode with the MiniLM text STAND-IN (not a vision model)",
         "command": command_line(__file__, argv if argv is not None else sys.argv[1:]),
         "dataset": settings.data.dataset, "pages": len(pages), "queries": len(queries),
         "documents": len(docs), "packages": manifest.get("revision"),

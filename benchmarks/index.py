@@ -1,6 +1,6 @@
 """Index benchmark: bytes per page and query latency of the local backend, full vs SAP-pruned, exact vs two-stage.
 
-Workload (issue 8): P synthetic pages of 1,030 unit vectors, d = 128 (default P = 10,000: the
+Workload: P synthetic pages of 1,030 unit vectors, d = 128 (default P = 10,000: the
 full float32 index alone is 5.3 GB, so pages are generated one at a time and streamed straight
 into ``LocalIndex.build``). Each page has a centre near one of 64 topics, background tokens
 around the centre, and 5% "anchor" tokens carrying page-specific content with high synthetic

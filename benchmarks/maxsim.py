@@ -1,6 +1,6 @@
 """MaxSim speed: packed scorer vs colpali-engine's padded einsum, full vs SAP-pruned pages, on CPU.
 
-Workload (issue 5): 100 queries x 20 tokens against P pages of 1,030 vectors (full) and of
+Workload: 100 queries x 20 tokens against P pages of 1,030 vectors (full) and of
 103 vectors (gamma = 0.1, the SAP-kept subset), d = 128, float32, random unit vectors.
 
 Measured in one run:
@@ -13,7 +13,7 @@ Measured in one run:
   (pad_sequence, ``einsum("bnd,csd->bcns").max(3)[0].sum(2)``, batch 128) — colpali-engine itself
   when it imports, otherwise the same algorithm re-implemented below;
 - equality of the two scorers' scores, speed-ups, and GFLOP/s (2 * M * T * d per pass);
-- with ``--bf16`` (issue 18): the same vectors stored as bfloat16 and scored with bf16 matmuls
+- with ``--bf16``: the same vectors stored as bfloat16 and scored with bf16 matmuls
   (``score_packed(compute="bfloat16")``), a plain bf16 ``torch.mm`` pass over them, the serving path
   (``compute="auto"``: bf16 only where the CPU accelerates it, detected at run time and recorded),
   and agreement with float32 (share of queries whose top-10 is identical, recall@10 against fp32);
@@ -158,7 +158,7 @@ SHORTLIST_DECISION = (
     "it rescores from its stored bf16 rows ('stored_bf16'), so its agreement is defined against float32 "
     "scoring of the same stored vectors (what its exact_scores/evaluation computes); 'vs_fp32_store' shows "
     "what bf16 storage rounding alone costs against a float32 store. A float32 store that wants bf16 speed "
-    "would keep a resident bf16 scan copy and rescore from its float32 memmap (not built in this round)."
+    "would keep a resident bf16 scan copy and rescore from its float32 memmap (not built)."
 )
 
 
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--chunk-tokens", type=int, default=None, help="score_packed chunk (default: its own)")
     ap.add_argument("--skip-reference", action="store_true", help="skip the padded-einsum reference")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bf16", action="store_true", help="add the bf16 columns (issue 18)")
+    ap.add_argument("--bf16", action="store_true", help="add the bf16 columns")
     ap.add_argument("--real-rounds", type=int, default=1, help="timed rounds on the real vectors")
     ap.add_argument("--real-features", type=Path, default=None,
                     help="quality features cache (cache/bench/quality-*.pt): bf16 agreement on real vectors")

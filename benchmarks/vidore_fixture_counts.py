@@ -1,4 +1,4 @@
-"""What the ViDoRe loader gives on the hub look-alike fixtures, under each option (issue #20).
+"""What the ViDoRe loader gives on the hub look-alike fixtures, under each option.
 
 Builds the fixtures of ``tests/data/vidore_fixtures.py`` (the four v2 sets, docvqa, tabfquad,
 shiftproject and tatdqa_test_beir at their real sizes with 16x16 images; a scaled-down v3 set)

@@ -121,7 +121,7 @@ def test_aligned_unpadded_and_strided_paths_match_naive():
             assert got[0, j].item() == pytest.approx(naive(queries[0], p), abs=1e-5)
 
 
-# ---- bf16 scoring (issue 18) ----
+# ---- bf16 scoring ----
 
 def _ragged(seed: int, pages: int = 30, dim: int = 16):
     g = torch.Generator().manual_seed(seed)
@@ -221,7 +221,7 @@ def test_local_index_stores_and_scores_bfloat16(tmp_path, monkeypatch, accelerat
         assert [x.score for x in h] == pytest.approx(best.values.tolist(), rel=1e-6)   # float32 (matmul shape ulps)
 
 
-# ---- bf16 scan + exact float32 rescoring of a shortlist (issue 18) ----
+# ---- bf16 scan + exact float32 rescoring of a shortlist ----
 
 def _near_tie_pages():
     """Pages whose float32 MaxSim order flips when their vectors are rounded to bf16.

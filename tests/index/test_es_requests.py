@@ -287,7 +287,7 @@ def test_credentials_only_from_env_and_never_logged(fake, monkeypatch, caplog):
     assert redact_url("https://elastic:hunter2@es.example.com:9243") == "https://es.example.com:9243"
 
 
-# ------------------------------------------------------------ version matrix (issue #14)
+# ------------------------------------------------------------ version matrix
 def _speaks(server: str) -> bool:
     from fake_es import parse_version
 
@@ -424,7 +424,7 @@ def test_score_offset_covers_bfloat16_rounding(fake):
     assert hit.score == pytest.approx(-4 * 0.25 * (1 + 1 / 128), abs=1e-5)
 
 
-# ------------------------------------------------------------ first stages (issue #17)
+# ------------------------------------------------------------ first stages
 FS_PARAMS = {"k_sim": 3, "d_proj": 8, "reps": 4, "seed": 7}
 
 

@@ -53,7 +53,7 @@ def test_status_of_an_empty_index_says_how_to_build_one(tmp_path):
     assert out.exit_code == 0 and "anchorprune index build" in out.output
 
 
-# ---------------------------------------------------------------- faults (issue #13): errors, not tracebacks
+# ---------------------------------------------------------------- faults: errors, not tracebacks
 def _two_versions(tmp_path):
     idx = LocalIndex(tmp_path / "indexes", "cli-idx")
     for s in range(2):
@@ -129,7 +129,7 @@ def test_build_without_a_champion_says_to_promote(tmp_path, tracking_config, mon
                      "experiment": tracking_config.experiment}}))
     monkeypatch.chdir(tmp_path)
     nothing = runner.invoke(app, ["index", "build", "--params", str(params)])
-    # a config without backbones is refused at load (#16), before any index work
+    # a config without backbones is refused at load, before any index work
     assert nothing.exit_code == 2 and "lists no backbone" in nothing.output, nothing.output
     cfg = yaml.safe_load(params.read_text())
     cfg["backbones"] = [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock"}]
