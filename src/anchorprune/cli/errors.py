@@ -7,10 +7,16 @@ Each family maps exception types to an exit code (2: the command line or the con
 1: the command ran and failed). The families import their exception types when a command fails,
 so ``anchorprune --help`` imports none of the heavy libraries. Anything else is a bug and keeps
 its traceback.
+
+Errors from below the project (:data:`SYSTEM`: an ``OSError`` with an errno, a tracking database that
+cannot be read, a server that cannot be reached) are described by :func:`describe`: what failed, the
+file or server it names (servers only through the ``str()`` of the error, which redacts credentials
+where the project builds it), and the fix.
 """
 
 from __future__ import annotations
 
+import errno as errnos
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -35,11 +41,79 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: the fix for an OSError, by errno
+OS_FIXES = {
+    errnos.ENOSPC: "free space on that filesystem (or point the setting at another one) and run the command again",
+    errnos.EDQUOT: "free space within the quota (or point the setting elsewhere) and run the command again",
+    errnos.EROFS: "that filesystem is read-only: remount it writable, or point the setting at a writable folder",
+    errnos.EACCES: "this user may not write there: fix its permissions, or point the setting at a writable folder",
+    errnos.EPERM: "this user may not write there: fix its permissions, or point the setting at a writable folder",
+    errnos.ENOTDIR: "a part of that path is a file, not a folder: move the file away or fix the setting",
+    errnos.EISDIR: "that path is a folder where a file is expected: fix the setting",
+    errnos.ENOENT: "it does not exist: create it, or fix the setting that names it",
+}
+
+
+def describe(exc: BaseException, where: str | None = None) -> str:
+    """One line for ``exc``: the project's own errors as they are; an ``OSError`` with its file and fix; a tracking
+    database that cannot be read; a server that cannot be reached (``where``: what the command was working on,
+    for errors that name no file).
+
+    >>> describe(OSError(28, "No space left on device"), where="index folder /srv/idx")
+    'index folder /srv/idx: No space left on device (ENOSPC); free space on that filesystem (or point the setting at another one) and run the command again'
+    >>> describe(OSError(30, "Read-only file system", "/srv/idx/.lock"))
+    '/srv/idx/.lock: Read-only file system (EROFS); that filesystem is read-only: remount it writable, or point the setting at a writable folder'
+    """
+    if isinstance(exc, OSError) and exc.errno is not None and not _is_connection_error(exc):
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        name = errnos.errorcode.get(exc.errno, str(exc.errno))
+        fix = OS_FIXES.get(exc.errno)
+        return one_line(f"{files or where or 'a file'}: {exc.strerror or exc} ({name})" + (f"; {fix}" if fix else ""))
+    if _is_database_error(exc):
+        orig = getattr(exc, "orig", None) or exc
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return one_line(f"the MLflow tracking database {_tracking_uri()} cannot be read ({first}): restore it from a "
+                        "backup, or move it away and set the tracking URI (tracking.uri or MLFLOW_TRACKING_URI) to a "
+                        "new one; the runs and the registry it held are then gone")
+    if _is_connection_error(exc):
+        text = one_line(exc)
+        if len(text) > 400:
+            text = text[:400] + "..."
+        return one_line(f"{where + ': ' if where else ''}cannot reach the server ({type(exc).__name__}: {text}); "
+                        "check that it is running and that its URL (e.g. ELASTICSEARCH_URL) is right")
+    return one_line(exc)
+
+
+def _tracking_uri() -> str:
+    """The tracking URI, without user:password."""
+    import re
+
+    try:
+        import mlflow
+
+        uri = str(mlflow.get_tracking_uri())
+    except Exception:                   # noqa: BLE001 - the message must not fail
+        return "(its URI is unknown)"
+    return re.sub(r"//[^/@]*@", "//***@", uri)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    return any(t.__module__.startswith("sqlalchemy") and t.__name__ == "DatabaseError" for t in type(exc).__mro__)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError) or any(
+        t.__name__ in ("ConnectionError", "ConnectionTimeout") and t.__module__.startswith("elastic")
+        for t in type(exc).__mro__)
+
+
 @contextmanager
-def exit_on(*families: Family) -> Iterator[None]:
+def exit_on(*families: Family, where: str | None = None) -> Iterator[None]:
     """Turn the errors of ``families`` raised in the block into ``error: <message>`` and their exit code.
 
-    An exception of several families' types gets the code of its most specific type.
+    An exception of several families' types gets the code of its most specific type. ``where`` names
+    what the block works on, for errors that name no file (:func:`describe`). An ``OSError`` without an
+    errno is not a system error: it keeps its traceback unless a family names its exact type.
     """
     try:
         yield
@@ -49,10 +123,10 @@ def exit_on(*families: Family) -> Iterator[None]:
         codes: dict[type[BaseException], int] = {}
         for family in families:
             codes.update(family())
-        code = next((codes[t] for t in type(exc).__mro__ if t in codes), None)
-        if code is None:
+        hit = next((t for t in type(exc).__mro__ if t in codes), None)
+        if hit is None or (hit is OSError and getattr(exc, "errno", None) is None):
             raise
-        raise fail(str(exc), code) from None
+        raise fail(describe(exc, where), codes[hit]) from None
 
 
 def CONFIG() -> dict[type[BaseException], int]:  # noqa: N802 - a family reads like a constant
@@ -108,3 +182,22 @@ def PLOTS() -> dict[type[BaseException], int]:  # noqa: N802
     from anchorprune.tracking.dvc_plots import PlotsError
 
     return {PlotsError: 1}
+
+
+def SYSTEM() -> dict[type[BaseException], int]:  # noqa: N802
+    """Below the project: a file system error with an errno (disk full, read-only, a file where a folder
+    should be), a tracking database that cannot be read, a server that cannot be reached: exit 1."""
+    out: dict[type[BaseException], int] = {OSError: 1, ConnectionError: 1}
+    try:
+        import elastic_transport
+
+        out.update(dict.fromkeys((elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout), 1))
+    except ImportError:
+        pass
+    try:
+        import sqlalchemy.exc
+
+        out[sqlalchemy.exc.DatabaseError] = 1
+    except ImportError:
+        pass
+    return out

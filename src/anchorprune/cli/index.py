@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from anchorprune.cli.errors import INDEX, INDEX_OPEN, exit_on, fail, one_line
+from anchorprune.cli.errors import DATA, INDEX, INDEX_OPEN, SYSTEM, exit_on, fail, one_line
 from anchorprune.cli.options import ParamsOpt, load_workspace
 
 index_app = typer.Typer(help="Build, search, inspect and roll back the pruned index.", no_args_is_help=True)
@@ -26,8 +26,27 @@ def open_index(params: Path):
     from anchorprune.stages.index import open_serving_index
 
     ws = load_workspace(params)
-    with exit_on(INDEX_OPEN):
+    with exit_on(INDEX_OPEN, SYSTEM, where=where(ws)):
         return ws, open_serving_index(ws)
+
+
+def where(ws) -> str:
+    """What an index command works on, for errors that name no file: the index folder, or the Elasticsearch index."""
+    if ws.settings.index.backend == "local":
+        root = ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root)
+        return f"index {ws.settings.index.name} (paths.index_dir {root})"
+    return f"Elasticsearch index {ws.settings.index.name}"
+
+
+def visible(query: str) -> str:
+    """The query without whitespace and invisible characters (format and control characters, e.g. U+200B).
+
+    >>> visible("\u200b \u200b"), visible(" R packages\u200b")
+    ('', 'Rpackages')
+    """
+    import unicodedata
+
+    return "".join(c for c in query if not c.isspace() and unicodedata.category(c)[0] not in "CZ")
 
 
 @index_app.command("build")
@@ -45,9 +64,11 @@ def index_build(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ws = load_workspace(params)
-    with exit_on(INDEX):
+    with exit_on(INDEX, DATA, SYSTEM, where=where(ws)):
         result = stage_index(ws, wait=wait, force=force)
     typer.echo(result.headline(hint="--force rebuilds"))
+    for warning in result.warnings:             # after the swap: the new version serves, the command succeeded
+        typer.echo(f"warning: {one_line(warning)}", err=True)
 
 
 @index_app.command("search")
@@ -57,9 +78,9 @@ def index_search(
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits to print")] = 10,
 ) -> None:
     """Search the serving index version with a text query: page, document, first line, score."""
-    if not query.strip():
-        raise fail('the query is empty; pass the text to search for, e.g. `anchorprune index search '
-                   '"how do I install R packages"`', 2)
+    if not visible(query):
+        raise fail(f'the query is empty{"" if not query.strip() else f" (only invisible characters: {query!r})"}; '
+                   'pass the text to search for, e.g. `anchorprune index search "how do I install R packages"`', 2)
     ws, idx = open_index(params)
     echo_search(ws, idx, query, k)
 
@@ -68,7 +89,7 @@ def echo_search(ws, idx, query: str, k: int) -> None:
     """Search the open serving index ``idx``; print the hits and how they were scored (index errors exit 1)."""
     from anchorprune.stages.search import stage_search_report
 
-    with exit_on(INDEX):
+    with exit_on(INDEX, DATA, SYSTEM, where=where(ws)):
         idx.search_many([], 1)          # the cheap checks first: no model load for a broken index
         hits, report = stage_search_report(ws, query, k=k, index=idx)
         serving = idx.current()
@@ -76,7 +97,8 @@ def echo_search(ws, idx, query: str, k: int) -> None:
     typer.echo(f"{query!r}: index {ws.settings.index.name} v{serving.number if serving else '-'}, "
                f"model {meta.get('model', '-')} v{meta.get('model_version', '-')} "
                f"({meta.get('method', '-')}, gamma {meta.get('gamma', '-')}), data {meta.get('data_version', '-')}")
-    _echo_hits(ws, hits)
+    with exit_on(DATA, SYSTEM, where=where(ws)):
+        _echo_hits(ws, hits)
     _echo_scoring(report)
 
 
@@ -110,8 +132,8 @@ def index_status(
     as_json: Annotated[bool, typer.Option("--json", help="print the stats as JSON")] = False,
 ) -> None:
     """Show the serving version, every version's health, and which ones a rollback can serve."""
-    _, idx = open_index(params)
-    with exit_on(INDEX):
+    ws, idx = open_index(params)
+    with exit_on(INDEX, SYSTEM, where=where(ws)):
         pointer = idx.life.pointer_problem()
         health = idx.health()
         cur = next((h for h in health if h.serving), None)
@@ -166,14 +188,15 @@ def _echo_status(idx, pointer, cur, target, health) -> None:
                           if answers not in ("none", "mean", built) else ""))
     if pointer or (cur is not None and not cur.ok):
         typer.echo(f"  fix: `anchorprune index rollback` serves v{target}" if target is not None
-                   else "  fix: no healthy version that served is left: `anchorprune index build`")
+                   else "  fix: no healthy version that served is left: `anchorprune index build --force` rebuilds "
+                        "from the champion and serves the result")
 
 
 @index_app.command("rollback")
 def index_rollback(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the newest healthy version that served before the serving one (works when the serving one is broken)."""
-    _, idx = open_index(params)
-    with exit_on(INDEX):
+    ws, idx = open_index(params)
+    with exit_on(INDEX, SYSTEM, where=where(ws)):
         before = idx.life.pointer_problem() is None and idx.life.serving()
         prev = idx.rollback()
     typer.echo(f"index {idx.name}: rolled back from {f'v{before}' if before else 'a broken pointer'} to "
@@ -186,8 +209,8 @@ def index_verify(
     version: Annotated[int | None, typer.Option("--version", help="check only this version")] = None,
 ) -> None:
     """Check every checksum of every version (or one); exit 1 naming each damaged file."""
-    _, idx = open_index(params)
-    with exit_on(INDEX):
+    ws, idx = open_index(params)
+    with exit_on(INDEX, SYSTEM, where=where(ws)):
         health = [h for h in idx.health(full=True) if version is None or h.number == version]
     if version is not None and not health:
         raise fail(f"index {idx.name} has no version v{version}; `anchorprune index status` lists them")
@@ -200,8 +223,14 @@ def index_verify(
             typer.echo(f"v{h.number}: DAMAGED{' (serving)' if h.serving else ''}: {one_line(h.problem or '')}",
                        err=True)
     if bad:
-        raise fail(f"{bad} damaged version(s); `anchorprune index rollback` serves the last healthy one, "
-                   "`anchorprune index build` writes a fresh one")
+        serving_bad = any(h.serving and not h.ok for h in health)
+        with exit_on(INDEX, SYSTEM, where=where(ws)):
+            target = idx.life.rollback_target() if serving_bad else None
+        fix = (f"`anchorprune index rollback` serves v{target}, then `anchorprune index build --force` writes a "
+               "fresh version and removes the damaged ones" if target is not None
+               else "`anchorprune index build --force` rebuilds from the champion, serves the result and removes "
+                    "damaged versions that do not serve")
+        raise fail(f"{bad} damaged version(s); {fix}")
 
 
 @index_app.command("unlock")
@@ -210,6 +239,6 @@ def index_unlock(
     force: Annotated[bool, typer.Option("--force", help="remove a lock whose owner may still be running")] = False,
 ) -> None:
     """Remove a build lock left behind by a build that is gone (refuses a live one unless --force)."""
-    _, idx = open_index(params)
-    with exit_on(INDEX):
+    ws, idx = open_index(params)
+    with exit_on(INDEX, SYSTEM, where=where(ws)):
         typer.echo(idx.unlock(force=force))

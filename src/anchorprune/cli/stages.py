@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from anchorprune.cli.errors import DATA, FLOWS, exit_on
+from anchorprune.cli.errors import DATA, FLOWS, SYSTEM, exit_on
 from anchorprune.cli.options import BackboneOpt, ParamsOpt, load_workspace, selected_backbones
 
 
@@ -28,13 +28,13 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
         with exit_on(FLOWS):
             encode_flow = load_flow(ws.root, "encode.py:encode_flow")
         for b in names:
-            with exit_on(DATA):
+            with exit_on(DATA, SYSTEM):
                 o = encode_flow(params=str(params.resolve()), root=str(ws.root), backbone=b.name)[b.name]
             typer.echo(f"{b.name}: {o['pages']} pages, {o['queries']} queries encoded"
                        + (f" ({o['sharded']['encoded']} pages in shards on Dask)" if o.get("sharded") else ""))
         return
     for b in names:
-        with exit_on(DATA):
+        with exit_on(DATA, SYSTEM):
             corpus = stage_encode(ws, b)
         typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
 
@@ -45,7 +45,7 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
 
     ws = load_workspace(params)
     for b in selected_backbones(ws, backbone):
-        with exit_on(DATA):
+        with exit_on(DATA, SYSTEM):
             r = stage_calibrate(ws, b)
         typer.echo(f"{b.name}: SR window layers {r.window[0]}-{r.window[-1]} of {r.num_layers} "
                    f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)")
@@ -58,7 +58,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = No
 
     ws = load_workspace(params)
     for b in selected_backbones(ws, backbone):
-        with exit_on(DATA):
+        with exit_on(DATA, SYSTEM):
             result = stage_evaluate(ws, b)
         typer.echo(results_table(result, title=f"{b.name} ({ws.settings.data.dataset})"))
 
@@ -69,6 +69,6 @@ def promote(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = Non
 
     ws = load_workspace(params)
     for b in selected_backbones(ws, backbone):
-        with exit_on(DATA):
+        with exit_on(DATA, SYSTEM):
             d = stage_promote(ws, b)
         typer.echo(f"{b.name}: {'PROMOTED' if d.promoted else 'kept'}: {d.reason}")

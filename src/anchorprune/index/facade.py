@@ -215,10 +215,11 @@ class VersionedIndex:
         return self._info(n)
 
     @contextlib.contextmanager
-    def rebuild(self, wait: bool = False) -> Iterator[int | None]:
-        """Hold the build lock for a whole rebuild; yields the version it starts from (for ``swap(expected=)``)."""
+    def rebuild(self, wait: bool = False) -> Iterator[Any]:
+        """Hold the build lock for a whole rebuild; yields the version it starts from (for ``swap(expected=)``):
+        None before the first swap, :data:`~anchorprune.index.lifecycle.ANY` when the pointer is unreadable."""
         with self.life.locked(wait=wait):
-            yield self.life.serving()
+            yield self.life.start_point()
 
     def swap(self, version: IndexVersion | int, expected: Any = ANY) -> None:
         """Serve ``version`` from the next search on, in one atomic step; with ``expected`` (the version a
@@ -241,8 +242,16 @@ class VersionedIndex:
         up to ``keep`` (``keep >= 2``)."""
         return self.life.prune(keep)
 
+    #: whether a version's first search checks every checksum (the local store's ``verify_on_open``)
+    verifies_on_open: bool = False
+
     def health(self, full: bool = False) -> list[VersionHealth]:
-        return self.life.health(full)
+        """Every version's health; the serving one is checked as a search checks it (see :attr:`verifies_on_open`)."""
+        return self.life.health(full, serving_full=self.verifies_on_open)
+
+    def serving_problem(self) -> str | None:
+        """Why the serving version cannot serve, as a search would find it (None: it can, or nothing serves)."""
+        return self.life.serving_problem(full=self.verifies_on_open)
 
     def unlock(self, force: bool = False) -> str:
         return self.life.unlock(force)

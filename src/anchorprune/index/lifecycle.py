@@ -24,7 +24,12 @@ is stale, what a locked build is told) is written once here, the way Lucene's
   that served (or, when the serving version is broken or the pointer unreadable, the newest
   healthy version that served at all); a version that was built but never served is not a
   rollback target, and retention (:meth:`Lifecycle.prune`) never deletes the serving version
-  nor the last version that served before it.
+  nor the newest *healthy* version that served before it.
+- **No dead ends.** Retention removes damaged versions that do not serve (they can never be
+  rolled back to), so it never keeps a damaged rollback target in place of a healthy one; a
+  rebuild starts whatever the pointer holds (:meth:`Lifecycle.start_point`), so
+  ``anchorprune index build --force`` is always a way out, and messages point to it when a
+  rollback has no target.
 """
 
 from __future__ import annotations
@@ -112,6 +117,11 @@ def describe_owner(held: dict[str, Any] | None) -> str:
         return "an owner whose record cannot be read yet"
     cmd = f" ({held['command']})" if held.get("command") else ""
     return f"pid {held.get('pid')} on host {held.get('host')!r} since {held.get('started_at')}{cmd}"
+
+
+#: the way out when no rollback target is left (it rebuilds whatever serves, or fails to serve, now)
+REBUILD = ("run `anchorprune index build --force`: it rebuilds every page from the champion and serves the result "
+           "whatever the serving pointer and older versions hold")
 
 
 def swap_conflict(what: str, number: int, expected: Any, cur: int | None) -> SwapConflictError:
@@ -247,6 +257,24 @@ class Lifecycle:
             return {n for n in self.store.version_numbers() if cur is not None and n <= cur}
         return set(hist) | ({cur} if cur is not None else set())
 
+    def start_point(self) -> Any:
+        """What a rebuild's compare-and-swap expects: the serving version (None before the first swap), or
+        :data:`ANY` when the pointer is unreadable (a rebuild is the way out of a garbage pointer too)."""
+        try:
+            return self.store.read_serving()
+        except CorruptVersionError as exc:
+            log.warning("%s: %s; the rebuild will replace the pointer", self.what, exc)
+            return ANY
+
+    def serving_problem(self, full: bool = False) -> str | None:
+        """Why the serving version cannot serve (an unreadable pointer, a missing or damaged version), or None
+        (also when nothing serves yet). ``full``: every checksum, else the cheap checks."""
+        try:
+            cur = self.store.read_serving()
+        except CorruptVersionError as exc:
+            return str(exc)
+        return None if cur is None else self._healthy(cur, full)
+
     def swap(self, number: int, expected: Any = ANY) -> None:
         """Serve ``number`` (checked in full first); with ``expected``, only if that still serves."""
         self.store.check_version(number, full=True)     # never point at a damaged or incomplete version
@@ -294,22 +322,30 @@ class Lifecycle:
             raise VersionNotFoundError(
                 f"{self.what} has no healthy version that served before the serving one (versions: "
                 f"{self.store.version_numbers()}, serving: {'unreadable' if cur is ANY else cur}, served: "
-                f"{sorted(self.served())}); rebuild with `anchorprune index build`")
+                f"{sorted(self.served())}); {REBUILD}")
         self.swap(target, expected=cur)
         log.warning("%s: rolled back to v%d", self.what, target)
         return target
 
     def kept(self, keep: int) -> set[int]:
-        """Versions retention keeps: the serving one, the last one that served before it, and the newest
-        older ones up to ``keep`` in all (versions newer than the serving one are not kept)."""
+        """Versions retention keeps: the serving one, the newest healthy one that served before it, and the
+        newest healthy older ones up to ``keep`` in all. Versions newer than the serving one are not kept, nor
+        damaged ones (every checksum is checked): a damaged version can never serve again, and keeping it
+        would push out a healthy rollback target."""
         if keep < 2:
             raise IndexInputError(f"keep must be >= 2 (the serving version and the previous one), got {keep}")
         numbers = self.store.version_numbers()
         cur = self.store.read_serving()                  # an unreadable pointer: refuse to delete anything
         if cur is None:
             return set(numbers[-keep:])
-        older = [n for n in numbers if n < cur]
         served = self.served()
+        older = []
+        for n in (n for n in numbers if n < cur):
+            problem = self._healthy(n, full=True)
+            if problem is None:
+                older.append(n)
+            else:
+                log.warning("%s: v%d is damaged and does not serve: removing it (%s)", self.what, n, problem)
         served_older = [n for n in older if n in served]
         kept = {cur, *served_older[-1:]}
         for n in reversed(older):
@@ -345,8 +381,11 @@ class Lifecycle:
             return str(exc)
         return None
 
-    def health(self, full: bool = False) -> list[VersionHealth]:
-        """Every version's health (cheap checks, or every checksum with ``full``), newest last."""
+    def health(self, full: bool = False, serving_full: bool = False) -> list[VersionHealth]:
+        """Every version's health (cheap checks, or every checksum with ``full``), newest last.
+
+        ``serving_full``: check the serving version's every checksum even without ``full``, as the first
+        search of a version does (so a status never calls healthy what every search refuses)."""
         try:
             cur = self.store.read_serving()
         except CorruptVersionError:
@@ -357,7 +396,7 @@ class Lifecycle:
             numbers = sorted([*numbers, cur])
         out = []
         for n in numbers:
-            problem = self._healthy(n, full)
+            problem = self._healthy(n, full or (serving_full and n == cur))
             info = None
             if problem is None:
                 try:

@@ -27,7 +27,14 @@ def open_serving_index(ws: Workspace):
     from anchorprune.index import open_index
     from anchorprune.index.local import index_root
 
-    return open_index(ws.settings.index, index_root(ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root)))
+    root = ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root)
+    if ws.settings.index.backend == "local":
+        local = index_root(root)
+        blocker = next((p for p in (local, *local.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise IndexStageError(f"paths.index_dir {local}: {blocker} is a file, not a folder; point "
+                                  "paths.index_dir at a folder (it is created if missing) or move that file away")
+    return open_index(ws.settings.index, index_root(root))
 
 
 def index_config_key(ws: Workspace) -> dict:
@@ -91,10 +98,12 @@ class IndexBuildResult(BaseModel):
     rebuilt: bool
     reason: str
     meta: dict[str, Any] = {}
+    #: what failed after the swap (the commit point): the new version serves all the same
+    warnings: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """The flat record of ``reports/index.json``: the build record's keys, then this result's fields."""
-        return {**self.meta, **self.model_dump(exclude={"meta"})}
+        return {**self.meta, **self.model_dump(exclude={"meta", "warnings"})}
 
     def headline(self, hint: str = "") -> str:
         """One line: which version serves and whether this run built it (``hint`` follows an unchanged reason)."""
@@ -119,7 +128,12 @@ def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> Index
     against the version the rebuild started from, so it never moves the index backwards.
     Nothing is built when the serving version already has this champion, data and index
     config and its stored pages pass their checksums (:func:`serving_is_current`; ``force``
-    rebuilds anyway).
+    rebuilds anyway). A serving version that cannot serve (an unreadable pointer, a missing,
+    truncated or damaged version) is rebuilt from every page, so a build is always a way out.
+
+    The swap is the commit point: what can fail before it fails the stage with nothing changed;
+    what fails after it (retention, ``reports/index.json``) is logged as a warning and returned in
+    :attr:`IndexBuildResult.warnings`, and the stage succeeds, since the new version serves.
     """
     index = open_serving_index(ws)
     with index.rebuild(wait=wait) as started_from:
@@ -151,7 +165,11 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     if stale:
         log.warning("serving a STALE champion %s v%s: %s", candidate.name, spec.version, stale)
     dataset_hash = ws.check_dataset()
-    if not force:
+    broken = index.life.serving_problem()           # the cheap checks: same-size damage is repaired page by page
+    if broken is not None:
+        log.warning("index %s: the serving version cannot serve (%s): rebuilding every page from the champion",
+                    ws.settings.index.name, broken)
+    if not force and broken is None:
         same = serving_is_current(ws, index, model_name(bcfg.name), spec.version, dataset_hash)
         # a serving version whose stored pages fail their checksums is rebuilt (damaged pages re-encoded)
         if same is not None and not index.damaged_pages(ws.dataset.page_ids):
@@ -169,10 +187,10 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     build_key = {"backbone_id": spec_bcfg.model_id, "backbone_revision": spec_bcfg.revision,
                  "method": spec.method, "gamma": spec.gamma, "window": candidate.window or "-",
                  "kappa": spec.kappa}
-    serving = index.current()
+    serving = None if broken is not None else index.current()
     served_key = {k: (serving.manifest.get("meta") or serving.manifest).get(k) for k in build_key} if serving else None
     # unchanged pages are reused only when the serving version was built with the same pruning config
-    existing = index.existing_hashes() if served_key == build_key else {}
+    existing = index.existing_hashes() if serving is not None and served_key == build_key else {}
     # a page whose stored vectors fail their checksum is re-encoded, never copied forward
     damaged = set(index.damaged_pages([p.page_id for p in pages if existing.get(p.page_id) == p.content_hash]))
     if damaged:
@@ -197,12 +215,26 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
             "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or "",
             "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
     version = index.build(pruned_pages(), meta, reuse=keep)
-    index.swap(version, expected=started_from)      # compare-and-swap: never backwards
-    index.prune_versions(ws.settings.index.keep_versions)
     result = IndexBuildResult(
         index=ws.settings.index.name, backend=ws.settings.index.backend, version=version.number,
         pages=version.pages, vectors=version.vectors, bytes=version.bytes, reencoded_pages=len(changed),
         reused_pages=len(keep), rebuilt=True, meta={k: v for k, v in meta.items() if k != "spec"},
         reason=f"built from champion {meta['model']} v{spec.version} and data {meta['data_version']}")
-    write_json(ws.reports / "index.json", result.record())
-    return result
+    index.swap(version, expected=started_from)      # compare-and-swap: never backwards; the commit point
+    return _after_swap(ws, index, result)
+
+
+def _after_swap(ws: Workspace, index, result: IndexBuildResult) -> IndexBuildResult:
+    """Retention and the report, after the commit point: a failure is a warning naming what serves now."""
+    warnings = []
+    steps = (("removing old versions", lambda: index.prune_versions(ws.settings.index.keep_versions)),
+             (f"writing {ws.reports / 'index.json'}", lambda: write_json(ws.reports / "index.json", result.record())))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:        # noqa: BLE001 - the new version serves: nothing after the swap fails the stage
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            warnings.append(f"index {result.index} now serves v{result.version}, but {what} failed: {msg} "
+                            "(run `anchorprune index build` again once that is fixed)")
+            log.warning("%s", warnings[-1])
+    return result.model_copy(update={"warnings": tuple(warnings)}) if warnings else result

@@ -110,6 +110,10 @@ class LocalIndex(LocalBuild, VersionedIndex):
         self.store = LocalStore(index_root(root) / name, name)
         self.life = Lifecycle(self.store, self.store.what)
 
+    @property
+    def verifies_on_open(self) -> bool:     # type: ignore[override]
+        return self.verify_on_open
+
     def __repr__(self) -> str:
         return f"LocalIndex({str(self.dir)!r}, dtype={self.dtype!r}, first_stage={self.first_stage!r})"
 
