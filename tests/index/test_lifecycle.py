@@ -219,3 +219,27 @@ def test_es_an_owner_on_this_host_that_died_is_stale(es_index, caplog):
         assert es_index.build(make_pages(n=2), {}).number == 1
     assert f"pid {dead.pid} on this host is no longer running" in caplog.text
     assert json.dumps(es_index.life.store.lock_owner()) == "null"     # released after the build
+
+
+def test_retention_removes_a_damaged_version_and_keeps_the_newest_healthy_one_that_served(make_index, caplog):
+    """No dead ends: a damaged rollback target never pushes out a healthy one."""
+    idx = make_index()
+    served_versions(idx, 3)                                  # v1, v2 served; v3 serves
+    damage(idx, 2)
+    with caplog.at_level(logging.WARNING):
+        assert idx.prune_versions(keep=2) == [2]             # not [1]: v1 is the newest healthy one that served
+    assert "v2 is damaged and does not serve: removing it" in caplog.text
+    assert [v.number for v in idx.versions()] == [1, 3] and idx.previous().number == 1
+    assert all(h.ok for h in idx.health(full=True))
+
+
+def test_a_rebuild_starts_from_an_unreadable_pointer_and_serves_its_version(make_index):
+    idx = make_index()
+    served_versions(idx, 2)
+    break_pointer(idx)
+    with idx.rebuild() as started:
+        v3 = idx.build(make_pages(n=3, seed=30, prefix="fresh-"), {})
+        idx.swap(v3, expected=started)                       # the pointer held garbage: replaced whatever it holds
+    assert idx.current().number == 3 and idx.life.pointer_problem() is None
+    idx.prune_versions(keep=2)
+    assert idx.previous() is not None

@@ -192,7 +192,8 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     # unchanged pages are reused only when the serving version was built with the same pruning config
     existing = index.existing_hashes() if serving is not None and served_key == build_key else {}
     # a page whose stored vectors fail their checksum is re-encoded, never copied forward
-    damaged = set(index.damaged_pages([p.page_id for p in pages if existing.get(p.page_id) == p.content_hash]))
+    damaged = set(index.damaged_pages([p.page_id for p in pages if existing.get(p.page_id) == p.content_hash])
+                  if existing else ())
     if damaged:
         log.warning("index: %d stored pages fail their checksum and are re-encoded: %s", len(damaged),
                     sorted(damaged)[:5])

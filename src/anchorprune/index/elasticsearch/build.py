@@ -111,7 +111,7 @@ class ElasticsearchBuild:
         self._checkpoint("validate")
         meta = check_meta(meta)
         reuse = check_reuse(reuse)
-        serving = self._serving_number()
+        serving = self._serving_number() if reuse else None   # a fresh build needs no readable alias
         dim: int | None = None
         reused_norm = 0.0
         recompute = False

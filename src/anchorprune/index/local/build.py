@@ -72,7 +72,7 @@ class LocalBuild:
         self._checkpoint("validate")
         meta = check_meta(meta)
         reuse = check_reuse(reuse)
-        serving_n = self.store.read_serving()
+        serving_n = self.store.read_serving() if reuse else None   # a fresh build needs no readable pointer
         source = self.store.open(serving_n) if serving_n is not None and reuse else None
         if reuse and source is None:
             raise IndexInputError(f"reuse names {len(reuse)} pages but index {self.name!r} has no serving version "
