@@ -36,6 +36,13 @@ INVALID = {
                                             "set final_dim"],
     "unknown-first-stage.yaml": ["'index.first_stage'", "'none', 'mean', 'muvera', 'token_ivf' or 'auto'"],
     "token-ivf-no-lists-probed.yaml": ["'index.token_ivf.nprobe'", "greater than or equal to 1"],
+    "fde-over-memory.yaml": ["'index.muvera'", "262,144,000,000 dims per page", "more than this machine's",
+                             "lower reps, k_sim or d_proj"],
+    "kmeans-over-memory.yaml": ["'index.token_ivf'", "centroids 1000000000000", "more than this machine's",
+                                "use fewer centroids"],
+    "too-many-workers.yaml": ["'encode.workers'", "100000 local worker processes", "CPU cores", "use null"],
+    "repeated-section.yaml": ["repeated-section.yaml repeats the key 'index' (line 1 and line 6)",
+                              "silently replace the first"],
 }
 
 

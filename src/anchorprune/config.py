@@ -135,6 +135,16 @@ class EncodeConfig(Frozen):
     shard_pages: int = Field(32, ge=1)           # pages per shard (one Prefect task each)
     claim_ttl_s: float = Field(900.0, gt=0)      # a claim older than this (owner on another host) is stale
 
+    @field_validator("workers")
+    @classmethod
+    def _workers_fit_the_machine(cls, v: int | None) -> int | None:
+        from anchorprune.limits import workers_problem
+
+        problem = workers_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
 
 class CalibrateConfig(Frozen):
     pairs: int = Field(200, ge=1)
@@ -297,6 +307,36 @@ class Settings(Frozen):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+class RepeatedKeyError(yaml.YAMLError):
+    """A mapping in the YAML names the same key twice (YAML forbids it; PyYAML keeps the last silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping, naming it and both lines.
+
+    >>> yaml.load("index: {name: a}\\nindex: {name: b}\\n", Loader=UniqueKeyLoader)
+    Traceback (most recent call last):
+    ...
+    anchorprune.config.RepeatedKeyError: repeats the key 'index' (line 1 and line 2): the second would silently replace the first; merge them into one
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key_node, _ in node.value:
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (TypeError, yaml.YAMLError):
+                    continue                    # the base class reports an unhashable key
+                line = key_node.start_mark.line + 1
+                if key in seen and key != "<<":
+                    raise RepeatedKeyError(f"repeats the key {key!r} (line {seen[key]} and line {line}): the second "
+                                           "would silently replace the first; merge them into one")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def project_root(params: str | Path = DEFAULT_PARAMS) -> Path:
     """The folder relative paths in a params file are resolved against: the file's own folder."""
     return Path(params).resolve().parent
@@ -320,7 +360,9 @@ def load_settings(path: str | Path = DEFAULT_PARAMS, overrides: dict | None = No
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=UniqueKeyLoader) or {}    # noqa: S506 - a SafeLoader subclass
+    except RepeatedKeyError as exc:
+        raise ConfigError(f"config file {path} {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

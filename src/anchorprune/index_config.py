@@ -14,7 +14,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from anchorprune.frozen import Frozen
-from anchorprune.limits import ES_INDEX_NAME, ES_MAX_DIMS, candidates_problem, muvera_dims
+from anchorprune.limits import (
+    ES_INDEX_NAME,
+    ES_MAX_DIMS,
+    KMEANS_SAMPLE_PER_CENTROID,
+    candidates_problem,
+    kmeans_memory_problem,
+    muvera_dims,
+    muvera_memory_problem,
+)
 
 
 class MuveraConfig(Frozen):
@@ -26,6 +34,14 @@ class MuveraConfig(Frozen):
     final_dim: int | None = Field(None, ge=1)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> MuveraConfig:
+        """An FDE this machine cannot hold is refused when the config loads, not mid-build."""
+        problem = muvera_memory_problem(self.model_dump())
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 class TokenIvfConfig(Frozen):
     """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
@@ -34,6 +50,14 @@ class TokenIvfConfig(Frozen):
     nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
     iters: int = Field(8, ge=0)                 # k-means iterations
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> TokenIvfConfig:
+        """k-means this machine cannot hold is refused when the config loads, not mid-build."""
+        problem = kmeans_memory_problem(self.centroids, KMEANS_SAMPLE_PER_CENTROID)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class IndexConfig(Frozen):

@@ -215,8 +215,9 @@ def test_a_truncated_mlflow_db_is_one_line_naming_it(project, tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["tracking"]["uri"] = f"sqlite:///{db}"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    import anchorprune.promotion.registry as registry
     import sqlalchemy
+
+    import anchorprune.promotion.registry as registry
 
     def champion(tracker, backbone):        # what the registry does first: read the database
         engine = sqlalchemy.create_engine(f"sqlite:///{db}")

@@ -52,11 +52,12 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorprune.index.base import IndexInputError
+from anchorprune.limits import KMEANS_SAMPLE_PER_CENTROID
 
 #: ``vectors(rows)``: the float32 token vectors ``[len(rows), d]`` of the given (ascending) rows
 RowReader = Callable[[np.ndarray], np.ndarray]
 #: token vectors the k-means sample holds per centroid (faiss's default ``max_points_per_centroid`` is 256)
-SAMPLE_PER_CENTROID = 64
+SAMPLE_PER_CENTROID = KMEANS_SAMPLE_PER_CENTROID
 #: rows read back from the stored vectors per step at build
 _ASSIGN_CHUNK = 1 << 16
 #: float32 elements of one ``[rows, K]`` similarity block (64 MiB)
