@@ -12,8 +12,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
 from anchorprune.config import EncodeConfig
 from anchorprune.orchestration.environment import prefect_api_url
-from anchorprune.servers import probe
 from anchorprune.orchestration.provenance import stage_key
+from anchorprune.servers import probe
 
 
 def provenance_key(task_ctx, inputs: dict) -> str | None:

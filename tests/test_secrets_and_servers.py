@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 
 from anchorprune.cli import app
 from anchorprune.redact import redact_text, redact_url
-from anchorprune.servers import CONNECT_TIMEOUT_ENV, ServerUnreachableError, connect_timeout_s, endpoint, probe
+from anchorprune.servers import (
+    CONNECT_TIMEOUT_ENV,
+    ServerUnreachableError,
+    connect_timeout_s,
+    endpoint,
+    probe,
+)
 
 PASSWORD = "p@ss:w%rd"
 TOKEN = "t0kenVALUE"
@@ -179,8 +185,9 @@ def test_prefect_api_unreachable_fails_within_the_budget(monkeypatch):
 
 
 def test_dask_scheduler_unreachable_fails_within_the_budget(monkeypatch):
-    from anchorprune.config import EncodeConfig
     from flows.common import ADDRESS_ENV, dask_map
+
+    from anchorprune.config import EncodeConfig
 
     monkeypatch.setenv(ADDRESS_ENV, f"tcp://mlu:{PASSWORD}@127.0.0.1:{closed_port()}")
     start = time.monotonic()
