@@ -35,7 +35,10 @@ x_content_parse_exception) diversified over parents for nested fields (query-dsl
 [4] rescorer window_size >= size, no negative window, no empty rescore, no scroll; [5] alias removal
 404 / partial success with action_results / must_exist; [6] bulk item errors, 409 on create;
 optimistic concurrency (if_seq_no / if_primary_term); [8] refresh visibility (GET real-time),
-scroll snapshot paged; [9] index exists / missing index errors.
+scroll snapshot paged; [9] index exists / missing index errors; [10] request options: unknown ones
+are the server's 400, known but unmodelled ones raise ``NotModelled`` (never ignored); kNN filter
+and similarity, retriever filters, per-item bulk if_seq_no, partial updates keeping vectors, nested
+children without the vector, the rescorer's total, the 8192-vector cap of rank_vectors.
 
 Deliberate test knobs (not server behaviour): ``scroll_page`` caps scroll pages so that paging is
 exercised with few documents; ``refresh=wait_for`` on an index whose ``refresh_interval`` is ``-1``
