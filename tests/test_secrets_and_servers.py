@@ -223,3 +223,17 @@ def test_mlflow_params_and_tags_hold_no_secret(tracking_config, caplog):
     stored = repr(run.data.params) + repr(run.data.tags)
     assert_no_secret(stored + caplog.text)
     assert "***@127.0.0.1" in run.data.tags["es"] and "***@127.0.0.1" in run.data.params["dask"]
+
+
+def test_index_build_with_an_unreachable_mlflow_fails_fast_without_the_secret(tmp_path, monkeypatch, caplog):
+    """The fault campaign's case: `index build` retried for minutes, then printed the URL with its password."""
+    (tmp_path / "params.yaml").write_text("backbones: [{name: m, kind: mock, model_id: m}]\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_url())
+    start = time.monotonic()
+    with caplog.at_level(logging.DEBUG):
+        res = CliRunner().invoke(app, ["index", "build", "--params", str(tmp_path / "params.yaml")])
+    assert time.monotonic() - start < BUDGET + 5
+    assert res.exit_code != 0
+    shown = res.output + str(res.exception) + caplog.text
+    assert_no_secret(shown)
+    assert "MLflow tracking server at http://***@127.0.0.1:" in shown
