@@ -13,6 +13,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 from anchorprune.config import EncodeConfig
 from anchorprune.orchestration.environment import prefect_api_url
 from anchorprune.orchestration.provenance import stage_key
+from anchorprune.servers import probe
 
 
 def provenance_key(task_ctx, inputs: dict) -> str | None:
@@ -82,6 +83,9 @@ def dask_map(cfg: EncodeConfig, jobs: int | None = None,
     from distributed import Client, LocalCluster
 
     address = dask_address(cfg)
+    if address:
+        probe(address, "Dask scheduler", f"check encode.address in params.yaml or ${ADDRESS_ENV}, and that "
+              "`dask scheduler` runs there (or leave both unset for a local cluster)")
     cluster = None if address else LocalCluster(**(cluster_kwargs or local_cluster_kwargs(cfg, jobs)))
     client = Client(address or cluster, set_as_default=False)
 

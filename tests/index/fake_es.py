@@ -35,7 +35,10 @@ x_content_parse_exception) diversified over parents for nested fields (query-dsl
 [4] rescorer window_size >= size, no negative window, no empty rescore, no scroll; [5] alias removal
 404 / partial success with action_results / must_exist; [6] bulk item errors, 409 on create;
 optimistic concurrency (if_seq_no / if_primary_term); [8] refresh visibility (GET real-time),
-scroll snapshot paged; [9] index exists / missing index errors.
+scroll snapshot paged; [9] index exists / missing index errors; [10] request options: unknown ones
+are the server's 400, known but unmodelled ones raise ``NotModelled`` (never ignored); kNN filter
+and similarity, retriever filters, per-item bulk if_seq_no, partial updates keeping vectors, nested
+children without the vector, the rescorer's total, the 8192-vector cap of rank_vectors.
 
 Deliberate test knobs (not server behaviour): ``scroll_page`` caps scroll pages so that paging is
 exercised with few documents; ``refresh=wait_for`` on an index whose ``refresh_interval`` is ``-1``
@@ -74,6 +77,7 @@ BBQ_MIN_DIMS = 64                        # DenseVectorFieldMapper.BBQ_MIN_DIMS
 MAX_DIMS_BIT = 4096 * 8                  # [1] MAX_DIMS_COUNT_BIT
 DOT_PRODUCT_TOLERANCE = 1e-3             # [3] |‖v‖² − 1| > 1e-3 is refused (1e-4 before PR #110240, ~8.15)
 RANK_VECTORS_LICENCES = ("enterprise", "trial")
+RANK_VECTORS_MAX_VECTORS = 8192          # [10] at most 8192 vectors per rank_vectors document and max-sim query
 NESTED_OBJECTS_LIMIT = 10_000            # [3b] index.mapping.nested_objects.limit default (MapperService)   # [1] LicensedFeature.momentary(..., ENTERPRISE); trial works
 
 
@@ -97,6 +101,26 @@ class EsError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "status": self.status}
+
+
+class NotModelled(NotImplementedError):
+    """A request option a real server accepts but the fake does not model: refused, never silently ignored [10]."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the fake Elasticsearch does not model {what}; a real server would apply it, so the fake "
+                         "refuses it instead of ignoring it (docs/elasticsearch-fidelity.md [10])")
+
+
+def _check_keys(where: str, spec: dict[str, Any], modelled: set[str], known: set[str],
+                unknown_error: Any = None) -> None:
+    """[10] keys of ``spec`` the real server does not know: its 400; known but not modelled: :class:`NotModelled`."""
+    for key in spec:
+        if key in modelled:
+            continue
+        if key in known:
+            raise NotModelled(f"[{where}] option [{key}]")
+        raise (unknown_error(key) if unknown_error else
+               _bad(f"[{where}] unknown field [{key}]", "x_content_parse_exception"))
 
 
 def _bad(reason: str, type_: str = "illegal_argument_exception") -> EsError:
@@ -166,6 +190,8 @@ class Doc:
     seq_no: int
     primary_term: int = 1
     version: int = 1
+    #: "<nested>.<sub>" -> the positions of the children that hold the vector (the rows of vectors[key], in order)
+    children: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -579,6 +605,14 @@ class FakeES:
                       "total": {"store": {"size_in_bytes": size}}}
         return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}, "indices": out}
 
+    #: [10] alias action options: modelled, and accepted by a real server but not modelled (AliasActions.PARSER)
+    ALIAS_ACTION_KEYS = {
+        "add": ({"index", "indices", "alias", "aliases"},
+                {"filter", "routing", "index_routing", "search_routing", "is_write_index", "is_hidden"}),
+        "remove": ({"index", "indices", "alias", "aliases", "must_exist"}, set()),
+        "remove_index": ({"index", "indices", "must_exist"}, set()),
+    }
+
     def h_indices_update_aliases(self, parts, params, body):
         # [5] all actions apply in one cluster-state update, or none of them
         new = {a: set(s) for a, s in self.aliases.items()}
@@ -588,6 +622,8 @@ class FakeES:
         missing: list[str] = []
         for action in body["actions"]:
             ((kind, spec),) = action.items()
+            if kind in self.ALIAS_ACTION_KEYS:
+                _check_keys(kind, spec, self.ALIAS_ACTION_KEYS[kind][0], self.ALIAS_ACTION_KEYS[kind][1])
             names = [spec["index"]] if "index" in spec else list(spec.get("indices", []))
             aliases = [spec["alias"]] if "alias" in spec else list(spec.get("aliases", []))
             if "must_exist" in spec and kind != "remove":
@@ -645,6 +681,7 @@ class FakeES:
         props = idx.mappings.setdefault("properties", {})
         strict = str(idx.mappings.get("dynamic", "true")) == "strict"
         vectors: dict[str, np.ndarray] = {}
+        children: dict[str, list[int]] = {}
         stored = copy.deepcopy(src)
         for key, value in src.items():
             spec = props.get(key)
@@ -667,13 +704,13 @@ class FakeES:
                 if idx.exclude_source_vectors:
                     stored.pop(key)
             elif kind == "nested":
-                stored[key] = self._parse_nested(idx, key, spec, value, doc_id, strict, vectors)
+                stored[key] = self._parse_nested(idx, key, spec, value, doc_id, strict, vectors, children)
             elif kind in ("integer", "long"):
                 if not _is_int(value):
                     raise self._doc_error(doc_id, key, kind, value, f'For input string: "{value}"')
             elif kind == "keyword" and not isinstance(value, str | int | float | bool):
                 raise self._doc_error(doc_id, key, kind, value, "expected a value, not an object or array")
-        return Doc(stored, vectors, seq_no=0)
+        return Doc(stored, vectors, seq_no=0, children=children)
 
     @staticmethod
     def _doc_error(doc_id: str, key: str, kind: str, value: Any, cause: str,
@@ -694,6 +731,10 @@ class FakeES:
             raise fail(f"[rank_vectors] field [{key}] cannot be indexed with a single value")
         if not all(isinstance(row, list | str) for row in value):
             raise fail(f"[rank_vectors] field [{key}] cannot be indexed with a single value")        # [1]
+        if len(value) > RANK_VECTORS_MAX_VECTORS:
+            # [10] PR #158989: at most 8192 vectors per document; [unconfirmed] the release and the wording
+            raise fail(f"[rank_vectors] field [{key}] cannot be indexed with more than [{RANK_VECTORS_MAX_VECTORS}] "
+                       f"vectors, got [{len(value)}]")
         rows: list[np.ndarray] = []
         for row in value:
             if et in ("bit", "byte"):
@@ -730,7 +771,7 @@ class FakeES:
         return np.stack(rows)
 
     def _parse_nested(self, idx: Index, key: str, spec: dict[str, Any], value: Any, doc_id: str, strict: bool,
-                      vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+                      vectors: dict[str, np.ndarray], children: dict[str, list[int]]) -> list[dict[str, Any]]:
         """A ``nested`` field: an object or an array of objects, one hidden Lucene document each. Only
         dense_vector / keyword / integer sub-fields are modelled; their vectors go to ``vectors["<key>.<sub>"]``
         as ``[n, d]`` (children in order). Returns the stored ``_source`` value."""
@@ -743,7 +784,7 @@ class FakeES:
         props = spec.get("properties", {})
         rows: dict[str, list[np.ndarray]] = {}
         stored = []
-        for obj in objs:
+        for pos, obj in enumerate(objs):
             if not isinstance(obj, dict):
                 raise self._doc_error(doc_id, key, "nested", value, f"object mapping for [{key}] tried to parse "
                                       "field as object, but found a concrete value", "mapper_parsing_exception")
@@ -757,6 +798,7 @@ class FakeES:
                     continue
                 if sspec.get("type") == "dense_vector" and val is not None:
                     rows.setdefault(sub, []).append(self._parse_dense_vector(f"{key}.{sub}", sspec, val, doc_id))
+                    children.setdefault(f"{key}.{sub}", []).append(pos)     # [10] a child may lack the vector
                     if idx.exclude_source_vectors:
                         kept.pop(sub)                   # [1] PR #130382: nested vectors leave _source too
                 elif sspec.get("type") not in ("keyword", "integer", "long"):
@@ -853,7 +895,10 @@ class FakeES:
                           index_uuid=idx.uuid, shard="0", index=idx.name)
         if "doc" not in body and "upsert" not in body:
             raise AssertionError("the fake Elasticsearch only models doc / upsert updates, not scripts")
-        merged = {**(cur.source if cur else body.get("upsert", {})), **body.get("doc", {})}
+        # [10] the update rebuilds excluded vectors from doc values before merging (PR #130834, as for _reindex):
+        # a partial update keeps the stored vectors
+        base = self._source(idx, cur, exclude_vectors=False) if cur else body.get("upsert", {})
+        merged = {**base, **body.get("doc", {})}
         status, out = self._write(idx, doc_id, merged, "index", params)
         return 200, {**out, "result": "updated" if cur else "created"}
 
@@ -879,10 +924,23 @@ class FakeES:
         return 200, {"_index": idx.name, "_id": doc_id, "result": "deleted", "_seq_no": self.seq,
                      "_primary_term": 1}
 
+    #: [10] bulk action metadata: what the fake models, and what a real server also accepts (BulkRequestParser)
+    BULK_META_MODELLED = {"_index", "_id", "if_seq_no", "if_primary_term"}
+    BULK_META_KNOWN = {"routing", "version", "version_type", "pipeline", "require_alias", "dynamic_templates",
+                       "retry_on_conflict", "_source", "list_executed_pipelines", "require_data_stream", "op_type"}
+
     def h_bulk(self, parts, params, body):
         items = []
         touched: dict[str, Index] = {}
         lines = list(body)
+        i = line = 0
+        while i < len(lines):           # [10] the whole request is parsed before any item runs
+            ((op, meta),) = lines[i].items()
+            line += 1
+            _check_keys(f"bulk {op}", meta, self.BULK_META_MODELLED, self.BULK_META_KNOWN, lambda key, n=line: _bad(
+                f"Action/metadata line [{n}] contains an unknown parameter [{key}]"))
+            i += 2 if op in ("index", "create") else 1
+            line += 1 if op in ("index", "create") else 0
         i = 0
         while i < len(lines):
             ((op, meta),) = lines[i].items()
@@ -890,6 +948,8 @@ class FakeES:
             i += 2 if op in ("index", "create") else 1
             name = meta.get("_index", parts.get("index"))
             doc_id = meta.get("_id") or uuid.uuid4().hex
+            # [10] per-item optimistic concurrency, as for single requests (409 per item)
+            cas = {k: meta[k] for k in ("if_seq_no", "if_primary_term") if k in meta}
             try:
                 if op not in ("index", "create", "delete"):
                     raise _bad(f"Malformed action/metadata line [{i}], expected one of [create, delete, index, "
@@ -897,9 +957,9 @@ class FakeES:
                 idx = self._resolve_write(name)
                 touched[idx.name] = idx
                 if op == "delete":
-                    status, out = self.h_delete({"index": idx.name, "id": doc_id}, {}, None)
+                    status, out = self.h_delete({"index": idx.name, "id": doc_id}, cas, None)
                 else:
-                    status, out = self._write(idx, doc_id, src, op, {})
+                    status, out = self._write(idx, doc_id, src, op, cas)
                 items.append({op: {**out, "status": status}})
             except EsError as exc:
                 # [6] a failed item: {op: {_index, _id, status, error}}; the request itself is 200
@@ -948,9 +1008,10 @@ class FakeES:
         if idx.exclude_source_vectors and want_vectors:
             for key, arr in doc.vectors.items():
                 parent, _, sub = key.rpartition(".")
-                if parent:          # [1] PR #130382 (240_source_synthetic_vectors.yml): nested vectors come back too
-                    for child, row in zip(out[parent], arr, strict=True):
-                        child[sub] = self._rehydrate(idx, key, row)
+                if parent:          # [1] PR #130382 (240_source_synthetic_vectors.yml): nested vectors come back too,
+                    # [10] each to the child that had it; children without the vector come back without it
+                    for pos, row in zip(doc.children.get(key, range(len(arr))), arr, strict=True):
+                        out[parent][pos][sub] = self._rehydrate(idx, key, row)
                 else:
                     out[key] = self._rehydrate(idx, key, arr)
         if includes:
@@ -1037,6 +1098,10 @@ class FakeES:
             return EsError(400, "x_content_parse_exception", "[1:2] [knn] failed to parse field",
                            caused_by={"type": "illegal_argument_exception", "reason": reason})
 
+        _check_keys("knn", knn, self.KNN_MODELLED, self.KNN_KNOWN)
+        if nested and "filter" in knn:
+            raise NotModelled("a [filter] on a knn query inside a nested query")
+
         nc = knn.get("num_candidates")
         k = int(knn["k"]) if "k" in knn else int(nc if nc is not None else 15)   # [3b] no k: num_candidates per shard
         nc = int(nc) if nc is not None else round(min(KNN_MAX_CANDIDATES, 1.5 * k))
@@ -1056,8 +1121,9 @@ class FakeES:
             raise AssertionError(f"the fake Elasticsearch does not model a knn query on the nested field {fname!r} "
                                  "outside a nested query on its path")
         q, sim = self._knn_query_vector(spec, knn)
+        docs = self._prefilter(idx, knn.get("filter"), docs)
         vecs = {i: doc.vectors[fname] for i, doc in docs.items() if fname in doc.vectors}
-        return self._knn_top(idx, fname, sim, q, vecs, k)
+        return self._threshold(spec, sim, knn, self._knn_top(idx, fname, sim, q, vecs, k))
 
     _SCRIPT = re.compile(r"(maxSimDotProduct|maxSimInvHamming)\(params\.(\w+), '([\w.]+)'\)(?: \+ params\.(\w+))?")
 
@@ -1076,6 +1142,9 @@ class FakeES:
             # [2] a missing field fails the request; the document does not score 0
             raise _script_error(idx.name, "A document doesn't have a value for a multi-vector field!")
         et = spec.get("element_type", "float")
+        if isinstance(params.get(qparam), list) and len(params[qparam]) > RANK_VECTORS_MAX_VECTORS:
+            # [10] PR #158989 caps a max-sim query at 8192 vectors too; [unconfirmed] the wording
+            raise _script_error(idx.name, f"The query vector has more than [{RANK_VECTORS_MAX_VECTORS}] vectors.")
         try:
             s = maxsim(fn, params[qparam], doc.vectors[fname], et, int(spec["dims"]))
         except ValueError as exc:
@@ -1088,7 +1157,36 @@ class FakeES:
                 "Must be a non-negative score!")})
         return score
 
-    def _knn(self, idx: Index, knn: dict[str, Any], retriever: bool) -> dict[str, float]:
+    #: [10] kNN options (KnnSearchBuilder / KnnVectorQueryBuilder / KnnRetrieverBuilder): modelled, and known to a
+    #: real server but not modelled; anything else is the server's 400 "[knn] unknown field [x]"
+    KNN_MODELLED = {"field", "query_vector", "k", "num_candidates", "filter", "similarity"}
+    KNN_KNOWN = {"boost", "_name", "inner_hits", "rescore_vector", "query_vector_builder", "visit_percentage"}
+
+    def _prefilter(self, idx: Index, flt: Any, docs: dict[str, Doc]) -> dict[str, Doc]:
+        """[10] a kNN / retriever ``filter`` (a query or a list of them, all must match) applied before the search."""
+        if flt is None:
+            return docs
+        keep = set(docs)
+        for clause in flt if isinstance(flt, list) else [flt]:
+            keep &= set(self._match(idx, clause, docs))
+        return {i: d for i, d in docs.items() if i in keep}
+
+    @staticmethod
+    def _similarity_floor(spec: dict[str, Any], sim: str, value: Any) -> float:
+        """[3] kNN ``similarity`` is a threshold on the raw similarity; as a floor on ``_score`` (the score
+        function is monotone in the similarity: a maximum distance for l2_norm, a minimum for the others)."""
+        if spec.get("element_type", "float") != "float":
+            raise NotModelled(f"kNN [similarity] on a {spec.get('element_type')} dense_vector")
+        v = float(value)
+        if sim == "l2_norm":
+            return float(np.float32(1 / (1 + v * v)))
+        if sim in ("cosine", "dot_product"):
+            return float(np.float32((1 + v) / 2))
+        return float(np.float32(1 / (1 - v) if v < 0 else v + 1))      # max_inner_product
+
+    def _knn(self, idx: Index, knn: dict[str, Any], retriever: bool,
+             docs: dict[str, Doc] | None = None) -> dict[str, float]:
+        _check_keys("knn", knn, self.KNN_MODELLED, self.KNN_KNOWN)
         if retriever and ("k" not in knn or "num_candidates" not in knn):
             # [3] knn retriever: k and num_candidates are required (Retriever.ts @181f089)
             raise _bad(f"[knn] failed to parse: [{'k' if 'k' not in knn else 'num_candidates'}] is required",
@@ -1107,8 +1205,16 @@ class FakeES:
         if spec.get("type") != "dense_vector":
             raise _bad(f"[knn] queries are only supported on [dense_vector] fields, got [{fname}]")
         q, sim = self._knn_query_vector(spec, knn)
-        docs = {i: doc.vectors[fname] for i, doc in idx.visible.items() if fname in doc.vectors}
-        return self._knn_top(idx, fname, sim, q, docs, k)
+        pool = self._prefilter(idx, knn.get("filter"), idx.visible if docs is None else docs)
+        vecs = {i: doc.vectors[fname] for i, doc in pool.items() if fname in doc.vectors}
+        return self._threshold(spec, sim, knn, self._knn_top(idx, fname, sim, q, vecs, k))
+
+    def _threshold(self, spec: dict[str, Any], sim: str, knn: dict[str, Any],
+                   scores: dict[str, float]) -> dict[str, float]:
+        if knn.get("similarity") is None:
+            return scores
+        floor = self._similarity_floor(spec, sim, knn["similarity"])
+        return {i: sc for i, sc in scores.items() if sc >= floor}
 
     def _knn_query_vector(self, spec: dict[str, Any], knn: dict[str, Any]) -> tuple[np.ndarray, str]:
         """The query vector of a knn search / query (its dims must match the field's) and the field's similarity."""
@@ -1144,12 +1250,25 @@ class FakeES:
         scores = {i: max(_knn_score(sim, q, row) for row in np.atleast_2d(d)) for i, d in docs.items()}
         return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
 
-    def _retriever(self, idx: Index, r: dict[str, Any], size: int | None, scroll: bool) -> dict[str, float]:
+    #: [10] retriever options (StandardRetrieverBuilder, RescorerRetrieverBuilder): modelled / known, not modelled
+    STANDARD_MODELLED = {"query", "filter"}
+    STANDARD_KNOWN = {"search_after", "terminate_after", "sort", "min_score", "collapse", "_name"}
+    RESCORER_MODELLED = {"retriever", "rescore", "filter"}
+    RESCORER_KNOWN = {"min_score", "_name"}
+
+    def _retriever(self, idx: Index, r: dict[str, Any], size: int | None, scroll: bool,
+                   docs: dict[str, Doc] | None = None) -> tuple[dict[str, float], int]:
+        """The retriever's ranked scores and its ``hits.total`` (a rescorer's total is its child's [10])."""
         ((kind, spec),) = r.items()
+        docs = idx.visible if docs is None else docs
         if kind == "knn":
-            return self._knn(idx, spec, retriever=True)
+            scores = self._knn(idx, spec, retriever=True, docs=docs)
+            return scores, len(scores)
         if kind == "standard":
-            return self._scores(idx, spec.get("query", {"match_all": {}}), idx.visible)
+            _check_keys("standard", spec, self.STANDARD_MODELLED, self.STANDARD_KNOWN)
+            scores = self._scores(idx, spec.get("query", {"match_all": {}}),
+                                  self._prefilter(idx, spec.get("filter"), docs))
+            return scores, len(scores)
         if kind != "rescorer":
             raise AssertionError(f"the fake Elasticsearch cannot run the retriever {kind!r}")
         if self.v < (8, 18, 0):
@@ -1171,7 +1290,11 @@ class FakeES:
         if size is not None and window < size:
             # [4] CompoundRetrieverBuilder.validate; [unconfirmed] it does not fire when size is omitted
             raise _bad(f"[rescorer] requires [window_size: {window}] be greater than or equal to [size: {size}]")
-        first = self._retriever(idx, spec["retriever"], None, scroll)
+        _check_keys("rescorer", spec, self.RESCORER_MODELLED, self.RESCORER_KNOWN)
+        # [10] 30_rescorer_retriever.yml: the rescorer's filter pre-filters its child ("with pre-filters": total 6
+        # of 10), and hits.total is the child's total, not the window (window_size 3: total 10)
+        first, total = self._retriever(idx, spec["retriever"], None, scroll,
+                                       self._prefilter(idx, spec.get("filter"), docs))
         ranked = sorted(first.items(), key=lambda kv: (-kv[1], kv[0]))[:window]
         scores = dict(ranked)
         for x in rescores:
@@ -1184,7 +1307,7 @@ class FakeES:
             for i, s0 in top:
                 # [4] score_mode total: query_weight * score + rescore_query_weight * rescore score (in float)
                 scores[i] = float(np.float32(qw * s0 + rw * matched.get(i, 0.0)))
-        return scores
+        return scores, total
 
     _SEARCH_KEYS = {"query", "size", "from", "_source", "retriever", "aggs", "aggregations", "sort", "knn",
                     "track_total_hits", "fields", "stored_fields"}
@@ -1213,11 +1336,13 @@ class FakeES:
         if "retriever" in body:
             if "query" in body or "knn" in body:
                 raise _bad("cannot specify [retriever] and [query]")
-            scores = self._retriever(idx, body["retriever"], size, scroll)
+            scores, total = self._retriever(idx, body["retriever"], size, scroll)
         elif "knn" in body:
             scores = self._knn(idx, body["knn"], retriever=False)
+            total = len(scores)
         else:
             scores = self._scores(idx, body.get("query", {"match_all": {}}), idx.visible)
+            total = len(scores)
         if body.get("sort") in ("_doc", ["_doc"]):
             order = list(scores.items())
         else:
@@ -1228,7 +1353,7 @@ class FakeES:
                 for i, s in order]
         out: dict[str, Any] = {"took": 1, "timed_out": False,
                                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                               "hits": {"total": {"value": len(scores), "relation": "eq"},
+                               "hits": {"total": {"value": total, "relation": "eq"},
                                         "max_score": f32(order[0][1]) if order else None, "hits": hits}}
         aggs = body.get("aggs") or body.get("aggregations")
         if aggs:

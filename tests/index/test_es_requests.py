@@ -284,7 +284,7 @@ def test_credentials_only_from_env_and_never_logged(fake, monkeypatch, caplog):
     assert node.config.scheme == "https" and node.config.verify_certs is True
     text = caplog.text + repr(idx) + str(idx.stats().as_dict())
     assert "hunter2" not in text and "c2VjcmV0LWtleQ" not in text
-    assert redact_url("https://elastic:hunter2@es.example.com:9243") == "https://es.example.com:9243"
+    assert redact_url("https://elastic:hunter2@es.example.com:9243") == "https://***@es.example.com:9243"
 
 
 # ------------------------------------------------------------ version matrix

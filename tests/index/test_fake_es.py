@@ -653,3 +653,159 @@ def test_nested_vectors_leave_the_stored_source_from_9_2_and_come_back_on_reques
     ask = {"_source": {"exclude_vectors": False}} if version >= "8.19" else {}      # the option exists from 8.19
     out = call(fake, "POST", "/n/_search", ask)[1]
     assert out["hits"]["hits"][0]["_source"]["tokens"] == [{"vector": [0.5, 0.25]}, {"vector": [1.0, 0.0]}]
+
+
+# ---------------------------------------------------------------- [10] what the double models, what it refuses
+from fake_es import RANK_VECTORS_MAX_VECTORS, NotModelled  # noqa: E402
+
+
+def _knn_docs(fake, **extra_props):
+    call(fake, "PUT", "/d", {"mappings": {"properties": {
+        "m": {"type": "dense_vector", "dims": 2, "similarity": "cosine", "index_options": {"type": "hnsw"}},
+        "g": {"type": "keyword"}, **extra_props}}})
+    bulk(fake, "d", {"a": {"m": [1.0, 0.0], "g": "x"}, "b": {"m": [0.8, 0.6], "g": "y"},
+                     "c": {"m": [0.0, 1.0], "g": "x"}}, refresh="true")
+
+
+def _ids(out):
+    return [h["_id"] for h in out["hits"]["hits"]]
+
+
+@pytest.mark.parametrize("where", ["top", "retriever", "query"])
+def test_knn_filter_and_similarity_are_applied(where):
+    """[10] kNN ``filter`` pre-filters the candidates; [3] ``similarity`` is a floor on the raw similarity."""
+    fake = FakeES()
+    _knn_docs(fake)
+
+    def search(**extra):
+        knn = {"field": "m", "query_vector": [1.0, 0.0], "k": 3, "num_candidates": 10, **extra}
+        body = {"top": {"knn": knn}, "retriever": {"retriever": {"knn": knn}}, "query": {"query": {"knn": knn}}}[where]
+        status, out = call(fake, "POST", "/d/_search", body)
+        assert status == 200, out
+        return out
+
+    assert _ids(search()) == ["a", "b", "c"]
+    assert _ids(search(filter={"term": {"g": "x"}})) == ["a", "c"]
+    assert _ids(search(filter=[{"term": {"g": "x"}}, {"ids": {"values": ["c"]}}])) == ["c"]
+    assert _ids(search(similarity=0.7)) == ["a", "b"]            # cos 1, 0.8 pass; cos 0 does not
+    assert search(similarity=0.7)["hits"]["total"]["value"] == 2
+
+
+@pytest.mark.parametrize("option", ["rescore_vector", "inner_hits", "query_vector_builder"])
+def test_knn_options_a_server_accepts_but_the_double_does_not_model_are_refused(option):
+    """[10] known to the server, not modelled: NotModelled names the option (never silently ignored)."""
+    fake = FakeES()
+    _knn_docs(fake)
+    with pytest.raises(NotModelled, match=option):
+        call(fake, "POST", "/d/_search", {"knn": {"field": "m", "query_vector": [1.0, 0.0], "k": 1,
+                                                  "num_candidates": 10, option: {}}})
+
+
+def test_unknown_knn_and_retriever_options_are_the_servers_400():
+    """[10] unknown fields are parse errors naming the field."""
+    fake = FakeES()
+    _knn_docs(fake)
+    status, out = call(fake, "POST", "/d/_search", {"knn": {"field": "m", "query_vector": [1.0, 0.0], "k": 1,
+                                                            "num_candidates": 10, "fliter": {}}})
+    assert status == 400 and err_type(out) == "x_content_parse_exception" and "[fliter]" in out["error"]["reason"]
+    status, out = call(fake, "POST", "/d/_search", {"retriever": {"standard": {"query": {"match_all": {}},
+                                                                               "colapse": {}}}})
+    assert status == 400 and "[colapse]" in out["error"]["reason"]
+    with pytest.raises(NotModelled, match="min_score"):
+        call(fake, "POST", "/d/_search", {"retriever": {"standard": {"query": {"match_all": {}}, "min_score": 1}}})
+
+
+def test_rescorer_total_is_the_child_total_and_its_filter_prefilters():
+    """[10] 30_rescorer_retriever.yml: hits.total is the child retriever's (window 3 of 10 docs: total 10), and
+    the rescorer's filter pre-filters the child (total 6 of 10)."""
+    fake = FakeES()
+    call(fake, "PUT", "/d", {"mappings": {"properties": {"g": {"type": "keyword"}}}})
+    bulk(fake, "d", {str(i): {"g": "x" if i % 2 else "y"} for i in range(10)}, refresh="true")
+    body = {"size": 2, "retriever": {"rescorer": {"retriever": {"standard": {"query": {"match_all": {}}}},
+                                                  "rescore": {"window_size": 3, "query": {
+                                                      "rescore_query": {"match_all": {}}}}}}}
+    status, out = call(fake, "POST", "/d/_search", body)
+    assert status == 200 and out["hits"]["total"]["value"] == 10 and len(out["hits"]["hits"]) == 2
+    body["retriever"]["rescorer"]["filter"] = {"term": {"g": "x"}}
+    out = call(fake, "POST", "/d/_search", body)[1]
+    assert out["hits"]["total"]["value"] == 5 and {h["_id"] for h in out["hits"]["hits"]} <= {"1", "3", "5", "7", "9"}
+    body["retriever"]["rescorer"]["retriever"]["standard"]["filter"] = {"ids": {"values": ["1", "3"]}}
+    assert call(fake, "POST", "/d/_search", body)[1]["hits"]["total"]["value"] == 2
+
+
+@pytest.mark.parametrize("option", ["filter", "routing", "search_routing", "index_routing", "is_write_index"])
+def test_alias_options_not_modelled_are_refused(option):
+    """[10] alias filters and routing change what the alias returns or where it writes: refused, not ignored."""
+    fake = FakeES()
+    call(fake, "PUT", "/a")
+    with pytest.raises(NotModelled, match=option):
+        call(fake, "POST", "/_aliases", {"actions": [{"add": {"index": "a", "alias": "al", option: "x"}}]})
+    assert "al" not in fake.aliases
+    status, out = call(fake, "POST", "/_aliases", {"actions": [{"add": {"index": "a", "alias": "al", "bogus": 1}}]})
+    assert status == 400 and "[bogus]" in out["error"]["reason"]
+
+
+def test_bulk_item_if_seq_no_is_checked_per_item_and_unknown_metadata_fails_the_request():
+    """[10] bulk items carry if_seq_no / if_primary_term (409 per item); an unknown metadata key is a 400 for the
+    whole request; routing (known, not modelled) is refused."""
+    fake = FakeES()
+    call(fake, "PUT", "/i", {"mappings": {"properties": {"n": {"type": "integer"}}}})
+    seq = call(fake, "PUT", "/i/_doc/x", {"n": 1})[1]["_seq_no"]
+    status, out = call(fake, "POST", "/_bulk", [
+        {"index": {"_index": "i", "_id": "x", "if_seq_no": seq + 5, "if_primary_term": 1}}, {"n": 2},
+        {"index": {"_index": "i", "_id": "x", "if_seq_no": seq, "if_primary_term": 1}}, {"n": 3}])
+    assert status == 200 and out["errors"] is True
+    first, second = (next(iter(x.values())) for x in out["items"])
+    assert first["status"] == 409 and first["error"]["type"] == "version_conflict_engine_exception"
+    assert second["status"] == 200
+    status, out = call(fake, "POST", "/_bulk", [{"delete": {"_index": "i", "_id": "x", "if_seq_no": 0,
+                                                            "if_primary_term": 1}}])
+    assert next(iter(out["items"][0].values()))["status"] == 409 and "x" in fake.indices["i"].docs
+    status, out = call(fake, "POST", "/_bulk", [{"index": {"_index": "i", "_id": "y", "iff_seq_no": 1}}, {"n": 1}])
+    assert status == 400 and "unknown parameter [iff_seq_no]" in out["error"]["reason"]
+    assert "y" not in fake.indices["i"].docs
+    with pytest.raises(NotModelled, match="routing"):
+        call(fake, "POST", "/_bulk", [{"index": {"_index": "i", "_id": "y", "routing": "r"}}, {"n": 1}])
+
+
+@pytest.mark.parametrize("version", ["9.0.0", "9.3.0"])
+def test_partial_update_keeps_the_stored_vectors(version):
+    """[10] an update rebuilds excluded vectors from doc values before merging (PR #130834): a partial update of
+    another field keeps them (9.2+ excludes them from _source; before that they are in _source anyway)."""
+    fake = FakeES(version=version)
+    rv_index(fake)
+    call(fake, "PUT", "/i/_doc/a", {"v": [[1.0, 0.0, 0.0, 0.0]], "n": 1}, refresh="true")
+    status, _ = call(fake, "POST", "/i/_update/a", {"doc": {"n": 2}}, refresh="true")
+    assert status == 200
+    doc = fake.indices["i"].docs["a"]
+    assert "v" in doc.vectors and doc.source.get("n") == 2
+    out = call(fake, "GET", "/i/_doc/a", _source_exclude_vectors="false")[1]
+    assert out["_source"]["v"] == [[1.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("version", ["9.0.0", "9.3.0"])
+def test_nested_read_back_with_children_lacking_the_vector(version):
+    """[10] PR #130382: nested vectors come back to the children that had them; a child without one stays so."""
+    fake = FakeES(version=version)
+    _nested_index(fake)
+    src = {"tokens": [{"vector": [1.0, 0.0]}, {}, {"vector": [0.0, 1.0]}]}
+    assert call(fake, "PUT", "/n/_doc/a", src, refresh="true")[0] == 201
+    out = call(fake, "GET", "/n/_doc/a", _source_exclude_vectors="false")[1]
+    assert out["_source"] == src
+    status, out = call(fake, "POST", "/n/_search", {"_source": {"exclude_vectors": False}})
+    assert status == 200 and out["hits"]["hits"][0]["_source"] == src
+
+
+def test_rank_vectors_caps_vectors_per_document_and_per_query():
+    """[10] PR #158989: at most 8192 vectors per rank_vectors document and per max-sim query."""
+    fake = FakeES()
+    rv_index(fake, dims=2)
+    ok = {"v": [[1.0, 0.0]] * RANK_VECTORS_MAX_VECTORS}
+    assert call(fake, "PUT", "/i/_doc/a", ok, refresh="true")[0] == 201
+    status, out = call(fake, "PUT", "/i/_doc/b", {"v": [[1.0, 0.0]] * (RANK_VECTORS_MAX_VECTORS + 1)})
+    assert status == 400 and err_type(out) == "document_parsing_exception"
+    assert "8192" in json.dumps(out)
+    script = {"source": "maxSimDotProduct(params.q, 'v')", "params": {"q": [[1.0, 0.0]] * (RANK_VECTORS_MAX_VECTORS + 1)}}
+    status, out = call(fake, "POST", "/i/_search", {"query": {"script_score": {"query": {"match_all": {}},
+                                                                               "script": script}}})
+    assert status == 400 and "8192" in json.dumps(out)

@@ -9,6 +9,8 @@ import platform
 import sys
 from pathlib import Path
 
+from anchorprune.redact import redact_url
+
 STACK = [
     "torch", "transformers", "datasets", "prefect", "mlflow", "dvc", "great-expectations",
     "elasticsearch", "pydantic", "numpy", "pandas", "fastapi", "sqlalchemy", "pypdfium2",
@@ -34,19 +36,22 @@ def colpali_engine_status() -> str:
     return f"optional, imports (version {package_version('colpali-engine')})"
 
 
-def prefect_status(api_url: str | None, timeout: float = 3.0) -> str:
+def prefect_status(api_url: str | None, timeout: float | None = None) -> str:
     """Ping the Prefect API (``<url>/health``) when PREFECT_API_URL is set; otherwise say what runs use."""
     if not api_url:
         return "PREFECT_API_URL not set: flows start a temporary local server (ephemeral API)"
     import json
     import urllib.request
 
+    from anchorprune.servers import connect_timeout_s
+
+    timeout = connect_timeout_s() if timeout is None else timeout
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:  # noqa: S310
             ok = json.loads(resp.read() or b"null")
-        return f"{_redact(api_url)} answers (health {ok})"
+        return f"{redact_url(api_url)} answers (health {ok})"
     except Exception as exc:  # noqa: BLE001 - any failure means it does not answer
-        return f"{_redact(api_url)} does not answer ({type(exc).__name__}); start it with `make prefect-ui`"
+        return f"{redact_url(api_url)} does not answer ({type(exc).__name__}); start it with `make prefect-ui`"
 
 
 def elasticsearch_status(url: str | None) -> str:
@@ -55,21 +60,15 @@ def elasticsearch_status(url: str | None) -> str:
     try:
         from elasticsearch import Elasticsearch
 
-        kwargs = {"request_timeout": 3}
+        from anchorprune.servers import connect_timeout_s
+
+        kwargs = {"request_timeout": connect_timeout_s(), "max_retries": 0}
         if os.environ.get("ELASTICSEARCH_API_KEY"):
             kwargs["api_key"] = os.environ["ELASTICSEARCH_API_KEY"]
         info = Elasticsearch(url, **kwargs).info()
-        return f"{_redact(url)} answers: version {info['version']['number']}"
+        return f"{redact_url(url)} answers: version {info['version']['number']}"
     except Exception as exc:  # noqa: BLE001
-        return f"{_redact(url)} does not answer ({type(exc).__name__})"
-
-
-def _redact(url: str) -> str:
-    """Hide credentials embedded in a URL (user:password@host)."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+        return f"{redact_url(url)} does not answer ({type(exc).__name__})"
 
 
 def gpu_status() -> str:
@@ -95,7 +94,7 @@ def report(params: Path = Path("params.yaml")) -> str:
     except ConfigError as exc:
         tracking = os.environ.get("MLFLOW_TRACKING_URI", "unknown (config invalid)")
         lines.append(f"config              INVALID: {exc}")
-    lines.append(f"mlflow tracking     {_redact(tracking)}")
+    lines.append(f"mlflow tracking     {redact_url(tracking)}")
     prefect_home = os.environ.get("PREFECT_HOME") or f"{Path(params).resolve().parent / '.prefect'} (the CLI default)"
     lines.append(f"prefect             {prefect_status(os.environ.get('PREFECT_API_URL'))}")
     lines.append(f"prefect home        {prefect_home}")

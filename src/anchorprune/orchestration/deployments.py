@@ -91,10 +91,18 @@ def require_prefect_server() -> str:
     if not url:
         raise DeployError("PREFECT_API_URL is not set: a work pool lives on a Prefect server that every worker "
                           "reaches. Start one (`make prefect-ui`) and `export PREFECT_API_URL=http://HOST:4200/api`")
+    from anchorprune.redact import redact_text, redact_url
+    from anchorprune.servers import ServerUnreachableError, probe
+
+    try:
+        probe(url, "Prefect API", "check PREFECT_API_URL and that `prefect server start` runs there")
+    except ServerUnreachableError as exc:
+        raise DeployError(str(exc)) from None
     with get_client(sync_client=True) as client:
         failure = client.api_healthcheck()
     if failure is not None:
-        raise DeployError(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: {failure}")
+        raise DeployError(f"the Prefect API at {redact_url(url)} (PREFECT_API_URL) does not answer: "
+                          f"{redact_text(failure)}")
     return url
 
 
@@ -104,12 +112,15 @@ def ensure_process_pool(pool: str, create: bool = True) -> bool:
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
+    from anchorprune.redact import redact_url
+
     with get_client(sync_client=True) as client:
         try:
             found = client.read_work_pool(pool)
         except ObjectNotFound:
             if not create:
-                raise DeployError(f"work pool {pool!r} does not exist on {client.api_url}: create it with "
+                raise DeployError(f"work pool {pool!r} does not exist on {redact_url(str(client.api_url))}: "
+                                  "create it with "
                                   f"`prefect work-pool create {pool} --type process`, or deploy without "
                                   "--no-create-pool") from None
             try:

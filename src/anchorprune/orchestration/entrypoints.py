@@ -39,6 +39,9 @@ def load_flow(root: str | Path, flow: str):
     """The flow at ``flows/<flow>`` (``"pipeline.py:pipeline_flow"``) of the checkout at ``root``."""
     from prefect.flows import load_flow_from_entrypoint
 
+    from anchorprune.orchestration.environment import check_prefect_api
+    from anchorprune.orchestration.tempserver import watch_temporary_server
+
     root = Path(root).resolve()
     file, _, name = flow.partition(":")
     path = flows_dir(root) / file
@@ -46,6 +49,8 @@ def load_flow(root: str | Path, flow: str):
         raise FlowsNotFoundError(f"{path} does not exist: the flows run from the checkout that holds the params "
                                  f"file ({FLOWS_DIR}/ next to params.yaml)")
     _import_flows_from(root)
+    check_prefect_api()
+    watch_temporary_server()
     return load_flow_from_entrypoint(f"{path}:{name}", use_placeholder_flow=False)
 
 

@@ -59,3 +59,18 @@ def prefect_api_url(*, ephemeral: bool = True) -> str | None:
 
     server = SubprocessASGIServer()
     return server.api_url if server.server_process is not None else None
+
+
+def check_prefect_api() -> None:
+    """When ``PREFECT_API_URL`` names a server, fail fast if it does not answer (:mod:`anchorprune.servers`)."""
+    from anchorprune.servers import probe
+
+    if url := os.environ.get("PREFECT_API_URL") or _prefect_setting_url():
+        probe(url, "Prefect API", "check PREFECT_API_URL and that `prefect server start` runs there, "
+              "or unset it to let the run start a temporary local server")
+
+
+def _prefect_setting_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()

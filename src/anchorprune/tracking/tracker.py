@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from anchorprune.config import TrackingConfig
+from anchorprune.redact import redact_text
+from anchorprune.servers import probe
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,18 @@ def resolve_tracking_uri(cfg: TrackingConfig, root: Path) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str((root / uri[len(prefix):]).resolve())
     return uri
+
+
+#: MLflow's HTTP retries, bounded unless the environment sets them: MLflow's defaults (7 retries,
+#: back-off factor 2, 120 s per request) keep a command waiting for minutes on a server that went away
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+def bound_http_retries() -> None:
+    """Set :data:`HTTP_RETRY_DEFAULTS` where the environment leaves them unset (MLflow reads them per request)."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def git_commit(root: Path) -> str:
@@ -69,6 +83,9 @@ class Tracker:
         uri = resolve_tracking_uri(cfg, root)
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        bound_http_retries()
+        probe(uri, "MLflow tracking server",
+              "check MLFLOW_TRACKING_URI (or tracking.uri in params.yaml) and that the server is up")
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
@@ -132,7 +149,7 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> Iterator[str]:
         """Create a run, yield its id, and end it FINISHED (or FAILED if the block raises)."""
-        all_tags = {**self._source_tags, **dict(tags or {})}
+        all_tags = {k: redact_text(v) for k, v in {**self._source_tags, **dict(tags or {})}.items()}
         all_tags["mlflow.runName"] = name
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
@@ -150,7 +167,11 @@ class Tracker:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        self.client.log_batch(run_id, params=[Param(k, redact_text(v)[:6000]) for k, v in params.items()])
+
+    def set_tag(self, run_id: str, key: str, value: Any) -> None:
+        """A run tag, with any URL in it redacted."""
+        self.client.set_tag(run_id, key, redact_text(value))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric

@@ -24,10 +24,10 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anchorprune.index.quantize as quantize
 from anchorprune.index.base import IndexStoreError
+from anchorprune.redact import redact_url  # noqa: F401 - the one redaction helper, re-exported for the package
 
 log = logging.getLogger(__name__)
 
@@ -147,19 +147,6 @@ def is_license_refusal(status: Any, body: Any) -> bool:
     return (status == 403 or "security_exception" in text) and "non-compliant" in text
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password, for logs and messages.
-
-    >>> redact_url("https://elastic:secret@es.example.com:9200/")
-    'https://es.example.com:9200/'
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
 class ServerConnection:
     """Reads the server's version and licence once per index object (``client``, ``where`` are the index's)."""
 
@@ -173,9 +160,21 @@ class ServerConnection:
         if self._server is not None:
             return self._server
         from elasticsearch import ApiError
+        from elasticsearch import ConnectionError as TransportConnectionError
 
+        from anchorprune.servers import ServerUnreachableError, connect_timeout_s
+
+        budget = connect_timeout_s()
         try:
-            number = str(dict(self.client.info())["version"]["number"])
+            # the first request gets the connect budget and no retries: a server that does not answer
+            # fails in seconds, not after the client's retries (request_timeout 120 s, 3 retries)
+            number = str(dict(self.client.options(request_timeout=budget, max_retries=0,
+                                                  retry_on_timeout=False).info())["version"]["number"])
+        except TransportConnectionError as exc:
+            raise ServerUnreachableError(
+                f"Elasticsearch at {self.where} does not answer ({type(exc).__name__} within {budget:g} s, "
+                "ANCHORPRUNE_CONNECT_TIMEOUT_S): check ELASTICSEARCH_URL and that the server is up "
+                "(curl it), or use the local backend (index.backend: local)") from None
         except ApiError as exc:
             if error_type(exc.body) != "media_type_header_exception":
                 raise
