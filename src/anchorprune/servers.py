@@ -96,8 +96,3 @@ def probe(url: str, what: str, hint: str, timeout: float | None = None) -> None:
         raise ServerUnreachableError(
             f"{what} at {redact_url(url)} does not answer ({reason} after {took:.1f} s, budget {budget:g} s, "
             f"{CONNECT_TIMEOUT_ENV}): {hint}") from None
-
-
-def one_line(text: object) -> str:
-    """``text`` on one line (white space runs collapsed), for messages built from other libraries' errors."""
-    return " ".join(str(text).split())

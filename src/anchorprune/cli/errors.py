@@ -75,8 +75,14 @@ def describe(exc: BaseException, where: str | None = None) -> str:
         return one_line(f"the MLflow tracking database {_tracking_uri()} cannot be read ({first}): restore it from a "
                         "backup, or move it away and set the tracking URI (tracking.uri or MLFLOW_TRACKING_URI) to a "
                         "new one; the runs and the registry it held are then gone")
+    from anchorprune.servers import ServerUnreachableError
+
+    if isinstance(exc, ServerUnreachableError):        # names the server (redacted) and what to check already
+        return one_line(exc)
     if _is_connection_error(exc):
-        text = one_line(exc)
+        from anchorprune.redact import redact_text
+
+        text = one_line(redact_text(exc))
         if len(text) > 400:
             text = text[:400] + "..."
         return one_line(f"{where + ': ' if where else ''}cannot reach the server ({type(exc).__name__}: {text}); "
@@ -85,8 +91,8 @@ def describe(exc: BaseException, where: str | None = None) -> str:
 
 
 def _tracking_uri() -> str:
-    """The tracking URI, without user:password."""
-    import re
+    """The tracking URI, redacted."""
+    from anchorprune.redact import redact_url
 
     try:
         import mlflow
@@ -94,7 +100,7 @@ def _tracking_uri() -> str:
         uri = str(mlflow.get_tracking_uri())
     except Exception:                   # noqa: BLE001 - the message must not fail
         return "(its URI is unknown)"
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+    return redact_url(uri)
 
 
 def _is_database_error(exc: BaseException) -> bool:
