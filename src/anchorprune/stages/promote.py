@@ -45,8 +45,30 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
 
         decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random,
                                     min_queries=p.min_queries)
+    from anchorprune.evaluation.results import PROVENANCE_KEYS, provenance_path
     from anchorprune.promotion.registry import decision_record
+    from anchorprune.tracking.outputs import champion_metrics, headline_metrics, update_headline_file
 
-    write_json(ws.reports / "promotion" / f"{bcfg.name}.json", {**decision_record(decision, version, cands),
-                                                                "meta": meta})
+    record = {**decision_record(decision, version, cands), "meta": meta}
+    path = ws.reports / "promotion" / f"{bcfg.name}.json"
+    # run ids and the commit say which run decided, not what was decided: beside the DVC output, not in it
+    write_json(provenance_path(path), {"promote_run_id": run_id, "git_commit": meta.get("git_commit"),
+                                       "run_ids": {c["name"]: c.get("run_id") for c in record["candidates"]},
+                                       "champion_run_id": (record["champion"] or {}).get("run_id")})
+    write_json(path, _without_provenance(record, PROVENANCE_KEYS))
+    # the headline metrics (git-tracked, `dvc metrics diff`): the grid's stable keys and the champion's own figures
+    # (the champion re-evaluated on this data, whether it moved or stayed)
+    update_headline_file(ws.path(ws.settings.paths.metrics_file), bcfg.name,
+                         {**headline_metrics(evaluation, bcfg.name),
+                          **champion_metrics(bcfg.name, record["champion"], version)})
     return decision
+
+
+def _without_provenance(obj, keys: tuple[str, ...]):
+    """``obj`` without ``run_id`` anywhere and without ``keys`` in ``meta``."""
+    if isinstance(obj, dict):
+        return {k: _without_provenance(v, keys) for k, v in obj.items()
+                if k != "run_id" and not (k in keys and "config_hash" in obj)}
+    if isinstance(obj, list):
+        return [_without_provenance(v, keys) for v in obj]
+    return obj
