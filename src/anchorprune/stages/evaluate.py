@@ -17,8 +17,10 @@ from anchorprune.stages.encode import load_corpus
 from anchorprune.stages.workspace import Workspace
 from anchorprune.tracking.outputs import (
     PLOTS_DIR,
+    RETENTION_BY_GAMMA,
     RETENTION_BY_WINDOW,
     SR_BY_LAYER,
+    retention_by_gamma_rows,
     retention_by_window_rows,
     sr_by_layer_rows,
     update_metrics,
@@ -152,6 +154,7 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
     plots = ws.root / PLOTS_DIR
     write_plot_rows(plots / SR_BY_LAYER, sr_by_layer_rows(bcfg.name, calibration), bcfg.name)
     write_plot_rows(plots / RETENTION_BY_WINDOW, by_window, bcfg.name)
+    write_plot_rows(plots / RETENTION_BY_GAMMA, retention_by_gamma_rows(bcfg.name, result), bcfg.name)
     window_comparison_png(ws)
     result.save(out / f"{bcfg.name}.json")
     return result

@@ -95,6 +95,8 @@ def update_headline_file(path: Path, backbone: str, values: dict[str, float]) ->
 PLOTS_DIR = "plots"
 SR_BY_LAYER = "sr_by_layer.csv"
 RETENTION_BY_WINDOW = "retention_by_window.csv"
+RETENTION_BY_GAMMA = "retention_by_gamma.csv"
+PLOTS_FILES = (SR_BY_LAYER, RETENTION_BY_GAMMA, RETENTION_BY_WINDOW)
 
 
 def write_plot_rows(path: Path, rows: list[dict], backbone: str) -> None:
@@ -122,6 +124,14 @@ def sr_by_layer_rows(backbone: str, calibration) -> list[dict]:
              "in_sr_window": int(i in window)}
             for i, (m, s, r) in enumerate(zip(calibration.sr_mean, calibration.sr_std, calibration.random_mean,
                                               strict=True))]
+
+
+def retention_by_gamma_rows(backbone: str, result: EvaluationResult) -> list[dict]:
+    """One row per config but the sweep's: nDCG@5 retention and SR by γ (the full reference at γ = 1)."""
+    return [{"backbone": backbone, "method": c.method, "gamma": c.gamma, "window_spec": c.window_spec or "-",
+             "window": c.window or "-", "window_source": c.window_source or "-", "ndcg_retention": c.ndcg_retention,
+             "sr_ratio_of_means": c.sr_ratio_of_means, "vectors_per_page": c.vectors_per_page}
+            for c in [result.full, *result.configs] if c.window_source != "sweep"]
 
 
 def retention_by_window_rows(backbone: str, result: EvaluationResult) -> list[dict]:
