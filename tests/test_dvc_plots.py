@@ -52,3 +52,21 @@ def test_sr_plot_has_ordinal_layers():
     page = render_page({"sr": spec})
     assert all(f">{i}</text>" in page for i in range(4))                 # one tick per layer
     assert ">1.5</text>" not in page and ">2.5</text>" not in page      # no fractional layer ticks
+
+
+def test_a_revision_without_plots_data_is_refused(tmp_path):
+    import subprocess
+
+    from anchorprune.tracking.dvc_plots import PlotsError, check_revisions
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "old")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "sr_by_layer.csv").write_text("backbone,layer,sr_mean\nb,0,0.5\n")
+    git("add", "plots")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "new")
+    check_revisions(tmp_path, ["HEAD", "workspace"], ("plots/sr_by_layer.csv",))
+    with pytest.raises(PlotsError, match="revision 'HEAD~1' has no plots/sr_by_layer.csv in git"):
+        check_revisions(tmp_path, ["HEAD~1"], ("plots/sr_by_layer.csv",))

@@ -161,7 +161,9 @@ Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluste
 class EvaluateConfig(Frozen):
     gammas: tuple[float, ...] = (0.2, 0.1, 0.05)
     methods: tuple[Method, ...] = ("sap", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool")
-    windows: tuple[str, ...] = ("sr",)
+    windows: tuple[str, ...] = ("sr",)    # sr | v1 | v2 | sweep (sliding windows of the SR width) | "a-b"
+    sweep_stride: int = Field(1, ge=1)     # layers between the starts of the sweep's windows
+    cache_dir: str | None = "cache/evaluation"   # one JSON per evaluated config, keyed on its inputs; null: off
     random_trials: int = Field(5, ge=1)
     seed: int = 0
     ks: tuple[int, ...] = (1, 5, 10)
@@ -201,7 +203,7 @@ class EvaluateConfig(Frozen):
 
         unique_nonempty(v, "window")
         for w in v:
-            if w not in ("sr", "v1", "v2"):
+            if w not in ("sr", "v1", "v2", "sweep"):
                 window_layers(w)  # raises naming the bad window
         return v
 

@@ -10,6 +10,7 @@ resolve specs with :func:`resolve_window`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -105,3 +106,85 @@ def resolve_window(
     if bad:
         raise WindowError(f"window {spec!r} has layers {bad} outside 0..{num_layers - 1}")
     return layers
+
+
+# ------------------------------------------------------------------ the grid's window choices
+#: how a grid window was chosen (the ``window_source`` param of each MLflow child run)
+WINDOW_SOURCES = ("sr", "fixed", "sweep")
+#: the published windows' width is ceil(0.2 L) for all three backbones (4 of 18, 6 of 28, 8 of 36)
+PUBLISHED_RHO = 0.2
+
+
+def published_relative(spec: str) -> float:
+    """Mean relative start α of the published ``v1``/``v2`` window over ColPali, ColQwen2 and Jina v4.
+
+    >>> round(published_relative("v1"), 3), round(published_relative("v2"), 3)
+    (0.409, 0.659)
+    """
+    idx = {"v1": 1, "v2": 2}[spec]
+    return sum(w[idx][0] / w[0] for w in PUBLISHED_WINDOWS.values()) / len(PUBLISHED_WINDOWS)
+
+
+def scaled_published(spec: str, num_layers: int) -> list[int]:
+    """``v1``/``v2`` for a backbone without a published window: the published mean relative start α,
+    scaled to ``num_layers``, with the published width ceil(0.2 L).
+
+    >>> scaled_published("v1", 6), scaled_published("v2", 6), scaled_published("v2", 8)
+    ([2, 3], [4, 5], [5, 6])
+    """
+    width = max(1, math.ceil(PUBLISHED_RHO * num_layers - 1e-9))
+    start = min(max(0, round(published_relative(spec) * num_layers)), max(0, num_layers - width))
+    return list(range(start, min(num_layers, start + width)))
+
+
+def sweep_windows(num_layers: int, width: int, stride: int = 1) -> list[list[int]]:
+    """Sliding windows of ``width`` layers across the depth, starts 0, stride, ... (the last one ends at L-1).
+
+    >>> sweep_windows(6, 2), sweep_windows(6, 2, stride=2), sweep_windows(5, 2, stride=2)
+    ([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]], [[0, 1], [2, 3], [4, 5]], [[0, 1], [2, 3], [3, 4]])
+    """
+    if width < 1 or stride < 1:
+        raise WindowError(f"a sweep needs width >= 1 and stride >= 1 (got {width}, {stride})")
+    width = min(width, num_layers)
+    starts = list(range(0, num_layers - width + 1, stride))
+    if starts[-1] != num_layers - width:
+        starts.append(num_layers - width)     # the deepest window is always in the sweep
+    return [list(range(s, s + width)) for s in starts]
+
+
+def window_source(spec: str | None) -> str | None:
+    """``sr`` -> ``sr``; ``v1``, ``v2`` and explicit ranges -> ``fixed``; ``sweep:a-b`` -> ``sweep``."""
+    if spec is None:
+        return None
+    if spec == "sr":
+        return "sr"
+    return "sweep" if spec.startswith("sweep") else "fixed"
+
+
+def grid_windows(specs: Sequence[str], num_layers: int, sr_window: Sequence[int] | None, kind: str | None,
+                 stride: int = 1) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """The grid's windows, ``{spec: layers}`` in order, and a note for every window that is not what it says.
+
+    ``sweep`` expands to ``sweep:a-b`` sliding windows of the SR window's width (``stride`` layers apart);
+    ``v1``/``v2`` on a backbone without a published window are scaled (:func:`scaled_published`) and noted.
+    A spec that cannot be resolved raises :class:`WindowError`.
+    """
+    out: dict[str, list[int]] = {}
+    notes: dict[str, str] = {}
+    for spec in specs:
+        if spec == "sweep":
+            width = len(sr_window) if sr_window else max(1, math.ceil(PUBLISHED_RHO * num_layers - 1e-9))
+            for layers in sweep_windows(num_layers, width, stride):
+                out[f"sweep:{window_label(layers)}"] = layers
+            continue
+        if spec in ("v1", "v2"):
+            try:
+                out[spec] = resolve_window(spec, num_layers, sr_window=sr_window, kind=kind)
+            except WindowError:
+                out[spec] = scaled_published(spec, num_layers)
+                notes[spec] = (f"{spec} has no published window for {kind!r} ({num_layers} layers): the published "
+                               f"mean relative start {published_relative(spec):.3f} scaled to {num_layers} layers, "
+                               f"width ceil({PUBLISHED_RHO} L) -> {window_label(out[spec])}")
+            continue
+        out[spec] = resolve_window(spec, num_layers, sr_window=sr_window, kind=kind)
+    return out, notes

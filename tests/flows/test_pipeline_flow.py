@@ -91,11 +91,11 @@ def test_pipeline_end_to_end(project):
         assert hits[0].page_id == f"p{i:02d}"
 
     # headline metrics for `dvc metrics show/diff`: a few numbers per backbone, the same as the evaluation
-    headline = json.loads((project / "metrics.json").read_text())["mock"]
-    assert set(headline) == {"ndcg@5", "sap@0.2", "sap@0.1", "random@0.2", "random@0.1"}
-    assert headline["sap@0.1"] == round(sap.ndcg_retention, 4)
-    assert headline["random@0.1"] == round(rnd.ndcg_retention, 4)
-    assert headline["ndcg@5"] == round(ev.full.metrics["ndcg@5"], 4)
+    headline = json.loads((project / "metrics.json").read_text())
+    assert headline["mock/sap/sr/0.1/ndcg@5_retention"] == round(sap.ndcg_retention, 4)
+    assert headline["mock/random/-/0.1/ndcg@5_retention"] == round(rnd.ndcg_retention, 4)
+    assert headline["mock/full/ndcg@5"] == round(ev.full.metrics["ndcg@5"], 4)
+    assert headline["champion/mock/gamma"] == expected.gamma
 
     # the pipeline run published its summary: decision and links to the MLflow run and model version
     from prefect.client.orchestration import get_client

@@ -23,13 +23,14 @@ import math
 import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from anchorprune.evaluation.results import BYTES_PER_VALUE, ConfigResult, EvaluationResult
 from anchorprune.features.encoding import EncodedCorpus
-from anchorprune.windows import window_label
+from anchorprune.windows import window_label, window_source
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def evaluate_grid(
     query_sources: Mapping[str, str] | None = None,   # qid -> source (docs/method.md §5 per-dataset protocol)
     page_sources: Mapping[str, str] | None = None,    # pid -> source
     map_jobs: Callable[[Callable, list], Sequence] | None = None,
+    cache_dir: str | Path | None = None,
+    cache_identity: Mapping[str, object] | None = None,
 ) -> EvaluationResult:
     """Run the grid; ``eval_qids`` must be disjoint from the calibration queries.
 
@@ -144,12 +147,17 @@ def evaluate_grid(
 
     ``map_jobs(fn, groups)`` runs ``fn`` on each group of configs (one per method and window) and
     returns the results in order, e.g. on a Dask cluster (``flows/evaluate.py``); default: here, in order.
+
+    ``cache_dir``: each config's result is read from / written to a per-config cache keyed on its inputs
+    (:mod:`anchorprune.evaluation.config_cache`; ``cache_identity`` names the backbone the features came
+    from); only configs not in it are computed. ``result.cache_stats`` counts the hits and misses.
     """
     if "ndcg@5" not in {f"ndcg@{k}" for k in ks}:
         ks = tuple(sorted({*ks, 5}))  # promotion's figure
     with torch_threads(1):
         return _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
-                              kappa_calibration, progress, extra_configs, query_sources, page_sources, map_jobs)
+                              kappa_calibration, progress, extra_configs, query_sources, page_sources, map_jobs,
+                              cache_dir, cache_identity)
 
 
 def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, float, str | None, tuple | None]]:
@@ -183,7 +191,7 @@ def grid_jobs(methods, gammas, windows, extra_configs=()) -> list[tuple[str, flo
 
 def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_trials, seed, ks,
                    kappa_calibration, progress, extra_configs=(), query_sources=None,
-                   page_sources=None, map_jobs=None) -> EvaluationResult:
+                   page_sources=None, map_jobs=None, cache_dir=None, cache_identity=None) -> EvaluationResult:
     from anchorprune.evaluation.sources import per_source_keys, source_groups
 
     qids = [q for q in eval_qids if q in corpus.queries]
@@ -205,16 +213,29 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
     base = full_metrics.get("ndcg@5", 0.0)
 
     jobs = grid_jobs(methods, gammas, windows, extra_configs)
+    calib_feats = list(kappa_calibration) if kappa_calibration else list(corpus.features.values())
+    cache = None
+    if cache_dir is not None:
+        cache = _config_cache(cache_dir, cache_identity or {}, corpus, qrels, qids, groups, ks, seed, random_trials,
+                              calib_feats)
+    cached: dict[int, ConfigResult] = {}
+    if cache is not None:
+        for i, (method, gamma, spec, layers) in enumerate(jobs):
+            hit = cache.get(method, gamma, layers)
+            if hit is not None:   # relabelled: the same layers may have been reached through another spec
+                cached[i] = hit.model_copy(update={"window_spec": spec, "window_source": window_source(spec),
+                                                   "run_id": None})
 
     ctx = _GridContext(corpus=corpus, qrels=qrels, qids=qids, pids=pids, ks=tuple(ks), groups=groups,
                        full_scores=full_scores, full_by_source=full_by_source, full_vecs=full_vecs, base=base,
                        dim=dim, several=several, seed=seed, random_trials=random_trials,
-                       calib_feats=list(kappa_calibration) if kappa_calibration else list(corpus.features.values()))
+                       calib_feats=calib_feats)
     # one group per (method, window): its pruners are shared across gammas (hier_pool computes each page's
     # Ward linkage once); groups are independent, so map_jobs may run them on other workers
     order: dict[tuple, list[int]] = {}
     for i, (method, _, _, layers) in enumerate(jobs):
-        order.setdefault((method, layers), []).append(i)
+        if i not in cached:
+            order.setdefault((method, layers), []).append(i)
     groups_of_jobs = [[jobs[i] for i in idx] for idx in order.values()]
     if map_jobs is None:
         bar = tqdm(total=len(jobs), desc=f"evaluate {corpus.backbone}", disable=not progress)
@@ -226,10 +247,35 @@ def _evaluate_grid(corpus, qrels, eval_qids, methods, gammas, windows, random_tr
     else:
         results = list(map_jobs(functools.partial(evaluate_job_group, ctx), groups_of_jobs))
     by_index = {i: r for idx, rs in zip(order.values(), results, strict=True) for i, r in zip(idx, rs, strict=True)}
+    if cache is not None:
+        for i, r in by_index.items():
+            cache.put(r, jobs[i][3])
+    by_index.update(cached)
     configs = [by_index[i] for i in range(len(jobs))]
-    return EvaluationResult(backbone=corpus.backbone, full=full, configs=configs, num_queries=len(qids),
-                            num_pages=len(pids), sources=[g.name for g in groups] if several else [],
-                            query_sources={q: g.name for g in groups for q in g.qids} if several else {})
+    out = EvaluationResult(backbone=corpus.backbone, full=full, configs=configs, num_queries=len(qids),
+                           num_pages=len(pids), sources=[g.name for g in groups] if several else [],
+                           query_sources={q: g.name for g in groups for q in g.qids} if several else {})
+    out._cache_stats = {"hits": len(cached), "misses": len(jobs) - len(cached)} if cache is not None else {}
+    if cache is not None:
+        log.info("evaluate %s: %d configs from the cache, %d computed", corpus.backbone, len(cached),
+                 len(jobs) - len(cached))
+    return out
+
+
+def _config_cache(cache_dir, identity, corpus, qrels, qids, groups, ks, seed, random_trials, calib_feats):
+    """The per-config cache with everything the configs share in its base key (the job adds method, γ, layers)."""
+    from anchorprune.evaluation.config_cache import ConfigCache, code_version, corpus_fingerprint
+
+    base = {
+        "corpus": corpus_fingerprint(corpus, identity),
+        "qids": list(qids),
+        "qrels": {q: dict(sorted(qrels.get(q, {}).items())) for q in qids},
+        "groups": [[g.name, list(g.qids), list(g.pids)] for g in groups],
+        "ks": list(ks), "seed": seed, "random_trials": random_trials,
+        "kappa_pages": [[f.page_id, f.content_hash] for f in calib_feats],
+        "code": code_version(),
+    }
+    return ConfigCache(cache_dir, base)
 
 
 @dataclass
@@ -305,7 +351,8 @@ def evaluate_job_group(ctx: _GridContext, jobs: Sequence[tuple]) -> list[ConfigR
                 extra = per_source_keys(by_source)
             configs.append(
                 ConfigResult(
-                    method=method, gamma=gamma, window=window_label(layers), window_spec=spec, metrics=metrics,
+                    method=method, gamma=gamma, window=window_label(layers), window_spec=spec,
+                    window_source=window_source(spec), metrics=metrics,
                     ndcg_retention=metrics.get("ndcg@5", 0.0) / base if base > 0 else float("nan"),
                     sr_ratio_of_means=rom, sr_mean_of_ratios=mor, sr_excluded_pairs=trials[0][3],
                     vectors_per_page=n_kept, bytes_per_page=n_kept * dim * BYTES_PER_VALUE,

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 BYTES_PER_VALUE = 4  # storage is reported for float32 vectors; the index may quantise further
 
@@ -23,7 +23,8 @@ class ConfigResult(BaseModel):
     method: str
     gamma: float
     window: str | None                  # "a-b" for SAP, None otherwise
-    window_spec: str | None             # how it was chosen: sr, v1, v2 or the explicit range
+    window_spec: str | None             # how it was chosen: sr, v1, v2, sweep:a-b or the explicit range
+    window_source: str | None = None    # sr | fixed (v1, v2, explicit ranges) | sweep
     metrics: dict[str, float]           # nDCG@k, recall@k, MRR@10 means (and *_std for random)
     ndcg_retention: float
     sr_ratio_of_means: float
@@ -46,9 +47,18 @@ class ConfigResult(BaseModel):
         """What identifies a config across evaluations: method, γ, window."""
         return (self.method, round(self.gamma, 6), self.window)
 
+    @property
+    def window_start(self) -> int | None:
+        return int(self.window.split("-")[0]) if self.window else None
+
+    @property
+    def window_end(self) -> int | None:
+        return int(self.window.split("-")[1]) if self.window else None
+
     def flat(self) -> dict:
         """One table row: scalars and metrics (no per-query arrays)."""
         row = self.model_dump(exclude={"metrics", "extra", "per_query"})
+        row["window_start"], row["window_end"] = self.window_start, self.window_end
         row.update(self.metrics)
         row.update(self.extra)
         row["label"] = self.label
@@ -69,6 +79,12 @@ class EvaluationResult(BaseModel):
     parent_run_id: str | None = None
     sources: list[str] = Field(default_factory=list)         # evaluation datasets, when more than one
     query_sources: dict[str, str] = Field(default_factory=dict)  # qid -> source, when more than one
+    #: this run's per-config cache lookups ({"hits": n, "misses": m}); not saved: a rerun must write the same file
+    _cache_stats: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        return self._cache_stats
 
     def rows(self) -> list[dict]:
         return [self.full.flat()] + [c.flat() for c in self.configs]
@@ -91,19 +107,57 @@ class EvaluationResult(BaseModel):
         return None
 
     def save(self, path: Path) -> None:
-        from anchorprune.ioutil import write_text_atomic
+        """Write the figures to ``path`` and the run's provenance (MLflow run ids, git commit) beside it in
+        :func:`provenance_path`: the DVC output is then the same file whenever the figures are the same."""
+        from anchorprune.ioutil import write_json, write_text_atomic
 
-        write_text_atomic(path, self.model_dump_json(indent=2))
+        prov = {"parent_run_id": self.parent_run_id, "git_commit": self.meta.get("git_commit"),
+                "run_ids": {_key_str(c.key): c.run_id for c in [self.full, *self.configs] if c.run_id}}
+        clean = self.model_copy(update={
+            "parent_run_id": None, "meta": {k: v for k, v in self.meta.items() if k not in PROVENANCE_KEYS},
+            "full": self.full.model_copy(update={"run_id": None}),
+            "configs": [c.model_copy(update={"run_id": None}) for c in self.configs]})
+        write_text_atomic(path, clean.model_dump_json(indent=2))
+        write_json(provenance_path(path), prov)
 
     @classmethod
     def load(cls, path: Path) -> EvaluationResult:
-        """Read ``reports/evaluation/<backbone>.json``; a clear error if it is missing or from an older format."""
+        """Read ``reports/evaluation/<backbone>.json`` (and its provenance, when there);
+        a clear error if it is missing or from an older format."""
+        import json
+
         from pydantic import ValidationError
 
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: run `anchorprune evaluate` first")
         try:
-            return cls.model_validate_json(path.read_text())
+            result = cls.model_validate_json(path.read_text())
         except ValidationError as exc:
             raise ValueError(f"{path} is not an evaluation result of this version ({exc.error_count()} "
                              "problem(s)): rerun `anchorprune evaluate`") from None
+        try:
+            prov = json.loads(provenance_path(path).read_text())
+        except (OSError, ValueError):
+            return result
+        ids = prov.get("run_ids") or {}
+        return result.model_copy(update={
+            "parent_run_id": result.parent_run_id or prov.get("parent_run_id"),
+            "meta": {**result.meta, **({"git_commit": prov["git_commit"]} if prov.get("git_commit") else {})},
+            "full": result.full.model_copy(update={"run_id": ids.get(_key_str(result.full.key))}),
+            "configs": [c.model_copy(update={"run_id": c.run_id or ids.get(_key_str(c.key))})
+                        for c in result.configs]})
+
+
+#: meta keys that say which run made a file, not what is in it: kept out of DVC outputs
+PROVENANCE_KEYS = ("git_commit",)
+
+
+def provenance_path(path: Path) -> Path:
+    """``reports/<stage>/<file>`` -> ``reports/.provenance/<stage>/<file>``: beside the DVC outputs, in none of them
+    (``reports/`` is ignored by git), so run ids and commits never change ``dvc.lock``."""
+    return path.parent.parent / ".provenance" / path.parent.name / path.name
+
+
+def _key_str(key: tuple) -> str:
+    method, gamma, window = key
+    return f"{method}@{gamma:g}[{window or '-'}]"

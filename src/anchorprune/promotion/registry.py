@@ -175,8 +175,21 @@ def stale_reason(tracker: Tracker, backbone: str) -> str | None:
     return mv.tags.get(STALE_TAG) or None
 
 
-def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: ChampionSpec, description: str = "") -> str:
-    """Log the pruned-encoder pyfunc in ``run_id`` and register it; returns the new version."""
+def input_example() -> pd.DataFrame:
+    """A one-page example of the pyfunc's input (shown by MLflow beside the signature)."""
+    return pd.DataFrame({"page_id": ["example-page-1"],
+                         "text": ["How can R be installed? Binary distributions are available from CRAN."]})
+
+
+REPLACED_TAG = "anchorprune.replaced"
+
+
+def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: ChampionSpec, description: str = "",
+             tags: dict[str, str] | None = None) -> str:
+    """Log the pruned-encoder pyfunc in ``run_id`` and register it; returns the new version.
+
+    ``description`` is the version's model card (markdown); ``tags`` are set on the version besides the
+    candidate's own (searchable: ``tags.`anchorprune.method` = 'sap'``)."""
     import mlflow
 
     name = model_name(candidate.backbone)
@@ -191,9 +204,10 @@ def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: Champion
                 registered_model_name=name,
                 pip_requirements=["anchorprune"],
                 signature=_signature(),
+                input_example=input_example(),
             )
     version = str(info.registered_model_version)
-    for k, v in candidate.to_tags().items():
+    for k, v in {**candidate.to_tags(), **(tags or {})}.items():
         tracker.client.set_model_version_tag(name, version, k, v)
     if description:
         tracker.client.update_model_version(name, version, description=description[:5000])
@@ -208,6 +222,7 @@ def promote(
     min_retention: float,
     require_beats_random: bool = True,
     min_queries: int = 1,
+    card_for: Any | None = None,
 ) -> tuple[Decision, str | None]:
     """Apply the rule against the current champion; register and move the alias if it says so.
 
@@ -215,6 +230,8 @@ def promote(
     re-evaluated on the same data. ``spec_for(candidate) -> ChampionSpec``. Returns the
     decision and the version now holding the alias (``None`` if no champion). The reason
     is logged in ``run_id``; a champion kept although it fails the gate is tagged stale.
+    ``card_for(candidate) -> (model card markdown, extra version tags)`` describes a new version; the version
+    it replaces is tagged ``anchorprune.replaced`` (when, by which version, why).
     """
     if not candidates:
         raise ValueError("promote needs at least one evaluated candidate")
@@ -225,8 +242,18 @@ def promote(
                                current=now[0] if now else None, min_queries=min_queries)
     version = now[1].version if now else None
     if decision.promoted and decision.champion is not None:
-        version = register(tracker, run_id, decision.champion, spec_for(decision.champion), decision.reason)
+        card, tags = card_for(decision.champion) if card_for else ("", {})
+        card = f"{card}\n\n**Why**: {decision.reason}" if card else decision.reason
+        previous = version
+        version = register(tracker, run_id, decision.champion, spec_for(decision.champion), card, tags)
         tracker.client.set_registered_model_alias(name, ALIAS, version)
+        if previous is not None and previous != version:
+            import datetime
+
+            when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            tracker.client.set_model_version_tag(name, previous, REPLACED_TAG,
+                                                 f"{when}: replaced by v{version} ({decision.champion.name}): "
+                                                 f"{decision.reason}"[:5000])
         readback = tracker.client.get_model_version_by_alias(name, ALIAS)
         if str(readback.version) != version:  # pragma: no cover - registry inconsistency
             raise RuntimeError(f"alias {ALIAS} reads back version {readback.version}, expected {version}")

@@ -15,23 +15,51 @@ from anchorprune.features.encoding import EncodedCorpus
 from anchorprune.promotion.rule import Candidate, certified_candidates
 from anchorprune.stages.encode import load_corpus
 from anchorprune.stages.workspace import Workspace
-from anchorprune.tracking.outputs import headline_metrics, update_metrics, update_metrics_file, write_csv
+from anchorprune.tracking.outputs import (
+    PLOTS_DIR,
+    RETENTION_BY_GAMMA,
+    RETENTION_BY_WINDOW,
+    SR_BY_LAYER,
+    retention_by_gamma_rows,
+    retention_by_window_rows,
+    sr_by_layer_rows,
+    update_metrics,
+    write_csv,
+    write_plot_rows,
+)
+from anchorprune.windows import window_label
 
 log = logging.getLogger(__name__)
 
 
-def resolve_windows(specs: tuple[str, ...], kind: str, num_layers: int, sr_window: list[int]) -> dict[str, list[int]]:
-    from anchorprune.windows import resolve_window
+def resolve_windows(specs: tuple[str, ...], kind: str, num_layers: int, sr_window: list[int],
+                    stride: int = 1) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """``{spec: layers}`` of the grid (``sweep`` expanded to ``sweep:a-b``) and a note per scaled window;
+    a spec that does not apply to this backbone is skipped with a warning."""
+    from anchorprune.windows import grid_windows
 
     out: dict[str, list[int]] = {}
+    notes: dict[str, str] = {}
     for spec in specs:
         try:
-            out[spec] = list(resolve_window(spec, num_layers, sr_window=sr_window, kind=kind))
+            layers, note = grid_windows([spec], num_layers, sr_window, kind, stride)
         except (KeyError, ValueError) as exc:
             log.warning("window %r skipped for %s: %s", spec, kind, exc)
+            continue
+        out.update(layers)
+        notes.update(note)
     if not out:
         raise ValueError(f"none of the windows {specs} applies to backbone kind {kind!r}")
-    return out
+    for spec, note in notes.items():
+        log.info("window %s: %s", spec, note)
+    return out, notes
+
+
+def cache_identity(bcfg: BackboneConfig, meta: dict) -> dict:
+    """What the features of a backbone depend on (the per-config cache's part of the features-cache identity)."""
+    return {"kind": bcfg.kind, "model_id": meta.get("backbone_id", bcfg.model_id),
+            "revision": meta.get("backbone_revision", bcfg.revision), "dtype": bcfg.dtype,
+            "dataset": meta.get("data_version")}
 
 
 def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | None = None,
@@ -40,15 +68,16 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
     """The evaluate stage; ``map_jobs`` runs the grid's config groups elsewhere (a Dask cluster, flows/evaluate.py)."""
     import pandas as pd
 
-    from anchorprune.tracking.plots import retention_figure
+    from anchorprune.tracking.plots import retention_figure, window_comparison_figure
 
     backbone = backbone or (None if corpus else ws.backbone(bcfg))
     corpus = corpus or load_corpus(ws, bcfg, backbone)
     calibration = calibration or CalibrationResult.load(ws.reports / "calibration" / f"{bcfg.name}.json")
     e = ws.settings.evaluate
     calib_qids, eval_qids = ws.split()
-    windows = resolve_windows(e.windows, bcfg.kind, corpus.num_layers, calibration.window)
+    windows, notes = resolve_windows(e.windows, bcfg.kind, corpus.num_layers, calibration.window, e.sweep_stride)
     calib_pages = {p for q in calib_qids for p in ws.dataset.qrels.get(q, {})}
+    meta = ws.meta(bcfg, backbone)
     result = evaluate_grid(
         corpus, ws.dataset.qrels, eval_qids, e.methods, e.gammas, windows,
         random_trials=e.random_trials, seed=e.seed, ks=e.ks,
@@ -56,8 +85,9 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
         extra_configs=champion_config(ws, bcfg),
         query_sources=ws.dataset.query_sources, page_sources=ws.dataset.page_sources,   # docs/method.md §5 per dataset
         map_jobs=map_jobs,
+        cache_dir=ws.path(e.cache_dir) if e.cache_dir else None, cache_identity=cache_identity(bcfg, meta),
     )
-    meta = ws.meta(bcfg, backbone)
+    stats = result.cache_stats
     result.meta = meta
     protocol = {"sources": json.dumps(result.sources)} if result.sources else {}
     p = ws.settings.promote
@@ -70,12 +100,18 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
     t = ws.tracker
     with t.run(f"evaluate-{bcfg.name}", params={**meta, "gammas": list(e.gammas), "methods": list(e.methods),
                                                 "windows": json.dumps(windows), "queries": result.num_queries,
+                                                "sr_window": window_label(calibration.window) or "-",
+                                                **({"window_notes": json.dumps(notes)} if notes else {}),
                                                 **protocol},
                tags={"anchorprune.stage": "evaluate", "anchorprune.backbone": bcfg.name}) as parent:
         for cfg in [result.full, *result.configs]:
             with t.run(cfg.label + f"@{cfg.gamma:g}", parent_run_id=parent,
                        params={**meta, "method": cfg.method, "gamma": cfg.gamma, "window": cfg.window or "-",
-                               "window_spec": cfg.window_spec or "-"},
+                               "window_spec": cfg.window_spec or "-",
+                               # the Compare view's x axis: retention and SR against where the window starts
+                               **({"window_start": cfg.window_start, "window_end": cfg.window_end,
+                                   "window_source": cfg.window_source or "fixed"} if cfg.window else {}),
+                               **({"window_note": notes[cfg.window_spec]} if cfg.window_spec in notes else {})},
                        tags={"anchorprune.stage": "evaluate-config", "anchorprune.backbone": bcfg.name}) as child:
                 ci = intervals.get(cfg.key)
                 t.log_metrics(child, {**{_mkey(k): v for k, v in cfg.metrics.items()},
@@ -95,17 +131,57 @@ def stage_evaluate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus | 
                 for r in result.rows()]
         pruned_rows = [r for r in rows if r["method"] != "full"]
         t.log_table(parent, pd.DataFrame(rows), "comparison")
-        fig = retention_figure(pruned_rows, f"{bcfg.name}: nDCG@5 retention vs γ")
+        fig = retention_figure([r for r in pruned_rows if r.get("window_source") != "sweep"],
+                               f"{bcfg.name}: nDCG@5 retention vs γ")
         fig.savefig(out / f"{bcfg.name}_ndcg_retention.png", dpi=110)
         t.log_figure(parent, fig, "ndcg_retention_vs_gamma.png")
-        fig = retention_figure(pruned_rows, f"{bcfg.name}: score retention vs γ", metric="sr_ratio_of_means")
+        fig = retention_figure([r for r in pruned_rows if r.get("window_source") != "sweep"],
+                               f"{bcfg.name}: score retention vs γ", metric="sr_ratio_of_means")
         t.log_figure(parent, fig, "sr_vs_gamma.png")
-        t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0)})
-    write_csv(out / "results.csv", [{**r, "backbone": bcfg.name} for r in rows], replace_key=("backbone", bcfg.name))
+        by_window = retention_by_window_rows(bcfg.name, result)
+        if by_window:
+            curve = {"sr_mean": calibration.sr_mean, "random_mean": calibration.random_mean,
+                     "window": calibration.window}
+            fig = window_comparison_figure([(bcfg.name, curve, by_window)])
+            fig.savefig(out / f"{bcfg.name}_retention_by_window.png", dpi=110)
+            t.log_figure(parent, fig, "retention_by_window.png")
+        t.log_metrics(parent, {"full_ndcg_at_5": result.full.metrics.get("ndcg@5", 0.0),
+                               **{f"cache_{k}": v for k, v in stats.items()}})
+    # the DVC outputs carry no run ids or commits (those go to reports/.provenance/): same figures, same bytes
+    write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "run_id"} | {"backbone": bcfg.name}
+                                    for r in rows], replace_key=("backbone", bcfg.name))
     update_metrics(ws.reports / "metrics.json", bcfg.name, result)
-    update_metrics_file(ws.path(ws.settings.paths.metrics_file), bcfg.name, headline_metrics(result))
+    plots = ws.root / PLOTS_DIR
+    write_plot_rows(plots / SR_BY_LAYER, sr_by_layer_rows(bcfg.name, calibration), bcfg.name)
+    write_plot_rows(plots / RETENTION_BY_WINDOW, by_window, bcfg.name)
+    write_plot_rows(plots / RETENTION_BY_GAMMA, retention_by_gamma_rows(bcfg.name, result), bcfg.name)
+    window_comparison_png(ws)
     result.save(out / f"{bcfg.name}.json")
     return result
+
+
+def window_comparison_png(ws: Workspace) -> Path | None:
+    """Every backbone's SR curve and retention by window, from the plots data: ``reports/evaluation/windows.png``."""
+    import pandas as pd
+
+    from anchorprune.tracking.plots import plt, window_comparison_figure
+
+    plots = ws.root / PLOTS_DIR
+    if not (plots / SR_BY_LAYER).exists() or not (plots / RETENTION_BY_WINDOW).exists():
+        return None
+    sr, rw = pd.read_csv(plots / SR_BY_LAYER), pd.read_csv(plots / RETENTION_BY_WINDOW)
+    panels = []
+    for name in sorted(set(sr["backbone"]) | set(rw["backbone"])):
+        s = sr[sr["backbone"] == name].sort_values("layer")
+        curve = {"sr_mean": s["sr_mean"].tolist(), "random_mean": s["random_mean"].tolist(),
+                 "window": s.loc[s["in_sr_window"] == 1, "layer"].tolist()}
+        panels.append((name, curve, rw[rw["backbone"] == name].to_dict("records")))
+    fig = window_comparison_figure(panels)
+    path = ws.reports / "evaluation" / "windows.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _ci_metrics(c: Candidate | None) -> dict[str, float]:

@@ -57,8 +57,25 @@ def render_page(specs: dict[str, dict], title: str = "anchorprune plots") -> str
     return "\n".join(parts)
 
 
+def check_revisions(root: Path, revs: list[str], files: tuple[str, ...]) -> None:
+    """Refuse (one line) a revision whose commit lacks the plots data: ``dvc plots diff`` would silently draw
+    the workspace's data for it."""
+    for rev in revs:
+        if rev == "workspace":
+            continue
+        for f in files:
+            proc = subprocess.run(["git", "cat-file", "-e", f"{rev}:{f}"], cwd=root, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise PlotsError(f"revision {rev!r} has no {f} in git (committed before plots data was tracked, "
+                                 "or not a revision): nothing of its own to draw")
+
+
 def render_offline(root: Path, out: Path, revs: list[str] | None = None) -> Path:
     """Write ``out/index.html`` for the workspace (or the given revisions); returns its path."""
+    if revs:
+        from anchorprune.tracking.outputs import PLOTS_DIR, PLOTS_FILES
+
+        check_revisions(root, revs, tuple(f"{PLOTS_DIR}/{f}" for f in PLOTS_FILES))
     page = render_page(dvc_plot_specs(root, revs), "anchorprune plots" + (f": {' vs '.join(revs)}" if revs else ""))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"

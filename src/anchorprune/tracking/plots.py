@@ -56,3 +56,56 @@ def retention_figure(rows: Sequence[dict], title: str, metric: str = "ndcg_reten
     ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def window_comparison_figure(panels: Sequence[tuple[str, dict, Sequence[dict]]],
+                             metric: str = "ndcg_retention") -> Figure:
+    """Per backbone one row: the SR curve by layer (SR window shaded) beside nDCG@5 retention by window start.
+
+    ``panels``: (backbone, SR curve {"sr_mean", "random_mean", "window"}, windowed rows with keys method,
+    gamma, window_start, window_end, window_source and ``metric``). One line per (method, γ); the SR
+    window's start is marked on both panels, the fixed (v1/v2) windows' points ringed.
+    """
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(n, 2, figsize=(12, 3.8 * n), squeeze=False)
+    for (name, curve, rows), (ax_sr, ax_w) in zip(panels, axes, strict=False):
+        sr = list(curve.get("sr_mean") or [])
+        layers = list(range(len(sr)))
+        window = list(curve.get("window") or [])
+        for ax in (ax_sr, ax_w):
+            if window:
+                ax.axvspan(min(window) - 0.5, max(window) + 0.5, color="tab:green", alpha=0.12,
+                           label=f"SR window {min(window)}-{max(window)}")
+        ax_sr.plot(layers, sr, "o-", color="tab:blue", label="SAP, single layer")
+        if curve.get("random_mean"):
+            ax_sr.plot(layers, curve["random_mean"], "--", color="tab:gray", label="random")
+        ax_sr.set_title(f"{name}: score retention by layer")
+        ax_sr.set_xlabel("layer")
+        ax_sr.set_ylabel("score retention")
+        series = sorted({(r["method"], r["gamma"]) for r in rows}, key=lambda s: (s[0], -s[1]))
+        styles = {m: ls for m, ls in zip(sorted({s[0] for s in series}), ["-", "--", "-.", ":"] * 4, strict=False)}
+        gammas = sorted({s[1] for s in series}, reverse=True)
+        colours = {g: f"C{i}" for i, g in enumerate(gammas)}
+        for method, gamma in series:
+            pts = sorted((r["window_start"], r[metric]) for r in rows
+                         if r["method"] == method and r["gamma"] == gamma)
+            ax_w.plot([p[0] for p in pts], [p[1] for p in pts], "o", ls=styles[method], color=colours[gamma],
+                      label=f"{method} γ={gamma:g}")
+            fixed = [(r["window_start"], r[metric]) for r in rows if r["method"] == method and r["gamma"] == gamma
+                     and r.get("window_source") == "fixed"]
+            if fixed:
+                ax_w.plot([p[0] for p in fixed], [p[1] for p in fixed], "o", mfc="none", ms=11,
+                          color=colours[gamma])
+        ax_w.axhline(0.9, color="tab:red", lw=0.8, ls=":")
+        ax_w.set_title(f"{name}: nDCG@5 retention by window start (rings: v1/v2)")
+        ax_w.set_xlabel("window start layer (width of the SR window)")
+        ax_w.set_ylabel(metric.replace("_", " "))
+        if layers:
+            ax_sr.set_xticks(layers)
+            ax_w.set_xticks(layers)
+            ax_w.set_xlim(-0.5, len(layers) - 0.5)
+        for ax in (ax_sr, ax_w):
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    return fig
