@@ -75,3 +75,20 @@ def test_the_stage_key_covers_the_checkouts_flows(tmp_path):
     assert provenance.stage_key("params.yaml", root) == before
     flow_file.write_text("X = 2\n")
     assert provenance.stage_key("params.yaml", root) != before
+
+
+def test_promote_summary_links_the_champion_run_from_the_provenance_file(tmp_path):
+    """The promotion report (a DVC output) holds no run ids; the summary reads them from beside it."""
+    from types import SimpleNamespace
+
+    from anchorprune.evaluation.results import provenance_path
+    from anchorprune.ioutil import write_json
+    from anchorprune.orchestration.summary import promote_markdown
+
+    report = tmp_path / "reports" / "promotion" / "m.json"
+    write_json(report, {"promoted": True, "reason": "first champion", "version": 3, "champion": {"name": "sap"}})
+    write_json(provenance_path(report), {"champion_run_id": "abcdef0123456789"})
+    ws = SimpleNamespace(reports=tmp_path / "reports", tracker=SimpleNamespace(experiment_id="7"))
+    md = promote_markdown(ws, ["m"], ui="http://ui")
+    assert "evaluated in [abcdef01](http://ui/#/experiments/7/runs/abcdef0123456789" in md
+    assert "**promoted**" in md and "versions/3" in md

@@ -119,16 +119,20 @@ def evaluate_markdown(ws, names: list[str], ui: str | None = None) -> str:
 
 
 def promote_markdown(ws, names: list[str], ui: str | None = None) -> str:
+    from anchorprune.evaluation.results import provenance_path
     from anchorprune.promotion.registry import model_name
 
     lines = ["### promote", ""]
     for name in names:
-        rec = _read(ws.reports / "promotion" / f"{name}.json")
+        path = ws.reports / "promotion" / f"{name}.json"
+        rec = _read(path)
         if rec is None:
             lines.append(f"- {name}: no report")
             continue
         verdict = "**promoted**" if rec.get("promoted") else "kept the current champion"
-        champ = rec.get("champion") or {}
+        # run ids live beside the DVC output (evaluation.results.provenance_path), not in it
+        champ = {**(rec.get("champion") or {}),
+                 "run_id": (_read(provenance_path(path)) or {}).get("champion_run_id")}
         lines.append(f"- **{name}**: {verdict}: {rec.get('reason')}")
         if rec.get("version") is not None:
             lines.append(f"  - model version: {model_link(model_name(name), rec['version'], ui)}")
