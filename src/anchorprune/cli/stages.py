@@ -35,8 +35,8 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
         return
     for b in names:
         with exit_on(DATA):
-            corpus = stage_encode(ws, b)
-        typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
+            summary = stage_encode(ws, b)
+        typer.echo(f"{b.name}: {summary.pages} pages, {summary.queries} queries encoded")
 
 
 def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
