@@ -22,7 +22,7 @@ import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -252,6 +252,27 @@ class Settings(Frozen):
     index: IndexConfig = IndexConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_identity(cls, raw: Any) -> Any:
+        """One identity per dataset (anchorprune.data.identity): a dataset other than the demo's gets
+        ``index.name`` suffixed ``-<dataset>`` and its reports under ``<reports_dir>/<dataset>``."""
+        from anchorprune.data.identity import scoped_name, scoped_reports
+
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict | DataConfig):
+            return raw
+        data = raw["data"]
+        dataset = data.dataset if isinstance(data, DataConfig) else data.get("dataset")
+        if not isinstance(dataset, str):
+            return raw
+        raw = dict(raw)
+        index, paths = raw.get("index", {}), raw.get("paths", {})
+        if isinstance(index, dict):
+            raw["index"] = {**index, "name": scoped_name(str(index.get("name", IndexConfig().name)), dataset)}
+        if isinstance(paths, dict):
+            raw["paths"] = {**paths, "reports_dir": scoped_reports(str(paths.get("reports_dir", "reports")), dataset)}
+        return raw
 
     @model_validator(mode="after")
     def _unique_backbone_names(self) -> Settings:
