@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from recorded import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,12 +161,15 @@ class Sampler(threading.Thread):
         self.peak = {"total_kb": 0, "anon_kb": 0, "file_kb": 0, "processes": 0}
         self.peak_by_role: dict[str, dict[str, int]] = {}
         self.samples = 0
+        self.last_pids: list[int] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
             anon = file = 0
             by_role: dict[str, list[int]] = {}
             pids = tree(self.pid)
+            if len(pids) > 1:
+                self.last_pids = pids
             for p in pids:
                 a, f = rss(p)
                 anon, file = anon + a, file + f
@@ -180,7 +185,12 @@ class Sampler(threading.Thread):
             self.stop.wait(self.period)
 
 
-def run_encode(dataset: Path, workers: int, shard_pages: int) -> dict:
+def count_entries(features: Path) -> int:
+    """Page entries written to the features cache (query entries excluded)."""
+    return sum(1 for f in features.rglob("*.pt") if "queries" not in f.parts) if features.exists() else 0
+
+
+def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float | None = None) -> dict:
     proj = Path(tempfile.mkdtemp(prefix="encmem-", dir=WORK))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["paths"] = {"data_dir": str(dataset.parent), "features_dir": str(proj / "features"),
@@ -196,21 +206,39 @@ def run_encode(dataset: Path, workers: int, shard_pages: int) -> dict:
     cmd = [sys.executable, "-c", "from anchorprune.cli import app; app()", "encode", "--params",
            str(proj / "params.yaml")]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = Sampler(proc.pid)
-    sampler.start()
-    out, _ = proc.communicate()
+    log = proj / "encode.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=proj, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        interrupted = False
+        try:
+            proc.wait(timeout=max_seconds)
+        except subprocess.TimeoutExpired:      # a partial run: stop it as a user would (Ctrl-C), then count
+            interrupted = True
+            stop_t = time.perf_counter()
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     wall = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
-    encoded = json.loads((proj / "reports" / "encode").glob("*.json").__next__().read_text()) \
-        if proc.returncode == 0 else {}
+    left = [p for p in sampler.last_pids if p != proc.pid and Path(f"/proc/{p}").exists()]
+    out = log.read_text(errors="replace")
+    pages = count_entries(proj / "features")
+    encode_wall = (stop_t - t0) if interrupted else wall
     shutil.rmtree(proj, ignore_errors=True)
-    pages = encoded.get("pages", 0)
     mb = 1024
     return {
-        "returncode": proc.returncode, "pages": pages, "wall_s": round(wall, 1),
-        "pages_per_s": round(pages / wall, 3) if wall else None,
+        "returncode": proc.returncode, "interrupted_after_s": max_seconds if interrupted else None,
+        "corpus_pages": len(__import__("pandas").read_parquet(dataset / "corpus.parquet", columns=["page_id"])),
+        "pages_encoded": pages, "wall_s": round(wall, 1),
+        "pages_per_s": round(pages / encode_wall, 3) if encode_wall else None,
+        "processes_left_after_exit": len(left),
         "peak_total_mb": round(sampler.peak["total_kb"] / mb), "peak_anon_mb": round(sampler.peak["anon_kb"] / mb),
         "peak_file_mb": round(sampler.peak["file_kb"] / mb), "processes_at_peak": sampler.peak["processes"],
         "peak_by_role_mb": {r: {"anon": round(v["anon_kb"] / mb), "file": round(v["file_kb"] / mb),
@@ -227,6 +255,8 @@ def main() -> None:
     ap.add_argument("--per-doc", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--shard-pages", type=int, default=32)
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop each encode (SIGINT) after this long and count what it wrote (a shared, slow machine)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "encode_memory.json")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -237,7 +267,7 @@ def main() -> None:
     for corpus in args.corpus:
         ds = build_large(data_root) if corpus == "large" else build_debian_slice(data_root, args.pages, args.per_doc)
         print(f"{corpus}: encoding {ds}", flush=True)
-        result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages)
+        result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages, args.max_seconds)
         print(json.dumps({k: v for k, v in result["runs"][corpus].items() if k != "output_tail"}), flush=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     result["load_avg_end"] = os.getloadavg()

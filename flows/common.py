@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -61,14 +62,75 @@ def local_cluster_kwargs(cfg: EncodeConfig, jobs: int | None = None) -> dict:
     server of its own on the same database (``database is locked``).
     """
     from anchorprune.features.encoding import WORKER_THREADS_ENV
+    from anchorprune.features.worker_guard import LOG_LEVEL_ENV
 
     workers = cfg.workers or os.cpu_count() or 1
     threads = str(cfg.torch_threads)
-    env = {WORKER_THREADS_ENV: threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    env = {WORKER_THREADS_ENV: threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           LOG_LEVEL_ENV: dask_log_level(), "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "once")}
     if api := prefect_api_url():
         env["PREFECT_API_URL"] = api
+    # the preload exits a worker whose parent (this process) is gone: no orphan keeps a model in memory
     return {"n_workers": max(1, min(workers, jobs or workers)), "threads_per_worker": 1, "processes": True,
-            "dashboard_address": ":0", "env": env}
+            "dashboard_address": ":0", "env": env, "preload": ["anchorprune.features.worker_guard"],
+            "silence_logs": logging.getLevelName(dask_log_level())}
+
+
+#: set to 1 (``anchorprune -v``) to see distributed's INFO lines (scheduler, workers, shutdown)
+VERBOSE_ENV = "ANCHORPRUNE_VERBOSE"
+
+
+def dask_log_level() -> str:
+    return "INFO" if os.environ.get(VERBOSE_ENV) == "1" else "WARNING"
+
+
+class _ShutdownNoise(logging.Filter):
+    """Drops what a local cluster logs while it closes (the comms it is closing report ``CommClosedError``)."""
+
+    NOISE = ("CommClosedError", "StreamClosedError", "Stream is closed", "connection closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            text += record.exc_info[0].__name__
+        return not any(n in text for n in self.NOISE)
+
+
+def quiet_dask() -> None:
+    """distributed's loggers at WARNING (INFO with ``ANCHORPRUNE_VERBOSE=1``), shutdown noise dropped,
+    each warning printed once. Idempotent; called before a local cluster starts."""
+    import warnings
+
+    level = dask_log_level()
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                 "distributed.core", "distributed.comm", "distributed.batched", "distributed.client"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(f, _ShutdownNoise) for f in logger.filters):
+            logger.addFilter(_ShutdownNoise())
+    warnings.simplefilter("once")
+
+
+@contextlib.contextmanager
+def closing_on_signals() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) raise ``SystemExit`` in the main thread for the block's length, so the
+    ``finally`` clauses that close a local cluster run, as they do on Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -82,6 +144,7 @@ def dask_map(cfg: EncodeConfig, jobs: int | None = None,
     from distributed import Client, LocalCluster
 
     address = dask_address(cfg)
+    quiet_dask()
     cluster = None if address else LocalCluster(**(cluster_kwargs or local_cluster_kwargs(cfg, jobs)))
     client = Client(address or cluster, set_as_default=False)
 

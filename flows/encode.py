@@ -27,7 +27,14 @@ from anchorprune.orchestration.summary import encode_markdown
 from anchorprune.stages.encode import plan_encode, stage_encode
 from anchorprune.stages.workspace import Workspace
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, dask_address, local_cluster_kwargs
+from flows.common import (
+    IO_RETRIES,
+    STAGE_CACHE,
+    closing_on_signals,
+    dask_address,
+    local_cluster_kwargs,
+    quiet_dask,
+)
 
 
 def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):
@@ -79,8 +86,10 @@ def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
     if not shards:
         return None
     get_run_logger().info("%s: %d pages to encode in %d shards", backbone, sum(map(len, shards)), len(shards))
+    quiet_dask()
     runner = dask_task_runner(enc, len(shards))
-    return encode_shards_flow.with_options(task_runner=runner)(bcfg, str(ws.dataset_dir), shards,
+    with closing_on_signals():      # the task runner closes its local cluster on exit, Ctrl-C or SIGTERM
+        return encode_shards_flow.with_options(task_runner=runner)(bcfg, str(ws.dataset_dir), shards,
                                                                str(ws.features_dir), enc.claim_ttl_s)
 
 

@@ -107,3 +107,44 @@ def test_runner_follows_config_and_environment(monkeypatch):
     env = local.cluster_kwargs["env"]
     assert env["OMP_NUM_THREADS"] == env["ANCHORPRUNE_WORKER_TORCH_THREADS"] == "2"
     assert env["PREFECT_API_URL"].startswith("http")                  # workers report to this run's API
+
+
+GUARDED_CLIENT = """
+import sys, time
+from distributed import LocalCluster
+from anchorprune.config import EncodeConfig
+from flows.common import local_cluster_kwargs, quiet_dask
+quiet_dask()
+kw = local_cluster_kwargs(EncodeConfig(workers=1))
+kw["env"].pop("PREFECT_API_URL", None)
+cluster = LocalCluster(**kw)
+print(" ".join(str(w.process.pid) for w in cluster.workers.values()),
+      flush=True)
+time.sleep(300)
+"""
+
+
+def test_workers_die_with_a_killed_client(tmp_path):
+    """SIGKILL the process that holds a local encode cluster: its worker process exits by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from anchorprune.processes import pid_alive
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", GUARDED_CLIENT], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        workers = [int(p) for p in line.split()]
+        assert workers and all(pid_alive(p) for p in workers), line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(pid_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(pid_alive(p) for p in workers), "a worker outlived its client"
