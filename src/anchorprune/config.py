@@ -138,6 +138,7 @@ class EncodeConfig(Frozen):
 
 class CalibrateConfig(Frozen):
     pairs: int = Field(200, ge=1)
+    min_pairs: int = Field(10, ge=1)      # fewer usable (query, gold page) pairs: calibrate refuses
     gamma: float = Field(0.05, gt=0.0, le=1.0)
     rho: float = Field(0.2, gt=0.0, le=1.0)
     random_trials: int = Field(5, ge=1)

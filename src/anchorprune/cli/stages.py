@@ -48,7 +48,8 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
         with exit_on(DATA):
             r = stage_calibrate(ws, b)
         typer.echo(f"{b.name}: SR window layers {r.window[0]}-{r.window[-1]} of {r.num_layers} "
-                   f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)")
+                   f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)"
+                   + "".join(f"\n  WARNING: {w}" for w in r.warnings))
 
 
 def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:

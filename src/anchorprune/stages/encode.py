@@ -11,9 +11,19 @@ from anchorprune.ioutil import write_json
 from anchorprune.stages.workspace import Workspace
 
 
+def check_inputs(ws: Workspace, bcfg: BackboneConfig) -> None:
+    """Refuse, in one line and before any encode, a backbone that cannot read this dataset's pages
+    (a text backbone over image-only pages, a vision backbone over pages without images)."""
+    from anchorprune.data.inputs import check_backbone_inputs
+
+    ws.check_dataset()
+    check_backbone_inputs(ws.dataset_dir, bcfg.name, bcfg.kind)
+
+
 def load_corpus(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None,
                 capture: LayerCapture | None = None) -> EncodedCorpus:
     """Every page (all layers captured unless told) and every query; the features cache makes reruns cheap."""
+    check_inputs(ws, bcfg)
     return encode_dataset(
         backbone or ws.backbone(bcfg), ws.dataset.pages(), ws.dataset.queries, capture or LayerCapture.all(),
         ws.features_dir, bcfg.batch_size, ws.settings.encode.claim_ttl_s,
@@ -27,7 +37,7 @@ def plan_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = None
     """
     from anchorprune.features.encoding import missing_page_ids, plan_shards
 
-    ws.check_dataset()
+    check_inputs(ws, bcfg)
     backbone = backbone or ws.backbone(bcfg)
     missing = missing_page_ids(ws.features_dir, backbone, ws.dataset_dir, LayerCapture.all())
     return plan_shards(missing, ws.settings.encode.shard_pages)
@@ -41,6 +51,7 @@ def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = Non
     """
     from anchorprune.features.encoding import encode_streaming
 
+    check_inputs(ws, bcfg)
     backbone = backbone or ws.backbone(bcfg)
     summary = encode_streaming(backbone, ws.dataset.pages(), ws.dataset.queries, LayerCapture.all(),
                                ws.features_dir, bcfg.batch_size, ws.settings.encode.claim_ttl_s)
