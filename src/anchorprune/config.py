@@ -94,6 +94,7 @@ class DataConfig(Frozen):
     dpi: int = Field(100, ge=36, le=600)
     limit: int | None = Field(None, ge=1)
     blank_titles: bool = True
+    strict_pdfs: bool = False     # pdfs: an unreadable PDF stops the build (default: skipped with a warning)
     demo_variant: Literal["small", "large", "debian"] = "small"   # debian: the ~10.7k-page benchmark corpus
     calibration_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     seed: int = 0

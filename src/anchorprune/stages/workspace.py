@@ -73,8 +73,11 @@ class Workspace:
         Raises :class:`~anchorprune.data.validation.DataValidationError` (duplicate page ids,
         qrels to missing pages, ...) before anything is written or logged.
         """
+        from anchorprune.data.build import check_source_unchanged
         from anchorprune.data.validation import ensure_valid
 
+        if self.dataset_dir.is_dir():
+            check_source_unchanged(self.settings, self.root, self.dataset_dir)   # switching data is explicit
         return ensure_valid(self.dataset_dir, self.path(self.settings.paths.validation_dir))
 
     @cached_property
