@@ -111,10 +111,27 @@ def quiet_dask() -> None:
     warnings.simplefilter("once")
 
 
+#: seconds an interrupted run gets to close its cluster before its workers are terminated and it exits
+INTERRUPT_GRACE_S = 20.0
+
+
+def _hard_stop(grace_s: float, code: int) -> None:
+    """After ``grace_s``: terminate this process's worker processes and exit (an interrupt must not hang)."""
+    import multiprocessing
+    import time
+
+    time.sleep(grace_s)
+    for child in multiprocessing.active_children():
+        child.terminate()
+    os._exit(code)
+
+
 @contextlib.contextmanager
-def closing_on_signals() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) raise ``SystemExit`` in the main thread for the block's length, so the
-    ``finally`` clauses that close a local cluster run, as they do on Ctrl-C."""
+def closing_on_signals(grace_s: float = INTERRUPT_GRACE_S) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the block (KeyboardInterrupt / SystemExit in the main thread), so the
+    ``finally`` clauses that close a local cluster run; if closing takes longer than ``grace_s`` (a shard
+    still running on a worker), the workers are terminated and the process exits: an interrupted encode
+    never hangs, and no worker outlives it (features.worker_guard covers SIGKILL)."""
     import signal
     import threading
 
@@ -123,9 +140,15 @@ def closing_on_signals() -> Iterator[None]:
         return
 
     def stop(signum, _frame):
+        threading.Thread(target=_hard_stop, args=(grace_s, 128 + signum), daemon=True).start()
+        for s in handled:                      # a second Ctrl-C does not interrupt the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, stop) for s in handled}
     try:
         yield
     finally:
