@@ -9,7 +9,7 @@ Memory is bounded by design: a shard is a page *reference* (the dataset folder a
 never pixels or features. Each worker reads its own pages from disk, encodes them, writes the cache
 entries and returns counts; the client plans from the corpus table alone and the encode stage then
 walks the cache a chunk at a time. Peak memory is the backbone per worker plus one batch, flat in
-the number of pages (docs/operations.md, "Memory").
+the number of pages (docs/data.md, "Memory when encoding").
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def requested_source(settings: Settings, root: str | Path) -> dict[str, Any]:
     """What params.yaml asks ``data/<dataset>`` to hold, in the terms a manifest records."""
     d = settings.data
     if d.source == "pdfs":
-        pdf_dir = None if d.pdf_dir is None else (d.pdf_dir if d.pdf_dir.is_absolute() else Path(root) / d.pdf_dir)
+        pdf_dir = None if d.pdf_dir is None else d.pdf_dir.expanduser()
+        pdf_dir = pdf_dir if pdf_dir is None or pdf_dir.is_absolute() else Path(root) / pdf_dir
         return {"source": "pdfs", "pdf_dir": None if pdf_dir is None else str(Path(pdf_dir).resolve())}
     if d.source == "vidore":
         return {"source": "vidore", "vidore_ids": sorted(d.vidore_ids)}
@@ -153,7 +154,8 @@ def build_dataset(settings: Settings, root: str | Path, *, rebuild: bool = False
 
         if d.pdf_dir is None:
             raise ValueError("data.source is 'pdfs' but data.pdf_dir is not set in params.yaml")
-        pdf_dir = d.pdf_dir if d.pdf_dir.is_absolute() else root / d.pdf_dir
+        pdf_dir = d.pdf_dir.expanduser()
+        pdf_dir = pdf_dir if pdf_dir.is_absolute() else root / pdf_dir
         return build_staged(data_dir, d.dataset, lambda s: build_pdf_dataset(
             pdf_dir, s, name=d.dataset, dpi=d.dpi, blank_titles=d.blank_titles, limit=d.limit,
             strict=d.strict_pdfs))
