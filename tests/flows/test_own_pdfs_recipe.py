@@ -13,12 +13,21 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from pdf_fixtures import make_pdf
 from typer.testing import CliRunner
 
 from anchorprune.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def make_pdf(*args, **kwargs) -> bytes:
+    """tests/data/pdf_fixtures.make_pdf (that folder is not on this directory's import path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pdf_fixtures", REPO / "tests" / "data" / "pdf_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_pdf(*args, **kwargs)
 RECIPE = REPO / "docs" / "data.md"
 N = 30      # outline entries per PDF: 60 weak-label queries, ~18 to calibrate (>= calibrate.min_pairs), ~42 to evaluate
 
