@@ -32,12 +32,23 @@ def _dataset(d, n=3, text="page"):
 
 def test_the_demo_keeps_its_names_and_another_dataset_gets_its_own(tmp_path):
     demo, mine = _ws(tmp_path), _ws(tmp_path, "params-mine.yaml", dataset="My Reports")
-    assert (demo.settings.index.name, demo.reports, model_name("minilm-text", demo.settings.data.dataset)) == \
+    assert (demo.settings.index.name, demo.reports, model_name("minilm-text", demo.settings.data.identity)) == \
         ("anchorprune", tmp_path / "reports", "anchorprune-minilm-text")
-    assert (mine.settings.index.name, mine.reports, model_name("minilm-text", mine.settings.data.dataset)) == \
+    assert (mine.settings.index.name, mine.reports, model_name("minilm-text", mine.settings.data.identity)) == \
         ("anchorprune-my-reports", tmp_path / "reports" / "my-reports", "anchorprune-minilm-text-my-reports")
-    again = load_settings(tmp_path / "params-mine.yaml").model_validate(mine.settings.model_dump())
+    again = type(mine.settings).model_validate(mine.settings.model_dump())     # a round trip adds nothing
     assert again.index.name == "anchorprune-my-reports" and again.config_hash() == mine.settings.config_hash()
+    plain = type(demo.settings).model_validate({"backbones": BACKBONES, "data": {"dataset": "x"}})
+    assert plain.data.identity == "" and plain.index.name == "anchorprune"      # no params file: plain names
+    assert plain.config_hash() == type(demo.settings).model_validate(
+        {"backbones": BACKBONES, "data": {"dataset": "x", "identity": None}}).config_hash()
+
+
+def test_the_projects_own_params_file_keeps_the_plain_names_whatever_its_dataset(tmp_path):
+    own = _ws(tmp_path, dataset="synth")            # params.yaml itself: the project's dataset
+    assert (own.settings.index.name, own.reports, own.settings.data.identity) == ("anchorprune", tmp_path / "reports", "")
+    other = _ws(tmp_path, "params-b.yaml", dataset="b")
+    assert (other.settings.index.name, other.settings.data.identity) == ("anchorprune-b", "-b")
 
 
 def test_the_data_version_is_the_datasets_own(tmp_path):

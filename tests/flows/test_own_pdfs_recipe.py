@@ -50,10 +50,9 @@ def two_pdfs(folder: Path) -> None:
 
 
 def test_the_recipe_indexes_two_pdfs_on_their_own_identity(tmp_path, mlflow_template, monkeypatch):
-    from mlflow_store import fresh_tracking
-
     from anchorprune.promotion.registry import current_champion, model_name
     from anchorprune.stages.workspace import Workspace
+    from mlflow_store import fresh_tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path / "proj"
@@ -88,7 +87,8 @@ def test_the_recipe_indexes_two_pdfs_on_their_own_identity(tmp_path, mlflow_temp
     assert manifest["extra"]["skipped"][0]["file"] == "broken.pdf" and manifest["counts"]["pages"] == 2 * N
     assert (root / "reports" / "my-pdfs" / "promotion" / "mock.json").exists()
     assert not (root / "reports" / "promotion").exists()                      # the demo's reports: untouched
-    assert current_champion(ws.tracker, "mock", "my-pdfs") is not None
+    assert ws.settings.data.identity == "-my-pdfs"
+    assert current_champion(ws.tracker, "mock", ws.settings.data.identity) is not None
     assert current_champion(ws.tracker, "mock") is None                       # the demo's model name: untouched
-    assert model_name("mock", "my-pdfs") == "anchorprune-mock-my-pdfs"
+    assert model_name("mock", ws.settings.data.identity) == "anchorprune-mock-my-pdfs"
     assert sorted(p.name for p in (root / "indexes").iterdir() if not p.name.startswith(".")) == ["anchorprune-my-pdfs"]

@@ -1,15 +1,19 @@
-"""One identity per dataset: its reports folder, registered model names, index name and data version.
+"""One identity per dataset: its reports folder, registered model name, index name and data version.
 
-The demo dataset (``data.dataset: rdocs-demo``, the default) keeps the project's plain names
-(``reports/``, ``anchorprune-<backbone>``, ``index.name``); every other dataset gets its own,
-suffixed with its name, so building, promoting and serving a second dataset never changes what the
-first one serves:
+The project's own dataset (the one its ``params.yaml`` names: the demo's ``rdocs-demo`` after
+``make demo``) keeps the plain names (``reports/``, ``anchorprune-<backbone>``, ``index.name``).
+A params file next to it that names another dataset (``params-my-pdfs.yaml``: ``data.dataset:
+my-pdfs``) gets names of its own, suffixed ``-<dataset>``, so building, promoting and serving a
+second dataset never changes what the first one serves. :func:`anchorprune.config.load_settings`
+decides, and records the suffix in ``data.identity``:
 
->>> dataset_suffix("rdocs-demo"), dataset_suffix("My PDFs")
-('', '-my-pdfs')
->>> scoped_name("anchorprune", "my-pdfs"), scoped_name("anchorprune-my-pdfs", "my-pdfs")
+>>> identity_suffix("My PDFs", primary="rdocs-demo"), identity_suffix("rdocs-demo", "rdocs-demo")
+('-my-pdfs', '')
+>>> identity_suffix("anything", primary=None)
+''
+>>> scoped_name("anchorprune", "-my-pdfs"), scoped_name("anchorprune-my-pdfs", "-my-pdfs")
 ('anchorprune-my-pdfs', 'anchorprune-my-pdfs')
->>> scoped_reports("reports", "rdocs-demo"), scoped_reports("reports", "my-pdfs")
+>>> scoped_reports("reports", ""), scoped_reports("reports", "-my-pdfs")
 ('reports', 'reports/my-pdfs')
 
 The data version a stage, a champion or an index records is the dataset's own content hash
@@ -22,31 +26,27 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-#: the demo's dataset name (config default of ``data.dataset``): the one that keeps the plain names
-DEMO_DATASET = "rdocs-demo"
-
 
 def dataset_slug(dataset: str) -> str:
     """``dataset`` as a name part any index backend accepts (lowercase letters, digits, '-' and '_')."""
     return re.sub(r"[^a-z0-9_-]+", "-", dataset.lower()).strip("-_") or "dataset"
 
 
-def dataset_suffix(dataset: str | None) -> str:
-    """``''`` for the demo dataset (or none), else ``-<slug>``."""
-    if dataset is None or dataset == DEMO_DATASET:
+def identity_suffix(dataset: str, primary: str | None) -> str:
+    """``''`` for the project's own dataset (or when there is no project file to compare with), else ``-<slug>``."""
+    if primary is None or dataset == primary:
         return ""
     return f"-{dataset_slug(dataset)}"
 
 
-def scoped_name(base: str, dataset: str | None) -> str:
-    """``base`` with the dataset's suffix (once: a name that already ends with it is kept)."""
-    suffix = dataset_suffix(dataset)
+def scoped_name(base: str, suffix: str | None) -> str:
+    """``base`` with the identity suffix (once: a name that already ends with it is kept)."""
     return base if not suffix or base.endswith(suffix) else base + suffix
 
 
-def scoped_reports(base: str, dataset: str | None) -> str:
-    """``<reports_dir>/<dataset>`` for a dataset other than the demo (once), else ``reports_dir``."""
-    if not dataset_suffix(dataset):
+def scoped_reports(base: str, suffix: str | None) -> str:
+    """``<reports_dir>/<slug>`` for a suffixed identity (once), else ``reports_dir``."""
+    if not suffix:
         return str(base)
-    part = dataset_slug(dataset)
+    part = suffix.removeprefix("-")
     return str(base) if PurePosixPath(str(base)).name == part else str(PurePosixPath(str(base)) / part)

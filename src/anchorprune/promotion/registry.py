@@ -26,17 +26,14 @@ log = logging.getLogger(__name__)
 ALIAS = "champion"
 
 
-def model_name(backbone: str, dataset: str | None = None) -> str:
-    """Registered model name for a backbone on a dataset (one identity per dataset: anchorprune.data.identity).
+def model_name(backbone: str, identity: str | None = None) -> str:
+    """Registered model name for a backbone on a dataset; ``identity`` is the dataset's suffix
+    (``settings.data.identity``: ``''`` for the project's own dataset; anchorprune.data.identity).
 
-    The demo dataset (or none) keeps the plain name; any other dataset has its own model and alias:
-
-    >>> model_name("colqwen2"), model_name("colqwen2", "rdocs-demo"), model_name("colqwen2", "my-pdfs")
+    >>> model_name("colqwen2"), model_name("colqwen2", ""), model_name("colqwen2", "-my-pdfs")
     ('anchorprune-colqwen2', 'anchorprune-colqwen2', 'anchorprune-colqwen2-my-pdfs')
     """
-    from anchorprune.data.identity import dataset_suffix
-
-    return f"anchorprune-{backbone}{dataset_suffix(dataset)}"
+    return f"anchorprune-{backbone}{identity or ''}"
 
 
 @dataclass(frozen=True)
@@ -144,12 +141,12 @@ STALE_TAG = "anchorprune.stale"
 
 
 def current_champion(tracker: Tracker, backbone: str,
-                     dataset: str | None = None) -> tuple[Candidate, ChampionSpec] | None:
-    """The candidate and spec behind ``@champion`` (of ``dataset``'s model), or ``None`` if there is none."""
+                     identity: str | None = None) -> tuple[Candidate, ChampionSpec] | None:
+    """The candidate and spec behind ``@champion`` (of the dataset's model), or ``None`` if there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = tracker.client.get_model_version_by_alias(model_name(backbone, dataset), ALIAS)
+        mv = tracker.client.get_model_version_by_alias(model_name(backbone, identity), ALIAS)
     except MlflowException:
         return None
     spec = ChampionSpec.from_json(_read_spec(tracker, mv))
@@ -169,23 +166,23 @@ def _read_spec(tracker: Tracker, mv) -> str:
         return Path(path).read_text()
 
 
-def stale_reason(tracker: Tracker, backbone: str, dataset: str | None = None) -> str | None:
+def stale_reason(tracker: Tracker, backbone: str, identity: str | None = None) -> str | None:
     """Why the champion was marked stale by the last promotion (``None`` if it is not)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = tracker.client.get_model_version_by_alias(model_name(backbone, dataset), ALIAS)
+        mv = tracker.client.get_model_version_by_alias(model_name(backbone, identity), ALIAS)
     except MlflowException:
         return None
     return mv.tags.get(STALE_TAG) or None
 
 
 def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: ChampionSpec, description: str = "",
-             dataset: str | None = None) -> str:
-    """Log the pruned-encoder pyfunc in ``run_id`` and register it (``dataset``'s model); returns the new version."""
+             identity: str | None = None) -> str:
+    """Log the pruned-encoder pyfunc in ``run_id`` and register it (the dataset's model); returns the new version."""
     import mlflow
 
-    name = model_name(candidate.backbone, dataset)
+    name = model_name(candidate.backbone, identity)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.json"
         cfg_path.write_text(spec.to_json())
@@ -214,7 +211,7 @@ def promote(
     min_retention: float,
     require_beats_random: bool = True,
     min_queries: int = 1,
-    dataset: str | None = None,
+    identity: str | None = None,
 ) -> tuple[Decision, str | None]:
     """Apply the rule against the current champion; register and move the alias if it says so.
 
@@ -226,14 +223,14 @@ def promote(
     if not candidates:
         raise ValueError("promote needs at least one evaluated candidate")
     backbone = candidates[0].backbone
-    name = model_name(backbone, dataset)
-    now = current_champion(tracker, backbone, dataset)
+    name = model_name(backbone, identity)
+    now = current_champion(tracker, backbone, identity)
     decision = choose_champion(candidates, min_retention, require_beats_random,
                                current=now[0] if now else None, min_queries=min_queries)
     version = now[1].version if now else None
     if decision.promoted and decision.champion is not None:
         version = register(tracker, run_id, decision.champion, spec_for(decision.champion), decision.reason,
-                           dataset=dataset)
+                           identity=identity)
         tracker.client.set_registered_model_alias(name, ALIAS, version)
         readback = tracker.client.get_model_version_by_alias(name, ALIAS)
         if str(readback.version) != version:  # pragma: no cover - registry inconsistency

@@ -44,7 +44,7 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
                                 kappa=c.kappa, resolved_revision=revision)
 
         decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random,
-                                    min_queries=p.min_queries, dataset=ws.settings.data.dataset)
+                                    min_queries=p.min_queries, identity=ws.settings.data.identity)
     from anchorprune.promotion.registry import decision_record
 
     write_json(ws.reports / "promotion" / f"{bcfg.name}.json", {**decision_record(decision, version, cands),
