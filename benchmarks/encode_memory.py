@@ -81,7 +81,7 @@ def build_debian_slice(data_root: Path, pages: int, per_doc: int, dpi: int = 60)
     from anchorprune.data.schema import DatasetWriter
     from anchorprune.data.versioning import build_staged
 
-    name = f"debian-{pages}"
+    name = f"debian-{pages}-{per_doc}"
     if (data_root / name).exists():
         return data_root / name
 
