@@ -197,6 +197,8 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
                        "index_dir": str(proj / "indexes"), "reports_dir": str(proj / "reports"),
                        "validation_dir": str(WORK / "validation")}
     params["data"]["dataset"] = dataset.name
+    if dataset.name == "large":        # what the dataset was built from (a source change is refused)
+        params["data"]["demo_variant"] = "large"
     params["encode"] = {**params["encode"], "runner": "dask", "workers": workers, "shard_pages": shard_pages}
     params["tracking"] = {**params["tracking"], "uri": f"sqlite:///{proj}/mlflow.db",
                           "artifact_root": str(proj / "artifacts")}
@@ -257,6 +259,7 @@ def main() -> None:
     ap.add_argument("--shard-pages", type=int, default=32)
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="stop each encode (SIGINT) after this long and count what it wrote (a shared, slow machine)")
+    ap.add_argument("--merge", action="store_true", help="keep the other corpora's runs already in --out")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "encode_memory.json")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -264,10 +267,16 @@ def main() -> None:
     result = {"command": command_line(__file__, sys.argv[1:], prefix="nice -n 10"), "cpu": cpu_flags(),
               "date": time.strftime("%Y-%m-%d"), "workers": args.workers, "shard_pages": args.shard_pages,
               "runs": {}}
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        result["runs"] = previous.get("runs", {})
+        result["commands"] = {**previous.get("commands", {}),
+                              **{c: previous["command"] for c in previous.get("runs", {}) if "command" in previous}}
     for corpus in args.corpus:
         ds = build_large(data_root) if corpus == "large" else build_debian_slice(data_root, args.pages, args.per_doc)
         print(f"{corpus}: encoding {ds}", flush=True)
         result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages, args.max_seconds)
+        result.setdefault("commands", {})[corpus] = result["command"]
         print(json.dumps({k: v for k, v in result["runs"][corpus].items() if k != "output_tail"}), flush=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     result["load_avg_end"] = os.getloadavg()
