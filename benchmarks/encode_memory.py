@@ -231,6 +231,7 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
     sampler.join()
     left = [p for p in sampler.last_pids if p != proc.pid and Path(f"/proc/{p}").exists()]
     out = log.read_text(errors="replace")
+    shutil.copy(log, WORK / f"{dataset.name}.log")     # the console output, kept outside the repository
     pages = count_entries(proj / "features")
     encode_wall = (stop_t - t0) if interrupted else wall
     shutil.rmtree(proj, ignore_errors=True)
@@ -245,8 +246,9 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
         "peak_file_mb": round(sampler.peak["file_kb"] / mb), "processes_at_peak": sampler.peak["processes"],
         "peak_by_role_mb": {r: {"anon": round(v["anon_kb"] / mb), "file": round(v["file_kb"] / mb),
                                 "processes": v["processes"]} for r, v in sampler.peak_by_role.items()},
-        "samples": sampler.samples, "output_tail": out[-1500:],
-        "tracebacks_in_output": out.count("Traceback"),
+        "samples": sampler.samples, "log": f"cache/bench-memory/{dataset.name}.log",
+        "tracebacks_in_output": out.count("Traceback"), "comm_closed_in_output": out.count("CommClosedError"),
+        "distributed_info_lines": sum(1 for ln in out.splitlines() if "INFO" in ln and "distributed." in ln),
     }
 
 
@@ -269,7 +271,8 @@ def main() -> None:
               "runs": {}}
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())
-        result["runs"] = previous.get("runs", {})
+        result["runs"] = {k: {f: v for f, v in r.items() if f != "output_tail"}
+                          for k, r in previous.get("runs", {}).items()}
         result["commands"] = {**previous.get("commands", {}),
                               **{c: previous["command"] for c in previous.get("runs", {}) if "command" in previous}}
     for corpus in args.corpus:
@@ -277,7 +280,7 @@ def main() -> None:
         print(f"{corpus}: encoding {ds}", flush=True)
         result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages, args.max_seconds)
         result.setdefault("commands", {})[corpus] = result["command"]
-        print(json.dumps({k: v for k, v in result["runs"][corpus].items() if k != "output_tail"}), flush=True)
+        print(json.dumps(result["runs"][corpus]), flush=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     result["load_avg_end"] = os.getloadavg()
     args.out.write_text(json.dumps(result, indent=2) + "\n")
