@@ -103,7 +103,8 @@ def quiet_dask() -> None:
 
     level = dask_log_level()
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
-                 "distributed.core", "distributed.comm", "distributed.batched", "distributed.client"):
+                 "distributed.core", "distributed.comm", "distributed.batched", "distributed.client",
+                 "distributed.http", "distributed.http.proxy", "distributed.deploy", "prefect.task_runner.dask"):
         logger = logging.getLogger(name)
         logger.setLevel(level)
         if not any(isinstance(f, _ShutdownNoise) for f in logger.filters):
