@@ -78,10 +78,11 @@ def child(args) -> None:
     bcfg = demo_backbone_config()
     pages = load_pages(args.data, args.pages)
     cfg = EncodeConfig(workers=args.workers, shard_pages=args.shard_pages)
-    shards = plan_shards(pages, cfg.shard_pages)
+    shards = plan_shards([p.page_id for p in pages], cfg.shard_pages)
     runner = dask_task_runner(cfg, len(shards))
     t0 = time.perf_counter()
-    out = encode_shards_flow.with_options(task_runner=runner)(bcfg, shards, str(args.cache), cfg.claim_ttl_s)
+    out = encode_shards_flow.with_options(task_runner=runner)(bcfg, str(args.data), shards, str(args.cache),
+                                                              cfg.claim_ttl_s)
     wall = time.perf_counter() - t0
     reps = out["shards"]
     work = [r for r in reps if r["encoded"]]
@@ -89,7 +90,7 @@ def child(args) -> None:
     per_worker = {}   # worker -> (pages, its own window: first shard start after its model load, last finish)
     for r in work:
         n, lo, hi = per_worker.get(r["worker"], (0, r["started"], r["finished"]))
-        per_worker[r["worker"]] = (n + len(r["encoded"]), min(lo, r["started"]), max(hi, r["finished"]))
+        per_worker[r["worker"]] = (n + r["encoded"], min(lo, r["started"]), max(hi, r["finished"]))
     print("RESULT " + json.dumps({
         "workers": args.workers, "pages": len(pages), "shards": len(shards), "encoded": out["encoded"],
         "cached": out["cached"], "deferred": out["deferred"], "wall_s": wall, "encode_window_s": window,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -62,14 +63,99 @@ def local_cluster_kwargs(cfg: EncodeConfig, jobs: int | None = None) -> dict:
     server of its own on the same database (``database is locked``).
     """
     from anchorprune.features.encoding import WORKER_THREADS_ENV
+    from anchorprune.features.worker_guard import LOG_LEVEL_ENV
 
     workers = cfg.workers or os.cpu_count() or 1
     threads = str(cfg.torch_threads)
-    env = {WORKER_THREADS_ENV: threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    env = {WORKER_THREADS_ENV: threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           LOG_LEVEL_ENV: dask_log_level(), "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "once")}
     if api := prefect_api_url():
         env["PREFECT_API_URL"] = api
+    # the preload exits a worker whose parent (this process) is gone: no orphan keeps a model in memory
     return {"n_workers": max(1, min(workers, jobs or workers)), "threads_per_worker": 1, "processes": True,
-            "dashboard_address": ":0", "env": env}
+            "dashboard_address": ":0", "env": env, "preload": ["anchorprune.features.worker_guard"],
+            "silence_logs": logging.getLevelName(dask_log_level())}
+
+
+#: set to 1 (``anchorprune -v``) to see distributed's INFO lines (scheduler, workers, shutdown)
+VERBOSE_ENV = "ANCHORPRUNE_VERBOSE"
+
+
+def dask_log_level() -> str:
+    return "INFO" if os.environ.get(VERBOSE_ENV) == "1" else "WARNING"
+
+
+class _ShutdownNoise(logging.Filter):
+    """Drops what a local cluster logs while it closes (the comms it is closing report ``CommClosedError``)."""
+
+    NOISE = ("CommClosedError", "StreamClosedError", "Stream is closed", "connection closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            text += record.exc_info[0].__name__
+        return not any(n in text for n in self.NOISE)
+
+
+def quiet_dask() -> None:
+    """distributed's loggers at WARNING (INFO with ``ANCHORPRUNE_VERBOSE=1``), shutdown noise dropped,
+    each warning printed once. Idempotent; called before a local cluster starts."""
+    import warnings
+
+    level = dask_log_level()
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                 "distributed.core", "distributed.comm", "distributed.batched", "distributed.client",
+                 "distributed.http", "distributed.http.proxy", "distributed.deploy", "prefect.task_runner.dask"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(f, _ShutdownNoise) for f in logger.filters):
+            logger.addFilter(_ShutdownNoise())
+    warnings.simplefilter("once")
+
+
+#: seconds an interrupted run gets to close its cluster before its workers are terminated and it exits
+INTERRUPT_GRACE_S = 20.0
+
+
+def _hard_stop(grace_s: float, code: int) -> None:
+    """After ``grace_s``: terminate this process's worker processes and exit (an interrupt must not hang)."""
+    import multiprocessing
+    import time
+
+    time.sleep(grace_s)
+    for child in multiprocessing.active_children():
+        child.terminate()
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def closing_on_signals(grace_s: float = INTERRUPT_GRACE_S) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the block (KeyboardInterrupt / SystemExit in the main thread), so the
+    ``finally`` clauses that close a local cluster run; if closing takes longer than ``grace_s`` (a shard
+    still running on a worker), the workers are terminated and the process exits: an interrupted encode
+    never hangs, and no worker outlives it (features.worker_guard covers SIGKILL)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        threading.Thread(target=_hard_stop, args=(grace_s, 128 + signum), daemon=True).start()
+        for s in handled:                      # a second Ctrl-C does not interrupt the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, stop) for s in handled}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -86,6 +172,7 @@ def dask_map(cfg: EncodeConfig, jobs: int | None = None,
     if address:
         probe(address, "Dask scheduler", f"check encode.address in params.yaml or ${ADDRESS_ENV}, and that "
               "`dask scheduler` runs there (or leave both unset for a local cluster)")
+    quiet_dask()
     cluster = None if address else LocalCluster(**(cluster_kwargs or local_cluster_kwargs(cfg, jobs)))
     client = Client(address or cluster, set_as_default=False)
 

@@ -4,6 +4,12 @@ With ``encode.runner: dask`` (the default) the pages missing from the cache are 
 and mapped over ``encode-shard`` tasks on a Dask task runner: a local cluster (one worker process
 per core, one torch thread each) or the scheduler at ``encode.address`` / ``$ANCHORPRUNE_DASK_ADDRESS``.
 Each shard writes its entries as it goes, so a killed run resumes where it stopped.
+
+Memory is bounded by design: a shard is a page *reference* (the dataset folder and its page ids),
+never pixels or features. Each worker reads its own pages from disk, encodes them, writes the cache
+entries and returns counts; the client plans from the corpus table alone and the encode stage then
+walks the cache a chunk at a time. Peak memory is the backbone per worker plus one batch, flat in
+the number of pages (docs/data.md, "Memory when encoding").
 """
 
 from __future__ import annotations
@@ -18,11 +24,17 @@ from anchorprune.config import BackboneConfig, EncodeConfig
 from anchorprune.features.encoding import encode_shard
 from anchorprune.orchestration.pipeline import backbone_names
 from anchorprune.orchestration.summary import encode_markdown
-from anchorprune.pages import Page
 from anchorprune.stages.encode import plan_encode, stage_encode
 from anchorprune.stages.workspace import Workspace
 from flows.artifacts import publish
-from flows.common import IO_RETRIES, STAGE_CACHE, dask_address, local_cluster_kwargs
+from flows.common import (
+    IO_RETRIES,
+    STAGE_CACHE,
+    closing_on_signals,
+    dask_address,
+    local_cluster_kwargs,
+    quiet_dask,
+)
 
 
 def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):
@@ -36,21 +48,21 @@ def dask_task_runner(cfg: EncodeConfig, shards: int | None = None):
 
 
 @task(name="encode-shard", cache_policy=NO_CACHE, **IO_RETRIES)
-def encode_shard_task(bcfg: BackboneConfig, pages: list[Page], cache: str, capture: LayerCapture,
-                      claim_ttl_s: float) -> dict:
-    return encode_shard(bcfg, pages, cache, capture, claim_ttl_s).to_dict()
+def encode_shard_task(bcfg: BackboneConfig, dataset_dir: str, page_ids: list[str], cache: str,
+                      capture: LayerCapture, claim_ttl_s: float) -> dict:
+    return encode_shard(bcfg, dataset_dir, page_ids, cache, capture, claim_ttl_s).to_dict()
 
 
 @flow(name="encode-shards")
-def encode_shards_flow(bcfg: BackboneConfig, shards: list[list[Page]], cache: str,
+def encode_shards_flow(bcfg: BackboneConfig, dataset_dir: str, shards: list[list[str]], cache: str,
                        claim_ttl_s: float = 900.0) -> dict:
-    """Map the shards over the flow's task runner; one progress bar across them (advanced as each finishes).
+    """Map the shards (lists of page ids of ``dataset_dir``) over the flow's task runner; one progress bar.
 
     Returns page counts (encoded here, found cached, left to another run's claim) and ``shards``: each
-    shard's report (content hashes, worker, timings).
+    shard's report (counts, worker, timings, the worker's RSS).
     """
-    futures = encode_shard_task.map(unmapped(bcfg), shards, unmapped(cache), unmapped(LayerCapture.all()),
-                                    unmapped(claim_ttl_s))
+    futures = encode_shard_task.map(unmapped(bcfg), unmapped(str(dataset_dir)), shards, unmapped(cache),
+                                    unmapped(LayerCapture.all()), unmapped(claim_ttl_s))
     totals, reports = {"encoded": 0, "cached": 0, "deferred": 0}, []
     with tqdm(total=sum(len(s) for s in shards), desc=f"encode {bcfg.name} ({len(shards)} shards)",
               unit="page") as bar:
@@ -58,8 +70,8 @@ def encode_shards_flow(bcfg: BackboneConfig, shards: list[list[Page]], cache: st
             report = fut.result()
             reports.append(report)
             for k in totals:
-                totals[k] += len(report[k])
-            bar.update(sum(len(report[k]) for k in totals))
+                totals[k] += report[k]
+            bar.update(sum(report[k] for k in totals))
     return {**totals, "shards": reports}
 
 
@@ -74,15 +86,18 @@ def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
     if not shards:
         return None
     get_run_logger().info("%s: %d pages to encode in %d shards", backbone, sum(map(len, shards)), len(shards))
+    quiet_dask()
     runner = dask_task_runner(enc, len(shards))
-    return encode_shards_flow.with_options(task_runner=runner)(bcfg, shards, str(ws.features_dir), enc.claim_ttl_s)
+    with closing_on_signals():      # the task runner closes its local cluster on exit, Ctrl-C or SIGTERM
+        return encode_shards_flow.with_options(task_runner=runner)(bcfg, str(ws.dataset_dir), shards,
+                                                               str(ws.features_dir), enc.claim_ttl_s)
 
 
 @task(name="encode-backbone", **STAGE_CACHE, **IO_RETRIES)
 def encode_backbone(params: str, root: str, backbone: str, config_hash: str, data_version: str) -> dict:
     ws = Workspace.from_params(params, root)
-    corpus = stage_encode(ws, ws.settings.backbone(backbone))
-    return {"pages": len(corpus.features), "queries": len(corpus.queries), "num_layers": corpus.num_layers}
+    summary = stage_encode(ws, ws.settings.backbone(backbone))
+    return {"pages": summary.pages, "queries": summary.queries, "num_layers": summary.num_layers}
 
 
 @flow(name="encode")

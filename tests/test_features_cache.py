@@ -202,3 +202,39 @@ def test_loading_main_resolves_the_commit_and_a_moved_main_re_encodes(tmp_path, 
     assert moved.revision == c2
     cache.get_or_encode(moved, _image_pages(1), LayerCapture.all(), progress=False)
     assert moved.page_calls == 1
+
+
+def test_planning_opens_no_page_and_the_stage_streams_the_cache(tmp_path, monkeypatch):
+    """Shards are page ids (what travels in the Dask graph); planning reads the corpus table only, and the
+    encode stage goes through the cache a chunk at a time, keeping no page's features."""
+    from PIL import Image
+
+    import anchorprune.data.schema as schema
+    from anchorprune.config import load_settings
+    from anchorprune.data.schema import DatasetWriter
+    from anchorprune.features.cache import FeaturesCache
+    from anchorprune.stages.encode import plan_encode, stage_encode
+    from anchorprune.stages.workspace import Workspace
+
+    w = DatasetWriter(tmp_path / "data" / "imgs")
+    for i in range(150):
+        w.add_page(f"p{i}", Image.new("L", (20, 20), color=i), text=f"page {i}", source_doc="s", page_number=i + 1)
+    w.add_query("q", "page 1?")
+    w.add_qrel("q", "p1", 1)
+    w.finish(name="imgs", source="test", revision="0")
+    (tmp_path / "params.yaml").write_text("data: {dataset: imgs}\nbackbones: [{name: mock, kind: mock, model_id: m}]\n"
+                                          "encode: {shard_pages: 64}\n")
+    ws = Workspace(load_settings(tmp_path / "params.yaml"), tmp_path)
+    opened = []
+    real = schema._lazy_image
+    monkeypatch.setattr(schema, "_lazy_image", lambda p: opened.append(p) or real(p))
+    shards = plan_encode(ws, ws.settings.backbones[0])
+    assert [len(s) for s in shards] == [64, 64, 22] and all(isinstance(i, str) for s in shards for i in s)
+    assert opened == []
+
+    chunks = []
+    real_get = FeaturesCache.get_or_encode
+    monkeypatch.setattr(FeaturesCache, "get_or_encode",
+                        lambda self, b, pages, *a, **k: chunks.append(len(pages)) or real_get(self, b, pages, *a, **k))
+    summary = stage_encode(ws, ws.settings.backbones[0])
+    assert (summary.pages, summary.queries) == (150, 1) and max(chunks) <= 64

@@ -107,3 +107,58 @@ def test_dataset_files_depend_only_on_content(tmp_path):
     # nothing time- or machine-dependent in the manifest (no created_at), so a rebuild of the same data is identical
     assert set(json.loads((a / "manifest.json").read_text())) == {"name", "source", "revision", "schema_version",
                                                                  "counts", "extra"}
+
+
+def _image_only(d: Path, n: int = 4) -> Path:
+    from PIL import Image
+
+    w = DatasetWriter(d)
+    for i in range(n):
+        w.add_page(f"p{i}", Image.new("L", (32, 32), color=40 * i), source_doc="s", page_number=i + 1)
+        w.add_query(f"q{i}", f"question {i}")
+        w.add_qrel(f"q{i}", f"p{i}", 1)
+    w.finish(name=d.name, source="test", revision="0")
+    return d
+
+
+def test_a_text_backbone_over_image_only_pages_is_refused_before_any_encode(tmp_path):
+    from anchorprune.data.inputs import DatasetInputError
+    from anchorprune.stages.encode import plan_encode, stage_encode
+
+    _image_only(tmp_path / "data" / "scans")
+    (tmp_path / "params.yaml").write_text(
+        "data: {dataset: scans}\nbackbones: [{name: minilm, kind: minilm-text, model_id: x}]\n")
+    ws = Workspace(load_settings(tmp_path / "params.yaml"), tmp_path)
+    bcfg = ws.settings.backbones[0]
+    for stage in (stage_encode, plan_encode, stage_calibrate):
+        with pytest.raises(DatasetInputError, match=r"reads each page's text layer.*text on 0 of 4 pages") as e:
+            stage(ws, bcfg)         # no backbone is loaded: model_id 'x' would fail to load
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_a_vision_backbone_over_pages_without_images_is_refused(tmp_path):
+    from anchorprune.data.inputs import DatasetInputError, check_backbone_inputs
+
+    d = write_dataset(tmp_path / "data" / "texts")
+    with pytest.raises(DatasetInputError, match="reads page images, but dataset 'texts' has an image on 0 of 6"):
+        check_backbone_inputs(d, "colqwen", "colqwen2")
+    assert check_backbone_inputs(d, "mock", "mock")["text"] == 6
+
+
+def test_calibration_refuses_fewer_than_min_pairs_and_flags_a_flat_curve(tmp_path, monkeypatch):
+    from anchorprune.evaluation.calibration import CalibrationError, calibrate, flat_curve_warning
+    from anchorprune.features.encoding import EncodedCorpus
+
+    corpus = EncodedCorpus("m", 2, {}, {})
+    with pytest.raises(CalibrationError, match=r"1 usable \(query, gold page\) pairs, fewer than "
+                                               r"calibrate.min_pairs = 10"):
+        calibrate(corpus, [("q", "p")], gamma=0.1, rho=0.5, min_pairs=10)
+    assert load_settings_default_min_pairs() == 10
+    assert "flat SR curve" in flat_curve_warning([1.0, 1.0, 1.0, 1.0])
+
+
+def load_settings_default_min_pairs() -> int:
+    from anchorprune.config import CalibrateConfig
+
+    return CalibrateConfig().min_pairs

@@ -36,7 +36,7 @@ def ws(tmp_path, tracking_config):
     settings = Settings.model_validate({
         "data": {"dataset": "two", "source": "vidore", "calibration_fraction": 0.5},
         "backbones": [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted"}],
-        "calibrate": {"pairs": 20, "random_trials": 2},
+        "calibrate": {"pairs": 20, "random_trials": 2, "min_pairs": 5},   # a small fixture: 8 pairs
         "evaluate": {"gammas": [0.1], "methods": ["sap", "random"], "windows": ["sr"], "random_trials": 2},
         "tracking": tracking_config.model_dump(),
     })

@@ -22,10 +22,10 @@ import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from anchorprune.frozen import Frozen, format_error, unique_nonempty
 from anchorprune.index_config import IndexConfig
@@ -94,6 +94,8 @@ class DataConfig(Frozen):
     dpi: int = Field(100, ge=36, le=600)
     limit: int | None = Field(None, ge=1)
     blank_titles: bool = True
+    strict_pdfs: bool = False     # pdfs: an unreadable PDF stops the build (default: skipped with a warning)
+    identity: str | None = None   # suffix of this dataset's names (set on load: '' for the project's params.yaml dataset)
     demo_variant: Literal["small", "large", "debian"] = "small"   # debian: the ~10.7k-page benchmark corpus
     calibration_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     seed: int = 0
@@ -148,6 +150,7 @@ class EncodeConfig(Frozen):
 
 class CalibrateConfig(Frozen):
     pairs: int = Field(200, ge=1)
+    min_pairs: int = Field(10, ge=1)      # fewer usable (query, gold page) pairs: calibrate refuses
     gamma: float = Field(0.05, gt=0.0, le=1.0)
     rho: float = Field(0.2, gt=0.0, le=1.0)
     random_trials: int = Field(5, ge=1)
@@ -265,6 +268,30 @@ class Settings(Frozen):
     schedule: ScheduleConfig = ScheduleConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_identity(cls, raw: Any, info: ValidationInfo) -> Any:
+        """One identity per dataset (anchorprune.data.identity): a dataset other than the one the project's
+        ``params.yaml`` names (``primary_dataset`` in the validation context, set by :func:`load_settings`)
+        gets ``index.name`` suffixed ``-<dataset>``, its reports under ``<reports_dir>/<dataset>`` and
+        ``data.identity`` = ``-<dataset>`` (its registered model's suffix). Without a context nothing changes."""
+        from anchorprune.data.identity import identity_suffix, scoped_name, scoped_reports
+
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            return raw
+        data = raw["data"]
+        dataset = data.get("dataset", DataConfig().dataset)
+        if data.get("identity") is not None or not isinstance(dataset, str):
+            return raw
+        suffix = identity_suffix(dataset, (info.context or {}).get("primary_dataset"))
+        raw = {**raw, "data": {**data, "identity": suffix}}
+        index, paths = raw.get("index", {}), raw.get("paths", {})
+        if suffix and isinstance(index, dict):
+            raw["index"] = {**index, "name": scoped_name(str(index.get("name", IndexConfig().name)), suffix)}
+        if suffix and isinstance(paths, dict):
+            raw["paths"] = {**paths, "reports_dir": scoped_reports(str(paths.get("reports_dir", "reports")), suffix)}
+        return raw
+
     @model_validator(mode="after")
     def _unique_backbone_names(self) -> Settings:
         names = [b.name for b in self.backbones]
@@ -305,7 +332,10 @@ class Settings(Frozen):
 
     def config_hash(self) -> str:
         """Short stable hash of the whole configuration (recorded on every artefact)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        dump = self.model_dump(mode="json")
+        if not dump["data"].get("identity"):
+            dump["data"].pop("identity", None)     # the project's own dataset: the hash it had before identities
+        blob = json.dumps(dump, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -378,6 +408,20 @@ def load_settings(path: str | Path = DEFAULT_PARAMS, overrides: dict | None = No
         else:
             raw[section] = values
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(raw, context={"primary_dataset": primary_dataset(path)})
     except ValidationError as exc:
         raise ConfigError(format_error(exc, str(path))) from None
+
+
+def primary_dataset(path: str | Path) -> str | None:
+    """The dataset of the project's own ``params.yaml`` next to ``path`` (``None``: ``path`` is that file, or
+    there is none): the one dataset whose names carry no suffix (anchorprune.data.identity)."""
+    path = Path(path)
+    sibling = path.parent / DEFAULT_PARAMS
+    if path.name == DEFAULT_PARAMS or not sibling.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(sibling.read_text()) or {}
+        return str(((raw.get("data") or {}).get("dataset")) or DataConfig().dataset)
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None

@@ -127,8 +127,8 @@ def test_broken_or_encrypted_pdf_is_named_and_data_unchanged(pdf_dir, tmp_path, 
     build_staged(tmp_path / "data", "x", lambda s: build_pdf_dataset(pdf_dir, s, name="x", dpi=72))
     before = tree_digest(tmp_path / "data")
     (pdf_dir / "bad.pdf").write_bytes(content)
-    with pytest.raises(error, match=match) as info:
-        build_staged(tmp_path / "data", "x", lambda s: build_pdf_dataset(pdf_dir, s, name="x", dpi=72))
+    with pytest.raises(error, match=match) as info:      # data.strict_pdfs: true
+        build_staged(tmp_path / "data", "x", lambda s: build_pdf_dataset(pdf_dir, s, name="x", dpi=72, strict=True))
     assert "bad.pdf" in str(info.value) and info.value.path.name == "bad.pdf"
     assert tree_digest(tmp_path / "data") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pdfs"]
@@ -143,3 +143,49 @@ def test_find_spans_ignores_line_breaks_hyphenation_and_quotes():
     assert find_spans("Why doesn\u2019t R\r\nwork?", "Why doesn't R work?") == [(0, 20)]
     assert find_spans("co\ufffeoperate", "cooperate") == [(0, 10)]
     assert find_spans("nothing here", "What is R?") == []
+
+
+@pytest.mark.parametrize("content", [b"", make_pdf(FAQ, OUTLINE, encrypted=True)], ids=["broken", "encrypted"])
+def test_an_unreadable_pdf_is_skipped_with_a_warning_naming_it_and_counted(pdf_dir, tmp_path, content):
+    from anchorprune.data.pdfs import SkippedPdfWarning
+
+    (pdf_dir / "bad.pdf").write_bytes(content)
+    with pytest.warns(SkippedPdfWarning, match=r"skipping .*bad\.pdf"):
+        final, manifest = build_staged(tmp_path / "data", "x",
+                                       lambda s: build_pdf_dataset(pdf_dir, s, name="x", dpi=72))
+    assert manifest["extra"]["skipped_count"] == 1 and manifest["extra"]["skipped"][0]["file"] == "bad.pdf"
+    assert [d["file"] for d in manifest["extra"]["documents"]] == ["faq.pdf"]
+    assert load_dataset_dir(final).manifest["counts"]["pages"] == 3
+
+
+def test_only_unreadable_pdfs_stop_the_build(tmp_path):
+    d = tmp_path / "pdfs"
+    d.mkdir()
+    (d / "bad.pdf").write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(BrokenPdfError, match=r"none of the 1 PDFs can be read: bad\.pdf"):
+        build_pdf_dataset(d, tmp_path / "out", name="x", dpi=72)
+
+
+def test_names_that_differ_in_spaces_or_punctuation_get_distinct_document_ids(tmp_path):
+    d = tmp_path / "pdfs"
+    d.mkdir()
+    (d / "a b.pdf").write_bytes(make_pdf(FAQ, OUTLINE))
+    (d / "a_b.pdf").write_bytes(make_pdf(FAQ[:2], OUTLINE))
+    final, manifest = build_staged(tmp_path / "data", "x", lambda s: build_pdf_dataset(d, s, name="x", dpi=72))
+    ids = {doc["file"]: doc["id"] for doc in manifest["extra"]["documents"]}
+    assert len(set(ids.values())) == 2 and all(i.startswith("a_b-") for i in ids.values())
+    ds = load_dataset_dir(final)
+    assert ds.corpus["page_id"].is_unique and len(ds.corpus) == 5
+
+
+def test_a_duplicate_page_id_error_names_the_source_files(tmp_path):
+    from anchorprune.data.validation import DataValidationError
+
+    w = DatasetWriter(tmp_path / "x")
+    w.add_page("a_b:p0001", None, text="one", source_doc="a b.pdf", page_number=1)
+    w.add_page("a_b:p0001", None, text="two", source_doc="a_b.pdf", page_number=1)
+    w.add_query("q", "one?")
+    w.add_qrel("q", "a_b:p0001", 1)
+    w.finish(name="x", source="pdfs", revision="local")
+    with pytest.raises(DataValidationError, match=r"duplicate page_id.*'a_b:p0001'.*from 'a b\.pdf', 'a_b\.pdf'"):
+        validate_dataset_dir(tmp_path / "x")

@@ -298,3 +298,18 @@ def test_v3_hub_copy_without_documents_metadata_loads(hub, monkeypatch):
     monkeypatch.setattr(V, "load_split", fake)
     d = read_source("vidore/vidore_v3_pharmaceuticals_mteb_format", languages=("english",))
     assert d.version == 3 and d.documents == {} and len(d.queries) == F.V3_QUESTIONS
+
+
+@pytest.mark.parametrize("shape", ["v1", "v2"])
+def test_the_hubs_parquet_layout_reads_as_the_save_to_disk_copy(shape, v1_dir, v2_dir, tmp_path):
+    saved = v1_dir if shape == "v1" else v2_dir
+    hub = F.as_hub_parquet(saved, tmp_path / "hub" / saved.name)
+    assert sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*.parquet")) == (
+        ["data/test-00000-of-00001.parquet"] if shape == "v1" else
+        [f"{c}/test-00000-of-00001.parquet" for c in ("corpus", "qrels", "queries")])
+    assert vidore_format(str(hub)) == vidore_format(str(saved))
+    a, b = read_source(str(saved)), read_source(str(hub))
+    assert (a.queries, a.qrels, len(a.pages)) == (b.queries, b.qrels, len(b.pages))
+    out = build_vidore_dataset([str(hub)], tmp_path / "out", name="x")
+    assert out["counts"] == build_vidore_dataset([str(saved)], tmp_path / "out2", name="x")["counts"]
+    validate_dataset_dir(tmp_path / "out")

@@ -274,3 +274,17 @@ def save_v3(root: Path, name: str = "vidore_v3_pharmaceuticals") -> Path:
         "visual_types": [["table", "chart"]] * V3_DOCS, "page_number": [V3_PAGES // V3_DOCS] * V3_DOCS,
         "license": ["CC-BY-4.0"] * V3_DOCS}))
     return d
+
+
+def as_hub_parquet(saved: Path, out: Path) -> Path:
+    """A ``save_to_disk`` copy rewritten in the hub's parquet layout, as a snapshot of the hub repository has
+    it: ``<config>/test-00000-of-00001.parquet`` per BEIR config, ``data/test-00000-of-00001.parquet`` for a
+    QA set (its default config). Same rows, same column names and features."""
+    from datasets import load_from_disk
+
+    configs = [c for c in sorted(saved.iterdir()) if c.is_dir() and (c / "dataset_dict.json").exists()]
+    targets = [(c, out / c.name) for c in configs] if configs else [(saved, out / "data")]
+    for src, dst in targets:
+        dst.mkdir(parents=True, exist_ok=True)
+        load_from_disk(str(src))["test"].to_parquet(str(dst / "test-00000-of-00001.parquet"))
+    return out

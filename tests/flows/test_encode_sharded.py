@@ -107,3 +107,51 @@ def test_runner_follows_config_and_environment(monkeypatch):
     env = local.cluster_kwargs["env"]
     assert env["OMP_NUM_THREADS"] == env["ANCHORPRUNE_WORKER_TORCH_THREADS"] == "2"
     assert env["PREFECT_API_URL"].startswith("http")                  # workers report to this run's API
+
+
+GUARDED_CLIENT = """
+import time
+from distributed import Client, LocalCluster
+from anchorprune.config import EncodeConfig
+from flows.common import closing_on_signals, local_cluster_kwargs, quiet_dask
+quiet_dask()
+kw = local_cluster_kwargs(EncodeConfig(workers=1))
+kw["env"].pop("PREFECT_API_URL", None)
+with closing_on_signals(grace_s=5), LocalCluster(**kw) as cluster, Client(cluster) as client:
+    fut = client.submit(time.sleep, 600)          # a shard that will not finish by itself
+    print(" ".join(str(w.process.pid) for w in cluster.workers.values()), flush=True)
+    fut.result()
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "SIGTERM"])
+def test_an_interrupted_or_killed_client_leaves_no_worker(tmp_path, how):
+    """Ctrl-C / SIGTERM close the local cluster within the grace period; after SIGKILL of the client its
+    worker exits by itself (the preload guard). No traceback on the console."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from anchorprune.processes import pid_alive
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", GUARDED_CLIENT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers and all(pid_alive(p) for p in workers)
+        time.sleep(1)
+        proc.send_signal(getattr(signal, how))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 30
+    while any(pid_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(pid_alive(p) for p in workers), "a worker outlived its client"
+    if how != "SIGKILL":
+        assert "CommClosedError" not in err and err.count("Traceback") <= 1, err[-2000:]

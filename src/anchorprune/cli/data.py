@@ -80,7 +80,7 @@ def data_pdfs(
     blank = d.blank_titles if blank_titles is None else blank_titles
     (final, manifest), secs = timed(lambda: build_staged(ws.data_root, ds_name,
                                                          lambda s: build_pdf_dataset(
-        src, s, name=ds_name, dpi=d.dpi, blank_titles=blank, limit=limit or d.limit)))
+        src, s, name=ds_name, dpi=d.dpi, blank_titles=blank, limit=limit or d.limit, strict=d.strict_pdfs)))
     _echo_built(final, manifest, secs)
 
 

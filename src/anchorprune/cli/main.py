@@ -33,6 +33,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="show Dask's INFO lines")) -> None:
+    """Structural Anchor Pruning for ColPali-style retrieval: data, calibrate, evaluate, promote, index."""
+    import os
+
+    if verbose:
+        os.environ["ANCHORPRUNE_VERBOSE"] = "1"      # flows.common.dask_log_level
+
+
 app.add_typer(data_app, name="data")
 app.add_typer(index_app, name="index")
 

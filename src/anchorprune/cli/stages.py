@@ -35,8 +35,8 @@ def encode(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None
         return
     for b in names:
         with exit_on(DATA, SYSTEM):
-            corpus = stage_encode(ws, b)
-        typer.echo(f"{b.name}: {len(corpus.features)} pages, {len(corpus.queries)} queries encoded")
+            summary = stage_encode(ws, b)
+        typer.echo(f"{b.name}: {summary.pages} pages, {summary.queries} queries encoded")
 
 
 def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:
@@ -48,7 +48,8 @@ def calibrate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = N
         with exit_on(DATA, SYSTEM):
             r = stage_calibrate(ws, b)
         typer.echo(f"{b.name}: SR window layers {r.window[0]}-{r.window[-1]} of {r.num_layers} "
-                   f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)")
+                   f"(alpha {r.alpha:.2f}, beta {r.beta:.2f}, {r.num_pairs} pairs)"
+                   + "".join(f"\n  WARNING: {w}" for w in r.warnings))
 
 
 def evaluate(params: ParamsOpt = Path("params.yaml"), backbone: BackboneOpt = None) -> None:

@@ -190,6 +190,32 @@ def _doc_id(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)
 
 
+def document_ids(paths: Sequence[Path], root: Path | None = None) -> dict[Path, str]:
+    """A document id per PDF, unique within the dataset.
+
+    The id is the file's stem with spaces and punctuation replaced by ``_``; names that collide that way
+    (``a b.pdf`` and ``a_b.pdf``, or ``x/a.pdf`` and ``y/a.pdf``) each get ``-<6 hex of their path>``,
+    so every id stays stable whatever else is in the folder.
+
+    >>> ids = document_ids([Path("a b.pdf"), Path("a_b.pdf"), Path("c.pdf")])
+    >>> ids[Path("c.pdf")], ids[Path("a b.pdf")] != ids[Path("a_b.pdf")], ids[Path("a b.pdf")].startswith("a_b-")
+    ('c', True, True)
+    """
+    import hashlib
+
+    plain = {p: _doc_id(p) for p in paths}
+    counts: dict[str, int] = {}
+    for doc in plain.values():
+        counts[doc] = counts.get(doc, 0) + 1
+    out = {}
+    for p, doc in plain.items():
+        if counts[doc] > 1:
+            rel = p.relative_to(root) if root is not None and p.is_relative_to(root) else Path(p.name)
+            doc = f"{doc}-{hashlib.sha256(rel.as_posix().encode()).hexdigest()[:6]}"
+        out[p] = doc
+    return out
+
+
 def page_id(doc_id: str, page_number: int) -> str:
     return f"{doc_id}:p{page_number:04d}"
 
@@ -269,27 +295,53 @@ def list_pdfs(pdf_dir: str | Path) -> list[Path]:
     return pdfs
 
 
+class SkippedPdfWarning(UserWarning):
+    """An unreadable PDF in a folder was skipped (``data.strict_pdfs: false``)."""
+
+
 def build_pdf_dataset(pdfs: str | Path | Sequence[str | Path], out_dir: str | Path, *, name: str, dpi: int,
                       blank_titles: bool = True, limit: int | None = None,
-                      image_format: str = "png") -> dict[str, Any]:
+                      image_format: str = "png", strict: bool = False) -> dict[str, Any]:
     """Write a dataset from a folder (or list) of PDFs into ``out_dir`` (a staging folder); returns the manifest.
 
-    Every PDF is opened first, so a broken or encrypted one fails before any page is rendered.
-    ``limit`` caps the number of pages (whole PDFs in order, the last one cut).
+    Every PDF is opened first, before any page is rendered. A broken or encrypted one is skipped with a
+    :class:`SkippedPdfWarning` naming it, and listed in ``manifest.json: extra.skipped``; with
+    ``strict`` (``data.strict_pdfs: true``) it stops the build instead, as does a folder where no PDF
+    can be read. ``limit`` caps the number of pages (whole PDFs in order, the last one cut).
+    Document ids are unique (:func:`document_ids`).
     """
+    root = Path(pdfs) if isinstance(pdfs, str | Path) else None
     paths = list_pdfs(pdfs) if isinstance(pdfs, str | Path) else [Path(p) for p in pdfs]
-    for p in paths:                      # fail fast, naming the file, before rendering anything
-        open_pdf(p).close()
+    skipped: list[dict[str, str]] = []
+    readable = []
+    for p in paths:                      # fail fast (or skip), naming the file, before rendering anything
+        try:
+            open_pdf(p).close()
+        except PdfError as exc:
+            if strict:
+                raise
+            msg = f"skipping {p}: {str(exc).removeprefix(f'{p}: ')} (data.strict_pdfs: true stops the build instead)"
+            warnings.warn(msg, SkippedPdfWarning, stacklevel=2)
+            log.warning(msg)
+            skipped.append({"file": p.name, "reason": type(exc).__name__ + ": " + str(exc).removeprefix(f"{p}: ")})
+            continue
+        readable.append(p)
+    if not readable:
+        raise BrokenPdfError(root or paths[0], f"none of the {len(paths)} PDFs can be read: "
+                                               + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped))
+    ids = document_ids(readable, root)
     writer = DatasetWriter(Path(out_dir), image_format=image_format)
     stats = []
-    for p in paths:
+    for p in readable:
         left = None if limit is None else limit - writer.num_pages
         if left is not None and left <= 0:
             break
-        stats.append(add_pdf(writer, p, dpi=dpi, blank_titles=blank_titles, max_pages=left))
+        stats.append(add_pdf(writer, p, dpi=dpi, blank_titles=blank_titles, max_pages=left, doc_id=ids[p]))
     return writer.finish(
         name=name, source="pdfs", revision="local",
         extra={"dpi": dpi, "blank_titles": blank_titles, "limit": limit,
-               "documents": [{"file": s.path.name, "pages": s.pages, "queries": s.queries,
+               "pdf_dir": str(Path(pdfs).resolve()) if isinstance(pdfs, str | Path) else None,
+               "documents": [{"file": s.path.name, "id": ids[s.path], "pages": s.pages, "queries": s.queries,
                               "titles_not_found": len(s.titles_not_found)} for s in stats],
+               "skipped": skipped, "skipped_count": len(skipped),
                "labels": "weak: PDF outline title -> target page"})

@@ -216,8 +216,16 @@ class Dataset:
         With a ``source`` column, ``meta`` also has ``source`` and, where the manifest holds its
         document's metadata (ViDoRe v3 ``documents_metadata``), ``document``.
         """
+        yield from self._pages(self.corpus, images)
+
+    def pages_for(self, page_ids, images: bool = True) -> Iterator[Page]:
+        """The pages whose ids are in ``page_ids``, in corpus order (as :meth:`pages`)."""
+        wanted = set(page_ids)
+        yield from self._pages(self.corpus[self.corpus["page_id"].isin(wanted)], images)
+
+    def _pages(self, rows: pd.DataFrame, images: bool) -> Iterator[Page]:
         documents = (self.manifest.get("extra") or {}).get("documents") or {}
-        for row in self.corpus.itertuples(index=False):
+        for row in rows.itertuples(index=False):
             img_path = self.path / row.image_path if isinstance(row.image_path, str) else None
             text = row.text if isinstance(row.text, str) else None
             meta = {"source_doc": row.source_doc, "page_number": int(row.page_number),

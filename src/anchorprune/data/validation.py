@@ -304,6 +304,10 @@ def validate_tables(corpus: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataF
                 detail = str(r.exception_info.get("exception_message", ""))[:200]
             elif not r.success and not rows and "observed_value" in info:
                 detail = f"observed {info['observed_value']}"
+            if not r.success and table == "corpus" and rows and "source_doc" in df and "page ids are unique" in \
+                    _describe(exp):
+                docs = sorted({str(d) for d in df.loc[[i for i in rows if i < len(df)], "source_doc"]})
+                detail = "from " + ", ".join(repr(d) for d in docs[:MAX_LISTED])   # name the source files
             results.append(CheckResult(table=table, check=_describe(exp), severity=str(exp.severity.value),
                                        success=bool(r.success), rows=rows,
                                        ids=_bad_ids(df, table, rows, exp), detail=detail))

@@ -55,8 +55,19 @@ def _pick_test(ds: Any, where: str):
     return ds
 
 
+def parquet_split(target: Path) -> list[Path]:
+    """The ``test`` split's files in the hub's parquet layout: ``<config>/test-*.parquet`` (BEIR configs) or
+    ``data/test-*.parquet`` (a QA set's default config), as a snapshot of the hub repository has them."""
+    for d in (target, target / "data"):
+        files = sorted(d.glob("test-*.parquet"))
+        if files:
+            return files
+    return []
+
+
 def load_split(source: str, config: str | None = None, revision: str | None = None):
-    """The ``test`` split of ``source`` (hub id or ``save_to_disk`` folder), with a clear offline error."""
+    """The ``test`` split of ``source`` (hub id, ``save_to_disk`` folder, or a folder in the hub's parquet
+    layout), with a clear offline error."""
     import datasets
 
     p = Path(source)
@@ -65,6 +76,12 @@ def load_split(source: str, config: str | None = None, revision: str | None = No
         if not target.exists():
             raise FileNotFoundError(f"{target} does not exist (a local ViDoRe BEIR-format copy needs corpus/, "
                                     "queries/, qrels/)")
+        files = parquet_split(target)
+        if files:
+            return datasets.Dataset.from_parquet([str(f) for f in files], keep_in_memory=False)
+        if not any(target.glob("*.json")) and not (target / "dataset_dict.json").exists():
+            raise FileNotFoundError(f"{target} is neither a `datasets.save_to_disk` folder nor the hub's parquet "
+                                    "layout (test-*.parquet, or data/test-*.parquet)")
         return _pick_test(datasets.load_from_disk(str(target)), str(target))
     try:
         return datasets.load_dataset(source, config, split="test", revision=revision)

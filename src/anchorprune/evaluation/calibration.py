@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from anchorprune.features.encoding import EncodedCorpus
@@ -27,6 +27,7 @@ class CalibrationResult:
     alpha: float
     beta: float
     median: float
+    warnings: list[str] = field(default_factory=list)   # e.g. a flat SR curve (every layer equal)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,29 @@ def calibration_pairs(
     return pairs
 
 
+class CalibrationError(ValueError):
+    """Too few usable (query, gold page) pairs to calibrate on."""
+
+
+def too_few_pairs(usable: int, min_pairs: int, excluded: int = 0) -> CalibrationError:
+    why = f" ({excluded} excluded: gold pages with fewer than two tokens)" if excluded else ""
+    return CalibrationError(
+        f"calibration has {usable} usable (query, gold page) pairs{why}, fewer than calibrate.min_pairs = "
+        f"{min_pairs}: add queries (PDF outline entries, labelled questions) or lower calibrate.min_pairs")
+
+
+def flat_curve_warning(sr_mean: Sequence[float], tol: float = 1e-9) -> str | None:
+    """A warning when every layer has the same SR: the window choice is then arbitrary.
+
+    >>> flat_curve_warning([1.0, 1.0, 1.0]) is not None, flat_curve_warning([0.9, 1.0])
+    (True, None)
+    """
+    if len(sr_mean) > 1 and max(sr_mean) - min(sr_mean) <= tol:
+        return (f"flat SR curve: every layer has SR {sr_mean[0]:.3f}, so the window is arbitrary (too few "
+                "tokens per page, or a backbone that does not read these pages)")
+    return None
+
+
 def calibrate(
     corpus: EncodedCorpus,
     pairs: Sequence[tuple[str, str]],
@@ -67,19 +91,29 @@ def calibrate(
     rho: float,
     random_trials: int = 5,
     seed: int = 0,
+    min_pairs: int = 1,
 ) -> CalibrationResult:
-    """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (docs/method.md §3)."""
+    """Per-layer SR (W = {l}) at ``gamma``, the random line, and the SR-guided window (docs/method.md §3).
+
+    Raises :class:`CalibrationError` with fewer than ``min_pairs`` usable pairs (before or after the
+    pairs whose gold page has fewer than two tokens are excluded).
+    """
     from anchorprune.evaluation.grid import torch_threads
     from anchorprune.evaluation.retention import select_sr_window, sr_curve
 
     if not pairs:
         raise ValueError("calibration needs at least one (query, gold page) pair: are there calibration queries?")
+    if len(pairs) < min_pairs:
+        raise too_few_pairs(len(pairs), min_pairs)
     with torch_threads(1):  # many small per-pair ops: see torch_threads
         curve = sr_curve(
             [(corpus.queries[q], corpus.features[p]) for q, p in pairs],
             gamma=gamma, random_trials=random_trials, seed=seed,
         )
+    if int(curve.num_pairs) < min_pairs:
+        raise too_few_pairs(int(curve.num_pairs), min_pairs, int(curve.excluded))
     win = select_sr_window(list(curve.mean), rho=rho)
+    flat = flat_curve_warning([float(x) for x in curve.mean])
     return CalibrationResult(
         backbone=corpus.backbone,
         num_layers=corpus.num_layers,
@@ -95,4 +129,5 @@ def calibrate(
         alpha=float(win.alpha),
         beta=float(win.beta),
         median=float(win.median),
+        warnings=[flat] if flat else [],
     )

@@ -104,10 +104,21 @@ def missing_pages(cache_dir: str | Path, backbone: Backbone, pages: Iterable[Pag
     return out
 
 
-def plan_shards(pages: Sequence[Page], shard_pages: int) -> list[list[Page]]:
-    """``pages`` in consecutive shards of at most ``shard_pages``.
+def missing_page_ids(cache_dir: str | Path, backbone: Backbone, dataset_dir: str | Path,
+                     capture: LayerCapture) -> list[str]:
+    """The page ids (one per content hash) of ``dataset_dir`` with no cache entry yet, read from the corpus
+    table alone: no image is opened, so planning costs the same memory for 100 or 100,000 pages."""
+    from anchorprune.data.schema import read_tables
 
-    >>> [len(s) for s in plan_shards([Page(str(i), str(i)) for i in range(70)], 32)]
+    corpus = read_tables(dataset_dir)[0]
+    refs = (Page(pid, h) for pid, h in zip(corpus["page_id"], corpus["content_hash"], strict=True))
+    return [p.page_id for p in missing_pages(cache_dir, backbone, refs, capture)]
+
+
+def plan_shards(pages: Sequence, shard_pages: int) -> list[list]:
+    """``pages`` (pages or page ids) in consecutive shards of at most ``shard_pages``.
+
+    >>> [len(s) for s in plan_shards([str(i) for i in range(70)], 32)]
     [32, 32, 6]
     """
     if shard_pages < 1:
@@ -117,22 +128,38 @@ def plan_shards(pages: Sequence[Page], shard_pages: int) -> list[list[Page]]:
 
 @dataclass
 class ShardReport:
-    """What one shard did: content hashes encoded here, found cached, or left to another run's claim."""
+    """What one shard did, as counts: pages encoded here, found cached, or left to another run's claim."""
 
-    encoded: list[str]
-    cached: list[str]
-    deferred: list[str]
+    encoded: int
+    cached: int
+    deferred: int
     started: float = 0.0      # time.time() when the shard began (after the worker's backbone was loaded)
     finished: float = 0.0
     load_s: float = 0.0       # loading the backbone (the first shard on each worker only)
     worker: str = ""          # host:pid
+    rss_anon_kb: int = 0      # the worker's /proc RssAnon after the shard (0 where /proc is absent)
+    rss_file_kb: int = 0
 
     @property
     def pages(self) -> int:
-        return len(self.encoded) + len(self.cached) + len(self.deferred)
+        return self.encoded + self.cached + self.deferred
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def proc_rss_kb(pid: int | str = "self") -> tuple[int, int]:
+    """``(RssAnon, RssFile)`` of a process in KiB from ``/proc/<pid>/status`` (``(0, 0)`` where unreadable)."""
+    anon = file = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+            elif line.startswith("RssFile:"):
+                file = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return anon, file
 
 
 _BACKBONES: dict[str, Backbone] = {}
@@ -150,16 +177,46 @@ def worker_backbone(bcfg: BackboneConfig) -> Backbone:
         return _BACKBONES[key]
 
 
+_CORPORA: dict[str, tuple[float, object]] = {}
+
+
+def shard_pages(dataset_dir: str | Path, page_ids: Sequence[str]) -> list[Page]:
+    """The pages ``page_ids`` of the dataset at ``dataset_dir``, read by this worker from disk.
+
+    The corpus table (ids, hashes, text; no pixels) is read once per worker and dataset version;
+    each page's image is opened lazily from its file, so a shard holds only its own pages.
+    """
+    from anchorprune.data.schema import CORPUS_FILE, load_dataset_dir
+
+    path = Path(dataset_dir)
+    mtime = (path / CORPUS_FILE).stat().st_mtime
+    with _BACKBONES_LOCK:
+        hit = _CORPORA.get(str(path))
+        if hit is None or hit[0] != mtime:
+            _CORPORA.clear()                  # one dataset per worker at a time
+            _CORPORA[str(path)] = hit = (mtime, load_dataset_dir(path))
+    dataset = hit[1]
+    wanted = set(page_ids)
+    pages = {p.page_id: p for p in dataset.pages_for(wanted)}
+    missing = [pid for pid in page_ids if pid not in pages]
+    if missing:
+        raise KeyError(f"{path}: {len(missing)} page ids of this shard are not in the corpus "
+                       f"(first {missing[0]!r}); the dataset changed since the shards were planned: rerun encode")
+    return [pages[pid] for pid in page_ids]
+
+
 #: set in the environment of the worker processes of a local cluster: their torch thread count
 WORKER_THREADS_ENV = "ANCHORPRUNE_WORKER_TORCH_THREADS"
 
 
-def encode_shard(bcfg: BackboneConfig, pages: Sequence[Page], cache_dir: str | Path, capture: LayerCapture,
-                 claim_ttl_s: float = 900.0) -> ShardReport:
+def encode_shard(bcfg: BackboneConfig, dataset_dir: str | Path, page_ids: Sequence[str], cache_dir: str | Path,
+                 capture: LayerCapture, claim_ttl_s: float = 900.0) -> ShardReport:
     """Encode one shard's pages that are still missing into the cache (claimed page by page).
 
-    Runs in a worker: the backbone is loaded there once. Every batch's entries are written as soon
-    as it finishes, so a shard killed midway leaves its finished batches in the cache.
+    Runs in a worker: it gets page *references* (the dataset folder and page ids), reads those pages
+    itself, and returns counts; no pixels or features travel through the scheduler. The backbone is
+    loaded once per worker. Every batch's entries are written as soon as it finishes, so a shard
+    killed midway leaves its finished batches in the cache.
     """
     from anchorprune.features.cache import FeaturesCache
 
@@ -169,7 +226,55 @@ def encode_shard(bcfg: BackboneConfig, pages: Sequence[Page], cache_dir: str | P
     t0 = time.time()
     backbone = worker_backbone(bcfg)
     started = time.time()
+    pages = shard_pages(dataset_dir, page_ids)
     report = FeaturesCache(cache_dir, claim_ttl_s=claim_ttl_s).encode_missing(
         backbone, pages, capture, batch_size=bcfg.batch_size)
-    return ShardReport(report.encoded, report.cached, report.deferred, started=started, finished=time.time(),
-                       load_s=started - t0, worker=f"{socket.gethostname()}:{os.getpid()}")
+    del pages
+    anon, file = proc_rss_kb()
+    return ShardReport(len(report.encoded), len(report.cached), len(report.deferred), started=started,
+                       finished=time.time(), load_s=started - t0, worker=f"{socket.gethostname()}:{os.getpid()}",
+                       rss_anon_kb=anon, rss_file_kb=file)
+
+
+# ---------------------------------------------------------------- streaming (the encode stage's summary)
+@dataclass
+class EncodeSummary:
+    """What the encode stage reports, without holding any page's features."""
+
+    backbone: str
+    num_layers: int
+    pages: int
+    queries: int
+    tokens: int
+
+    @property
+    def tokens_per_page(self) -> float:
+        return self.tokens / max(1, self.pages)
+
+
+def encode_streaming(backbone: Backbone, pages: Iterable[Page], queries: Mapping[str, str], capture: LayerCapture,
+                     cache_dir: str | Path, batch_size: int, claim_ttl_s: float = 900.0,
+                     chunk_pages: int = 64) -> EncodeSummary:
+    """Fill the cache for every page and query, ``chunk_pages`` pages at a time: memory flat in the pages."""
+    from anchorprune.features.cache import FeaturesCache
+
+    cache = FeaturesCache(cache_dir, claim_ttl_s=claim_ttl_s)
+    n = tokens = 0
+    chunk: list[Page] = []
+
+    def flush() -> None:
+        nonlocal n, tokens
+        for f in cache.get_or_encode(backbone, chunk, capture, batch_size=batch_size, progress=False):
+            n += 1
+            tokens += f.num_tokens
+        chunk.clear()
+
+    for page in pages:
+        chunk.append(page)
+        if len(chunk) >= chunk_pages:
+            flush()
+    if chunk:
+        flush()
+    nq = len(encode_queries(backbone, queries, cache_dir=cache_dir))
+    log.info("encoded %d pages and %d queries with %s", n, nq, backbone.name)
+    return EncodeSummary(backbone.name, backbone.num_layers, n, nq, tokens)

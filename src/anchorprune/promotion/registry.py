@@ -26,13 +26,14 @@ log = logging.getLogger(__name__)
 ALIAS = "champion"
 
 
-def model_name(backbone: str) -> str:
-    """Registered model name for a backbone.
+def model_name(backbone: str, identity: str | None = None) -> str:
+    """Registered model name for a backbone on a dataset; ``identity`` is the dataset's suffix
+    (``settings.data.identity``: ``''`` for the project's own dataset; anchorprune.data.identity).
 
-    >>> model_name("colqwen2")
-    'anchorprune-colqwen2'
+    >>> model_name("colqwen2"), model_name("colqwen2", ""), model_name("colqwen2", "-my-pdfs")
+    ('anchorprune-colqwen2', 'anchorprune-colqwen2', 'anchorprune-colqwen2-my-pdfs')
     """
-    return f"anchorprune-{backbone}"
+    return f"anchorprune-{backbone}{identity or ''}"
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,13 @@ def _signature():
 STALE_TAG = "anchorprune.stale"
 
 
-def current_champion(tracker: Tracker, backbone: str) -> tuple[Candidate, ChampionSpec] | None:
-    """The candidate and spec behind ``@champion``, or ``None`` if there is none."""
+def current_champion(tracker: Tracker, backbone: str,
+                     identity: str | None = None) -> tuple[Candidate, ChampionSpec] | None:
+    """The candidate and spec behind ``@champion`` (of the dataset's model), or ``None`` if there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = tracker.client.get_model_version_by_alias(model_name(backbone), ALIAS)
+        mv = tracker.client.get_model_version_by_alias(model_name(backbone, identity), ALIAS)
     except MlflowException:
         return None
     spec = ChampionSpec.from_json(_read_spec(tracker, mv))
@@ -164,12 +166,12 @@ def _read_spec(tracker: Tracker, mv) -> str:
         return Path(path).read_text()
 
 
-def stale_reason(tracker: Tracker, backbone: str) -> str | None:
+def stale_reason(tracker: Tracker, backbone: str, identity: str | None = None) -> str | None:
     """Why the champion was marked stale by the last promotion (``None`` if it is not)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = tracker.client.get_model_version_by_alias(model_name(backbone), ALIAS)
+        mv = tracker.client.get_model_version_by_alias(model_name(backbone, identity), ALIAS)
     except MlflowException:
         return None
     return mv.tags.get(STALE_TAG) or None
@@ -185,14 +187,14 @@ REPLACED_TAG = "anchorprune.replaced"
 
 
 def register(tracker: Tracker, run_id: str, candidate: Candidate, spec: ChampionSpec, description: str = "",
-             tags: dict[str, str] | None = None) -> str:
-    """Log the pruned-encoder pyfunc in ``run_id`` and register it; returns the new version.
+             tags: dict[str, str] | None = None, identity: str | None = None) -> str:
+    """Log the pruned-encoder pyfunc in ``run_id`` and register it (the dataset's model); returns the new version.
 
     ``description`` is the version's model card (markdown); ``tags`` are set on the version besides the
     candidate's own (searchable: ``tags.`anchorprune.method` = 'sap'``)."""
     import mlflow
 
-    name = model_name(candidate.backbone)
+    name = model_name(candidate.backbone, identity)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.json"
         cfg_path.write_text(spec.to_json())
@@ -223,6 +225,7 @@ def promote(
     require_beats_random: bool = True,
     min_queries: int = 1,
     card_for: Any | None = None,
+    identity: str | None = None,
 ) -> tuple[Decision, str | None]:
     """Apply the rule against the current champion; register and move the alias if it says so.
 
@@ -236,8 +239,8 @@ def promote(
     if not candidates:
         raise ValueError("promote needs at least one evaluated candidate")
     backbone = candidates[0].backbone
-    name = model_name(backbone)
-    now = current_champion(tracker, backbone)
+    name = model_name(backbone, identity)
+    now = current_champion(tracker, backbone, identity)
     decision = choose_champion(candidates, min_retention, require_beats_random,
                                current=now[0] if now else None, min_queries=min_queries)
     version = now[1].version if now else None
@@ -245,7 +248,8 @@ def promote(
         card, tags = card_for(decision.champion) if card_for else ("", {})
         card = f"{card}\n\n**Why**: {decision.reason}" if card else decision.reason
         previous = version
-        version = register(tracker, run_id, decision.champion, spec_for(decision.champion), card, tags)
+        version = register(tracker, run_id, decision.champion, spec_for(decision.champion), card, tags,
+                           identity=identity)
         tracker.client.set_registered_model_alias(name, ALIAS, version)
         if previous is not None and previous != version:
             import datetime

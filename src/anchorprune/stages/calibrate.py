@@ -25,7 +25,10 @@ def stage_calibrate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus |
     c = ws.settings.calibrate
     calib_qids, _ = ws.split()
     pairs = calibration_pairs(ws.dataset.qrels, calib_qids, corpus.page_ids, c.pairs, c.seed)
-    result = calibrate(corpus, pairs, gamma=c.gamma, rho=c.rho, random_trials=c.random_trials, seed=c.seed)
+    result = calibrate(corpus, pairs, gamma=c.gamma, rho=c.rho, random_trials=c.random_trials, seed=c.seed,
+                       min_pairs=c.min_pairs)
+    for w in result.warnings:
+        log.warning("calibrate %s: %s", bcfg.name, w)
     meta = ws.meta(bcfg, backbone)
     out = ws.reports / "calibration"
     result.save(out / f"{bcfg.name}.json")
@@ -48,6 +51,9 @@ def stage_calibrate(ws: Workspace, bcfg: BackboneConfig, corpus: EncodedCorpus |
                                "alpha": result.alpha, "beta": result.beta, "sr_median": result.median,
                                "excluded_pairs": result.excluded_pairs, "num_pairs": result.num_pairs})
         t.log_params(run_id, {"window": f"{result.window[0]}-{result.window[-1]}"})
+        if result.warnings:
+            t.client.set_tag(run_id, "anchorprune.warning", "; ".join(result.warnings)[:5000])
+            t.client.set_tag(run_id, "mlflow.note.content", "WARNING: " + "; ".join(result.warnings)[:5000])
         fig = sr_curve_figure(result.sr_mean, result.sr_std, result.random_mean, result.window,
                               f"{bcfg.name}: score retention by layer", result.gamma)
         fig.savefig(out / f"{bcfg.name}_sr_by_layer.png", dpi=110)

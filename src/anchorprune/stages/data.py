@@ -6,7 +6,8 @@ from anchorprune.stages.workspace import Workspace
 
 
 def stage_data(ws: Workspace, rebuild: bool = False) -> str:
-    """Build (or reuse) the configured dataset, validate it (GX), track data/ with DVC; returns the data version."""
+    """Build (or reuse) the configured dataset, validate it (GX), track data/ with DVC; returns the data version
+    (this dataset's own: :meth:`Workspace.data_version`)."""
     from anchorprune.data.versioning import dvc_add
 
     if rebuild or not ws.dataset_dir.exists():
@@ -14,6 +15,6 @@ def stage_data(ws: Workspace, rebuild: bool = False) -> str:
 
         build_dataset(ws.settings, ws.root, rebuild=rebuild)   # staged: validated before it replaces anything
     ws.check_dataset()                                         # records the verdict for the later stages
-    version = dvc_add(ws.root, ws.data_root, push=True)
+    dvc_add(ws.root, ws.data_root, push=True)                # data.dvc: the project's record of all of data/
     ws.__dict__.pop("dataset", None)                     # reload after a rebuild
-    return version
+    return ws.data_version()

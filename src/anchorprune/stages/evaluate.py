@@ -198,7 +198,7 @@ def champion_config(ws: Workspace, bcfg: BackboneConfig) -> list[tuple[str, floa
     """The current champion's (method, γ, window) for this backbone, to re-evaluate it with the grid."""
     from anchorprune.promotion.registry import current_champion
 
-    champ = current_champion(ws.tracker, bcfg.name)
+    champ = current_champion(ws.tracker, bcfg.name, ws.settings.data.identity)
     if champ is None:
         return []
     _, spec = champ

@@ -154,14 +154,15 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     from anchorprune.promotion.registry import current_champion, model_name, stale_reason
 
     bcfg = index_backbone(ws)
-    champ = current_champion(ws.tracker, bcfg.name)
+    identity = ws.settings.data.identity    # one identity per dataset: its own model (anchorprune.data.identity)
+    champ = current_champion(ws.tracker, bcfg.name, identity)
     if champ is None:
         raise IndexStageError(
-            f"no '{model_name(bcfg.name)}@champion' in the registry: run `anchorprune promote` first "
+            f"no '{model_name(bcfg.name, identity)}@champion' in the registry: run `anchorprune promote` first "
             f"(if it ran, no candidate passed the gate: see reports/promotion/{bcfg.name}.json)"
         )
     candidate, spec = champ
-    stale = stale_reason(ws.tracker, bcfg.name)
+    stale = stale_reason(ws.tracker, bcfg.name, identity)
     if stale:
         log.warning("serving a STALE champion %s v%s: %s", candidate.name, spec.version, stale)
     dataset_hash = ws.check_dataset()
@@ -170,7 +171,7 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
         log.warning("index %s: the serving version cannot serve (%s): rebuilding every page from the champion",
                     ws.settings.index.name, broken)
     if not force and broken is None:
-        same = serving_is_current(ws, index, model_name(bcfg.name), spec.version, dataset_hash)
+        same = serving_is_current(ws, index, model_name(bcfg.name, identity), spec.version, dataset_hash)
         # a serving version whose stored pages fail their checksums is rebuilt (damaged pages re-encoded)
         if same is not None and not index.damaged_pages(ws.dataset.page_ids):
             log.info("index %s: %s", same.index, same.reason)
@@ -212,7 +213,7 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
             for p in chunk:
                 yield pruner.prune(feats.pop(p.page_id), spec.gamma)
 
-    meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name),
+    meta = {**ws.meta(spec_bcfg, backbone), **build_key, "model": model_name(bcfg.name, identity),
             "model_version": spec.version, "spec": json.loads(spec.to_json()), "stale": stale or "",
             "dataset_hash": dataset_hash, "index_config": index_config_key(ws)}
     version = index.build(pruned_pages(), meta, reuse=keep)

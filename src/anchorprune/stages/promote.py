@@ -51,7 +51,7 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
                 "anchorprune.evaluation_run_id": evaluation.parent_run_id or "-"}
 
         decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random,
-                                    min_queries=p.min_queries, card_for=card_for)
+                                    min_queries=p.min_queries, card_for=card_for, identity=ws.settings.data.identity)
     from anchorprune.evaluation.results import PROVENANCE_KEYS, provenance_path
     from anchorprune.promotion.registry import decision_record
     from anchorprune.tracking.outputs import champion_metrics, headline_metrics, update_headline_file

@@ -20,7 +20,7 @@ def serving_spec(ws: Workspace, index=None):
     blob = ((serving.manifest.get("meta") or {}).get("spec") if serving else None)
     if blob:
         return ChampionSpec.from_json(json.dumps(blob))
-    champ = current_champion(ws.tracker, index_backbone(ws).name)
+    champ = current_champion(ws.tracker, index_backbone(ws).name, ws.settings.data.identity)
     if champ is None:
         raise RuntimeError("nothing to search: no serving index version and no champion (run `anchorprune index`)")
     return champ[1]

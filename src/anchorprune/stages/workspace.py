@@ -73,8 +73,11 @@ class Workspace:
         Raises :class:`~anchorprune.data.validation.DataValidationError` (duplicate page ids,
         qrels to missing pages, ...) before anything is written or logged.
         """
+        from anchorprune.data.build import check_source_unchanged
         from anchorprune.data.validation import ensure_valid
 
+        if self.dataset_dir.is_dir():
+            check_source_unchanged(self.settings, self.root, self.dataset_dir)   # switching data is explicit
         return ensure_valid(self.dataset_dir, self.path(self.settings.paths.validation_dir))
 
     @cached_property
@@ -92,6 +95,20 @@ class Workspace:
         return list(calib), list(evalq)
 
     def data_version(self) -> str:
+        """The version of *this* dataset: the first 32 hex digits of its content hash (the hash the GX
+        check keys on), so a change to another dataset under ``data/`` never changes it.
+
+        ``data.dvc`` stays the project's record of all of ``data/`` (:meth:`dvc_version`, also in
+        :meth:`meta`); champions and indexes compare this one (anchorprune.data.identity).
+        """
+        from anchorprune.data.validation import dataset_content_hash
+
+        if not self.dataset_dir.is_dir():
+            return "missing"
+        return dataset_content_hash(self.dataset_dir)[:32]
+
+    def dvc_version(self) -> str:
+        """The md5 ``data.dvc`` records for all of ``data/`` (``untracked`` without one)."""
         from anchorprune.data.versioning import data_version
 
         try:
@@ -113,6 +130,7 @@ class Workspace:
     def meta(self, bcfg: BackboneConfig, backbone: Any | None = None) -> dict[str, str]:
         return {
             "data_version": self.data_version(),
+            "data_dvc": self.dvc_version(),
             "dataset": self.settings.data.dataset,
             "languages": self.languages(),
             "backbone": bcfg.name,
