@@ -83,8 +83,8 @@ def test_method_serves_from_its_spec(project, method, monkeypatch):
     import anchorprune.promotion.registry as registry
 
     cand, spec = spec_for(method)
-    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, dataset=None: (cand, spec))
-    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, dataset=None: None)
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, identity=None: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, identity=None: None)
     ws = Workspace(load_settings(project / "params.yaml"), project)
     asked = []
     real = Workspace.backbone
@@ -142,8 +142,8 @@ def test_index_stage_encodes_and_prunes_a_chunk_at_a_time(project, monkeypatch):
     from anchorprune.index.local import LocalIndex
 
     cand, spec = spec_for("sap")
-    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, dataset=None: (cand, spec))
-    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, dataset=None: None)
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, identity=None: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, identity=None: None)
     monkeypatch.setattr(stages, "INDEX_CHUNK_PAGES", 3)
     calls, alive, peak = [], [0], [0]
     real_encode = encoding.encode_pages
@@ -184,8 +184,8 @@ def test_cli_search_prints_the_compute_path_of_a_bfloat16_index(project, monkeyp
     params["index"]["dtype"] = "bfloat16"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     cand, spec = spec_for("sap")
-    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, dataset=None: (cand, spec))
-    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, dataset=None: None)
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, identity=None: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, identity=None: None)
     monkeypatch.setattr(bf16, "bf16_accelerated", lambda: accelerated)
     stage_index(Workspace(load_settings(project / "params.yaml"), project))
 

@@ -51,7 +51,7 @@ def _ws(root, tracking_config, backbones=None, **evaluate):
     settings = Settings.model_validate({
         "data": {"dataset": "one", "source": "pdfs", "calibration_fraction": 0.25},
         "backbones": backbones or [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted"}],
-        "calibrate": {"pairs": 20, "random_trials": 2},
+        "calibrate": {"pairs": 20, "random_trials": 2, "min_pairs": 3},
         "evaluate": {"gammas": [0.25], "methods": ["sap", "random"], "windows": ["sr", "v1", "v2", "sweep"],
                      "random_trials": 2, **evaluate},
         "promote": {"min_queries": 1, "bootstrap_resamples": 200, "min_retention": 0.5},
