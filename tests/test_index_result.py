@@ -9,13 +9,15 @@ from anchorprune.stages.index import IndexBuildResult
 
 BUILT = dict(index="demo", backend="local", version=4, pages=291, vectors=19_000, bytes=4_900_000,
              reencoded_pages=3, reused_pages=288, rebuilt=True, reason="built from champion m v2 and data abc",
-             meta={"model": "anchorprune-m", "model_version": "2", "data_version": "abc", "version": "stale"})
+             meta={"model": "anchorprune-m", "model_version": "2", "data_version": "abc", "version": "stale",
+                   "git_commit": "0123abc"})
 
 
 def test_record_is_flat_and_the_result_fields_win_over_the_build_record():
     rec = IndexBuildResult(**BUILT).record()
     assert rec["model"] == "anchorprune-m" and rec["data_version"] == "abc"    # the build record, flattened
     assert rec["version"] == 4 and rec["rebuilt"] is True and "meta" not in rec
+    assert "git_commit" not in rec                    # provenance, not a result: dvc.lock must not follow commits
 
 
 def test_headlines():

@@ -162,3 +162,20 @@ def load_settings_default_min_pairs() -> int:
     from anchorprune.config import CalibrateConfig
 
     return CalibrateConfig().min_pairs
+
+
+
+def test_the_encode_report_holds_no_commit(tmp_path):
+    """Which commit ran a stage is provenance: beside the DVC output (reports/.provenance/), never in it."""
+    import json
+
+    from anchorprune.evaluation.results import provenance_path
+    from anchorprune.stages.encode import stage_encode
+
+    write_dataset(tmp_path / "data" / "broken")      # a valid dataset despite the folder name
+    ws = workspace(tmp_path)
+    bcfg = ws.settings.backbones[0]
+    stage_encode(ws, bcfg)
+    path = ws.reports / "encode" / f"{bcfg.name}.json"
+    assert "git_commit" not in json.loads(path.read_text()) and json.loads(path.read_text())["pages"] == 6
+    assert "git_commit" in json.loads(provenance_path(path).read_text())

@@ -102,8 +102,15 @@ class IndexBuildResult(BaseModel):
     warnings: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
-        """The flat record of ``reports/index.json``: the build record's keys, then this result's fields."""
-        return {**self.meta, **self.model_dump(exclude={"meta", "warnings"})}
+        """The flat record of ``reports/index.json``: the build record's keys, then this result's fields.
+
+        Which commit ran the build is provenance, not a result: it stays in the version's manifest and out of
+        this DVC output, so ``dvc.lock`` does not change with every commit.
+        """
+        from anchorprune.evaluation.results import PROVENANCE_KEYS
+
+        meta = {k: v for k, v in self.meta.items() if k not in PROVENANCE_KEYS}
+        return {**meta, **self.model_dump(exclude={"meta", "warnings"})}
 
     def headline(self, hint: str = "") -> str:
         """One line: which version serves and whether this run built it (``hint`` follows an unchanged reason)."""
