@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anchorprune.redact import redact_url
+
 #: schemes whose single-object write is atomic (a PUT is visible whole or not at all)
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
 LOCAL = frozenset({"file", "local"})
@@ -68,9 +70,9 @@ def check_location(location: str | Path) -> str:
     from fsspec.registry import known_implementations
 
     if scheme not in known_implementations:
-        raise StorageError(f"{location}: unknown URL scheme {scheme!r}; use a local path or an fsspec URL "
+        raise StorageError(f"{redact_url(location)}: unknown URL scheme {scheme!r}; use a local path or an fsspec URL "
                            f"({', '.join(sorted(SUPPORTED))})")
-    raise StorageError(f"{location}: filesystem {scheme!r} has no atomic write (neither an atomic rename nor a "
+    raise StorageError(f"{redact_url(location)}: filesystem {scheme!r} has no atomic write (neither an atomic rename nor a "
                        "whole-object PUT), so a crash could leave half-written artefacts; use a local path, "
                        "memory://, or an object store (s3://, gs://, az://)")
 
@@ -94,7 +96,7 @@ class Store:
     def local_path(self, rel: str) -> Path:
         """The on-disk path of ``rel`` (local stores only: memory maps need a real file)."""
         if not self.local:
-            raise StorageError(f"{self.location}: {self.scheme!r} is not a local filesystem; {rel!r} has no "
+            raise StorageError(f"{redact_url(self.location)}: {self.scheme!r} is not a local filesystem; {rel!r} has no "
                                "on-disk path")
         return Path(self.full(rel))
 
@@ -183,6 +185,6 @@ def open_store(location: str | Path) -> Store:
     try:
         fs, root = url_to_fs(str(location))
     except ImportError as exc:
-        raise StorageError(f"{location}: the fsspec implementation for {scheme!r} is not installed ({exc}); "
+        raise StorageError(f"{redact_url(location)}: the fsspec implementation for {scheme!r} is not installed ({exc}); "
                            f"pip install the package it names (s3fs, gcsfs, adlfs)") from None
     return Store(str(location), scheme, fs, root.rstrip("/") or "/")

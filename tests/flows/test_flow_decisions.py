@@ -88,7 +88,8 @@ def test_promote_summary_links_the_champion_run_from_the_provenance_file(tmp_pat
     report = tmp_path / "reports" / "promotion" / "m.json"
     write_json(report, {"promoted": True, "reason": "first champion", "version": 3, "champion": {"name": "sap"}})
     write_json(provenance_path(report), {"champion_run_id": "abcdef0123456789"})
-    ws = SimpleNamespace(reports=tmp_path / "reports", tracker=SimpleNamespace(experiment_id="7"))
+    ws = SimpleNamespace(reports=tmp_path / "reports", tracker=SimpleNamespace(experiment_id="7"),
+                         settings=SimpleNamespace(data=SimpleNamespace(identity="-mine")))
     md = promote_markdown(ws, ["m"], ui="http://ui")
     assert "evaluated in [abcdef01](http://ui/#/experiments/7/runs/abcdef0123456789" in md
-    assert "**promoted**" in md and "versions/3" in md
+    assert "**promoted**" in md and "models/anchorprune-m-mine/versions/3" in md   # the dataset's own model

@@ -34,6 +34,7 @@ from anchorprune.backbones.base import Backbone, LayerCapture
 from anchorprune.features import PageFeatures
 from anchorprune.features.claims import Claimant
 from anchorprune.pages import Page
+from anchorprune.redact import redact_text
 from anchorprune.storage import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _read_or_warn(store: Store, rel: str, decode):
     try:
         return decode(data, store.url(rel))
     except CorruptEntryError as exc:
-        log.warning("features cache: %s; recomputing", exc)
+        log.warning("features cache: %s; recomputing", redact_text(exc))   # the entry URL may hold credentials
         return None
 
 

@@ -135,7 +135,7 @@ def promote_markdown(ws, names: list[str], ui: str | None = None) -> str:
                  "run_id": (_read(provenance_path(path)) or {}).get("champion_run_id")}
         lines.append(f"- **{name}**: {verdict}: {rec.get('reason')}")
         if rec.get("version") is not None:
-            lines.append(f"  - model version: {model_link(model_name(name), rec['version'], ui)}")
+            lines.append(f"  - model version: {model_link(model_name(name, ws.settings.data.identity), rec['version'], ui)}")
         if champ.get("run_id"):
             lines.append(f"  - evaluated in {run_link(ws.tracker.experiment_id, champ['run_id'], ui=ui)}")
         if rec.get("rejected"):
