@@ -75,24 +75,22 @@ class Overlays:
 
     # ---------------------------------------------------------------- features and pruning
     def features(self, page_id: str):
-        from anchorprune.backbones.capture import LayerCapture
+        from anchorprune.backbones.base import LayerCapture
         from anchorprune.features.cache import FeaturesCache
         from anchorprune.pages import Page
 
         rec = self.catalog.get(page_id)
         p = self.state.current()
         backbone = self.state.encoder(p.spec)
-        page = Page(rec.page_id, rec.content_hash, text=rec.text)
         cache = FeaturesCache(self.state.ws.features_dir)
-        got = cache.get(backbone, page, LayerCapture.all())
-        if got is None:
-            if page.text is None or backbone.name != "minilm-text" and getattr(backbone, "kind", "") != "minilm-text":
-                from PIL import Image
+        got = cache.get(backbone, Page(rec.page_id, rec.content_hash, text=rec.text), LayerCapture.all())
+        if got is None:                         # not encoded with every layer yet: encode this one page once
+            from PIL import Image
 
-                page = Page(rec.page_id, rec.content_hash, image=Image.open(rec.image).convert("RGB")
-                            if rec.image else None, text=rec.text)
+            image = Image.open(rec.image).convert("RGB") if rec.image and rec.image.is_file() else None
             with self._lock:
-                got = cache.get_or_encode(backbone, [page], LayerCapture.all())[0]
+                got = cache.get_or_encode(backbone, [Page(rec.page_id, rec.content_hash, image=image, text=rec.text)],
+                                          LayerCapture.all(), progress=False)[0]
         return backbone, got
 
     def kept(self, page_id: str, method: str, gamma: float) -> dict[str, Any]:
