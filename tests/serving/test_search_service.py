@@ -234,3 +234,32 @@ def test_serve_search_is_a_command():
 
     out = CliRunner().invoke(app, ["serve-search", "--help"])
     assert out.exit_code == 0 and "--port" in out.output
+
+
+def test_the_encoder_pyfunc_takes_image_bytes_never_a_path(tmp_path):
+    import base64
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from anchorprune.promotion.registry import _image_bytes, _pyfunc_class, _signature
+
+    spec = ChampionSpec(backbone=SPEC_BACKBONE, method="sap", gamma=0.25, window=[2, 3], version="1",
+                        resolved_revision="L8-d16-n32-a3")
+    (tmp_path / "config.json").write_text(spec.to_json())
+    model = _pyfunc_class()()
+    model.load_context(type("Ctx", (), {"artifacts": {"config": str(tmp_path / "config.json")}})())
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "white").save(buf, format="PNG")
+    png = buf.getvalue()
+    out = model.predict(None, pd.DataFrame({"page_id": ["a", "b"], "text": ["topic:x", "topic:y"],
+                                            "image": [png, base64.b64encode(png).decode()]}))
+    assert list(out["page_id"]) == ["a", "b"]
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png)
+    with pytest.raises(ValueError, match="image_path is not accepted"):
+        model.predict(None, pd.DataFrame({"page_id": ["a"], "image_path": [str(secret)]}))
+    with pytest.raises(ValueError, match="base64"):
+        _image_bytes(str(secret))                        # a path is not base64: refused, never opened
+    assert "image_path" not in str(_signature().inputs) and "image" in str(_signature().inputs)

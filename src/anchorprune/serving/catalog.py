@@ -19,7 +19,7 @@ def snippet(text: str | None, query: str = "", width: int = SNIPPET_CHARS) -> st
     """Up to ``width`` characters of ``text`` around the first word of ``query`` it contains (else its start).
 
     >>> snippet("Intro.\\nTo install R packages use install.packages().", "install packages", 30)
-    '...To install R packages use...'
+    '...R packages use...'
     >>> snippet(None, "x")
     ''
     """
