@@ -62,12 +62,20 @@ class Catalog:
         self._lock = threading.Lock()
         self._by_id: dict[str, PageRecord] = {}
         self.data_version: str | None = None
+        self._stamp: int | None = None
         self.reload()
+
+    def _manifest_stamp(self) -> int | None:
+        try:
+            return (self.ws.dataset_dir / "manifest.json").stat().st_mtime_ns
+        except OSError:
+            return None
 
     def reload(self) -> None:
         from anchorprune.data.schema import load_dataset_dir
         from anchorprune.orchestration.summary import first_line
 
+        self._stamp = self._manifest_stamp()
         ds = load_dataset_dir(self.ws.dataset_dir)
         root = Path(ds.path).resolve()
         by_id = {}
@@ -92,8 +100,9 @@ class Catalog:
         return len(self._by_id)
 
     def ensure(self, page_ids: list[str]) -> None:
-        """Reload once when a hit names a page this catalog does not know (the data changed under a swap)."""
-        if any(p not in self._by_id for p in page_ids):
+        """Reload when a hit names a page this catalog does not know and the dataset changed on disk since it
+        loaded (a version built on new data now serves); pages the dataset does not have are shown as such."""
+        if any(p not in self._by_id for p in page_ids) and self._manifest_stamp() != self._stamp:
             self.reload()
 
     def describe(self, page_id: str) -> dict[str, Any]:
