@@ -58,8 +58,8 @@ def ensure_demo_index(ws, method: str, gamma: float, window: list[int]) -> None:
     """Build the demo index from the features cache with the champion's config when nothing serves yet."""
     from anchorprune.backbones.base import LayerCapture
     from anchorprune.promotion.registry import ChampionSpec
-    from anchorprune.stages.index import index_backbone, open_serving_index
     from anchorprune.stages.encode import load_corpus
+    from anchorprune.stages.index import index_backbone, open_serving_index
 
     idx = open_serving_index(ws)
     if idx.life.serving() is not None:

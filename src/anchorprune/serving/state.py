@@ -125,6 +125,8 @@ class SearchState:
         self._pinned: Pinned | None = None
         self._checked_at = 0.0
         self._encoders: dict[str, Any] = {}
+        self._qcache: dict[tuple[str, str], torch.Tensor] = {}
+        self.query_cache_size = 4096
         self.swaps = 0
 
     # ------------------------------------------------------------ versions
@@ -204,8 +206,21 @@ class SearchState:
             return p, hits, report
 
     def encode(self, p: Pinned, queries: Sequence[str]) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return self.encoder(p.spec).encode_queries(list(queries))
+        """Query vectors from the pinned version's encoder; repeated queries come from a bounded cache
+        (keyed by encoder and text: a new champion's encoder never reuses another's vectors)."""
+        key = json.dumps(p.spec.backbone, sort_keys=True)
+        out: list[torch.Tensor | None] = [self._qcache.get((key, q)) for q in queries]
+        missing = [i for i, v in enumerate(out) if v is None]
+        if missing:
+            with torch.inference_mode():
+                fresh = self.encoder(p.spec).encode_queries([queries[i] for i in missing])
+            with self._encoder_lock:
+                for i, v in zip(missing, fresh, strict=True):
+                    out[i] = v
+                    self._qcache[(key, queries[i])] = v
+                    while len(self._qcache) > self.query_cache_size:
+                        self._qcache.pop(next(iter(self._qcache)), None)
+        return out  # type: ignore[return-value]
 
     def health(self) -> dict[str, Any]:
         p = self.current()
