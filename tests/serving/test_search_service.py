@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,47 @@ def test_the_encoder_pyfunc_takes_image_bytes_never_a_path(tmp_path):
     with pytest.raises(ValueError, match="base64"):
         _image_bytes(str(secret))                        # a path is not base64: refused, never opened
     assert "image_path" not in str(_signature().inputs) and "image" in str(_signature().inputs)
+
+
+def test_concurrent_requests_are_batched_and_answered_alone_when_one_fails(service):
+    """Requests queued while the worker searches are searched together; each gets its own hits, and a
+    request whose query fails does not fail the others batched with it."""
+    client, state = service
+    single = {q: client.get("/search", params={"q": q, "k": 3}).json()["hits"]
+              for q in (QUERY, "which page is about topic:t5?", "which page is about topic:t7?")}
+    encoder = state.encoder(state.current().spec)
+    entered, release = threading.Event(), threading.Event()
+    real = encoder.encode_queries
+
+    def gated(texts):
+        if "hold" in texts:
+            entered.set()
+            assert release.wait(30)
+        if "bad query" in texts:
+            raise ValueError("bad query has no tokens for this encoder")
+        return real(texts)
+
+    encoder.encode_queries = gated
+    out: dict[str, object] = {}
+    hold = threading.Thread(target=lambda: out.setdefault("hold", client.get("/search", params={"q": "hold"})))
+    hold.start()
+    assert entered.wait(30)                          # the worker is busy: the next requests queue up
+    before = state.batches
+    ts = [threading.Thread(target=lambda q=q: out.setdefault(q, client.get("/search", params={"q": q, "k": 3})))
+          for q in [*single, "bad query"]]
+    for t in ts:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(state._jobs) < len(ts) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in [hold, *ts]:
+        t.join(60)
+    for q, want in single.items():
+        r = out[q]
+        assert r.status_code == 200, r.text
+        assert [h["page_id"] for h in r.json()["hits"]] == [h["page_id"] for h in want]
+        assert [h["score"] for h in r.json()["hits"]] == pytest.approx([h["score"] for h in want], abs=1e-5)
+    assert out["bad query"].status_code == 400 and "no tokens" in out["bad query"].json()["error"]
+    assert state.largest_batch >= 4 and state.batches - before >= 4   # taken together; the failed batch rerun alone
+    assert client.get("/health").json()["compute"]["torch_threads"] >= 1

@@ -19,21 +19,27 @@ def serve_search(
     check_interval: Annotated[float | None, typer.Option(
         help="seconds between reads of the serving pointer (default: every request for a local index, 1 s for "
              "Elasticsearch)")] = None,
+    torch_threads: Annotated[int, typer.Option(
+        min=0, help="torch intra-op threads of the search worker (0: torch's default). Requests are searched by "
+                    "one worker, concurrent ones batched; 1 is fastest on a small or shared host")] = 1,
 ) -> None:
     """Serve search over HTTP: GET /search?q=..., POST /search, /health, /pages/{id}, and the page viewer at /.
 
     The serving index version and its champion's query encoder load once; a swap (index build, rollback)
     is served from the next request on, without a restart.
     """
+    import torch
     import uvicorn
 
     from anchorprune.serving.app import create_app
     from anchorprune.serving.state import SearchState
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     ws = load_workspace(params)
     with exit_on(INDEX_OPEN):
-        state = SearchState(ws, check_interval=check_interval)
+        state = SearchState(ws, check_interval=check_interval, torch_threads=torch_threads or None)
         state.current()                                     # open the version and load the encoder now
         state.search(["warm up"], 1)
     app = create_app(state)

@@ -13,6 +13,14 @@ Hot swap, without touching the index's life cycle:
   arrive meanwhile wait a few milliseconds; none fails, and none is answered from a mix of versions.
 - A version whose champion differs loads its query encoder once; encoders are kept per spec.
 
+Compute runs on **one worker thread** (:meth:`SearchState.search` hands it a job and waits): the requests
+queued while it searches are taken together, encoded in one batch and searched in one ``search_report``
+call (one pass over the version's vectors for all of them), pinned to one version. Concurrent requests
+therefore never run torch at the same time (on a busy 2-core host, 8 request threads each running torch's
+intra-op pool cost 10x more CPU per query than one thread; see docs/serving.md), and torch is limited to
+``torch_threads`` intra-op threads (default 1). A batch is grouped by ``k``; when a batched call fails, its
+jobs are rerun one by one, so one request's bad query is answered for that request alone.
+
 The index is used through its facade: ``search_report`` run against the captured serving version (the
 ``Serving`` a backend's ``_serving`` returns), ``life.serving()`` for the pointer, ``current()`` /
 manifest for the spec. Nothing under ``anchorprune.index`` is changed.
@@ -25,6 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +79,15 @@ class Pinned:
         return {"name": name, "version": str(self.meta.get("model_version") or self.spec.version or "")}
 
 
+@dataclass
+class _Job:
+    """Queries of one request for the compute worker, and where their answer goes."""
+
+    queries: list[str]
+    k: int
+    future: Future = field(default_factory=Future)
+
+
 class _ReadersWriter:
     """Many requests search at once; opening a new version waits for them and holds new ones briefly."""
 
@@ -110,7 +128,12 @@ class _ReadersWriter:
 class SearchState:
     """The serving index of a workspace and its query encoders, loaded once (see the module docstring)."""
 
-    def __init__(self, ws, index=None, check_interval: float | None = None):
+    #: most queries searched in one batch (a POST of more is one batch on its own)
+    max_batch_queries = 64
+    #: seconds an idle worker thread waits for work before it ends (the next search starts a new one)
+    worker_idle_s = 30.0
+
+    def __init__(self, ws, index=None, check_interval: float | None = None, torch_threads: int | None = 1):
         from anchorprune.stages.index import open_serving_index
 
         self.ws = ws
@@ -128,6 +151,13 @@ class SearchState:
         self._qcache: dict[tuple[str, str], torch.Tensor] = {}
         self.query_cache_size = 4096
         self.swaps = 0
+        self.torch_threads = torch_threads
+        self._jobs: list[_Job] = []
+        self._jobs_cv = threading.Condition()
+        self._worker_running = False
+        self.batches = 0                # search_report calls made by the worker
+        self.batched_queries = 0        # queries they answered
+        self.largest_batch = 0          # most queries the worker took at once
 
     # ------------------------------------------------------------ versions
     def _pointer(self) -> int | None:
@@ -199,31 +229,85 @@ class SearchState:
         return enc
 
     def search(self, queries: Sequence[str], k: int) -> tuple[Pinned, list, Any]:
-        """Encode ``queries`` with the pinned version's champion and search that version: (pinned, hits, report)."""
-        with self.pin() as p:
-            qvecs = self.encode(p, queries)
-            hits, report = PinnedIndex(self.index, p.serving).search_report(qvecs, k)
-            return p, hits, report
+        """Encode ``queries`` with the pinned version's champion and search that version: (pinned, hits, report).
+
+        Runs on the compute worker, batched with the other requests waiting (see the module docstring)."""
+        job = _Job(list(queries), k)
+        with self._jobs_cv:
+            self._jobs.append(job)
+            if not self._worker_running:
+                self._worker_running = True
+                threading.Thread(target=self._work, name="anchorprune-search", daemon=True).start()
+            self._jobs_cv.notify()
+        return job.future.result()
+
+    def _work(self) -> None:
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        while True:
+            with self._jobs_cv:
+                if not self._jobs:
+                    self._jobs_cv.wait(self.worker_idle_s)
+                if not self._jobs:
+                    self._worker_running = False
+                    return
+                batch, n = [], 0
+                while self._jobs and (not batch or n + len(self._jobs[0].queries) <= self.max_batch_queries):
+                    job = self._jobs.pop(0)
+                    batch.append(job)
+                    n += len(job.queries)
+                self.largest_batch = max(self.largest_batch, n)
+            by_k: dict[int, list[_Job]] = {}
+            for job in batch:
+                by_k.setdefault(job.k, []).append(job)
+            for k, jobs in by_k.items():
+                self._run(jobs, k)
+
+    def _run(self, jobs: list[_Job], k: int) -> None:
+        """One pinned version, one encode, one ``search_report`` for ``jobs``; each job gets its share."""
+        try:
+            queries = [q for job in jobs for q in job.queries]
+            with self.pin() as p:
+                qvecs = self.encode(p, queries)
+                hits, report = PinnedIndex(self.index, p.serving).search_report(qvecs, k)
+            self.batches += 1
+            self.batched_queries += len(queries)
+        except BaseException as exc:  # noqa: BLE001 - handed to the request(s) that asked
+            if len(jobs) > 1:                # answer each alone: one bad query fails only its own request
+                for job in jobs:
+                    self._run([job], k)
+                return
+            jobs[0].future.set_exception(exc)
+            return
+        a = 0
+        for job in jobs:
+            job.future.set_result((p, hits[a:a + len(job.queries)], report))
+            a += len(job.queries)
+
+    def compute_stats(self) -> dict[str, Any]:
+        return {"torch_threads": self.torch_threads or torch.get_num_threads(), "batches": self.batches,
+                "queries": self.batched_queries, "largest_batch": self.largest_batch,
+                "mean_batch": round(self.batched_queries / self.batches, 2) if self.batches else None}
 
     def encode(self, p: Pinned, queries: Sequence[str]) -> list[torch.Tensor]:
         """Query vectors from the pinned version's encoder; repeated queries come from a bounded cache
         (keyed by encoder and text: a new champion's encoder never reuses another's vectors)."""
         key = json.dumps(p.spec.backbone, sort_keys=True)
         out: list[torch.Tensor | None] = [self._qcache.get((key, q)) for q in queries]
-        missing = [i for i, v in enumerate(out) if v is None]
+        missing = list(dict.fromkeys(q for q, v in zip(queries, out, strict=True) if v is None))
         if missing:
             with torch.inference_mode():
-                fresh = self.encoder(p.spec).encode_queries([queries[i] for i in missing])
+                fresh = dict(zip(missing, self.encoder(p.spec).encode_queries(missing), strict=True))
             with self._encoder_lock:
-                for i, v in zip(missing, fresh, strict=True):
-                    out[i] = v
-                    self._qcache[(key, queries[i])] = v
+                for q, v in fresh.items():
+                    self._qcache[(key, q)] = v
                     while len(self._qcache) > self.query_cache_size:
                         self._qcache.pop(next(iter(self._qcache)), None)
+            out = [fresh[q] if v is None else v for q, v in zip(queries, out, strict=True)]
         return out  # type: ignore[return-value]
 
     def health(self) -> dict[str, Any]:
         p = self.current()
         return {"status": "ok", "index": self.index.name, "backend": self.backend, "version": p.number,
                 "model": p.model, "pages": p.serving.pages, "uptime_s": round(time.time() - self.started, 3),
-                "swaps_seen": self.swaps}
+                "swaps_seen": self.swaps, "compute": self.compute_stats()}
