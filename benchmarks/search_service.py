@@ -185,7 +185,7 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     server = subprocess.Popen([sys.executable, "-c", "from anchorprune.cli import app; app()", "serve-search",
-                               "--params", str(params), "--port", str(port)], env=env, cwd=params.parent,
+                               "--params", str(params), "--port", str(port), *args.server_args.split()], env=env, cwd=params.parent,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import httpx
 
@@ -200,9 +200,30 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
         with httpx.Client(base_url=base, timeout=60) as http:     # warm-up: every query once
             for q in queries:
                 http.get("/search", params={"q": q, "k": args.k})
+        single = None
+        if args.single_seconds:                                   # one client, no swaps: the per-request cost
+            recs, _, _ = run_load(base, queries, 1, args.single_seconds, args.k, [], None)
+            sl = sorted(r[1] * 1000 for r in recs if r[2])
+            single = {"seconds": args.single_seconds, "requests": len(recs),
+                      "p50_ms": round(sl[len(sl) // 2], 2) if sl else None,
+                      "p90_ms": round(sl[int(0.9 * len(sl))], 2) if sl else None,
+                      "load_average": os.getloadavg()}
         swap_at = [args.seconds * (i + 1) / (args.swaps + 1) for i in range(args.swaps)]
+        load_before = os.getloadavg()
+        samples: list[float] = []
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.wait(5):
+                samples.append(os.getloadavg()[0])
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         records, swaps, wall = run_load(base, queries, args.clients, args.seconds, args.k, swap_at,
                                         lambda i: rebuild_without(idx, i))
+        sampling.set()
+        load_after = os.getloadavg()
+        server_compute = httpx.get(base + "/health", timeout=30).json().get("compute")
     finally:
         server.terminate()
         try:
@@ -238,7 +259,11 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
             "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 2) if lat else None,
             "mean_ms": round(statistics.fmean(lat), 2) if lat else None, "versions_answered": versions,
             "answers_per_version": {str(v): sum(1 for r in ok if r[4]["version"] == v) for v in versions},
-            "swaps": swaps, "queries": len(queries), "k": args.k}
+            "swaps": swaps, "queries": len(queries), "k": args.k, "single_client": single,
+            "load_average_before": load_before, "load_average_after": load_after,
+            "load_1min_during": {"min": min(samples, default=None), "max": max(samples, default=None),
+                                 "mean": round(statistics.fmean(samples), 2) if samples else None},
+            "server_compute": server_compute, "server_args": args.server_args}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--swaps", type=int, default=2)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--synthetic-pages", type=int, default=0, help="also load a synthetic index of this many pages")
+    ap.add_argument("--skip-demo", action="store_true", help="only the synthetic index")
+    ap.add_argument("--single-seconds", type=float, default=10.0,
+                    help="first, one client for this long (no swaps): the per-request latency; 0: skip")
+    ap.add_argument("--server-args", default="", help="extra serve-search options, e.g. '--torch-threads 2'")
     ap.add_argument("--method", default="anchor_merge")
     ap.add_argument("--gamma", type=float, default=0.2)
     ap.add_argument("--window", default="3-4")
@@ -262,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     ws = workspace(params)
     a, b = (int(x) for x in args.window.split("-"))
     ensure_demo_index(ws, args.method, args.gamma, list(range(a, b + 1)))
-    results = [scenario("demo", params, ws.settings.index.name, open_serving_index(ws), args)]
+    results = [] if args.skip_demo else [scenario("demo", params, ws.settings.index.name, open_serving_index(ws), args)]
     if args.synthetic_pages:
         name = f"synthetic{args.synthetic_pages}"
         t = time.monotonic()
@@ -275,8 +304,18 @@ def main(argv: list[str] | None = None) -> None:
         res = scenario(f"synthetic {args.synthetic_pages} pages", p2, name, idx, args)
         res["build_s"] = built
         results.append(res)
-    out = {"command": command_line(__file__, sys.argv[1:] if argv is None else argv),
-           "cpu_cores": os.cpu_count(), "load_average_after": os.getloadavg(), "results": results,
+    cmd = command_line(__file__, sys.argv[1:] if argv is None else argv)
+    for r in results:
+        r["command"] = cmd
+    kept = []                               # results of other indexes from earlier runs stay in the file
+    if args.out.is_file():
+        try:
+            kept = [r for r in json.loads(args.out.read_text()).get("results", [])
+                    if r.get("index") not in {x["index"] for x in results}]
+        except (ValueError, AttributeError):
+            kept = []
+    out = {"command": cmd, "cpu_cores": os.cpu_count(), "load_average_after": os.getloadavg(),
+           "results": kept + results,
            "note": "loopback only; server and clients on the same machine; the synthetic index's pages are "
                    "thirds of 3 real pages' stored vectors (not real pages)"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

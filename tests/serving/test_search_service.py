@@ -308,3 +308,52 @@ def test_concurrent_requests_are_batched_and_answered_alone_when_one_fails(servi
     assert out["bad query"].status_code == 400 and "no tokens" in out["bad query"].json()["error"]
     assert state.largest_batch >= 4 and state.batches - before >= 4   # taken together; the failed batch rerun alone
     assert client.get("/health").json()["compute"]["torch_threads"] >= 1
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary (apt-get install chromium) for the headless check")
+def test_viewer_renders_in_headless_chromium(project):
+    """The viewer in a real browser: ?q= searches, thumbnails load, the first hit is selected and its kept
+    vectors are drawn on the page (rects in the overlay)."""
+    import socket
+    import subprocess
+
+    import uvicorn
+
+    from anchorprune.serving.app import create_app
+    from anchorprune.serving.state import SearchState
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(SearchState(_ws(project))), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        out = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                              "--virtual-time-budget=15000", "--dump-dom",
+                              f"http://127.0.0.1:{port}/?q=which+page+is+about+topic%3At3%3F"],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        server.should_exit = True
+        th.join(10)
+    dom = out.stdout
+    assert out.returncode == 0 and "<html" in dom, out.stderr[-2000:]
+    hits = re.findall(r'<div class="hit[^"]*" data-page="([^"]+)"', dom)
+    assert hits and hits[0] == "p3", dom[:3000]
+    assert re.search(r'<div class="hit sel" data-page="p3"', dom)                 # first hit auto-selected
+    assert len(re.findall(r'<img loading="lazy" src="/pages/[^"]+/image"', dom)) == len(hits)
+    overlay = re.search(r'<svg id="overlay"[^>]*>(.*?)</svg>', dom, re.S)
+    assert overlay and overlay.group(1).count('class="kept"') >= 1, dom[-3000:]
+    assert "pruning…" not in dom and 'class="err"' not in dom
