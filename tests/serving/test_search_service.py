@@ -348,12 +348,15 @@ def test_viewer_renders_in_headless_chromium(project):
     finally:
         server.should_exit = True
         th.join(10)
-    dom = out.stdout
-    assert out.returncode == 0 and "<html" in dom, out.stderr[-2000:]
+    assert out.returncode == 0 and "<html" in out.stdout, out.stderr[-2000:]
+    dom = out.stdout.split("<script>")[0]                  # the rendered document, not the script's templates
     hits = re.findall(r'<div class="hit[^"]*" data-page="([^"]+)"', dom)
     assert hits and hits[0] == "p3", dom[:3000]
     assert re.search(r'<div class="hit sel" data-page="p3"', dom)                 # first hit auto-selected
-    assert len(re.findall(r'<img loading="lazy" src="/pages/[^"]+/image"', dom)) == len(hits)
+    thumbs = re.findall(r'<img loading="lazy" src="/pages/[^"]+/image"[^>]*>', dom)
+    assert len(thumbs) == len(hits) and 'data-loaded="1"' in thumbs[0]         # thumbnails drawn
+    assert not any("data-broken" in t for t in thumbs)
+    assert re.search(r'<img id="page"[^>]*src="/pages/p3/image"[^>]*data-loaded=', dom)   # the selected page
     overlay = re.search(r'<svg id="overlay"[^>]*>(.*?)</svg>', dom, re.S)
-    assert overlay and overlay.group(1).count('class="kept"') >= 1, dom[-3000:]
+    assert overlay and overlay.group(1).count('class="kept"') >= 1, dom[-3000:]     # its kept vectors drawn
     assert "pruning…" not in dom and 'class="err"' not in dom
