@@ -235,6 +235,7 @@ def test_serve_search_is_a_command():
 
     out = CliRunner().invoke(app, ["serve-search", "--help"])
     assert out.exit_code == 0 and "--port" in out.output
+    assert "--torch-threads" in out.output and "--resident-gib" in out.output
 
 
 def test_the_encoder_pyfunc_takes_image_bytes_never_a_path(tmp_path):

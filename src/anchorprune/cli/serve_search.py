@@ -22,6 +22,10 @@ def serve_search(
     torch_threads: Annotated[int, typer.Option(
         min=0, help="torch intra-op threads of the search worker (0: torch's default). Requests are searched by "
                     "one worker, concurrent ones batched; 1 is fastest on a small or shared host")] = 1,
+    resident_gib: Annotated[float | None, typer.Option(
+        min=0, help="local index: decode the serving version into RAM (float32) when it fits this many GiB, "
+                    "instead of converting its float16 / bits vectors at every search (default: the index's, "
+                    "1 GiB; 0: never)")] = None,
 ) -> None:
     """Serve search over HTTP: GET /search?q=..., POST /search, /health, /pages/{id}, and the page viewer at /.
 
@@ -40,6 +44,8 @@ def serve_search(
     ws = load_workspace(params)
     with exit_on(INDEX_OPEN):
         state = SearchState(ws, check_interval=check_interval, torch_threads=torch_threads or None)
+        if resident_gib is not None and hasattr(state.index, "resident_bytes"):
+            state.index.resident_bytes = int(resident_gib * (1 << 30))
         state.current()                                     # open the version and load the encoder now
         state.search(["warm up"], 1)
     app = create_app(state)
