@@ -253,6 +253,8 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
     pct = (lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2)) if lat else (lambda p: None)
     failed = [r for r in records if not r[2]]
     pages = idx.current().manifest.get("pages") if idx.current() else None
+    if args.server_args:
+        label = f"{label} (serve-search {args.server_args})"
     return {"index": label, "index_name": index_name, "pages": pages, "clients": args.clients,
             "seconds": round(wall, 2), "requests": len(records), "failed": len(failed), "wrong": wrong,
             "failed_examples": [r[4] for r in failed[:3]], "qps": round(len(ok) / wall, 2),
