@@ -76,9 +76,9 @@ def ensure_demo_index(ws, method: str, gamma: float, window: list[int]) -> None:
     idx.swap(v)
 
 
-def synthetic_index(ws, name: str, pages: int, seed: int = 0):
+def synthetic_index(ws, name: str, pages: int, seed: int = 0, first_stage: str = "none"):
     """``pages`` pages from thirds of 3 distinct demo pages' stored vectors, under index ``name``."""
-    from anchorprune.index import LocalIndex
+    from anchorprune.index import open_index
     from anchorprune.index.local import index_root
     from anchorprune.pruning.base import PrunedPage
     from anchorprune.stages.index import open_serving_index
@@ -91,7 +91,8 @@ def synthetic_index(ws, name: str, pages: int, seed: int = 0):
     real = [vecs[offsets[i]:offsets[i + 1]] for i in range(len(v.page_ids))]
     meta = dict(demo.current().manifest.get("meta") or {})
     root = index_root(ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root))
-    idx = LocalIndex(root, name, dtype=demo.dtype, first_stage="none")
+    idx = open_index(ws.settings.index.model_copy(update={"name": name, "first_stage": first_stage,
+                                                          "dtype": demo.dtype}), root)
     if idx.life.serving() is not None:
         return idx
     g = torch.Generator().manual_seed(seed)
@@ -122,8 +123,9 @@ def rebuild_without(idx, k: int, frac: float = 0.05) -> int:
     return v.number
 
 
-def reference(ws, idx_root: Path, name: str, version: int, qvecs, k: int) -> list[list[tuple[str, float]]]:
-    """The answers of ``version`` alone: a LocalIndex over a folder whose only version (linked) is it."""
+def reference(ws, idx_root: Path, name: str, version: int, qvecs, k: int, like) -> list[list[tuple[str, float]]]:
+    """The answers of ``version`` alone: a LocalIndex over a folder whose only version (linked) is it, searched
+    with the first-stage settings of the served index ``like`` (exact, or the same candidates)."""
     from anchorprune.index import LocalIndex
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +133,9 @@ def reference(ws, idx_root: Path, name: str, version: int, qvecs, k: int) -> lis
         d.mkdir()
         os.symlink(idx_root / name / f"v{version}", d / f"v{version}")
         (d / "CURRENT").write_text(f"v{version}\n")
-        ref = LocalIndex(tmp, name, first_stage="none")
+        ref = LocalIndex(tmp, name, first_stage=like.first_stage, first_stage_params=like.first_stage_params,
+                         candidates=like.candidates, first_stage_threshold=like.first_stage_threshold,
+                         first_stage_auto=like.first_stage_auto)
         hits, report = ref.search_report(qvecs, k)
         assert report.version == version
         return [[(h.page_id, h.score) for h in row] for row in hits]
@@ -232,6 +236,7 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
             server.kill()
     # every answer against the answer of the version it reports
     from anchorprune.index.local import index_root
+    from anchorprune.stages.index import open_serving_index
     from anchorprune.stages.search import serving_spec
 
     spec = serving_spec(ws, idx)
@@ -240,7 +245,8 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
     root = index_root(ws.settings.paths.resolve(ws.settings.paths.index_dir, ws.root))
     ok = [r for r in records if r[2]]
     versions = sorted({r[4]["version"] for r in ok})
-    refs = {v: dict(zip(queries, reference(ws, root, index_name, v, [qvecs[q] for q in queries], args.k),
+    refs = {v: dict(zip(queries, reference(ws, root, index_name, v, [qvecs[q] for q in queries], args.k,
+                                                         open_serving_index(ws)),
                         strict=True)) for v in versions}
     wrong = 0
     for _, _, _, q, body in ok:
@@ -276,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--swaps", type=int, default=2)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--synthetic-pages", type=int, default=0, help="also load a synthetic index of this many pages")
+    ap.add_argument("--synthetic-first-stage", default="none", choices=["none", "mean", "muvera", "token_ivf"],
+                    help="the synthetic index's first stage (none: exact MaxSim over every page)")
     ap.add_argument("--skip-demo", action="store_true", help="only the synthetic index")
     ap.add_argument("--single-seconds", type=float, default=10.0,
                     help="first, one client for this long (no swaps): the per-request latency; 0: skip")
@@ -295,15 +303,17 @@ def main(argv: list[str] | None = None) -> None:
     ensure_demo_index(ws, args.method, args.gamma, list(range(a, b + 1)))
     results = [] if args.skip_demo else [scenario("demo", params, ws.settings.index.name, open_serving_index(ws), args)]
     if args.synthetic_pages:
-        name = f"synthetic{args.synthetic_pages}"
+        stage = args.synthetic_first_stage
+        name = f"synthetic{args.synthetic_pages}" + ("" if stage == "none" else f"-{stage.replace('_', '-')}")
         t = time.monotonic()
-        idx = synthetic_index(ws, name, args.synthetic_pages)
+        idx = synthetic_index(ws, name, args.synthetic_pages, first_stage=stage)
         built = round(time.monotonic() - t, 1)
         cfg = yaml.safe_load(params.read_text())
-        cfg["index"] = {**cfg.get("index", {}), "name": name, "first_stage": "none"}
+        cfg["index"] = {**cfg.get("index", {}), "name": name, "first_stage": stage}
         p2 = params.parent / f"params-{name}.yaml"
         p2.write_text(yaml.safe_dump(cfg))
-        res = scenario(f"synthetic {args.synthetic_pages} pages", p2, name, idx, args)
+        label = f"synthetic {args.synthetic_pages} pages" + ("" if stage == "none" else f", first stage {stage}")
+        res = scenario(label, p2, name, idx, args)
         res["build_s"] = built
         results.append(res)
     cmd = command_line(__file__, sys.argv[1:] if argv is None else argv)
