@@ -264,6 +264,7 @@ def scenario(label: str, params: Path, index_name: str, idx, args) -> dict:
     return {"index": label, "index_name": index_name, "pages": pages, "clients": args.clients,
             "seconds": round(wall, 2), "requests": len(records), "failed": len(failed), "wrong": wrong,
             "failed_examples": [r[4] for r in failed[:3]], "qps": round(len(ok) / wall, 2),
+            "qps_clients": round(len(ok) / max(r[0] for r in records), 2) if records else None,
             "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 2) if lat else None,
             "mean_ms": round(statistics.fmean(lat), 2) if lat else None, "versions_answered": versions,
             "answers_per_version": {str(v): sum(1 for r in ok if r[4]["version"] == v) for v in versions},
