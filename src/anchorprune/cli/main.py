@@ -22,6 +22,7 @@ import typer
 
 import anchorprune.cli.pipeline as pipeline
 import anchorprune.cli.plots as plots
+import anchorprune.cli.serve_search as serve_search
 import anchorprune.cli.stages as stages
 from anchorprune.cli.data import data_app
 from anchorprune.cli.index import index_app
@@ -64,5 +65,5 @@ def check_config(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 for command in (stages.encode, stages.calibrate, stages.evaluate, stages.promote,
-                pipeline.pipeline, pipeline.serve, pipeline.deploy, plots.plots):
+                pipeline.pipeline, pipeline.serve, pipeline.deploy, plots.plots, serve_search.serve_search):
     app.command()(command)

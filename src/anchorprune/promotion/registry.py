@@ -100,16 +100,21 @@ def _pyfunc_class():
             self.pruner = spec.pruner()
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            """``model_input``: DataFrame with ``page_id`` and ``text`` (and/or ``image_path``)."""
+            """``model_input``: DataFrame with ``page_id`` and ``text`` and/or ``image`` (the page image's bytes, or
+            base64 text as MLflow's JSON serving sends binary columns). The model never opens a path a client
+            names: an ``image_path`` column is refused."""
             from PIL import Image
 
             from anchorprune.data.schema import page_content_hash
             from anchorprune.pages import Page
 
+            if "image_path" in model_input.columns:
+                raise ValueError("image_path is not accepted: send the page image's bytes in the `image` column "
+                                 "(the model does not read files named by its caller)")
             pages = []
             for row in model_input.to_dict("records"):
                 text = row.get("text")
-                data = Path(row["image_path"]).read_bytes() if row.get("image_path") else None
+                data = _image_bytes(row.get("image"))
                 image = Image.open(io.BytesIO(data)).convert("RGB") if data else None
                 pages.append(Page(str(row["page_id"]), page_content_hash(data, text), image=image, text=text))
             feats = self.backbone.encode_pages(pages, self.spec.capture(self.backbone.num_layers))
@@ -125,13 +130,34 @@ def _pyfunc_class():
     return PrunedEncoder
 
 
+def _image_bytes(value: Any) -> bytes | None:
+    """The ``image`` cell as bytes: raw bytes, or base64 text (MLflow's JSON encoding of a binary column).
+
+    >>> _image_bytes(b"\\x89PNG"), _image_bytes("iVBORw=="), _image_bytes(None)
+    (b'\\x89PNG', b'\\x89PNG', None)
+    """
+    import base64
+    import binascii
+
+    if value is None or (isinstance(value, float) and value != value):      # a missing cell (NaN)
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) or None
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True) or None
+        except (binascii.Error, ValueError):
+            raise ValueError("image must be the image's bytes, or base64 text of them") from None
+    raise ValueError(f"image must be bytes or base64 text, got {type(value).__name__}")
+
+
 def _signature():
     """The pyfunc's input and output schema (MLflow shows it; predict checks its input against it)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Schema
 
     inputs = Schema([ColSpec("string", "page_id"), ColSpec("string", "text", required=False),
-                     ColSpec("string", "image_path", required=False)])
+                     ColSpec("binary", "image", required=False)])
     outputs = Schema([ColSpec("string", "page_id"), ColSpec("long", "n_vectors"),
                       ColSpec(Array(Array("double")), "vectors")])
     return ModelSignature(inputs=inputs, outputs=outputs)
