@@ -72,7 +72,11 @@ def describe(exc: BaseException, where: str | None = None) -> str:
     if _is_database_error(exc):
         orig = getattr(exc, "orig", None) or exc
         first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        return one_line(f"the MLflow tracking database {_tracking_uri()} cannot be read ({first}): restore it from a "
+        uri = getattr(exc, "tracking_uri", None)
+        from anchorprune.redact import redact_url
+
+        where_db = redact_url(uri) if uri else _tracking_uri()
+        return one_line(f"the MLflow tracking database {where_db} cannot be read ({first}): restore it from a "
                         "backup, or move it away and set the tracking URI (tracking.uri or MLFLOW_TRACKING_URI) to a "
                         "new one; the runs and the registry it held are then gone")
     from anchorprune.servers import ServerUnreachableError

@@ -86,8 +86,12 @@ class Tracker:
         bound_http_retries()
         probe(uri, "MLflow tracking server",
               "check MLFLOW_TRACKING_URI (or tracking.uri in params.yaml) and that the server is up")
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        exp = client.get_experiment_by_name(cfg.experiment)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            exp = client.get_experiment_by_name(cfg.experiment)      # the store's first read
+        except Exception as exc:
+            exc.tracking_uri = uri          # so a one-line error names this store, not MLflow's default one
+            raise
         if exp is None:
             artifact_root = cfg.artifact_root if cfg.artifact_root.is_absolute() else root / cfg.artifact_root
             location = None if "://" in uri and not uri.startswith("sqlite") else artifact_root.resolve().as_uri()
