@@ -65,8 +65,8 @@ def project(request, tmp_path, tracking_config, monkeypatch):
     cand = Candidate("mock", "sap", 0.25, "2-3", 0.95, 8.0, 0.5)
     spec = ChampionSpec(backbone=SPEC_BACKBONE, method="sap", gamma=0.25, window=[2, 3], version="1",
                         resolved_revision="L8-d16-n32-a3")
-    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone: (cand, spec))
-    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone: None)
+    monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, identity=None: (cand, spec))
+    monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, identity=None: None)
     ws = Workspace(load_settings(root / "params.yaml"), root)
     stage_index(ws)
     return root
