@@ -1,67 +1,121 @@
 """Screenshot of the MLflow Compare view as a scatter plot (headless Chromium over the DevTools protocol).
 
-    python tools/mlflow_compare_screenshot.py 'http://127.0.0.1:5123/#/compare-runs?runs=[...]&experiments=["1"]' \
+    python tools/mlflow_compare_screenshot.py 'http://127.0.0.1:5123/#/compare-runs?runs=[...]&experiments=["1"]' \\
         docs/mlflow-compare-windows.png window_start ndcg_retention
 
 Needs a running `mlflow ui` and Debian's `chromium`. Opens the Scatter Plot tab, picks the X and Y axes by
 name, closes the menus and saves a PNG. How docs/mlflow-compare-windows.png was made.
 """
+
+from __future__ import annotations
+
+import argparse
 import asyncio
 import base64
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 
 import websockets
 
-URL = sys.argv[1]; OUT = sys.argv[2]
-proc = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                         "--window-size=1400,1100", "--remote-debugging-port=9333", "about:blank"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-try:
-    for _ in range(50):
-        try:
-            tabs = json.load(urllib.request.urlopen("http://127.0.0.1:9333/json")); break
-        except Exception: time.sleep(0.3)
-    ws_url = [t for t in tabs if t["type"] == "page"][0]["webSocketDebuggerUrl"]
-    async def main():
-        async with websockets.connect(ws_url, max_size=50_000_000) as ws:
-            n = [0]
-            async def call(method, **params):
-                n[0] += 1; i = n[0]
-                await ws.send(json.dumps({"id": i, "method": method, "params": params}))
-                while True:
-                    m = json.loads(await ws.recv())
-                    if m.get("id") == i: return m.get("result", m)
-            async def js(expr):
-                r = await call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
-                return r.get("result", {}).get("value")
-            await call("Page.enable")
-            await call("Page.navigate", url=URL)
-            await asyncio.sleep(12)
-            rect = await js("(()=>{const t=[...document.querySelectorAll('[role=tab]')].find(e=>e.textContent.trim()==='Scatter Plot'); const r=t.getBoundingClientRect(); return [r.x+r.width/2, r.y+r.height/2]})()")
-            for typ in ("mousePressed", "mouseReleased"):
-                await call("Input.dispatchMouseEvent", type=typ, x=rect[0], y=rect[1], button="left", clickCount=1)
-            await asyncio.sleep(3)
-            print("active tab:", await js("(()=>{const t=document.querySelector('[role=tab][aria-selected=true]'); return t&&t.textContent})()"))
-            async def choose(idx, text):
-                # open the idx-th select on the scatter panel, then click the option named text
-                r = await js(f"""(()=>{{const s=[...document.querySelectorAll('[role=combobox]')]; if(s.length<={idx}) return 'n='+s.length;
-                    const el=s[{idx}]; el.focus(); el.dispatchEvent(new MouseEvent('mousedown',{{bubbles:true}})); el.click(); return 'opened '+s.length+' '+el.tagName+' '+el.className.slice(0,60)}})()""")
-                print("open", idx, r); await asyncio.sleep(1.0)
-                print("focus", await js(f"(()=>{{const s=[...document.querySelectorAll('[role=combobox]')]; const e=s[{idx}]; const i=e.tagName==='INPUT'?e:e.querySelector('input'); if(i){{i.focus(); return 'ok'}} return 'noinput'}})()"))
-                await call("Input.insertText", text=text); await asyncio.sleep(1.5)
-                r = await js(f"""(()=>{{const o=[...document.querySelectorAll('[role=option]')].filter(e=>e.offsetParent!==null);
-                    const m=o.find(e=>e.textContent.trim()==='{text}'); if(m){{m.click(); return 'picked'}} return 'options: '+o.map(e=>e.textContent.trim()).slice(0,40).join('|')}})()""")
-                print("pick", text, r); await asyncio.sleep(2)
-            await choose(0, sys.argv[3]); await choose(1, sys.argv[4])
-            for typ in ("keyDown", "keyUp"):
-                await call("Input.dispatchKeyEvent", type=typ, key="Escape", code="Escape", windowsVirtualKeyCode=27)
-            await asyncio.sleep(4)
-            shot = await call("Page.captureScreenshot", format="png")
-            open(OUT, "wb").write(base64.b64decode(shot["data"]))
-    asyncio.run(main())
-finally:
-    proc.terminate()
+DEBUG_PORT = 9333
+
+OPEN_AXIS = """(() => {{
+  const boxes = [...document.querySelectorAll('[role=combobox]')];
+  if (boxes.length <= {idx}) return 'only ' + boxes.length + ' axis menus';
+  const box = boxes[{idx}];
+  box.focus(); box.dispatchEvent(new MouseEvent('mousedown', {{bubbles: true}})); box.click();
+  return 'opened';
+}})()"""
+
+PICK_OPTION = """(() => {{
+  const options = [...document.querySelectorAll('[role=option]')].filter(e => e.offsetParent !== null);
+  const match = options.find(e => e.textContent.trim() === {name});
+  if (match) {{ match.click(); return 'picked'; }}
+  return 'no option ' + {name};
+}})()"""
+
+TAB_CENTRE = """(() => {
+  const tab = [...document.querySelectorAll('[role=tab]')].find(e => e.textContent.trim() === 'Scatter Plot');
+  const r = tab.getBoundingClientRect();
+  return [r.x + r.width / 2, r.y + r.height / 2];
+})()"""
+
+
+class Page:
+    """One Chromium tab driven over the DevTools protocol."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def call(self, method: str, **params):
+        self.next_id += 1
+        await self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await self.ws.recv())
+            if msg.get("id") == self.next_id:
+                return msg.get("result", msg)
+
+    async def js(self, expr: str):
+        out = await self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        return out.get("result", {}).get("value")
+
+    async def click(self, x: float, y: float) -> None:
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    async def escape(self) -> None:
+        for kind in ("keyDown", "keyUp"):
+            await self.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape", windowsVirtualKeyCode=27)
+
+
+async def shoot(ws_url: str, url: str, out: str, x_axis: str, y_axis: str) -> None:
+    async with websockets.connect(ws_url, max_size=50_000_000) as ws:
+        page = Page(ws)
+        await page.call("Page.enable")
+        await page.call("Page.navigate", url=url)
+        await asyncio.sleep(12)                        # the UI loads its runs
+        await page.click(*await page.js(TAB_CENTRE))
+        await asyncio.sleep(3)
+        for idx, name in enumerate((x_axis, y_axis)):
+            print(name, await page.js(OPEN_AXIS.format(idx=idx)), end=", ")
+            await asyncio.sleep(1)
+            print(await page.js(PICK_OPTION.format(name=json.dumps(name))))
+            await asyncio.sleep(2)
+        await page.escape()
+        await asyncio.sleep(4)
+        shot = await page.call("Page.captureScreenshot", format="png")
+        with open(out, "wb") as fh:
+            fh.write(base64.b64decode(shot["data"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("url")
+    ap.add_argument("out")
+    ap.add_argument("x_axis")
+    ap.add_argument("y_axis")
+    a = ap.parse_args()
+    browser = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                "--window-size=1400,1100", f"--remote-debugging-port={DEBUG_PORT}", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tabs = None
+        for _ in range(50):
+            try:
+                tabs = json.load(urllib.request.urlopen(f"http://127.0.0.1:{DEBUG_PORT}/json"))
+                break
+            except OSError:
+                time.sleep(0.3)
+        if tabs is None:
+            raise SystemExit("chromium did not open its DevTools port")
+        ws_url = next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"]
+        asyncio.run(shoot(ws_url, a.url, a.out, a.x_axis, a.y_axis))
+    finally:
+        browser.terminate()
+
+
+if __name__ == "__main__":
+    main()
