@@ -143,7 +143,14 @@ def test_windows_in_mlflow_plots_data_and_clean_outputs(tmp_path, tracking_confi
     assert not any("sweep" in k for k in head)
     if decision.champion is not None:
         assert head["champion/mock/gamma"] == decision.champion.gamma
-    assert "run_id" not in (tmp_path / "reports" / "promotion" / "mock.json").read_text()
+    report = tmp_path / "reports" / "promotion" / "mock.json"
+    assert "run_id" not in report.read_text()
+
+    # a second promote on the same evaluation moves nothing and leaves the DVC output byte for byte
+    # (whether this run promoted is kept beside it, with the run ids): a rerun of the demo keeps dvc.lock
+    first = report.read_bytes()
+    again = stage_promote(ws2, bcfg)
+    assert not again.promoted and report.read_bytes() == first
 
 
 def test_two_backbones_each_get_their_window_grid_and_figure(tmp_path, tracking_config):

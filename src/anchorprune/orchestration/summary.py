@@ -129,10 +129,11 @@ def promote_markdown(ws, names: list[str], ui: str | None = None) -> str:
         if rec is None:
             lines.append(f"- {name}: no report")
             continue
+        # run ids and what the run did to the registry live beside the DVC output (provenance_path), not in it
+        prov = _read(provenance_path(path)) or {}
+        rec = {**rec, **{k: prov[k] for k in ("promoted", "reason") if k in prov}}
         verdict = "**promoted**" if rec.get("promoted") else "kept the current champion"
-        # run ids live beside the DVC output (evaluation.results.provenance_path), not in it
-        champ = {**(rec.get("champion") or {}),
-                 "run_id": (_read(provenance_path(path)) or {}).get("champion_run_id")}
+        champ = {**(rec.get("champion") or {}), "run_id": prov.get("champion_run_id")}
         lines.append(f"- **{name}**: {verdict}: {rec.get('reason')}")
         if rec.get("version") is not None:
             lines.append(f"  - model version: {model_link(model_name(name, ws.settings.data.identity), rec['version'], ui)}")

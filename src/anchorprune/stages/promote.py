@@ -59,16 +59,23 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
     record = {**decision_record(decision, version, cands), "meta": meta}
     path = ws.reports / "promotion" / f"{bcfg.name}.json"
     # run ids and the commit say which run decided, not what was decided: beside the DVC output, not in it
+    # so is what this run did to the registry (promoted, or the alias stayed): a rerun on the same evaluation
+    # decides the same champion but moves nothing, and must leave the DVC output (and dvc.lock) as it was
     write_json(provenance_path(path), {"promote_run_id": run_id, "git_commit": meta.get("git_commit"),
                                        "run_ids": {c["name"]: c.get("run_id") for c in record["candidates"]},
-                                       "champion_run_id": (record["champion"] or {}).get("run_id")})
-    write_json(path, _without_provenance(record, PROVENANCE_KEYS))
+                                       "champion_run_id": (record["champion"] or {}).get("run_id"),
+                                       **{k: record[k] for k in EVENT_KEYS}})
+    write_json(path, _without_provenance({k: v for k, v in record.items() if k not in EVENT_KEYS}, PROVENANCE_KEYS))
     # the headline metrics (git-tracked, `dvc metrics diff`): the grid's stable keys and the champion's own figures
     # (the champion re-evaluated on this data, whether it moved or stayed)
     update_headline_file(ws.path(ws.settings.paths.metrics_file), bcfg.name,
                          {**headline_metrics(evaluation, bcfg.name),
                           **champion_metrics(bcfg.name, record["champion"], version)})
     return decision
+
+
+#: what a promote run did to the registry, kept beside the report with the run ids
+EVENT_KEYS = ("promoted", "reason")
 
 
 def _without_provenance(obj, keys: tuple[str, ...]):
