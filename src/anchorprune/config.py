@@ -29,6 +29,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from anchorprune.frozen import Frozen, format_error, unique_nonempty
 from anchorprune.index_config import IndexConfig
+from anchorprune.yaml_keys import RepeatedKeyError, UniqueKeyLoader
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -271,11 +272,11 @@ class Settings(Frozen):
     @model_validator(mode="before")
     @classmethod
     def _dataset_identity(cls, raw: Any, info: ValidationInfo) -> Any:
-        """One identity per dataset (anchorprune.data.identity): a dataset other than the one the project's
+        """One identity per dataset (anchorprune.identity): a dataset other than the one the project's
         ``params.yaml`` names (``primary_dataset`` in the validation context, set by :func:`load_settings`)
         gets ``index.name`` suffixed ``-<dataset>``, its reports under ``<reports_dir>/<dataset>`` and
         ``data.identity`` = ``-<dataset>`` (its registered model's suffix). Without a context nothing changes."""
-        from anchorprune.data.identity import identity_suffix, scoped_name, scoped_reports
+        from anchorprune.identity import identity_suffix, scoped_name, scoped_reports
 
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             return raw
@@ -339,36 +340,6 @@ class Settings(Frozen):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-class RepeatedKeyError(yaml.YAMLError):
-    """A mapping in the YAML names the same key twice (YAML forbids it; PyYAML keeps the last silently)."""
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key repeated in one mapping, naming it and both lines.
-
-    >>> yaml.load("index: {name: a}\\nindex: {name: b}\\n", Loader=UniqueKeyLoader)
-    Traceback (most recent call last):
-    ...
-    anchorprune.config.RepeatedKeyError: repeats the key 'index' (line 1 and line 2): the second would silently replace the first; merge them into one
-    """
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[object, int] = {}
-            for key_node, _ in node.value:
-                try:
-                    key = self.construct_object(key_node, deep=True)
-                    hash(key)
-                except (TypeError, yaml.YAMLError):
-                    continue                    # the base class reports an unhashable key
-                line = key_node.start_mark.line + 1
-                if key in seen and key != "<<":
-                    raise RepeatedKeyError(f"repeats the key {key!r} (line {seen[key]} and line {line}): the second "
-                                           "would silently replace the first; merge them into one")
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
 def project_root(params: str | Path = DEFAULT_PARAMS) -> Path:
     """The folder relative paths in a params file are resolved against: the file's own folder."""
     return Path(params).resolve().parent
@@ -415,7 +386,7 @@ def load_settings(path: str | Path = DEFAULT_PARAMS, overrides: dict | None = No
 
 def primary_dataset(path: str | Path) -> str | None:
     """The dataset of the project's own ``params.yaml`` next to ``path`` (``None``: ``path`` is that file, or
-    there is none): the one dataset whose names carry no suffix (anchorprune.data.identity)."""
+    there is none): the one dataset whose names carry no suffix (anchorprune.identity)."""
     path = Path(path)
     sibling = path.parent / DEFAULT_PARAMS
     if path.name == DEFAULT_PARAMS or not sibling.is_file():

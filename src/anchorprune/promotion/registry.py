@@ -28,7 +28,7 @@ ALIAS = "champion"
 
 def model_name(backbone: str, identity: str | None = None) -> str:
     """Registered model name for a backbone on a dataset; ``identity`` is the dataset's suffix
-    (``settings.data.identity``: ``''`` for the project's own dataset; anchorprune.data.identity).
+    (``settings.data.identity``: ``''`` for the project's own dataset; anchorprune.identity).
 
     >>> model_name("colqwen2"), model_name("colqwen2", ""), model_name("colqwen2", "-my-pdfs")
     ('anchorprune-colqwen2', 'anchorprune-colqwen2', 'anchorprune-colqwen2-my-pdfs')

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anchorprune.serving.catalog import Catalog, snippet
+from anchorprune.serving.errors import ClientError
 from anchorprune.serving.state import SearchState
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,6 @@ MAX_QUERY_CHARS = 1000          # a query is a question, not a document
 MAX_K = 100
 MAX_BATCH = 64
 DEFAULT_K = 10
-
-
-class ClientError(Exception):
-    """A request the service refuses: status and one line."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 def _one_line(text: str) -> str:

@@ -201,7 +201,7 @@ def _char_boxes(pdf: Path | None, page_number: int | None, stored: str) -> tuple
 
 def mount(app: FastAPI, state, catalog) -> None:
     """``GET /`` (the page), ``GET /viewer/grid`` and ``GET /pages/{page_id}/kept?method=&gamma=``."""
-    from anchorprune.serving.app import ClientError
+    from anchorprune.serving.errors import ClientError
 
     overlays = Overlays(state, catalog)
     page_html = (STATIC / "viewer.html").read_text(encoding="utf-8")

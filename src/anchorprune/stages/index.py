@@ -161,7 +161,7 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
     from anchorprune.promotion.registry import current_champion, model_name, stale_reason
 
     bcfg = index_backbone(ws)
-    identity = ws.settings.data.identity    # one identity per dataset: its own model (anchorprune.data.identity)
+    identity = ws.settings.data.identity    # one identity per dataset: its own model (anchorprune.identity)
     champ = current_champion(ws.tracker, bcfg.name, identity)
     if champ is None:
         raise IndexStageError(

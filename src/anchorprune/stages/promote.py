@@ -96,7 +96,7 @@ def _window_source(evaluation: EvaluationResult, c: Candidate) -> str | None:
 def model_card(ws: Workspace, bcfg: BackboneConfig, c: Candidate, evaluation: EvaluationResult, promote_run: str,
                decision_reason: str | None = None) -> str:
     """The registered version's description: what it is, how it was certified, on what, and where that is logged."""
-    from anchorprune.orchestration.summary import run_link
+    from anchorprune.tracking.links import run_link
 
     meta = evaluation.meta
     exp = ws.tracker.experiment_id

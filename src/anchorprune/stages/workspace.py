@@ -99,7 +99,7 @@ class Workspace:
         check keys on), so a change to another dataset under ``data/`` never changes it.
 
         ``data.dvc`` stays the project's record of all of ``data/`` (:meth:`dvc_version`, also in
-        :meth:`meta`); champions and indexes compare this one (anchorprune.data.identity).
+        :meth:`meta`); champions and indexes compare this one (anchorprune.identity).
         """
         from anchorprune.data.validation import dataset_content_hash
 
