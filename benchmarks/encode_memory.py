@@ -130,16 +130,10 @@ def tree(pid: int) -> list[int]:
 
 
 def rss(pid: int) -> tuple[int, int]:
-    anon = file = 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                anon = int(line.split()[1])
-            elif line.startswith("RssFile:"):
-                file = int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return anon, file
+    """(RssAnon, RssFile) in KiB: the library's own reading of /proc (``features.encoding.proc_rss_kb``)."""
+    from anchorprune.features.encoding import proc_rss_kb
+
+    return proc_rss_kb(pid)
 
 
 def cmd_role(pid: int, root_pid: int) -> str:

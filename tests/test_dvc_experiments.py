@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from anchorprune.data.schema import DatasetWriter
+from synth import add_topic_pages
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +39,8 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def test_dvc_exp_run_changes_a_param_and_exp_show_lists_the_metrics(tmp_path):
     repo = tmp_path / "proj"
-    w = DatasetWriter(repo / "data" / "one")
-    for i in range(N):
-        w.add_page(f"p{i}", None, text=f"page about topic:t{i} and some filler words", source_doc="d",
-                   page_number=i + 1)
-        w.add_query(f"q{i}", f"which page is about topic:t{i}?")
-        w.add_qrel(f"q{i}", f"p{i}", 1)
-    w.finish(name="one", source="test", revision="test")
+    add_topic_pages(DatasetWriter(repo / "data" / "one"), N, text="page about topic:t{i} and some filler words",
+                    source_doc="d").finish(name="one", source="test", revision="test")
     params = {
         "data": {"dataset": "one", "calibration_fraction": 0.25},
         "backbones": [{"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted"}],

@@ -14,6 +14,7 @@ from anchorprune.promotion.rule import Candidate
 from anchorprune.stages.index import stage_index
 from anchorprune.stages.search import serving_spec, stage_search
 from anchorprune.stages.workspace import Workspace
+from synth import build_synth
 
 N = 8
 SPEC_BACKBONE = {"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-planted", "batch_size": 3}
@@ -30,21 +31,9 @@ METHODS = {  # method -> (window, kappa)
 
 @pytest.fixture
 def project(tmp_path, tracking_config):
-    from anchorprune.data.schema import DatasetWriter
-    from anchorprune.data.versioning import build_staged
-
     root = tmp_path / "proj"
     root.mkdir()
-
-    def build(staging):
-        w = DatasetWriter(staging)
-        for i in range(N):
-            w.add_page(f"p{i}", None, text=f"page {i} topic:t{i}", source_doc="synthetic", page_number=i + 1)
-            w.add_query(f"q{i}", f"which page is about topic:t{i}?")
-            w.add_qrel(f"q{i}", f"p{i}", 1)
-        return w.finish(name="synth", source="synthetic", revision="test")
-
-    build_staged(root / "data", "synth", build)
+    build_synth(root, N)
     params = {"data": {"dataset": "synth"},
               # the config's backbone differs from the champion's (batch size): serving must follow the champion
               "backbones": [{**SPEC_BACKBONE, "batch_size": 8}],

@@ -15,6 +15,7 @@ from anchorprune.stages.evaluate import stage_evaluate
 from anchorprune.stages.promote import stage_promote
 from anchorprune.stages.workspace import Workspace
 from anchorprune.windows import grid_windows, scaled_published, sweep_windows, window_source
+from synth import add_topic_pages
 
 N = 12
 
@@ -38,13 +39,8 @@ def test_grid_jobs_dedup_windows_keep_first_spec():
 
 
 def _dataset(root):
-    w = DatasetWriter(root / "data" / "one")
-    for i in range(N):
-        w.add_page(f"p{i}", None, text=f"page about topic:t{i} and some filler words here", source_doc="d",
-                   page_number=i + 1)
-        w.add_query(f"q{i}", f"which page is about topic:t{i}?")
-        w.add_qrel(f"q{i}", f"p{i}", 1)
-    w.finish(name="one", source="pdfs", revision="test")
+    add_topic_pages(DatasetWriter(root / "data" / "one"), N, text="page about topic:t{i} and some filler words here",
+                    source_doc="d").finish(name="one", source="pdfs", revision="test")
 
 
 def _ws(root, tracking_config, backbones=None, **evaluate):

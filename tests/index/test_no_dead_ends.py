@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from anchorprune.cli import app
 from anchorprune.index import LocalIndex
+from synth import build_synth, sap_champion
 
 runner = CliRunner()
 N = 6
@@ -23,30 +24,15 @@ SPEC_BACKBONE = {"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-p
 def project(tmp_path, tracking_config, monkeypatch):
     """A workspace with a small dataset and a champion (the registry's answer patched in): `index build` works."""
     import anchorprune.promotion.registry as registry
-    from anchorprune.data.schema import DatasetWriter
-    from anchorprune.data.versioning import build_staged
-    from anchorprune.promotion.registry import ChampionSpec
-    from anchorprune.promotion.rule import Candidate
 
     root = tmp_path / "proj"
     root.mkdir()
-
-    def build(staging):
-        w = DatasetWriter(staging)
-        for i in range(N):
-            w.add_page(f"p{i}", None, text=f"page {i} topic:t{i}", source_doc="synthetic", page_number=i + 1)
-            w.add_query(f"q{i}", f"which page is about topic:t{i}?")
-            w.add_qrel(f"q{i}", f"p{i}", 1)
-        return w.finish(name="synth", source="synthetic", revision="test")
-
-    build_staged(root / "data", "synth", build)
+    build_synth(root, N)
     params = {"data": {"dataset": "synth"}, "backbones": [SPEC_BACKBONE],
               "index": {"backend": "local", "name": "t", "dtype": "float32"},
               "tracking": {"uri": tracking_config.uri, "artifact_root": str(tracking_config.artifact_root)}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    cand = Candidate("mock", "sap", 0.25, "2-3", 0.95, 8.0, 0.5)
-    spec = ChampionSpec(backbone=SPEC_BACKBONE, method="sap", gamma=0.25, window=[2, 3], version="1",
-                        resolved_revision="L8-d16-n32-a3")
+    cand, spec = sap_champion(SPEC_BACKBONE)
     monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, identity=None: (cand, spec))
     monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, identity=None: None)
     monkeypatch.chdir(root)

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from anchorprune.config import load_settings
 from anchorprune.promotion.registry import ChampionSpec
-from anchorprune.promotion.rule import Candidate
 from anchorprune.stages.index import open_serving_index, stage_index
 from anchorprune.stages.search import stage_search_report
 from anchorprune.stages.workspace import Workspace
+from synth import build_synth, sap_champion
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "index"))     # the Elasticsearch double
 
@@ -34,22 +34,11 @@ def project(request, tmp_path, tracking_config, monkeypatch):
     from PIL import Image
 
     import anchorprune.promotion.registry as registry
-    from anchorprune.data.schema import DatasetWriter
-    from anchorprune.data.versioning import build_staged
 
     root = tmp_path / "proj"
     root.mkdir()
-
-    def build(staging):
-        w = DatasetWriter(staging)
-        for i in range(N):
-            w.add_page(f"p{i}", Image.new("RGB", (40, 52), (255, 255 - 20 * i, 255)), text=f"page {i} topic:t{i}",
-                       source_doc="synthetic.pdf", page_number=i + 1)
-            w.add_query(f"q{i}", f"which page is about topic:t{i}?")
-            w.add_qrel(f"q{i}", f"p{i}", 1)
-        return w.finish(name="synth", source="synthetic", revision="test")
-
-    build_staged(root / "data", "synth", build)
+    build_synth(root, N, source_doc="synthetic.pdf",
+                image=lambda i: Image.new("RGB", (40, 52), (255, 255 - 20 * i, 255)))
     index = {"backend": "local", "name": "t", "dtype": "float32"}
     if request.param == "es-fake":
         from fake_es import FakeES, install
@@ -62,9 +51,7 @@ def project(request, tmp_path, tracking_config, monkeypatch):
               "index": index,
               "tracking": {"uri": tracking_config.uri, "artifact_root": str(tracking_config.artifact_root)}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    cand = Candidate("mock", "sap", 0.25, "2-3", 0.95, 8.0, 0.5)
-    spec = ChampionSpec(backbone=SPEC_BACKBONE, method="sap", gamma=0.25, window=[2, 3], version="1",
-                        resolved_revision="L8-d16-n32-a3")
+    cand, spec = sap_champion(SPEC_BACKBONE)
     monkeypatch.setattr(registry, "current_champion", lambda tracker, backbone, identity=None: (cand, spec))
     monkeypatch.setattr(registry, "stale_reason", lambda tracker, backbone, identity=None: None)
     ws = Workspace(load_settings(root / "params.yaml"), root)
