@@ -13,7 +13,14 @@ Corpora:
 - ``large``: the 677-page demo variant (R manuals, ``anchorprune.data.demo``);
 - ``debian``: a slice of the Debian documentation corpus (``anchorprune.data.debian_bench``:
   ``r-doc-pdf``, then ``gnuplot-doc`` and ``octave-doc``, downloaded with ``apt-get download`` as
-  needed), whole PDFs in package order, at most ``--per-doc`` pages each, until ``--pages`` pages.
+  needed), whole PDFs in package order, at most ``--per-doc`` pages each, until ``--pages`` pages;
+- ``debian-bench``: the whole 10,749-page benchmark corpus of ``benchmarks/debian-bench.yaml`` (build it
+  first with ``benchmarks/debian_bench.py``), encoded into the project's own features cache
+  (``cache/features``) instead of a throwaway one, so the later benchmarks read its pages back. Pages
+  already cached are skipped (the run records how many it encoded).
+
+Every run also records a timeline: the peak so far each time the pages written to the cache pass
+677, 2,000, 5,000 and 10,000, so one long run shows whether the peak grows with the corpus.
 
 The target: the peak is flat from 677 to >= 2,000 pages (shards are page references; workers read
 their own pages; nothing per page stays in memory) and at most 3 GB at 2 workers.
@@ -148,10 +155,16 @@ def cmd_role(pid: int, root_pid: int) -> str:
     return "worker" if "multiprocessing" in cmd or "spawn" in cmd or "forkserver" in cmd else "other"
 
 
+MILESTONES = (677, 2000, 5000, 10000)
+
+
 class Sampler(threading.Thread):
-    def __init__(self, pid: int, period: float = 0.5):
+    def __init__(self, pid: int, period: float = 0.5, features: Path | None = None, already: int = 0):
         super().__init__(daemon=True)
         self.pid, self.period, self.stop = pid, period, threading.Event()
+        self.features, self.already, self.t0 = features, already, time.perf_counter()
+        self.timeline: list[dict] = []          # the peak so far as the encoded pages pass each milestone
+        self._next_count = 0.0
         self.peak = {"total_kb": 0, "anon_kb": 0, "file_kb": 0, "processes": 0}
         self.peak_by_role: dict[str, dict[str, int]] = {}
         self.samples = 0
@@ -176,7 +189,22 @@ class Sampler(threading.Thread):
                 cur = self.peak_by_role.setdefault(role, {"anon_kb": 0, "file_kb": 0, "processes": 0})
                 cur["anon_kb"], cur["file_kb"] = max(cur["anon_kb"], a), max(cur["file_kb"], f)
                 cur["processes"] = max(cur["processes"], n)
+            self._milestones()
             self.stop.wait(self.period)
+
+    def _milestones(self) -> None:
+        """Every 10 s: count the pages written so far; note the peak when a milestone is passed."""
+        now = time.perf_counter()
+        if self.features is None or now < self._next_count:
+            return
+        self._next_count = now + 10.0
+        done = count_entries(self.features) - self.already
+        passed = {m["pages_at_least"] for m in self.timeline}
+        for m in MILESTONES:
+            if done >= m and m not in passed:
+                self.timeline.append({"pages_at_least": m, "pages_encoded": done,
+                                      "elapsed_s": round(now - self.t0, 1),
+                                      "peak_total_mb_so_far": round(self.peak["total_kb"] / 1024)})
 
 
 def count_entries(features: Path) -> int:
@@ -184,12 +212,29 @@ def count_entries(features: Path) -> int:
     return sum(1 for f in features.rglob("*.pt") if "queries" not in f.parts) if features.exists() else 0
 
 
-def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float | None = None) -> dict:
+BENCH_PARAMS = ROOT / "benchmarks" / "debian-bench.yaml"
+
+
+def debian_bench_dataset() -> Path:
+    """The whole benchmark corpus, as ``benchmarks/debian_bench.py`` built it."""
+    paths = yaml.safe_load(BENCH_PARAMS.read_text())["paths"]
+    ds = (BENCH_PARAMS.parent / paths["data_dir"]).resolve() / "debian-bench"
+    if not (ds / "corpus.parquet").exists():
+        raise SystemExit(f"{ds} is not built: run benchmarks/debian_bench.py first (it builds, then encodes)")
+    return ds
+
+
+def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float | None = None,
+               bench: bool = False) -> dict:
     proj = Path(tempfile.mkdtemp(prefix="encmem-", dir=WORK))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["paths"] = {"data_dir": str(dataset.parent), "features_dir": str(proj / "features"),
+    params = yaml.safe_load(((BENCH_PARAMS if bench else ROOT / "params.yaml")).read_text())
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    features = (ROOT / "cache" / "features") if bench else proj / "features"
+    params["paths"] = {"data_dir": str(dataset.parent), "features_dir": str(features),
                        "index_dir": str(proj / "indexes"), "reports_dir": str(proj / "reports"),
                        "validation_dir": str(WORK / "validation")}
+    for section in ("encode", "tracking"):
+        params.setdefault(section, base[section])
     params["data"]["dataset"] = dataset.name
     if dataset.name == "large":        # what the dataset was built from (a source change is refused)
         params["data"]["demo_variant"] = "large"
@@ -206,7 +251,8 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=proj, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-        sampler = Sampler(proc.pid)
+        already = count_entries(features)
+        sampler = Sampler(proc.pid, features=features, already=already)
         sampler.start()
         interrupted = False
         try:
@@ -226,14 +272,16 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
     left = [p for p in sampler.last_pids if p != proc.pid and Path(f"/proc/{p}").exists()]
     out = log.read_text(errors="replace")
     shutil.copy(log, WORK / f"{dataset.name}.log")     # the console output, kept outside the repository
-    pages = count_entries(proj / "features")
+    pages = count_entries(features) - already
     encode_wall = (stop_t - t0) if interrupted else wall
     shutil.rmtree(proj, ignore_errors=True)
     mb = 1024
     return {
         "returncode": proc.returncode, "interrupted_after_s": max_seconds if interrupted else None,
         "corpus_pages": len(__import__("pandas").read_parquet(dataset / "corpus.parquet", columns=["page_id"])),
-        "pages_encoded": pages, "wall_s": round(wall, 1),
+        "pages_encoded": pages, "pages_cached_before": already, "wall_s": round(wall, 1),
+        "features_cache": "the project's cache/features (kept)" if bench else "throwaway (removed)",
+        "timeline": sampler.timeline,
         "pages_per_s": round(pages / encode_wall, 3) if encode_wall else None,
         "processes_left_after_exit": len(left),
         "peak_total_mb": round(sampler.peak["total_kb"] / mb), "peak_anon_mb": round(sampler.peak["anon_kb"] / mb),
@@ -248,7 +296,7 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", nargs="+", default=["large", "debian"], choices=["large", "debian"])
+    ap.add_argument("--corpus", nargs="+", default=["large", "debian"], choices=["large", "debian", "debian-bench"])
     ap.add_argument("--pages", type=int, default=2048, help="pages of the debian slice")
     ap.add_argument("--per-doc", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
@@ -270,9 +318,11 @@ def main() -> None:
         result["commands"] = {**previous.get("commands", {}),
                               **{c: previous["command"] for c in previous.get("runs", {}) if "command" in previous}}
     for corpus in args.corpus:
-        ds = build_large(data_root) if corpus == "large" else build_debian_slice(data_root, args.pages, args.per_doc)
+        ds = (build_large(data_root) if corpus == "large" else debian_bench_dataset() if corpus == "debian-bench"
+              else build_debian_slice(data_root, args.pages, args.per_doc))
         print(f"{corpus}: encoding {ds}", flush=True)
-        result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages, args.max_seconds)
+        result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages, args.max_seconds,
+                                            bench=corpus == "debian-bench")
         result.setdefault("commands", {})[corpus] = result["command"]
         print(json.dumps(result["runs"][corpus]), flush=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
