@@ -155,3 +155,32 @@ def test_an_interrupted_or_killed_client_leaves_no_worker(tmp_path, how):
     assert not any(pid_alive(p) for p in workers), "a worker outlived its client"
     if how != "SIGKILL":
         assert "CommClosedError" not in err and err.count("Traceback") <= 1, err[-2000:]
+
+
+def test_quiet_console_prints_each_warning_once(tmp_path):
+    """After ``quiet_dask()`` a warning repeated from two call sites and many iterations prints once; a
+    different message still prints (so the filter is "once", not "ignore")."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "warn.py"
+    script.write_text(
+        "import warnings\n"
+        "from flows.common import quiet_dask\n"
+        "quiet_dask()\n"
+        "def a(): warnings.warn('page p1 has no text layer', UserWarning)\n"
+        "def b(): warnings.warn('page p1 has no text layer', UserWarning)\n"
+        "for _ in range(5):\n"
+        "    a(); b()\n"
+        "warnings.warn('another thing', RuntimeWarning)\n")
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("UserWarning: page p1 has no text layer") == 1, done.stderr
+    assert done.stderr.count("RuntimeWarning: another thing") == 1, done.stderr
