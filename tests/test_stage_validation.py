@@ -169,7 +169,7 @@ def test_the_encode_report_holds_no_commit(tmp_path):
     """Which commit ran a stage is provenance: beside the DVC output (reports/.provenance/), never in it."""
     import json
 
-    from anchorprune.evaluation.results import provenance_path
+    from anchorprune.provenance import provenance_path
     from anchorprune.stages.encode import stage_encode
 
     write_dataset(tmp_path / "data" / "broken")      # a valid dataset despite the folder name

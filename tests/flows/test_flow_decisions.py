@@ -81,9 +81,9 @@ def test_promote_summary_links_the_champion_run_from_the_provenance_file(tmp_pat
     """The promotion report (a DVC output) holds no run ids; the summary reads them from beside it."""
     from types import SimpleNamespace
 
-    from anchorprune.evaluation.results import provenance_path
     from anchorprune.ioutil import write_json
     from anchorprune.orchestration.summary import promote_markdown
+    from anchorprune.provenance import provenance_path
 
     report = tmp_path / "reports" / "promotion" / "m.json"
     write_json(report, {"promoted": True, "reason": "first champion", "version": 3, "champion": {"name": "sap"}})

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from anchorprune.provenance import provenance_of, provenance_path, without_provenance, write_report
+
 BYTES_PER_VALUE = 4  # storage is reported for float32 vectors; the index may quantise further
 
 
@@ -109,16 +111,13 @@ class EvaluationResult(BaseModel):
     def save(self, path: Path) -> None:
         """Write the figures to ``path`` and the run's provenance (MLflow run ids, git commit) beside it in
         :func:`provenance_path`: the DVC output is then the same file whenever the figures are the same."""
-        from anchorprune.ioutil import write_json, write_text_atomic
-
-        prov = {"parent_run_id": self.parent_run_id, "git_commit": self.meta.get("git_commit"),
+        prov = {"parent_run_id": self.parent_run_id, **provenance_of(self.meta),
                 "run_ids": {_key_str(c.key): c.run_id for c in [self.full, *self.configs] if c.run_id}}
         clean = self.model_copy(update={
-            "parent_run_id": None, "meta": {k: v for k, v in self.meta.items() if k not in PROVENANCE_KEYS},
+            "parent_run_id": None, "meta": without_provenance(self.meta),
             "full": self.full.model_copy(update={"run_id": None}),
             "configs": [c.model_copy(update={"run_id": None}) for c in self.configs]})
-        write_text_atomic(path, clean.model_dump_json(indent=2))
-        write_json(provenance_path(path), prov)
+        write_report(path, clean.model_dump_json(indent=2), prov)
 
     @classmethod
     def load(cls, path: Path) -> EvaluationResult:
@@ -147,15 +146,6 @@ class EvaluationResult(BaseModel):
             "configs": [c.model_copy(update={"run_id": c.run_id or ids.get(_key_str(c.key))})
                         for c in result.configs]})
 
-
-#: meta keys that say which run made a file, not what is in it: kept out of DVC outputs
-PROVENANCE_KEYS = ("git_commit",)
-
-
-def provenance_path(path: Path) -> Path:
-    """``reports/<stage>/<file>`` -> ``reports/.provenance/<stage>/<file>``: beside the DVC outputs, in none of them
-    (``reports/`` is ignored by git), so run ids and commits never change ``dvc.lock``."""
-    return path.parent.parent / ".provenance" / path.parent.name / path.name
 
 
 def _key_str(key: tuple) -> str:

@@ -97,8 +97,8 @@ def evaluate_markdown(ws, names: list[str], ui: str | None = None) -> str:
 
 
 def promote_markdown(ws, names: list[str], ui: str | None = None) -> str:
-    from anchorprune.evaluation.results import provenance_path
     from anchorprune.promotion.registry import model_name
+    from anchorprune.provenance import provenance_path
 
     lines = ["### promote", ""]
     for name in names:

@@ -7,7 +7,6 @@ from typing import Any
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.config import BackboneConfig
 from anchorprune.features.encoding import EncodedCorpus, EncodeSummary, encode_dataset
-from anchorprune.ioutil import write_json
 from anchorprune.stages.workspace import Workspace
 
 
@@ -55,14 +54,12 @@ def stage_encode(ws: Workspace, bcfg: BackboneConfig, backbone: Any | None = Non
     backbone = backbone or ws.backbone(bcfg)
     summary = encode_streaming(backbone, ws.dataset.pages(), ws.dataset.queries, LayerCapture.all(),
                                ws.features_dir, bcfg.batch_size, ws.settings.encode.claim_ttl_s)
-    from anchorprune.evaluation.results import PROVENANCE_KEYS, provenance_path
+    from anchorprune.provenance import provenance_of, without_provenance, write_report
 
     meta = ws.meta(bcfg, backbone)
-    path = ws.reports / "encode" / f"{bcfg.name}.json"
     # the commit says which run wrote it, not what was encoded: beside the DVC output, not in it (dvc.lock stays)
-    write_json(provenance_path(path), {k: meta[k] for k in PROVENANCE_KEYS if k in meta})
-    write_json(path, {
-        **{k: v for k, v in meta.items() if k not in PROVENANCE_KEYS}, "pages": summary.pages,
+    write_report(ws.reports / "encode" / f"{bcfg.name}.json", {
+        **without_provenance(meta), "pages": summary.pages,
         "queries": summary.queries, "num_layers": summary.num_layers, "tokens_per_page": summary.tokens_per_page,
-    })
+    }, provenance_of(meta))
     return summary

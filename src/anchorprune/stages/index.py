@@ -107,10 +107,9 @@ class IndexBuildResult(BaseModel):
         Which commit ran the build is provenance, not a result: it stays in the version's manifest and out of
         this DVC output, so ``dvc.lock`` does not change with every commit.
         """
-        from anchorprune.evaluation.results import PROVENANCE_KEYS
+        from anchorprune.provenance import without_provenance
 
-        meta = {k: v for k, v in self.meta.items() if k not in PROVENANCE_KEYS}
-        return {**meta, **self.model_dump(exclude={"meta", "warnings"})}
+        return {**without_provenance(self.meta), **self.model_dump(exclude={"meta", "warnings"})}
 
     def headline(self, hint: str = "") -> str:
         """One line: which version serves and whether this run built it (``hint`` follows an unchanged reason)."""

@@ -7,7 +7,6 @@ from dataclasses import asdict
 
 from anchorprune.config import BackboneConfig
 from anchorprune.evaluation.results import EvaluationResult
-from anchorprune.ioutil import write_json
 from anchorprune.promotion.rule import Candidate, Decision
 from anchorprune.stages.evaluate import candidates_from, load_evaluation
 from anchorprune.stages.workspace import Workspace
@@ -52,8 +51,8 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
 
         decision, version = promote(t, run_id, cands, spec_for, p.min_retention, p.require_beats_random,
                                     min_queries=p.min_queries, card_for=card_for, identity=ws.settings.data.identity)
-    from anchorprune.evaluation.results import PROVENANCE_KEYS, provenance_path
     from anchorprune.promotion.registry import decision_record
+    from anchorprune.provenance import strip_run_ids, write_report
     from anchorprune.tracking.outputs import champion_metrics, headline_metrics, update_headline_file
 
     record = {**decision_record(decision, version, cands), "meta": meta}
@@ -61,11 +60,11 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
     # run ids and the commit say which run decided, not what was decided: beside the DVC output, not in it
     # so is what this run did to the registry (promoted, or the alias stayed): a rerun on the same evaluation
     # decides the same champion but moves nothing, and must leave the DVC output (and dvc.lock) as it was
-    write_json(provenance_path(path), {"promote_run_id": run_id, "git_commit": meta.get("git_commit"),
-                                       "run_ids": {c["name"]: c.get("run_id") for c in record["candidates"]},
-                                       "champion_run_id": (record["champion"] or {}).get("run_id"),
-                                       **{k: record[k] for k in EVENT_KEYS}})
-    write_json(path, _without_provenance({k: v for k, v in record.items() if k not in EVENT_KEYS}, PROVENANCE_KEYS))
+    write_report(path, strip_run_ids({k: v for k, v in record.items() if k not in EVENT_KEYS}),
+                 {"promote_run_id": run_id, "git_commit": meta.get("git_commit"),
+                  "run_ids": {c["name"]: c.get("run_id") for c in record["candidates"]},
+                  "champion_run_id": (record["champion"] or {}).get("run_id"),
+                  **{k: record[k] for k in EVENT_KEYS}})
     # the headline metrics (git-tracked, `dvc metrics diff`): the grid's stable keys and the champion's own figures
     # (the champion re-evaluated on this data, whether it moved or stayed)
     update_headline_file(ws.path(ws.settings.paths.metrics_file), bcfg.name,
@@ -76,16 +75,6 @@ def stage_promote(ws: Workspace, bcfg: BackboneConfig, evaluation: EvaluationRes
 
 #: what a promote run did to the registry, kept beside the report with the run ids
 EVENT_KEYS = ("promoted", "reason")
-
-
-def _without_provenance(obj, keys: tuple[str, ...]):
-    """``obj`` without ``run_id`` anywhere and without ``keys`` in ``meta``."""
-    if isinstance(obj, dict):
-        return {k: _without_provenance(v, keys) for k, v in obj.items()
-                if k != "run_id" and not (k in keys and "config_hash" in obj)}
-    if isinstance(obj, list):
-        return [_without_provenance(v, keys) for v in obj]
-    return obj
 
 
 def _window_source(evaluation: EvaluationResult, c: Candidate) -> str | None:
