@@ -138,3 +138,21 @@ def test_known_errors_exit_with_one_line_and_their_familys_code(capsys):
     assert exit_info.value.exit_code == 1
     with pytest.raises(KeyError), exit_on(CONFIG, DATA):   # not a known error: a bug keeps its traceback
         raise KeyError("x")
+
+
+def test_the_cli_turns_usage_reporting_off_unless_the_user_chose(monkeypatch):
+    """``anchorprune …`` outside make: Prefect's server telemetry (a traceback offline), MLflow's, GX's and
+    DVC's are off before any command runs; a value the user set is kept."""
+    from anchorprune.cli.main import main
+    from anchorprune.orchestration.environment import TELEMETRY_OFF
+
+    for key in TELEMETRY_OFF:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_ENABLE_TELEMETRY", "true")
+    main(verbose=False)
+    import os
+
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert os.environ["GX_ANALYTICS_ENABLED"] == "false"
+    assert os.environ["DVC_NO_ANALYTICS"] == "1"
+    assert os.environ["MLFLOW_ENABLE_TELEMETRY"] == "true"

@@ -41,6 +41,12 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="show Dask'
     """Structural Anchor Pruning for ColPali-style retrieval: data, calibrate, evaluate, promote, index."""
     import os
 
+    from anchorprune.orchestration.environment import TELEMETRY_OFF, set_env
+
+    # before any command imports Prefect, MLflow, GX or DVC (and before a temporary Prefect server inherits the
+    # environment): their usage reporting is off unless the user set the variable; offline, the server's
+    # telemetry heartbeat otherwise fails with a traceback on the console
+    set_env(TELEMETRY_OFF)
     if verbose:
         os.environ["ANCHORPRUNE_VERBOSE"] = "1"      # flows.common.dask_log_level
 
