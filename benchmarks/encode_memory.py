@@ -17,7 +17,11 @@ Corpora:
 - ``debian-bench``: the whole 10,749-page benchmark corpus of ``benchmarks/debian-bench.yaml`` (build it
   first with ``benchmarks/debian_bench.py``), encoded into the project's own features cache
   (``cache/features``) instead of a throwaway one, so the later benchmarks read its pages back. Pages
-  already cached are skipped (the run records how many it encoded).
+  already cached are skipped (the run records how many it encoded);
+- ``debian-bench-subset``: ``--pages`` pages of that corpus, drawn exactly as
+  ``quality_demo.py --variant debian --pages N`` draws them (every relevant page of its 500 evaluation
+  and 300 calibration queries, then seeded fill), written as a dataset of its own with the same page
+  contents, so the pages it encodes into ``cache/features`` are the ones that benchmark reads.
 
 Every run also records a timeline: the peak so far each time the pages written to the cache pass
 677, 2,000, 5,000 and 10,000, so one long run shows whether the peak grows with the corpus.
@@ -224,6 +228,51 @@ def debian_bench_dataset() -> Path:
     return ds
 
 
+def debian_bench_subset(data_root: Path, pages: int, queries: int = 500, calibration_queries: int = 300,
+                        calibration_fraction: float = 0.3, seed: int = 0) -> Path:
+    """The pages ``quality_demo.py --variant debian --pages N`` reads (same seeded draw, see its
+    ``debian_source``), plus the calibration queries' relevant pages, as a dataset folder of their own."""
+    import numpy as np
+
+    from anchorprune.data.schema import DatasetWriter, load_dataset_dir, split_queries
+    from anchorprune.data.versioning import build_staged
+
+    name = f"debian-bench-subset-{pages}"
+    if (data_root / name / "corpus.parquet").exists():
+        return data_root / name
+    src = load_dataset_dir(debian_bench_dataset())
+    calib_all, eval_all = split_queries(src, calibration_fraction, seed=seed)
+    rng = np.random.default_rng(seed)
+    eval_q = sorted(rng.choice(eval_all, min(queries, len(eval_all)), replace=False).tolist())
+    calib_q = sorted(rng.choice(calib_all, min(calibration_queries, len(calib_all)), replace=False).tolist())
+    all_ids = list(src.page_ids)
+    known = set(all_ids)
+    gold = {p for q in eval_q for p, r in src.qrels[q].items() if r > 0 and p in known}
+    rest = sorted(known - gold)
+    extra = set(rng.choice(rest, max(0, pages - len(gold)), replace=False).tolist())
+    calib_gold = {p for q in calib_q for p, r in src.qrels[q].items() if r > 0 and p in known}
+    keep = gold | extra | calib_gold
+
+    def build(staging: Path):
+        writer = DatasetWriter(staging, grayscale=True)
+        for row in src.corpus[src.corpus["page_id"].isin(keep)].itertuples(index=False):
+            data = (src.path / row.image_path).read_bytes() if isinstance(row.image_path, str) else None
+            text = row.text if isinstance(row.text, str) else None
+            writer.add_page(row.page_id, data, text=text, source_doc=row.source_doc, page_number=row.page_number)
+        for q in eval_q + calib_q:
+            writer.add_query(q, src.queries[q])
+            for pid, rel in src.qrels[q].items():
+                if pid in keep:
+                    writer.add_qrel(q, pid, rel)
+        return writer.finish(name=name, source=src.manifest["source"], revision=src.manifest["revision"],
+                             extra={**src.manifest["extra"], "subset_of": "debian-bench", "subset_pages": len(keep),
+                                    "subset_draw": f"quality_demo --variant debian --pages {pages} --queries "
+                                                   f"{queries} --calibration-queries {calibration_queries}"})
+
+    build_staged(data_root, name, build)
+    return data_root / name
+
+
 def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float | None = None,
                bench: bool = False) -> dict:
     proj = Path(tempfile.mkdtemp(prefix="encmem-", dir=WORK))
@@ -296,7 +345,7 @@ def run_encode(dataset: Path, workers: int, shard_pages: int, max_seconds: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", nargs="+", default=["large", "debian"], choices=["large", "debian", "debian-bench"])
+    ap.add_argument("--corpus", nargs="+", default=["large", "debian"], choices=["large", "debian", "debian-bench", "debian-bench-subset"])
     ap.add_argument("--pages", type=int, default=2048, help="pages of the debian slice")
     ap.add_argument("--per-doc", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
@@ -319,10 +368,11 @@ def main() -> None:
                               **{c: previous["command"] for c in previous.get("runs", {}) if "command" in previous}}
     for corpus in args.corpus:
         ds = (build_large(data_root) if corpus == "large" else debian_bench_dataset() if corpus == "debian-bench"
+              else debian_bench_subset(data_root, args.pages) if corpus == "debian-bench-subset"
               else build_debian_slice(data_root, args.pages, args.per_doc))
         print(f"{corpus}: encoding {ds}", flush=True)
         result["runs"][corpus] = run_encode(ds, args.workers, args.shard_pages, args.max_seconds,
-                                            bench=corpus == "debian-bench")
+                                            bench=corpus.startswith("debian-bench"))
         result.setdefault("commands", {})[corpus] = result["command"]
         print(json.dumps(result["runs"][corpus]), flush=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,14 +14,16 @@ the number of pages (docs/data.md, "Memory when encoding").
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task, unmapped
+import itertools
+
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
 from anchorprune.backbones.base import LayerCapture
 from anchorprune.config import BackboneConfig, EncodeConfig
-from anchorprune.features.encoding import encode_shard
+from anchorprune.features.encoding import encode_shard, shards_in_flight
 from anchorprune.orchestration.pipeline import backbone_names
 from anchorprune.orchestration.summary import encode_markdown
 from anchorprune.stages.encode import plan_encode, stage_encode
@@ -55,18 +57,27 @@ def encode_shard_task(bcfg: BackboneConfig, dataset_dir: str, page_ids: list[str
 
 @flow(name="encode-shards")
 def encode_shards_flow(bcfg: BackboneConfig, dataset_dir: str, shards: list[list[str]], cache: str,
-                       claim_ttl_s: float = 900.0) -> dict:
-    """Map the shards (lists of page ids of ``dataset_dir``) over the flow's task runner; one progress bar.
+                       claim_ttl_s: float = 900.0, in_flight: int | None = None) -> dict:
+    """Run the shards (lists of page ids of ``dataset_dir``) on the flow's task runner; one progress bar.
 
-    Returns page counts (encoded here, found cached, left to another run's claim) and ``shards``: each
-    shard's report (counts, worker, timings, the worker's RSS).
+    At most ``in_flight`` shards are submitted and unfinished at a time (a new one as each ends), so the
+    client's memory does not grow with the number of shards. Returns page counts (encoded here, found
+    cached, left to another run's claim) and ``shards``: each shard's report (counts, worker, timings, RSS).
     """
-    futures = encode_shard_task.map(unmapped(bcfg), unmapped(str(dataset_dir)), shards, unmapped(cache),
-                                    unmapped(LayerCapture.all()), unmapped(claim_ttl_s))
+    window = in_flight or len(shards)
+    todo = iter(shards)
+    running: set = set()
+    capture = LayerCapture.all()
     totals, reports = {"encoded": 0, "cached": 0, "deferred": 0}, []
     with tqdm(total=sum(len(s) for s in shards), desc=f"encode {bcfg.name} ({len(shards)} shards)",
               unit="page") as bar:
-        for fut in as_completed(futures):
+        while True:
+            for shard in itertools.islice(todo, window - len(running)):
+                running.add(encode_shard_task.submit(bcfg, str(dataset_dir), shard, cache, capture, claim_ttl_s))
+            if not running:
+                break
+            fut = next(as_completed(list(running)))
+            running.discard(fut)
             report = fut.result()
             reports.append(report)
             for k in totals:
@@ -88,9 +99,13 @@ def encode_missing_pages(params: str, root: str, backbone: str) -> dict | None:
     get_run_logger().info("%s: %d pages to encode in %d shards", backbone, sum(map(len, shards)), len(shards))
     quiet_dask()
     runner = dask_task_runner(enc, len(shards))
+    # a local cluster's scheduler lives in this process: a window keeps it flat; a remote scheduler gets every
+    # shard at once (its workers are not known here, and the task states live on its machine)
+    window = None if dask_address(enc) else shards_in_flight(local_cluster_kwargs(enc, len(shards))["n_workers"])
     with closing_on_signals():      # the task runner closes its local cluster on exit, Ctrl-C or SIGTERM
         return encode_shards_flow.with_options(task_runner=runner)(bcfg, str(ws.dataset_dir), shards,
-                                                               str(ws.features_dir), enc.claim_ttl_s)
+                                                               str(ws.features_dir), enc.claim_ttl_s,
+                                                               window)
 
 
 @task(name="encode-backbone", **STAGE_CACHE, **IO_RETRIES)

@@ -184,3 +184,39 @@ def test_quiet_console_prints_each_warning_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("UserWarning: page p1 has no text layer") == 1, done.stderr
     assert done.stderr.count("RuntimeWarning: another thing") == 1, done.stderr
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_no_more_shards_in_flight_than_the_window(monkeypatch, window):
+    """Shards are submitted as earlier ones finish: on a runner that would run all seven at once (Prefect's
+    thread pool), never more than ``in_flight`` run together; all seven are reported."""
+    import time
+
+    from flows.encode import encode_shards_flow
+
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    class Report:
+        def __init__(self, n):
+            self.n = n
+
+        def to_dict(self):
+            return {"encoded": self.n, "cached": 0, "deferred": 0}
+
+    def fake_shard(bcfg, dataset_dir, page_ids, cache, capture, ttl):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return Report(len(page_ids))
+
+    monkeypatch.setattr(encode_module, "encode_shard", fake_shard)
+    shards = [[f"p{i}-{j}" for j in range(i + 1)] for i in range(7)]
+    from anchorprune.config import BackboneConfig
+
+    bcfg = BackboneConfig(name="mock", kind="mock", model_id="mock")
+    out = encode_shards_flow(bcfg, "unused", shards, "unused", 60.0, window)
+    assert out["encoded"] == sum(len(s) for s in shards) and len(out["shards"]) == 7
+    assert 1 <= peak[0] <= window
