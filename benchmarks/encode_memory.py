@@ -364,8 +364,8 @@ def main() -> None:
         previous = json.loads(args.out.read_text())
         result["runs"] = {k: {f: v for f, v in r.items() if f != "output_tail"}
                           for k, r in previous.get("runs", {}).items()}
-        result["commands"] = {**previous.get("commands", {}),
-                              **{c: previous["command"] for c in previous.get("runs", {}) if "command" in previous}}
+        result["commands"] = {**{c: previous["command"] for c in previous.get("runs", {}) if "command" in previous},
+                              **previous.get("commands", {})}     # a run's own recorded command wins
     for corpus in args.corpus:
         ds = (build_large(data_root) if corpus == "large" else debian_bench_dataset() if corpus == "debian-bench"
               else debian_bench_subset(data_root, args.pages) if corpus == "debian-bench-subset"
