@@ -45,6 +45,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -57,6 +58,8 @@ import torch
 from anchorprune.evaluation.scoring import score_packed
 from anchorprune.index.base import IndexInputError
 from anchorprune.index.token_ivf import RowReader, TokenIvf
+
+log = logging.getLogger(__name__)
 
 #: nprobe values tried (those above the version's centroid count are dropped)
 NPROBE_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -241,6 +244,8 @@ def measure(ivf: TokenIvf, vectors: RowReader, offsets: np.ndarray, queries: Seq
                 got = cand[exact_top(exact[j][cand], k)]                                  # exact rescoring
                 plain[i, j] = np.isin(got, top).sum() / k
                 tied[i, j] = (exact[j][got] >= floor).sum() / k
+        log.info("calibration: nprobe %d measured on %d queries (recall@%d at %d candidates: %.4f)", nprobe,
+                 len(queries), k, cands[-1], float(tied[-1].mean() if recall == "tie_aware" else plain[-1].mean()))
         for i, c in enumerate(cands):
             r = tied[i] if recall == "tie_aware" else plain[i]
             out.append(Setting(nprobe, c, round(float(plain[i].mean()), 4), round(float(tied[i].mean()), 4),
