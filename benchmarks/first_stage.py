@@ -55,6 +55,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from anchorprune.index.calibration import tie_aware_recall_scores  # noqa: E402
 from anchorprune.index.first_stage import MuveraFirstStage  # noqa: E402
 from anchorprune.index.local import LocalIndex  # noqa: E402
 from anchorprune.pruning.base import PrunedPage  # noqa: E402
@@ -155,7 +156,7 @@ def debian_vectors(args: argparse.Namespace) -> dict:
     """SAP-pruned vectors of every page of the Debian benchmark corpus, read from the features cache
     (``benchmarks/debian_bench.py`` encodes it), and the vectors of ``--queries`` of its weak-label
     queries, drawn with the seed (cached as .npz under --workdir)."""
-    cache = Path(args.workdir) / f"debian-{args.queries}-{args.seed}.npz"
+    cache = Path(args.workdir) / f"debian{'-partial' if args.partial else ''}-{args.queries}-{args.seed}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         return {k: z[k] for k in z.files} | {"meta": json.loads(str(z["meta"]))}
@@ -179,7 +180,10 @@ def debian_vectors(args: argparse.Namespace) -> dict:
             continue
         tokens.append(f.embeddings.shape[0])
         pruned.append(pruner.prune(f, GAMMA).vectors.float().numpy().astype(np.float16))
-    if missing:
+    if missing and args.partial and pruned:
+        log.warning("--partial: %d of %d Debian pages are not in the features cache; using the %d that are",
+                    len(missing), len(missing) + len(pruned), len(pruned))
+    elif missing:
         raise SystemExit(f"{len(missing)} pages of the Debian corpus are not in the features cache "
                          f"(first: {missing[:3]}); run benchmarks/debian_bench.py first")
     queries = ws.dataset.queries
@@ -188,7 +192,9 @@ def debian_vectors(args: argparse.Namespace) -> dict:
     pick = sorted(rng.choice(len(qids), min(args.queries, len(qids)), replace=False))
     qtexts = [queries[qids[i]] for i in pick]
     qvecs = QueryCache(ws.features_dir).get_or_encode(backbone, qtexts, progress=False)
-    meta = {"real_pages": len(pruned), "corpus": "debian-bench (benchmarks/debian-bench.yaml)",
+    meta = {"real_pages": len(pruned), "corpus": "debian-bench (benchmarks/debian-bench.yaml)"
+            + (f", PARTIAL: only the {len(pruned)} of {len(pruned) + len(missing)} pages in the features cache"
+               if missing else ""),
             "tokens_per_page_mean": round(float(np.mean(tokens)), 1),
             "pruned_vectors_per_page_mean": round(float(np.mean([p.shape[0] for p in pruned])), 1),
             "queries_in_corpus": len(qids), "query_texts_sample": qtexts[:8],
@@ -290,16 +296,22 @@ def run_size(args: argparse.Namespace) -> dict:
     idx.swap(v)
     ivf_build = None
     if "token_ivf" in args.stages:
+        # built as the product builds it: calibration with pseudo-queries (index.calibration defaults) to
+        # --target-recall; the nprobe recorded here is only the version's fallback default
         ivf_params = {"centroids": args.centroids, "nprobe": args.nprobe[0], "seed": 0}
         ivf_idx = LocalIndex(workdir, "bench-ivf", dtype="float16", first_stage="token_ivf",
-                             first_stage_params=ivf_params)
+                             first_stage_params=ivf_params, target_recall=args.target_recall,
+                             calibration={"queries": args.calibration_queries, "recall": args.calibration_recall})
         anon1 = AnonPeak.sample()[0]
         t1 = time.perf_counter()
         with AnonPeak() as peak1:
             v_ivf = ivf_idx.build(corpus(real, n, args.seed), {"config_hash": "bench"})
         ivf_idx.swap(v_ivf)
         ivf_files = {f.name: f.stat().st_size for f in (workdir / "bench-ivf" / f"v{v_ivf.number}").iterdir()}
+        cal = v_ivf.manifest["first_stage"].get("calibration") or {}
         ivf_build = {"build_s": round(time.perf_counter() - t1, 1), "params": v_ivf.manifest["first_stage"]["params"],
+                     "calibration_s": cal.get("seconds"),
+                     "calibration": {k: v for k, v in cal.items() if k != "settings"},
                      "anon_growth_during_build_mib": round(peak1.peak_anon - anon1, 1),
                      "file_backed_peak_mib": round(peak1.peak_file, 1),
                      "ivf_bytes_per_page": round(sum(b for f, b in ivf_files.items() if f.startswith("ivf_")) / n, 1),
@@ -311,19 +323,22 @@ def run_size(args: argparse.Namespace) -> dict:
     resident = {"means_float32": n * m["dim"] * 4, "fde_float32": n * dims * 4, "offsets": (n + 1) * 8}
     log.info("built %d pages (%d vectors) in %.1f s, peak RSS %.0f MiB", n, m["vectors"], build_s, build_rss)
 
-    def timed(first_stage: str, cand: int, nprobe: int | None = None) -> tuple[list[list[str]], list[float], str]:
+    def timed(first_stage: str, cand: int | None, nprobe: int | None = None,
+              ) -> tuple[list[list[str]], list[list[float]], list[float], str]:
+        """``cand`` / ``nprobe`` None: what the version's calibration chose (nothing pinned)."""
         ix = LocalIndex(workdir, "bench-ivf" if first_stage == "token_ivf" else "bench", candidates=cand,
                         first_stage=first_stage, resident_bytes=args.resident_bytes,
                         first_stage_params={"nprobe": nprobe} if nprobe else None)
         ix.search_report([queries[0]], k=10)                               # warm-up: open, resident copy
-        hits, times, used = [], [], ""
+        hits, scores, times, used = [], [], [], ""
         for q in queries:
             t = time.perf_counter()
             res, rep = ix.search_report([q], k=10)
             times.append((time.perf_counter() - t) * 1000)
             hits.append([h.page_id for h in res[0]])
+            scores.append([h.score for h in res[0]])
             used = rep.first_stage
-        return hits, times, used
+        return hits, scores, times, used
 
     if args.build_only:
         out = {"pages": n, "vectors": m["vectors"], "build_s": round(build_s, 1), "token_ivf_build": ivf_build,
@@ -331,20 +346,33 @@ def run_size(args: argparse.Namespace) -> dict:
                "index_resident_mib": round(sum(resident.values()) / 2**20, 1), "load_end": loadavg()}
         shutil.rmtree(workdir, ignore_errors=True)
         return out
-    exact_hits, exact_ms, _ = timed("none", 1)
-    rows = [{"first_stage": "exact", "candidates": n, "recall@10": 1.0, "p50_ms": pct(exact_ms, 50),
-             "p95_ms": pct(exact_ms, 95), "load": loadavg()}]
+    exact_hits, exact_scores, exact_ms, _ = timed("none", 1)
+    kth = [s[-1] for s in exact_scores]                                     # the exact 10th score per query
+    rows = [{"first_stage": "exact", "candidates": n, "recall@10": 1.0, "recall@10_tie_aware": 1.0,
+             "p50_ms": pct(exact_ms, 50), "p95_ms": pct(exact_ms, 95), "load": loadavg()}]
+
+    def row(label: dict, c: int | None, nprobe: int | None, stage: str) -> dict:
+        hits, scores, ms, used = timed(stage, c, nprobe)
+        rec = [len(set(h) & set(e)) / len(e) for h, e in zip(hits, exact_hits, strict=True)]
+        tied = [tie_aware_recall_scores(sc, kt, len(e)) for sc, kt, e in zip(scores, kth, exact_hits, strict=True)]
+        out = {"first_stage": used, **label, "recall@10": round(float(np.mean(rec)), 4),
+               "recall@10_tie_aware": round(float(np.mean(tied)), 4),
+               "queries_with_full_top10": round(float(np.mean([r == 1.0 for r in rec])), 4),
+               "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95),
+               "speedup_p50_vs_exact": round(pct(exact_ms, 50) / pct(ms, 50), 1), "load": loadavg()}
+        log.info("%s", out)
+        return out
+
     for stage in args.stages:
         for nprobe in (args.nprobe if stage == "token_ivf" else [None]):
             for c in args.candidates:
-                hits, ms, used = timed(stage, c, nprobe)
-                rec = [len(set(h) & set(e)) / len(e) for h, e in zip(hits, exact_hits, strict=True)]
-                rows.append({"first_stage": used, **({"nprobe": nprobe} if nprobe else {}), "candidates": c,
-                             "recall@10": round(float(np.mean(rec)), 4),
-                             "queries_with_full_top10": round(float(np.mean([r == 1.0 for r in rec])), 4),
-                             "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95),
-                             "speedup_p50_vs_exact": round(pct(exact_ms, 50) / pct(ms, 50), 1), "load": loadavg()})
-                log.info("%s", rows[-1])
+                rows.append(row({**({"nprobe": nprobe} if nprobe else {}), "candidates": c}, c, nprobe, stage))
+    transfer = None
+    if "token_ivf" in args.stages and ivf_build and ivf_build["calibration"]:
+        cal = ivf_build["calibration"]
+        rows.append(row({"settings": "calibrated (chosen by the index at build, nothing pinned)",
+                         "nprobe": cal["nprobe"], "candidates": cal["candidates"]}, None, None, "token_ivf"))
+        transfer = pseudo_to_real(workdir, queries, args)
     out = {
         "pages": n, "vectors": m["vectors"], "dim": m["dim"], "queries": len(queries),
         "build_s": round(build_s, 1), "build_peak_rss_mib": round(build_rss, 1), "build_memory": build_mem,
@@ -356,11 +384,42 @@ def run_size(args: argparse.Namespace) -> dict:
             "fde_float32_ram": dims * 4, "all_files": round(sum(files.values()) / n, 1)},
         "exact_searched_from": ("float32 copy in RAM" if m["vectors"] * m["dim"] * 4 <= args.resident_bytes
                                 else "float16 memory map, decoded per query"),
-        "results": rows, "load_end": loadavg(),
+        "results": rows, "calibration_transfer": transfer, "load_end": loadavg(),
     }
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return out
+
+
+def pseudo_to_real(workdir: Path, queries: list[torch.Tensor], args: argparse.Namespace) -> dict:
+    """Does pseudo-query calibration transfer to real queries? The calibration grid measured again on the same
+    version with the real queries as the sample: real recall at the pseudo-queries' choice, the choice real queries
+    would have made, and pseudo vs real recall at every setting."""
+    from anchorprune.index.calibration import CalibrationParams, calibrate
+
+    ix = LocalIndex(workdir, "bench-ivf", first_stage="token_ivf", resident_bytes=args.resident_bytes)
+    v = ix._serving().handle
+    pseudo = v.manifest["first_stage"]["calibration"]
+    params = CalibrationParams(target_recall=args.target_recall, recall=args.calibration_recall)
+    real = calibrate(v.ivf, v.token_rows, v.offsets, params, [q.numpy() for q in queries])
+    at = {(s["nprobe"], s["candidates"]): s for s in real["settings"]}
+    chosen = at.get((pseudo["nprobe"], pseudo["candidates"]), {})
+    pairs = [(s, at[(s["nprobe"], s["candidates"])]) for s in pseudo["settings"] if (s["nprobe"], s["candidates"]) in at]
+    gap = [r["recall_tie_aware"] - p["recall_tie_aware"] for p, r in pairs]
+    return {
+        "pseudo_choice": {k: pseudo.get(k) for k in ("nprobe", "candidates", "recall", "recall_tie_aware",
+                                                    "recall_lower_bound", "cost", "met")},
+        "real_recall_at_pseudo_choice": {k: chosen.get(k) for k in ("recall", "recall_tie_aware")},
+        "real_choice": {k: real.get(k) for k in ("nprobe", "candidates", "recall", "recall_tie_aware",
+                                                "recall_lower_bound", "cost", "met")},
+        "real_queries": len(queries),
+        "real_minus_pseudo_tie_aware_recall": {"mean": round(float(np.mean(gap)), 4),
+                                               "min": round(float(np.min(gap)), 4),
+                                               "max": round(float(np.max(gap)), 4), "settings": len(gap)},
+        "settings": [{"nprobe": p["nprobe"], "candidates": p["candidates"], "cost": p["cost"],
+                      "pseudo_recall": p["recall"], "pseudo_tie_aware": p["recall_tie_aware"],
+                      "real_recall": r["recall"], "real_tie_aware": r["recall_tie_aware"]} for p, r in pairs],
+    }
 
 
 def main() -> None:
@@ -373,7 +432,13 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8], help="token_ivf lists probed per query token")
     ap.add_argument("--centroids", type=int, default=None, help="token_ivf k-means lists (default: auto)")
+    ap.add_argument("--target-recall", type=float, default=0.99, help="index.target_recall of the token_ivf build")
+    ap.add_argument("--calibration-queries", type=int, default=200, help="index.calibration.queries (pseudo)")
+    ap.add_argument("--calibration-recall", choices=["tie_aware", "plain"], default="tie_aware",
+                    help="index.calibration.recall: the recall the target is met on")
     ap.add_argument("--real-pages", type=int, default=400)
+    ap.add_argument("--partial", action="store_true",
+                    help="debian: use the pages the features cache holds when the corpus is not fully encoded")
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--k-sim", type=int, default=4)
     ap.add_argument("--d-proj", type=int, default=16)

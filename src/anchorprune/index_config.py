@@ -60,6 +60,23 @@ class TokenIvfConfig(Frozen):
         return self
 
 
+class CalibrationConfig(Frozen):
+    """How a build calibrates its token_ivf first stage to ``index.target_recall`` (anchorprune.index.calibration)."""
+
+    queries: int = Field(200, ge=0)             # pseudo-queries measured (0: no calibration, fixed settings)
+    query_tokens: tuple[int, int] = (4, 16)     # pseudo-query length in tokens, uniform in [lo, hi]
+    noise: float = Field(0.5, ge=0)             # relative Gaussian noise on each pseudo-query token
+    recall: Literal["tie_aware", "plain"] = "tie_aware"   # the recall the target is met on
+    seed: int = 0
+
+    @field_validator("query_tokens")
+    @classmethod
+    def _tokens_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"query_tokens must be [lo, hi] with 1 <= lo <= hi, got {list(v)}")
+        return v
+
+
 class IndexConfig(Frozen):
     backend: Literal["local", "elasticsearch"] = "local"
     backbone: str | None = None   # whose champion the index serves; default: the first backbone
@@ -76,7 +93,11 @@ class IndexConfig(Frozen):
     first_stage_auto: Literal["mean", "muvera", "token_ivf"] = "token_ivf"
     muvera: MuveraConfig = MuveraConfig()
     token_ivf: TokenIvfConfig = TokenIvfConfig()
-    candidates: int = Field(100, ge=1)
+    # calibration (token_ivf): a build measures the cheapest (nprobe, candidates) reaching recall@10 >= target_recall
+    # and records it; searches use it unless candidates / token_ivf.nprobe are set here (set = pinned)
+    target_recall: float = 0.99
+    calibration: CalibrationConfig = CalibrationConfig()
+    candidates: int = Field(100, ge=1)          # left out: the version's calibrated value (100 when it has none)
     keep_versions: int = Field(2, ge=2)
 
     @model_validator(mode="before")
@@ -101,6 +122,26 @@ class IndexConfig(Frozen):
                              f"Elasticsearch's dense_vector limit of {ES_MAX_DIMS}: lower reps, k_sim or d_proj, or "
                              "set final_dim")
         return self
+
+    @field_validator("target_recall")
+    @classmethod
+    def _recall_in_unit_interval(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {v}")
+        return v
+
+    def pinned(self) -> dict[str, int]:
+        """The search settings this config sets explicitly (they win over a version's calibrated ones).
+
+        >>> IndexConfig().pinned(), IndexConfig(candidates=300, token_ivf={"nprobe": 4}).pinned()
+        ({}, {'candidates': 300, 'nprobe': 4})
+        """
+        out = {}
+        if "candidates" in self.model_fields_set:
+            out["candidates"] = self.candidates
+        if "nprobe" in self.token_ivf.model_fields_set:
+            out["nprobe"] = self.token_ivf.nprobe
+        return out
 
     @field_validator("candidates")
     @classmethod

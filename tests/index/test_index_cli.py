@@ -153,7 +153,7 @@ def test_status_says_which_first_stage_searches_use(tmp_path):
     assert "built for token_ivf" in out and "searches use: exact MaxSim over every page" in out
     idx.swap(idx.build(make_pages(n=6, seed=1), {}))              # 6 pages: the first stage answers
     out = runner.invoke(app, ["index", "status", "--params", str(p)]).output
-    assert "searches use: token_ivf (candidates 3, rescored exactly)" in out
+    assert "searches use: token_ivf, candidates 3 (pinned in params.yaml" in out
     LocalIndex(tmp_path / "indexes", "fs", first_stage="none").build(make_pages(n=7, seed=2), {})
     idx.swap(3)                                                    # a version without lists falls back
     out = runner.invoke(app, ["index", "status", "--params", str(p)]).output

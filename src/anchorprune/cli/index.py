@@ -182,14 +182,56 @@ def _echo_status(idx, pointer, cur, target, health) -> None:
                    f"data {meta.get('data_version', '-')}  built for {built}  {served}")
         if h.serving:
             answers = auto_stage(idx.first_stage, v.pages, idx.first_stage_threshold, idx.first_stage_auto)
+            cal = (v.manifest.get("first_stage") or {}).get("calibration")
             typer.echo(f"      searches use: {'exact MaxSim over every page' if answers == 'none' else answers}"
-                       + (f" (candidates {idx.candidates}, rescored exactly)" if answers != "none" else "")
+                       + (f", {_search_settings(idx, v, built, cal)}; candidates rescored exactly"
+                          if answers != "none" else "")
                        + (f"; v{v.number} was built for {built}, so it falls back: rebuild to use {answers}"
                           if answers not in ("none", "mean", built) else ""))
+            if cal:
+                typer.echo(f"      calibration: {_calibration_line(cal)}")
     if pointer or (cur is not None and not cur.ok):
         typer.echo(f"  fix: `anchorprune index rollback` serves v{target}" if target is not None
                    else "  fix: no healthy version that served is left: `anchorprune index build --force` rebuilds "
                         "from the champion and serves the result")
+
+
+def _search_settings(idx, v, built: str, cal: dict | None) -> str:
+    """``candidates N (pinned in params.yaml | calibrated | default), nprobe M (...)`` for the serving version."""
+    from anchorprune.index.facade import plan_search
+
+    plan = plan_search(idx.first_stage, v.pages, built, 1, idx.candidates, idx.first_stage_threshold,
+                       idx.first_stage_auto, cal, idx.first_stage_params.get("nprobe"))
+    used = cal if built == "token_ivf" and plan.asked != "none" else None
+    src_c = "pinned in params.yaml" if idx.candidates is not None else "calibrated" if used else "default"
+    out = f"candidates {plan.candidates} ({src_c}"
+    if idx.candidates is not None and used:
+        out += f"; calibration chose {used['candidates']}"
+    out += ")"
+    if plan.stage == "token_ivf":
+        pinned = idx.first_stage_params.get("nprobe")
+        src_n = ("pinned in params.yaml" if pinned is not None else "calibrated" if used and used.get("met")
+                 else "built default")
+        nprobe = plan.nprobe if plan.nprobe is not None else (v.manifest["first_stage"].get("params") or {}).get("nprobe")
+        out += f", nprobe {nprobe} ({src_n}" + (f"; calibration chose {used['nprobe']}" if pinned and used else "") + ")"
+    return out
+
+
+def _calibration_line(cal: dict) -> str:
+    """What a version's first-stage calibration measured and chose (its manifest's ``first_stage.calibration``)."""
+    sample = cal.get("sample") or {}
+    where = f"{sample.get('queries', '?')} {'pseudo-queries' if sample.get('kind') == 'pseudo' else 'queries'}"
+    k, target = cal.get("k", 10), cal.get("target_recall")
+    if not cal.get("met") and not (cal.get("grid") or {}).get("candidates"):
+        return f"too few pages ({cal.get('k', 10)}) to calibrate: every page is a candidate (exact search)"
+    if not cal.get("met"):
+        best = cal.get("best_measured") or {}
+        return (f"no setting reached recall@{k} >= {target} on {where} (best lower bound "
+                f"{best.get('recall_lower_bound', '-')}): searches are exact; {cal.get('seconds', '?')} s")
+    return (f"recall@{k} target {target} met with nprobe {cal['nprobe']}, candidates {cal['candidates']}: "
+            f"{cal['recall']:.4f} plain, {cal['recall_tie_aware']:.4f} tie-aware (lower bound "
+            f"{cal['recall_lower_bound']:.4f}, {cal.get('recall_kind', 'tie_aware').replace('_', '-')}) on {where}, "
+            f"{cal.get('seconds', '?')} s")
 
 
 @index_app.command("rollback")

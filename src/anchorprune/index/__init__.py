@@ -55,8 +55,13 @@ def open_index(cfg: IndexConfig, root: Path | str) -> Index:
 
         return ElasticsearchIndex.from_env(cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage,
                                            candidates=cfg.candidates, **first_stage_kwargs(cfg))
-    return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage, candidates=cfg.candidates,
-                      **first_stage_kwargs(cfg))
+    kwargs = first_stage_kwargs(cfg)
+    pinned = cfg.pinned()                   # explicit settings win; the rest come from the version's calibration
+    if "nprobe" not in pinned:
+        kwargs["first_stage_params"] = {k: v for k, v in kwargs["first_stage_params"].items() if k != "nprobe"}
+    return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage,
+                      candidates=pinned.get("candidates"), target_recall=cfg.target_recall,
+                      calibration=cfg.calibration.model_dump(), **kwargs)
 
 
 def first_stage_kwargs(cfg: IndexConfig) -> dict:

@@ -22,6 +22,11 @@ The first-stage policy (:func:`plan_search`), the same on both backends:
   configured first stage is searched as configured on either backend, so both return the same hits.
 - **How many pages are handed on.** ``max(candidates, k)``: a search for ``k`` hits returns ``k`` hits;
   the final ranking is always exact MaxSim over the pages handed on.
+- **Which settings.** ``candidates`` (and token_ivf's ``nprobe``) as configured when the configuration
+  sets them (pinned: explicit config wins); otherwise a token_ivf version's calibrated ones (its
+  manifest's ``first_stage.calibration``, :mod:`anchorprune.index.calibration`: the cheapest settings that
+  reached ``index.target_recall`` at build); otherwise :data:`DEFAULT_CANDIDATES` and the nprobe the
+  version was built with. A calibration that met no setting asks for exact search (candidates = pages).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ from anchorprune.index.lifecycle import ANY, Lifecycle, VersionHealth
 
 log = logging.getLogger(__name__)
 
+#: candidates handed on when neither the configuration nor the version's calibration says
+DEFAULT_CANDIDATES = 100
 #: first stages whose vectors only a version built for them has (the mean vector is in every version)
 STAGE_VECTORS = {"muvera": "MUVERA FDEs", "token_ivf": "token_ivf token vectors"}
 
@@ -82,6 +89,8 @@ class SearchPlan:
     pages: int                  # pages of the serving version
     configured: str | None      # the configured first stage when it is not the one used
     asked: str                  # the stage the configuration resolved to before any fallback
+    nprobe: int | None = None   # token_ivf lists probed per query token (None: the version's build default)
+    settings: str = "configured"   # where candidates / nprobe came from: configured | calibrated | default
 
     @property
     def exact(self) -> bool:
@@ -91,25 +100,54 @@ class SearchPlan:
         return SearchReport(self.stage, self.candidates, self.pages, version, self.configured, scoring)
 
 
-def plan_search(configured: str, pages: int, built: str | None, k: int, candidates: int,
-                threshold: int | None = None, auto_target: str = "token_ivf") -> SearchPlan:
+def plan_search(configured: str, pages: int, built: str | None, k: int, candidates: int | None,
+                threshold: int | None = None, auto_target: str = "token_ivf",
+                calibration: dict[str, Any] | None = None, nprobe: int | None = None) -> SearchPlan:
     """The search plan over a serving version of ``pages`` pages built for first stage ``built``.
 
+    ``candidates`` / ``nprobe``: the configured (pinned) values, or None for the version's ``calibration``
+    (its manifest's ``first_stage.calibration``; token_ivf only), else :data:`DEFAULT_CANDIDATES` and the
+    version's own nprobe.
+
     >>> plan_search("mean", 60, "mean", 5, 8)
-    SearchPlan(stage='mean', candidates=8, pages=60, configured=None, asked='mean')
+    SearchPlan(stage='mean', candidates=8, pages=60, configured=None, asked='mean', nprobe=None, settings='configured')
     >>> plan_search("mean", 60, "mean", 5, 60).stage, plan_search("auto", 60, "token_ivf", 5, 8).stage
     ('none', 'none')
-    >>> plan_search("token_ivf", 60, "muvera", 20, 8)
-    SearchPlan(stage='muvera', candidates=20, pages=60, configured='token_ivf', asked='token_ivf')
+    >>> plan_search("token_ivf", 60, "muvera", 20, 8).stage
+    'muvera'
+    >>> cal = {"candidates": 30, "nprobe": 2}
+    >>> p = plan_search("token_ivf", 60, "token_ivf", 10, None, calibration=cal)
+    >>> p.candidates, p.nprobe, p.settings
+    (30, 2, 'calibrated')
+    >>> p = plan_search("token_ivf", 60, "token_ivf", 10, 40, calibration=cal)       # pinned candidates win
+    >>> p.candidates, p.nprobe, p.settings
+    (40, 2, 'calibrated+configured')
     """
     if k < 1:
         raise IndexInputError(f"k must be >= 1, got {k}")
     asked = auto_stage(configured, pages, threshold, auto_target)
     stage = fallback_stage(asked, built)
+    cal = calibration if stage == "token_ivf" and calibration else None
+    sources = []
+    if candidates is not None:
+        sources.append("configured")
+    elif cal is not None:
+        candidates = int(cal["candidates"])
+        sources.append("calibrated")
+    else:
+        candidates = DEFAULT_CANDIDATES
+        sources.append("default")
+    if stage == "token_ivf" and nprobe is not None:
+        sources.append("configured")
+    elif stage == "token_ivf" and cal is not None:
+        nprobe = int(cal["nprobe"])
+        sources.append("calibrated")
+    settings = "+".join(sorted(set(sources)))
     if stage != "none" and candidates >= pages:
         stage = "none"                          # the candidates would be every page: score them all at once
     handed = pages if stage == "none" else max(candidates, k)
-    return SearchPlan(stage, handed, pages, configured if configured != stage else None, asked)  # type: ignore[arg-type]
+    return SearchPlan(stage, handed, pages, configured if configured != stage else None, asked,  # type: ignore[arg-type]
+                      nprobe if stage == "token_ivf" else None, settings)
 
 
 @dataclass
@@ -121,6 +159,7 @@ class Serving:
     dim: int
     built: str | None           # the first stage it was built for (its manifest's first_stage.name)
     handle: Any = None          # the backend's opened version (local) or manifest (Elasticsearch)
+    calibration: dict[str, Any] | None = None   # its manifest's first_stage.calibration (token_ivf)
 
 
 class VersionedIndex:
@@ -130,7 +169,7 @@ class VersionedIndex:
     name: str
     life: Lifecycle
 
-    def _configure(self, name: str, dtype: str, two_stage: bool, candidates: int, first_stage: str | None,
+    def _configure(self, name: str, dtype: str, two_stage: bool, candidates: int | None, first_stage: str | None,
                    first_stage_params: dict[str, Any] | None, first_stage_threshold: int | None,
                    first_stage_auto: str) -> None:
         """The settings both backends take, checked the same way."""
@@ -141,9 +180,9 @@ class VersionedIndex:
         self.first_stage_threshold = first_stage_threshold
         self.first_stage_auto = built_stage(first_stage_auto)
         self.two_stage = self.first_stage != "none"
-        if candidates < 1:
+        if candidates is not None and candidates < 1:
             raise IndexInputError(f"candidates must be >= 1, got {candidates}")
-        self.candidates = candidates
+        self.candidates = candidates        # None: the serving version's calibrated value, else DEFAULT_CANDIDATES
 
     @property
     def built_stage(self) -> str:
@@ -182,8 +221,7 @@ class VersionedIndex:
             raise IndexInputError(f"k must be >= 1, got {k}")
         sv = self._serving()
         qs = [query_matrix(q, sv.dim, i) for i, q in enumerate(queries)]
-        plan = plan_search(self.first_stage, sv.pages, sv.built, k, self.candidates, self.first_stage_threshold,
-                           self.first_stage_auto)
+        plan = self.plan(sv, k)
         if plan.asked in STAGE_VECTORS and plan.asked != (sv.built or "mean"):
             log.warning("%s: first stage %r asked for, but the serving v%d was built without %s; using %s "
                         "(rebuild the index to use %s)", self.life.what, plan.asked, sv.number,
@@ -193,6 +231,11 @@ class VersionedIndex:
         search = self._search_exact if plan.exact else self._search_candidates
         hits, scoring = search(sv, qs, k, plan)
         return hits, plan.report(sv.number, scoring)
+
+    def plan(self, sv: Serving, k: int = 10) -> SearchPlan:
+        """How a search for ``k`` hits over ``sv`` is answered (stage, candidates, nprobe and where they came from)."""
+        return plan_search(self.first_stage, sv.pages, sv.built, k, self.candidates, self.first_stage_threshold,
+                           self.first_stage_auto, sv.calibration, self.first_stage_params.get("nprobe"))
 
     # ------------------------------------------------------------ versions (decided in lifecycle.py)
     def current(self) -> IndexVersion | None:

@@ -33,6 +33,7 @@ from anchorprune.index.base import (
     normalized_mean,
     query_matrix,
 )
+from anchorprune.index.calibration import CalibrationParams, check_target_recall
 from anchorprune.index.facade import SearchPlan, Serving, VersionedIndex
 from anchorprune.index.first_stage import top_candidates
 from anchorprune.index.lifecycle import Lifecycle
@@ -58,7 +59,14 @@ class LocalIndex(LocalBuild, VersionedIndex):
         Storage of page vectors in new builds: ``float32``, ``float16`` or ``bits``.
         Each version records its own dtype; search uses the serving version's.
     two_stage, candidates
-        Search first-stage candidates first, then exact MaxSim on the top ``candidates``.
+        Search first-stage candidates first, then exact MaxSim on the top ``candidates`` (None: the serving
+        version's calibrated value, else ``facade.DEFAULT_CANDIDATES``; a number pins it).
+    target_recall, calibration, calibration_queries
+        token_ivf builds calibrate ``nprobe`` and ``candidates`` to reach recall@10 >= ``target_recall``
+        (:mod:`anchorprune.index.calibration`; ``calibration``: ``queries`` (0: off), ``query_tokens``,
+        ``noise``, ``recall``, ``seed``) on ``calibration_queries`` (held-out query matrices) or, when None,
+        pseudo-queries drawn from the pages; the manifest records the choice. A ``nprobe`` in
+        ``first_stage_params`` pins nprobe as ``candidates`` pins candidates.
     first_stage, first_stage_params
         ``none`` | ``mean`` | ``muvera`` | ``token_ivf`` | ``auto`` (None: ``mean`` if ``two_stage`` else ``none``) and its
         parameters (MUVERA: ``k_sim``, ``d_proj``, ``reps``, ``final_dim``, ``seed``). ``muvera``
@@ -94,16 +102,21 @@ class LocalIndex(LocalBuild, VersionedIndex):
     backend = "local"
 
     def __init__(self, root: Path | str, name: str, dtype: str = "float16", two_stage: bool = False,
-                 candidates: int = 100, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
+                 candidates: int | None = None, chunk_tokens: int | None = None, resident_bytes: int = 1 << 30,
                  verify_on_open: bool = True, first_stage: str | None = None,
                  first_stage_params: dict[str, Any] | None = None, first_stage_threshold: int | None = None,
-                 first_stage_auto: str = "token_ivf"):
+                 first_stage_auto: str = "token_ivf", target_recall: float = 0.99,
+                 calibration: dict[str, Any] | None = None,
+                 calibration_queries: Sequence[torch.Tensor] | None = None):
         try:
             check_index_name(name, LOCAL_INDEX_NAME)
         except ValueError as exc:
             raise IndexInputError(str(exc)) from None
         self._configure(name, dtype, two_stage, candidates, first_stage, first_stage_params, first_stage_threshold,
                         first_stage_auto)
+        self.calibration = CalibrationParams.of({**(calibration or {}),
+                                                 "target_recall": check_target_recall(target_recall)})
+        self.calibration_queries = calibration_queries
         self.chunk_tokens = chunk_tokens
         self.resident_bytes = resident_bytes
         self.verify_on_open = verify_on_open
@@ -157,7 +170,8 @@ class LocalIndex(LocalBuild, VersionedIndex):
     # ------------------------------------------------------------ search (planned in facade.py)
     def _serving(self) -> Serving:
         v = self.store.open_serving(self.resident_bytes, self.verify_on_open)
-        return Serving(v.number, len(v.page_ids), v.dim, (v.manifest.get("first_stage") or {}).get("name"), v)
+        fs = v.manifest.get("first_stage") or {}
+        return Serving(v.number, len(v.page_ids), v.dim, fs.get("name"), v, fs.get("calibration"))
 
     def _search_exact(self, sv: Serving, qs: list[torch.Tensor], k: int,
                       plan: SearchPlan) -> tuple[list[list[Hit]], ComputePath | None]:
@@ -175,8 +189,7 @@ class LocalIndex(LocalBuild, VersionedIndex):
                 cand = top_candidates(v.fde_matrix(), v.muvera.encode_query(q.numpy()), plan.candidates)
             elif plan.stage == "token_ivf":
                 assert v.ivf is not None
-                cand = v.ivf.candidates(q.numpy(), v.token_rows, len(v.page_ids), plan.candidates,
-                                        self.first_stage_params.get("nprobe"))
+                cand = v.ivf.candidates(q.numpy(), v.token_rows, len(v.page_ids), plan.candidates, plan.nprobe)
             else:
                 cand = top_candidates(v.means, normalized_mean(q.numpy()), plan.candidates)   # [P, d] @ [d]
             vecs, offsets = v.rows(cand)                # candidates decoded to float32, in file order

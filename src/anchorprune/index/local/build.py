@@ -32,6 +32,7 @@ from anchorprune.index.base import (
     now_iso,
     validated_pages,
 )
+from anchorprune.index.calibration import CalibrationParams, calibrate
 from anchorprune.index.first_stage import MuveraFirstStage, make_first_stage, stage_record
 from anchorprune.index.local.files import (
     DIGEST_BYTES,
@@ -185,6 +186,7 @@ class LocalBuild:
         np.cumsum(lengths, out=offsets[1:])
         save_npy(staging / "offsets.npy", offsets)
         ivf = self._train_ivf(staging, offsets, int(dim)) if self.built_stage == "token_ivf" else None
+        calibration = self._calibrate(staging, offsets, int(dim), ivf) if ivf is not None else None
         save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
         save_npy(staging / "page_digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES))
@@ -195,7 +197,8 @@ class LocalBuild:
                 np.savez(f, **muvera.state)
             first_stage = {"name": "muvera", "params": muvera.params(), "dims": muvera.dims, "dtype": "float16"}
         if ivf is not None:
-            first_stage = {"name": "token_ivf", "params": ivf.record()}
+            first_stage = {"name": "token_ivf", "params": ivf.record(),
+                           **({"calibration": calibration} if calibration is not None else {})}
         first_stage.update(stage_record(self.first_stage, self.first_stage_threshold, self.first_stage_auto,
                                         len(ids)))
         return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
@@ -213,6 +216,27 @@ class LocalBuild:
         for fname, arr in ivf.arrays().items():
             save_npy(staging / fname, arr)
         return ivf                                    # the read-only map closes with this frame
+
+    def _calibrate(self, staging: Path, offsets: np.ndarray, dim: int, ivf: TokenIvf) -> dict[str, Any] | None:
+        """The cheapest token_ivf search settings that reach ``target_recall`` on this version
+        (:mod:`anchorprune.index.calibration`), measured over the vectors as stored; None when turned off."""
+        params: CalibrationParams = self.calibration
+        if params.queries == 0 and self.calibration_queries is None:
+            return None
+        total = int(offsets[-1])
+        stored = np.memmap(staging / "vectors.bin", dtype=quantize.storage_dtype(self.dtype), mode="r",
+                           shape=(total, quantize.stored_width(self.dtype, dim)))
+        queries = (None if self.calibration_queries is None
+                   else [np.asarray(q.float().numpy() if isinstance(q, torch.Tensor) else q, dtype=np.float32)
+                         for q in self.calibration_queries])
+        record = calibrate(ivf, lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim), offsets,
+                           params, queries)
+        log.info("index %s: token_ivf calibrated in %.1f s on %d %s: nprobe %s, candidates %s, recall@%d %.4f "
+                 "(tie-aware %s)%s", self.name, record["seconds"], record["sample"]["queries"],
+                 record["sample"]["kind"], record["nprobe"], record["candidates"], record["k"],
+                 record.get("recall", float("nan")), record.get("recall_tie_aware", "-"),
+                 "" if record["met"] else f"; no setting reached {params.target_recall}: searches are exact")
+        return record
 
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: Version | None) -> None:
