@@ -13,7 +13,7 @@ EosTopkPruner(layer=None)
 >>> build_pruner("anchor_merge", window=[3, 4])
 AnchorMergePruner(window=[3, 4], radius=None, grid_cols=None)
 >>> build_pruner("anchor_kmeans", window=[3, 4])
-AnchorKMeansPruner(window=[3, 4], iters=3, weighted=True, radius=None)
+AnchorKMeansPruner(window=[3, 4], iters=5, weighted=False, radius=None)
 """
 
 from __future__ import annotations

@@ -41,8 +41,11 @@ from anchorprune.pruning.anchor_merge import assign_to_anchors, position_mask, w
 from anchorprune.pruning.base import PrunedPage, keep_count, top_k_indices
 from anchorprune.pruning.sap import checked_window_centrality, window_score
 
-DEFAULT_ITERS = 3            # chosen by SR on calibration queries (docs/quality.md, anchor_kmeans sweep)
-DEFAULT_WEIGHTED = True      # s-weighted centres during the Lloyd steps
+# Defaults picked by SR on calibration queries only (benchmarks/anchor_kmeans_sweep.py; docs/quality.md): the
+# best mean SR over γ 0.2/0.1/0.05 within 0.002, fewest iterations. Debian calibration (300 queries): 5 plain;
+# demo (22 queries): 3 plain, with 5 plain the best.
+DEFAULT_ITERS = 5
+DEFAULT_WEIGHTED = False     # plain (unweighted) centres during the Lloyd steps; final means stay s-weighted
 MAX_ITERS = 10
 
 
