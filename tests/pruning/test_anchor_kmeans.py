@@ -171,3 +171,24 @@ def test_grid_config_accepts_it_as_a_windowed_method():
 
     assert EvaluateConfig(methods=("sap", "anchor_kmeans")).methods == ("sap", "anchor_kmeans")
     assert "anchor_kmeans" in WINDOWED and "anchor_kmeans" in MERGING
+
+
+def test_grid_evaluates_it_per_window_like_anchor_merge():
+    from anchorprune.evaluation.grid import evaluate_grid, grid_jobs
+    from anchorprune.features.encoding import EncodedCorpus
+
+    assert grid_jobs(["anchor_kmeans"], [0.4], {"sr": [0]}) == [("anchor_kmeans", 0.4, "sr", (0,))]
+    corpus = EncodedCorpus("hand", 1, {"a": feats(MOVE, MOVE_S, page_id="a"), "b": feats(MOVE[[3, 4, 2, 0, 1]], MOVE_S,
+                                                                                         page_id="b")},
+                           {"q": MOVE[[1]].clone()})
+    res = evaluate_grid(corpus, {"q": {"a": 1}}, ["q"], ["anchor_kmeans", "anchor_merge"], [0.4], {"sr": [0]},
+                        random_trials=1, progress=False)
+    by = {c.method: c for c in res.configs}
+    assert by["anchor_kmeans"].vectors_per_page == by["anchor_merge"].vectors_per_page == 2
+    # page a: anchor_merge keeps the 60-degree anchor's own group; the plain Lloyd step merges it into group 0
+    vecs = AnchorKMeansPruner([0]).prune(feats(MOVE, MOVE_S), 0.4).vectors
+    merged = AnchorMergePruner([0]).prune(feats(MOVE, MOVE_S), 0.4).vectors
+    # one gold pair (q, a) and a full score of 1 (q is token 1 itself): SR = the best pruned similarity
+    assert by["anchor_kmeans"].sr_mean_of_ratios == pytest.approx(float((MOVE[1] @ vecs.T).max()), abs=1e-5)
+    assert by["anchor_merge"].sr_mean_of_ratios == pytest.approx(float((MOVE[1] @ merged.T).max()), abs=1e-5)
+    assert by["anchor_kmeans"].window == by["anchor_merge"].window == "0-0"
