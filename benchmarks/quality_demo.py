@@ -7,10 +7,12 @@ text layer (``anchorprune.backbones.minilm_text``): a text encoder, NOT a vision
 
 Table: full, random (5 seeds, mean ± sd), SAP with each single layer and with the SR-selected
 window, EOS/[CLS] attention (adaptive and top-k), cluster-merge, hierarchical pooling, and
-anchor-guided merging (SAP anchors of the SR window, with and without a token-distance prior) at
+anchor-guided merging (SAP anchors of the SR window, with and without a token-distance prior) and
+anchor-seeded k-means (``anchor_kmeans``: the same anchors seed a few cosine Lloyd steps) at
 γ = 0.2 / 0.1 / 0.05: nDCG@5, recall@5, score retention (SR, both aggregates), with paired
 bootstrap 95% intervals of (method − random) on per-query nDCG@5 and per-pair SR, for
-``anchor_merge`` also against the SR-window SAP and hierarchical pooling, and the pruning CPU time
+``anchor_merge`` also against the SR-window SAP and hierarchical pooling (``anchor_kmeans``: and
+``anchor_merge``), and the pruning CPU time
 per page of every method (``time.process_time``, one torch thread). Hierarchical pooling keeps one
 pruner for all γ (one Ward linkage per page, cut per γ); its CPU/page in each row is what one index
 build at that γ costs: the page's linkage (measured at the first γ) plus that γ's cut. The SR curve and
@@ -297,9 +299,14 @@ def debian_source(args: argparse.Namespace) -> dict:
 
     def load(pid: str) -> PageFeatures:
         f = fc.get(backbone, pages[pid], capture)
+        deadline = time.monotonic() + args.wait_for_pages
+        while f is None and time.monotonic() < deadline:     # another process is still encoding it
+            time.sleep(10.0)
+            f = fc.get(backbone, pages[pid], capture)
         if f is None:
             raise SystemExit(f"page {pid} of the Debian corpus is not in the features cache {ws.features_dir}; "
-                             "run benchmarks/debian_bench.py first (this benchmark never encodes pages)")
+                             "run benchmarks/debian_bench.py first (this benchmark never encodes pages)"
+                             + (f" (waited {args.wait_for_pages:g} s)" if args.wait_for_pages else ""))
         return f
 
     qids = eval_q + calib_q
@@ -337,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default=None,
                     help="comma-separated labels to run (e.g. random,sap[sr],hier_pool,anchor_merge); "
                          "'sap[sr]' names the SR-window row, a label prefix keeps its variants")
-    ap.add_argument("--anchor-radius", type=int, default=16, help="anchor_merge position-prior row (tokens)")
+    ap.add_argument("--anchor-radius", type=int, default=16,
+                    help="anchor_merge position-prior row (tokens); negative: no such row")
     ap.add_argument("--queries", type=int, default=500,
                     help="debian: evaluation queries drawn with the seed from the evaluation split")
     ap.add_argument("--calibration-queries", type=int, default=300,
@@ -345,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=None,
                     help="debian: a seeded subset of this many pages (keeps every relevant page of the "
                          "sampled evaluation queries); default all 10,749")
+    ap.add_argument("--wait-for-pages", type=float, default=0.0,
+                    help="debian: wait up to this many seconds for a page that another process is still encoding "
+                         "into the features cache (polls every 10 s; pruning CPU times are unaffected, wall times "
+                         "include the wait)")
     ap.add_argument("--workers", type=int, default=2,
                     help="debian: processes, each pruning and scoring whole chunks of pages on one thread")
     ap.add_argument("--chunk-pages", type=int, default=128, help="debian: pages per worker task")
@@ -414,9 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs.append(("cluster_merge", "merge", "cluster_merge", lambda g: {}, False))
     specs.append(("hier_pool", "merge", "hier_pool", lambda g: {}, False))
     specs.append(("anchor_merge", "anchor_merge", "anchor_merge", lambda g: {"window": window}, False))
-    specs.append((f"anchor_merge[r={args.anchor_radius}]", "anchor_merge", "anchor_merge",
-                  lambda g: {"window": window, "radius": args.anchor_radius}, False))
-    paired_refs = {"anchor_merge": (sap_label, "hier_pool")}     # family -> labels compared against
+    if args.anchor_radius >= 0:
+        specs.append((f"anchor_merge[r={args.anchor_radius}]", "anchor_merge", "anchor_merge",
+                      lambda g: {"window": window, "radius": args.anchor_radius}, False))
+    # anchor-seeded k-means with its measured defaults (anchorprune.pruning.anchor_kmeans, issue #30)
+    specs.append(("anchor_kmeans", "anchor_kmeans", "anchor_kmeans", lambda g: {"window": window}, False))
+    paired_refs = {"anchor_merge": (sap_label, "hier_pool"),     # family -> labels compared against
+                   "anchor_kmeans": (sap_label, "hier_pool", "anchor_merge")}
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
 
@@ -568,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timing": {"encode_pages_s": encode_s, "evaluate_s": eval_s, "torch_threads": torch.get_num_threads(),
                    "prune_and_score_wall_s": prune_score_s, "feature_read_s_summed_over_workers": load_s,
                    "workers": args.workers if debian else 1,
+                   "wait_for_pages_s": args.wait_for_pages if debian else None,
                    "machine": platform.platform(), "loadavg_end": list(os.getloadavg()),
                    "hier_pool_grid_prune": ward_grid,
                    "note": "2 CPU cores shared with other jobs: CPU times are noisy"},
@@ -621,7 +638,7 @@ def markdown_table(result: dict) -> str:
 
 
 def comparison_table(result: dict) -> str:
-    """anchor_merge rows against the SR-window SAP and hierarchical pooling (paired bootstrap, CPU ratio)."""
+    """anchor_merge / anchor_kmeans rows against their references (paired bootstrap, CPU ratio)."""
     lines = ["| γ | method | vs | Δ nDCG@5 [95% CI] | Δ SR [95% CI] | CPU time ratio |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         for other, d in r.get("vs", {}).items():

@@ -21,6 +21,7 @@ SPEC_BACKBONE = {"name": "mock", "kind": "mock", "model_id": "anchorprune/mock-p
 METHODS = {  # method -> (window, kappa)
     "sap": ([2, 3], None),
     "anchor_merge": ([2, 3], None),
+    "anchor_kmeans": ([2, 3], None),
     "eos_adaptive": (None, 1.0),
     "eos_topk": (None, None),
     "random": (None, None),

@@ -159,7 +159,7 @@ class CalibrateConfig(Frozen):
 
 
 Method = Literal["sap", "sap_max", "random", "eos_adaptive", "eos_topk", "cluster_merge", "hier_pool",
-                 "anchor_merge"]
+                 "anchor_merge", "anchor_kmeans"]
 
 
 class EvaluateConfig(Frozen):

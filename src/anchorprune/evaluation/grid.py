@@ -34,7 +34,7 @@ from anchorprune.windows import window_label, window_source
 
 log = logging.getLogger(__name__)
 
-WINDOWED = {"sap", "sap_max", "anchor_merge"}
+WINDOWED = {"sap", "sap_max", "anchor_merge", "anchor_kmeans"}
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-MERGING = {"cluster_merge", "hier_pool", "anchor_merge"}
+MERGING = {"cluster_merge", "hier_pool", "anchor_merge", "anchor_kmeans"}
 
 
 def _align(stored: str, raw: str) -> list[int]:
