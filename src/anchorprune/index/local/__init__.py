@@ -179,9 +179,14 @@ class LocalIndex(LocalBuild, VersionedIndex):
                                         self.first_stage_params.get("nprobe"))
             else:
                 cand = top_candidates(v.means, normalized_mean(q.numpy()), plan.candidates)   # [P, d] @ [d]
-            vecs, offsets = v.rows(cand)                # candidates decoded to float32, in file order
-            scores = score_packed([q], vecs, offsets,
-                                  chunk_tokens=chunk_tokens_for(self.chunk_tokens, q.shape[0], v.dim, vecs.shape[0]))
+            if v.prepared is not None and v.prepared.compute == "float32":   # checked float32 copy: gather only
+                sub = v.prepared.take(cand)
+                scores = score_packed([q], sub, chunk_tokens=chunk_tokens_for(self.chunk_tokens, q.shape[0], v.dim,
+                                                                              sub.total))
+            else:
+                vecs, offsets = v.rows(cand)            # candidates decoded to float32, in file order
+                scores = score_packed([q], vecs, offsets, chunk_tokens=chunk_tokens_for(
+                    self.chunk_tokens, q.shape[0], v.dim, vecs.shape[0]))
             out.append(top_k(scores[0], k, v.page_ids, which=cand))
         return self._checked(v, out), ComputePath.here("auto", "float32", v.dtype)
 
