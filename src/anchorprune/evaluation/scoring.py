@@ -77,6 +77,30 @@ def _nonfinite_rows(chunk: torch.Tensor) -> np.ndarray:
     return ~np.isfinite(chunk.numpy()).all(axis=1)
 
 
+def bf16_page_max(sim16: torch.Tensor, starts: np.ndarray) -> np.ndarray:
+    """Per-page maxima ``[M, n]`` float32 of a bf16 similarity block ``[M, t]`` whose pages start at the
+    columns ``starts`` ``[n]``: exactly the maxima of the block converted to float32, without converting it.
+
+    The max runs on the bf16 bit patterns read as int16 (half the bytes of float32, no conversion pass over
+    the block; only the ``[M, n]`` maxima are widened). Signed int16 order matches float order among
+    non-negative values, and is reversed among negative ones, so a segment's float max is its largest int16
+    when that is >= 0 (some value is >= +0.0), else its smallest int16 (every value negative: the one
+    nearest zero, -0.0 first). Values must not be NaN (scored vectors are checked finite). The only
+    difference from a float max: a page whose maximum is zero may get +0.0 where numpy returned -0.0.
+
+    >>> import torch
+    >>> s = torch.tensor([[0.5, -2.0, -0.25, -1.0, 3.0], [-0.0, -1.0, -3.0, -0.5, 0.0]]).to(torch.bfloat16)
+    >>> bf16_page_max(s, np.array([0, 2, 4])).tolist()
+    [[0.5, -0.25, 3.0], [-0.0, -0.5, 0.0]]
+    """
+    bits = sim16.view(torch.int16).numpy()                              # [M, t] bf16 bit patterns
+    hi = np.maximum.reduceat(bits, starts, axis=1)                      # [M, n]
+    neg = hi < 0                                                         # every value of the segment < 0
+    if neg.any():
+        hi = np.where(neg, np.minimum.reduceat(bits, starts, axis=1), hi)
+    return (hi.astype(np.int32) << 16).view(np.float32)                 # bf16 bits -> the same float32
+
+
 def _round_up(x: int, k: int) -> int:
     return -(-x // k) * k
 
@@ -350,8 +374,9 @@ def score_packed(
     elif chunk_tokens < 1:
         raise ScoringError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     cap = _round_up(min(max(chunk_tokens, longest), total), _ALIGN)   # widest chunk this call can see
-    buffer = torch.empty(m * cap, dtype=torch.float32)                 # similarities, [M, t_pad] views
-    if mm_dtype == torch.bfloat16:
+    if mm_dtype == torch.float32:
+        buffer = torch.empty(m * cap, dtype=torch.float32)             # similarities, [M, t_pad] views
+    else:
         qtok = qtok.to(torch.bfloat16)                                   # [M, d] bf16
         buffer16 = torch.empty(m * cap, dtype=torch.bfloat16)          # bf16 matmul output, [M, t_pad] views
     stage: torch.Tensor | None = None                                  # page vectors padded to _ALIGN rows
@@ -385,14 +410,14 @@ def score_packed(
                 p = int(np.searchsorted(off, bad_row, side="right")) - 1
                 raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
                                    "re-encode it or drop it from the index")
-        sim = buffer[: m * t_pad].view(m, t_pad)                         # [M, t_pad] float32
         if mm_dtype == torch.bfloat16:
             sim16 = buffer16[: m * t_pad].view(m, t_pad)                 # [M, t_pad] bf16 (fp32 accumulation)
             torch.mm(qtok, chunk.T, out=sim16)
-            sim.copy_(sim16)
+            page_max = bf16_page_max(sim16[:, :t], off[a:b] - lo)      # [M, b - a] float32
         else:
+            sim = buffer[: m * t_pad].view(m, t_pad)                     # [M, t_pad] float32
             torch.mm(qtok, chunk.T, out=sim)
-        page_max = np.maximum.reduceat(sim.numpy()[:, :t], off[a:b] - lo, axis=1)   # [M, b - a]
+            page_max = np.maximum.reduceat(sim.numpy()[:, :t], off[a:b] - lo, axis=1)   # [M, b - a]
         out[:, a:b] = np.add.reduceat(page_max, qstarts, axis=0)                 # [Q, b - a]
         a = b
     return torch.from_numpy(out)
