@@ -70,9 +70,11 @@ class LocalIndex(LocalBuild, VersionedIndex):
     chunk_tokens
         Page vectors per scoring matmul (``None``: about 64 MiB of similarity buffer).
     resident_bytes
-        A float16 or bits serving version whose float32 decoding fits this many bytes is decoded
-        once into RAM and searched from there (faster: no per-query conversion); larger ones, and
-        float32 versions, are searched straight from the memory map. 0 turns it off.
+        A serving version whose prepared copy fits this many bytes (float32: 4 bytes per value; a
+        bfloat16 version on a CPU with native bf16: 2) is prepared once in RAM and searched from there
+        (:func:`~anchorprune.evaluation.scoring.prepare`: decoded, padded and NaN-checked once, so a
+        search does only matmuls and reductions, with the same scores); it is released when another
+        version serves. Larger ones are searched straight from the memory map. 0 turns it off.
     verify_on_open
         Check the sha256 of the serving version's ``vectors.bin`` at its first search in this
         object (a float16 / bits version decoded into RAM is checked on the way anyway). Every
