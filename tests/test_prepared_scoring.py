@@ -117,3 +117,15 @@ def test_a_version_whose_vectors_hold_nan_is_refused_naming_the_page(tmp_path):
     with pytest.raises(CorruptVersionError, match=r"v1/vectors.bin: page 3 \('p003'\) contains NaN"):
         v.make_resident(1 << 30)
     assert v.prepared is None
+
+
+def test_unprepared_chunks_padded_with_the_next_pages_rows_still_name_the_nan_page():
+    """An aligned-width chunk may read the next pages' rows as padding: a NaN there is reported for its own
+    page (when its chunk comes), never blamed on the chunk that merely padded with it."""
+    pages = [torch.ones(5, 4) for _ in range(6)]                     # 5 rows each: widths never multiples of 16
+    vecs, off = pack(pages)
+    vecs[int(off[4]) + 2, 1] = float("nan")                          # page 4, vector 2
+    with pytest.raises(ScoringError, match=r"page 4 \('p4'\) contains NaN or inf \(vector 2\)"):
+        score_packed([torch.ones(2, 4)], vecs, off, chunk_tokens=10, page_ids=[f"p{i}" for i in range(6)])
+    ok = score_packed([torch.ones(2, 4)], vecs[: int(off[4])], off[:5], chunk_tokens=10)
+    assert torch.equal(ok, torch.full((1, 4), 8.0))

@@ -398,7 +398,9 @@ def score_packed(
             chunk = source[lo:lo + t_pad]                                # [t_pad, d]
         else:
             chunk = source[lo:hi]
-            if t_pad != t or chunk.dtype != mm_dtype or not chunk.is_contiguous():
+            if t_pad != t and lo + t_pad <= total and chunk.dtype == mm_dtype and source.is_contiguous():
+                chunk = source[lo:lo + t_pad]        # the next pages' rows pad the width: never read by the max
+            elif t_pad != t or chunk.dtype != mm_dtype or not chunk.is_contiguous():
                 if stage is None:
                     stage = torch.empty(cap, dim, dtype=mm_dtype)
                 stage[:t].copy_(chunk)                                   # float16/bf16 -> float32 here too
