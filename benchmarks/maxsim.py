@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from anchorprune.evaluation.bf16 import bf16_accelerated  # noqa: E402
 from anchorprune.evaluation.scoring import (  # noqa: E402
     DEFAULT_BUFFER_ELEMENTS,
+    bf16_page_max,
     default_margin,
     rescore_shortlist,
     resolve_compute,
@@ -216,6 +218,51 @@ def shortlist_checks(queries, exact, scan, fp32_vecs, bf16_vecs, offsets, k: int
     out["stored_bf16"] = {"vs_fp32_of_stored_vectors": agreement(exact_stored, got, k),
                           "vs_fp32_store": agreement(exact, got, k), "shortlist": keep}
     return out
+
+
+def cpu_flags(names: Sequence[str] = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f")) -> dict[str, bool]:
+    """Which of ``names`` /proc/cpuinfo lists for this CPU (all False where it cannot be read)."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    return {n: n in flags for n in names}
+
+
+def mkldnn_bf16_probe() -> bool | None:
+    """torch's own oneDNN probe: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` (None where absent)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - an op this torch build lacks
+        return None
+
+
+def bf16_chunk_profile(m: int, d: int, width: int, page_tokens: int, rounds: int = 9) -> dict[str, float]:
+    """Median ms of each step of one bf16 chunk ``[m, d] x [d, width]`` (pages of ``page_tokens`` columns):
+    the matmul, the per-page max as scored now (:func:`bf16_page_max` on the bf16 bits) and, for
+    comparison, the previous steps (widening the bf16 block to float32, then a float32 ``reduceat``)."""
+    q = torch.randn(m, d).to(torch.bfloat16)
+    c = torch.randn(width, d).to(torch.bfloat16)
+    t = width // page_tokens * page_tokens
+    starts = np.arange(0, t, page_tokens)
+    s16 = torch.empty(m, width, dtype=torch.bfloat16)
+    s32 = torch.empty(m, width)
+    steps = {"matmul_bf16": lambda: torch.mm(q, c.T, out=s16),
+             "page_max_on_bf16_bits": lambda: bf16_page_max(s16[:, :t], starts),
+             "previous_widen_to_fp32": lambda: s32.copy_(s16),
+             "previous_reduceat_fp32": lambda: np.maximum.reduceat(s32.numpy()[:, :t], starts, axis=1)}
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, f in steps.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    out = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    out["now_share_outside_matmul"] = out["page_max_on_bf16_bits"] / (out["matmul_bf16"] + out["page_max_on_bf16_bits"])
+    prev = out["previous_widen_to_fp32"] + out["previous_reduceat_fp32"]
+    out["previous_share_outside_matmul"] = prev / (out["matmul_bf16"] + prev)
+    return {"width": width, "page_tokens": page_tokens, "m": m, "load_1min": os.getloadavg()[0], **out}
 
 
 def load_real(path: Path, data_dir: Path | None) -> tuple[dict, list[torch.Tensor], str]:
@@ -444,6 +491,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                            ("_is_amx_tile_supported", "_is_avx512_bf16_supported", "_is_avx512_supported")
                            if hasattr(torch.cpu, p)},
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_flags": cpu_flags(),
+            "mkldnn_bf16_supported": mkldnn_bf16_probe(),
+            "path": {"scan": f"score_packed(compute='bfloat16'): bf16 torch.mm into a bf16 [M, chunk] block; per-page "
+                             f"max on its bit patterns (bf16_page_max: int16 reduceat, no float32 copy of the block), "
+                             f"sum per query in float32",
+                     "auto_resolves_to": resolve_compute(torch.bfloat16, "auto")},
+            "chunk_profile_ms": {kind: bf16_chunk_profile(m_total, d, -(-(max(1, chunk // n) * n) // 16) * 16, n)
+                                 for kind, (_, n, _) in sets.items()},
             "shortlist_decision": SHORTLIST_DECISION,
             "agreement_random": {kind: agreement(torch.cat(scores[(kind, "ours")], dim=1),
                                                  torch.cat(scores[(kind, "ours_bf16")], dim=1)) for kind in sets},

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -74,6 +75,30 @@ def _nonfinite_rows(chunk: torch.Tensor) -> np.ndarray:
         bits = chunk.view(torch.int16).numpy()
         return ((bits & 0x7F80) == 0x7F80).any(axis=1)                  # exponent all ones: inf or NaN
     return ~np.isfinite(chunk.numpy()).all(axis=1)
+
+
+def bf16_page_max(sim16: torch.Tensor, starts: np.ndarray) -> np.ndarray:
+    """Per-page maxima ``[M, n]`` float32 of a bf16 similarity block ``[M, t]`` whose pages start at the
+    columns ``starts`` ``[n]``: exactly the maxima of the block converted to float32, without converting it.
+
+    The max runs on the bf16 bit patterns read as int16 (half the bytes of float32, no conversion pass over
+    the block; only the ``[M, n]`` maxima are widened). Signed int16 order matches float order among
+    non-negative values, and is reversed among negative ones, so a segment's float max is its largest int16
+    when that is >= 0 (some value is >= +0.0), else its smallest int16 (every value negative: the one
+    nearest zero, -0.0 first). Values must not be NaN (scored vectors are checked finite). The only
+    difference from a float max: a page whose maximum is zero may get +0.0 where numpy returned -0.0.
+
+    >>> import torch
+    >>> s = torch.tensor([[0.5, -2.0, -0.25, -1.0, 3.0], [-0.0, -1.0, -3.0, -0.5, 0.0]]).to(torch.bfloat16)
+    >>> bf16_page_max(s, np.array([0, 2, 4])).tolist()
+    [[0.5, -0.25, 3.0], [-0.0, -0.5, 0.0]]
+    """
+    bits = sim16.view(torch.int16).numpy()                              # [M, t] bf16 bit patterns
+    hi = np.maximum.reduceat(bits, starts, axis=1)                      # [M, n]
+    neg = hi < 0                                                         # every value of the segment < 0
+    if neg.any():
+        hi = np.where(neg, np.minimum.reduceat(bits, starts, axis=1), hi)
+    return (hi.astype(np.int32) << 16).view(np.float32)                 # bf16 bits -> the same float32
 
 
 def _round_up(x: int, k: int) -> int:
@@ -155,13 +180,126 @@ def _stack_queries(queries: Sequence[torch.Tensor], dim: int) -> tuple[torch.Ten
     return qtok, starts
 
 
+@dataclass(eq=False)
+class PreparedPages:
+    """A packed corpus made ready for repeated scoring (the serving version's resident copy).
+
+    Built once by :func:`prepare`: the page vectors in the matmul dtype (``compute``), contiguous, with
+    ``_ALIGN`` zero rows after the last page, so any chunk of whole pages can be multiplied at its padded
+    width straight from this matrix (the rows past a chunk's end belong to the next pages or the zero tail;
+    their columns are never read by the max), and already checked: offsets valid, no NaN/inf (the error
+    named the page at prepare time). :func:`score_packed` over it does only the matmuls and reductions, and
+    gives bit-identical results to the unprepared call on the same vectors.
+    """
+
+    padded: torch.Tensor          # [T + _ALIGN, d] compute dtype, rows T.. are zero
+    offsets: np.ndarray           # [P + 1] int64, checked
+    compute: str                  # "float32" | "bfloat16": the matmul dtype
+    storage: str                  # dtype of the vectors it was prepared from, e.g. "float16"
+    page_ids: Sequence[str] | None = None
+
+    @property
+    def total(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def vecs(self) -> torch.Tensor:
+        """The page vectors ``[T, d]`` (a view, no padding rows)."""
+        return self.padded[: self.total]
+
+    @property
+    def num_pages(self) -> int:
+        return self.offsets.shape[0] - 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.padded.numel() * self.padded.element_size()
+
+    def take(self, pages: np.ndarray) -> PreparedPages:
+        """The pages ``pages`` (in that order) as a new prepared corpus: one gather, no conversion or check
+        (these rows were checked when this copy was prepared), e.g. a first stage's candidates.
+
+        >>> import torch
+        >>> pp = prepare(torch.arange(5.0)[:, None], torch.tensor([0, 2, 3, 5]), page_ids=["a", "b", "c"])
+        >>> sub = pp.take(np.array([2, 0]))
+        >>> sub.vecs[:, 0].tolist(), sub.offsets.tolist(), sub.page_ids
+        ([3.0, 4.0, 0.0, 1.0], [0, 2, 4], ['c', 'a'])
+        """
+        pages = np.asarray(pages, dtype=np.int64)
+        if pages.ndim != 1 or len(pages) == 0 or pages.min() < 0 or pages.max() >= self.num_pages:
+            raise ScoringError(f"take() needs 1 to {self.num_pages} page positions in 0..{self.num_pages - 1}")
+        starts, lengths = self.offsets[pages], self.offsets[pages + 1] - self.offsets[pages]
+        local = np.zeros(len(pages) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=local[1:])
+        n = int(local[-1])
+        idx = torch.from_numpy(np.repeat(starts - local[:-1], lengths) + np.arange(n))    # [n] source rows
+        padded = torch.empty(n + _ALIGN, self.padded.shape[1], dtype=self.padded.dtype)  # [n + _ALIGN, d]
+        torch.index_select(self.padded, 0, idx, out=padded[:n])
+        padded[n:].zero_()
+        ids = [self.page_ids[int(p)] for p in pages] if self.page_ids is not None else None
+        return PreparedPages(padded, local, self.compute, self.storage, ids)
+
+
+def prepare(
+    vecs: torch.Tensor | np.ndarray,       # [T, d] any float dtype (a memory map is read once, in order)
+    offsets: torch.Tensor | np.ndarray,    # [P + 1] int64
+    compute: Compute = "float32",
+    page_ids: Sequence[str] | None = None,
+    decode=None,                           # optional: raw rows [t, w] -> float32 [t, d] numpy (e.g. float16 / bits)
+    dim: int | None = None,
+    on_rows=None,                          # optional: called with every raw chunk read (e.g. a running checksum)
+    step_rows: int = 1 << 16,
+) -> PreparedPages:
+    """Copy packed pages once into a :class:`PreparedPages` for ``compute`` (``"auto"``: see
+    :func:`resolve_compute`), checking offsets and every vector for NaN/inf on the way.
+
+    Raises :class:`ScoringError` naming the first page (and vector) holding NaN or inf.
+
+    >>> import torch
+    >>> pp = prepare(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), torch.tensor([0, 2, 3]))
+    >>> tuple(pp.padded.shape), pp.compute
+    ((19, 2), 'float32')
+    >>> score_packed([torch.tensor([[1.0, 0.0]])], pp)
+    tensor([[ 1., -1.]])
+    """
+    storage_dtype = vecs.dtype if isinstance(vecs, torch.Tensor) else torch.from_numpy(np.empty(0, vecs.dtype)).dtype
+    total = vecs.shape[0]
+    d = dim if dim is not None else vecs.shape[1]
+    off = _check_offsets(offsets, total, page_ids)
+    how = resolve_compute(storage_dtype, compute)
+    mm_dtype = torch.bfloat16 if how == "bfloat16" else torch.float32
+    padded = torch.empty(total + _ALIGN, d, dtype=mm_dtype)                # [T + _ALIGN, d]
+    padded[total:].zero_()
+    for a in range(0, total, step_rows):
+        raw = vecs[a:a + step_rows]
+        if on_rows is not None:
+            on_rows(raw)
+        if decode is not None:
+            rows = torch.from_numpy(decode(np.asarray(raw)))                # [t, d] float32
+        elif isinstance(raw, torch.Tensor):
+            rows = raw.detach()
+        else:
+            rows = torch.from_numpy(np.asarray(raw))
+        if rows.shape[1] != d:
+            raise ScoringError(f"rows have dimension {rows.shape[1]}, expected {d}")
+        dest = padded[a:a + rows.shape[0]]
+        dest.copy_(rows)                                                    # -> float32 / bf16 (round to nearest)
+        bad = _nonfinite_rows(dest)
+        if bad.any():
+            bad_row = a + int(np.flatnonzero(bad)[0])
+            p = int(np.searchsorted(off, bad_row, side="right")) - 1
+            raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
+                               "re-encode it or drop it from the index")
+    return PreparedPages(padded, off, how, str(storage_dtype).removeprefix("torch."), page_ids)
+
+
 def score_packed(
     queries: Sequence[torch.Tensor],      # Q x [m_i, d]
-    vecs: torch.Tensor,                   # [T, d] float32, float16 or bfloat16
-    offsets: torch.Tensor,                # [P + 1] int64
+    vecs: torch.Tensor | PreparedPages,   # [T, d] float32, float16 or bfloat16; or a prepared corpus
+    offsets: torch.Tensor | None = None,  # [P + 1] int64 (None with a PreparedPages)
     chunk_tokens: int | None = None,
     page_ids: Sequence[str] | None = None,
-    compute: Compute = "float32",
+    compute: Compute | None = None,
 ) -> torch.Tensor:
     """MaxSim of every query against every packed page: ``[Q, P]`` float32.
 
@@ -171,7 +309,9 @@ def score_packed(
         One ``[m_i, d]`` tensor per query (any float dtype; computed in float32).
     vecs, offsets
         Packed pages from :func:`pack` (or a memory-mapped index). ``vecs`` may be
-        float16: each chunk is converted to float32 before the matmul.
+        float16: each chunk is converted to float32 before the matmul. Or a
+        :class:`PreparedPages` from :func:`prepare` (``offsets`` None): no copy, no NaN scan,
+        the same scores bit for bit; ``compute`` must then be ``"auto"`` or its ``compute``.
     chunk_tokens
         Page vectors per matmul. Default: as many as keep the ``[M, chunk]``
         similarity buffer at ~64 MiB (``M`` = total query tokens), at most 65,536,
@@ -183,6 +323,7 @@ def score_packed(
         ``"float32"`` (default, exact: what evaluation uses), ``"bfloat16"`` (queries and page
         vectors rounded to bf16, bf16 matmul, max and sum in float32) or ``"auto"`` (bf16 only for
         bfloat16-stored vectors on a CPU that accelerates bf16, see :func:`resolve_compute`).
+        None: ``"float32"``, or a :class:`PreparedPages`'s own compute.
 
     Raises
     ------
@@ -197,12 +338,33 @@ def score_packed(
     >>> score_packed([torch.tensor([[1.0, 0.0]])], vecs, torch.tensor([0, 2, 3]))
     tensor([[ 1., -1.]])
     """
-    if vecs.ndim != 2:
-        raise ScoringError(f"vecs must be [T, d], got shape {tuple(vecs.shape)}")
-    if not vecs.is_floating_point():
-        raise ScoringError(f"vecs must be a float tensor, got {vecs.dtype}")
-    total, dim = vecs.shape
-    off = _check_offsets(offsets, total, page_ids)
+    if isinstance(vecs, PreparedPages):
+        if offsets is not None:
+            raise ScoringError("a PreparedPages carries its own offsets: pass offsets=None")
+        if compute is not None and compute not in COMPUTES:
+            raise ScoringError(f"compute must be one of {COMPUTES}, got {compute!r}")
+        if compute not in (None, "auto", vecs.compute):
+            raise ScoringError(f"these pages were prepared for {vecs.compute} matmuls, not {compute}; "
+                               "prepare them again for that compute")
+        prepared: PreparedPages | None = vecs
+        source = vecs.padded
+        total, dim = vecs.total, source.shape[1]
+        off = vecs.offsets
+        page_ids = vecs.page_ids if page_ids is None else page_ids
+        mm_dtype = source.dtype
+    else:
+        prepared = None
+        if vecs.ndim != 2:
+            raise ScoringError(f"vecs must be [T, d], got shape {tuple(vecs.shape)}")
+        if not vecs.is_floating_point():
+            raise ScoringError(f"vecs must be a float tensor, got {vecs.dtype}")
+        if offsets is None:
+            raise ScoringError("offsets are required with a [T, d] tensor")
+        total, dim = vecs.shape
+        off = _check_offsets(offsets, total, page_ids)
+        source = vecs.detach()
+        how = resolve_compute(vecs.dtype, compute or "float32")
+        mm_dtype = torch.bfloat16 if how == "bfloat16" else torch.float32
     num_pages = off.shape[0] - 1
     qtok, qstarts = _stack_queries(queries, dim)                       # [M, d], [Q]
     m = qtok.shape[0]
@@ -212,9 +374,9 @@ def score_packed(
     elif chunk_tokens < 1:
         raise ScoringError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     cap = _round_up(min(max(chunk_tokens, longest), total), _ALIGN)   # widest chunk this call can see
-    mm_dtype = torch.bfloat16 if resolve_compute(vecs.dtype, compute) == "bfloat16" else torch.float32
-    buffer = torch.empty(m * cap, dtype=torch.float32)                 # similarities, [M, t_pad] views
-    if mm_dtype == torch.bfloat16:
+    if mm_dtype == torch.float32:
+        buffer = torch.empty(m * cap, dtype=torch.float32)             # similarities, [M, t_pad] views
+    else:
         qtok = qtok.to(torch.bfloat16)                                   # [M, d] bf16
         buffer16 = torch.empty(m * cap, dtype=torch.bfloat16)          # bf16 matmul output, [M, t_pad] views
     stage: torch.Tensor | None = None                                  # page vectors padded to _ALIGN rows
@@ -232,27 +394,32 @@ def score_packed(
         lo, hi = int(off[a]), int(off[b])
         t = hi - lo
         t_pad = _round_up(t, _ALIGN)
-        chunk = vecs[lo:hi].detach()
-        if t_pad != t or chunk.dtype != mm_dtype or not chunk.is_contiguous():
-            if stage is None:
-                stage = torch.empty(cap, dim, dtype=mm_dtype)
-            stage[:t].copy_(chunk)                                       # float16/bf16 -> float32 here too
-            stage[t:t_pad].zero_()
-            chunk = stage[:t_pad]
-        bad = _nonfinite_rows(chunk[:t])
-        if bad.any():
-            bad_row = lo + int(np.flatnonzero(bad)[0])
-            p = int(np.searchsorted(off, bad_row, side="right")) - 1
-            raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
-                               "re-encode it or drop it from the index")
-        sim = buffer[: m * t_pad].view(m, t_pad)                         # [M, t_pad] float32
+        if prepared is not None:                                         # checked, converted, zero tail: a view
+            chunk = source[lo:lo + t_pad]                                # [t_pad, d]
+        else:
+            chunk = source[lo:hi]
+            if t_pad != t and lo + t_pad <= total and chunk.dtype == mm_dtype and source.is_contiguous():
+                chunk = source[lo:lo + t_pad]        # the next pages' rows pad the width: never read by the max
+            elif t_pad != t or chunk.dtype != mm_dtype or not chunk.is_contiguous():
+                if stage is None:
+                    stage = torch.empty(cap, dim, dtype=mm_dtype)
+                stage[:t].copy_(chunk)                                   # float16/bf16 -> float32 here too
+                stage[t:t_pad].zero_()
+                chunk = stage[:t_pad]
+            bad = _nonfinite_rows(chunk[:t])
+            if bad.any():
+                bad_row = lo + int(np.flatnonzero(bad)[0])
+                p = int(np.searchsorted(off, bad_row, side="right")) - 1
+                raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
+                                   "re-encode it or drop it from the index")
         if mm_dtype == torch.bfloat16:
             sim16 = buffer16[: m * t_pad].view(m, t_pad)                 # [M, t_pad] bf16 (fp32 accumulation)
             torch.mm(qtok, chunk.T, out=sim16)
-            sim.copy_(sim16)
+            page_max = bf16_page_max(sim16[:, :t], off[a:b] - lo)      # [M, b - a] float32
         else:
+            sim = buffer[: m * t_pad].view(m, t_pad)                     # [M, t_pad] float32
             torch.mm(qtok, chunk.T, out=sim)
-        page_max = np.maximum.reduceat(sim.numpy()[:, :t], off[a:b] - lo, axis=1)   # [M, b - a]
+            page_max = np.maximum.reduceat(sim.numpy()[:, :t], off[a:b] - lo, axis=1)   # [M, b - a]
         out[:, a:b] = np.add.reduceat(page_max, qstarts, axis=0)                 # [Q, b - a]
         a = b
     return torch.from_numpy(out)
@@ -309,8 +476,8 @@ def gather_pages(vecs: torch.Tensor, offsets: torch.Tensor | np.ndarray,
 
 def score_shortlist(
     queries: Sequence[torch.Tensor],      # Q x [m_i, d]
-    vecs: torch.Tensor,                   # [T, d] float32, float16 or bfloat16
-    offsets: torch.Tensor,                # [P + 1] int64
+    vecs: torch.Tensor | PreparedPages,   # [T, d] float32, float16 or bfloat16; or a prepared corpus
+    offsets: torch.Tensor | None,         # [P + 1] int64 (None with a PreparedPages)
     k: int,
     compute: Compute = "auto",
     rescore_vecs: torch.Tensor | None = None,   # [T, d] float32 copy of the same pages (e.g. a memmap)
@@ -342,8 +509,23 @@ def score_shortlist(
         raise ScoringError(f"k must be >= 1, got {k}")
     if margin is not None and margin < 0:
         raise ScoringError(f"margin must be >= 0, got {margin}")
-    storage = str(vecs.dtype).removeprefix("torch.")
     requested = compute
+    if isinstance(vecs, PreparedPages):          # the scan runs in the dtype the pages were prepared for
+        if compute not in ("auto", vecs.compute):
+            raise ScoringError(f"these pages were prepared for {vecs.compute} matmuls, not {compute}")
+        storage, how, offsets = vecs.storage, vecs.compute, torch.from_numpy(vecs.offsets)
+        if how == "float32":
+            return score_packed(queries, vecs, chunk_tokens=chunk_tokens), ComputePath.here(requested, how, storage)
+        if rescore_vecs is None and vecs.storage != "bfloat16":
+            raise ScoringError(f"pages prepared for bf16 from {vecs.storage} vectors: pass rescore_vecs (the "
+                               "float32 rows) for the exact rescoring")
+        scan = score_packed(queries, vecs, chunk_tokens=chunk_tokens)
+        keep = min(scan.shape[1], k + (default_margin(k) if margin is None else margin))
+        source = rescore_vecs if rescore_vecs is not None else vecs.vecs
+        out = rescore_shortlist(queries, scan, source, offsets, keep)
+        return out, ComputePath.here(requested, "bfloat16", storage, rescored=True, shortlist=keep,
+                                     rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
+    storage = str(vecs.dtype).removeprefix("torch.")
     how = resolve_compute(vecs.dtype, compute)
     if how == "float32":
         scores = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="float32")

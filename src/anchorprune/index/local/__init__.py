@@ -78,9 +78,11 @@ class LocalIndex(LocalBuild, VersionedIndex):
     chunk_tokens
         Page vectors per scoring matmul (``None``: about 64 MiB of similarity buffer).
     resident_bytes
-        A float16 or bits serving version whose float32 decoding fits this many bytes is decoded
-        once into RAM and searched from there (faster: no per-query conversion); larger ones, and
-        float32 versions, are searched straight from the memory map. 0 turns it off.
+        A serving version whose prepared copy fits this many bytes (float32: 4 bytes per value; a
+        bfloat16 version on a CPU with native bf16: 2) is prepared once in RAM and searched from there
+        (:func:`~anchorprune.evaluation.scoring.prepare`: decoded, padded and NaN-checked once, so a
+        search does only matmuls and reductions, with the same scores); it is released when another
+        version serves. Larger ones are searched straight from the memory map. 0 turns it off.
     verify_on_open
         Check the sha256 of the serving version's ``vectors.bin`` at its first search in this
         object (a float16 / bits version decoded into RAM is checked on the way anyway). Every
@@ -192,9 +194,14 @@ class LocalIndex(LocalBuild, VersionedIndex):
                 cand = v.ivf.candidates(q.numpy(), v.token_rows, len(v.page_ids), plan.candidates, plan.nprobe)
             else:
                 cand = top_candidates(v.means, normalized_mean(q.numpy()), plan.candidates)   # [P, d] @ [d]
-            vecs, offsets = v.rows(cand)                # candidates decoded to float32, in file order
-            scores = score_packed([q], vecs, offsets,
-                                  chunk_tokens=chunk_tokens_for(self.chunk_tokens, q.shape[0], v.dim, vecs.shape[0]))
+            if v.prepared is not None and v.prepared.compute == "float32":   # checked float32 copy: gather only
+                sub = v.prepared.take(cand)
+                scores = score_packed([q], sub, chunk_tokens=chunk_tokens_for(self.chunk_tokens, q.shape[0], v.dim,
+                                                                              sub.total))
+            else:
+                vecs, offsets = v.rows(cand)            # candidates decoded to float32, in file order
+                scores = score_packed([q], vecs, offsets, chunk_tokens=chunk_tokens_for(
+                    self.chunk_tokens, q.shape[0], v.dim, vecs.shape[0]))
             out.append(top_k(scores[0], k, v.page_ids, which=cand))
         return self._checked(v, out), ComputePath.here("auto", "float32", v.dtype)
 

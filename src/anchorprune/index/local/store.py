@@ -101,7 +101,7 @@ class LocalStore:
             raise
         for other, ov in self._cache.items():      # a swapped-out version does not keep its RAM copy
             if other != n:
-                ov.dense = None
+                ov.release()
         if resident_bytes:
             v.make_resident(resident_bytes)
         if verify_on_open and not v.checked:     # once per opened version: nothing served changes silently

@@ -19,7 +19,7 @@ import torch
 
 import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.bf16 import ComputePath, auto_compute
-from anchorprune.evaluation.scoring import score_packed, score_shortlist
+from anchorprune.evaluation.scoring import PreparedPages, ScoringError, prepare, score_packed, score_shortlist
 from anchorprune.index.base import CorruptVersionError, Hit, IndexVersion
 from anchorprune.index.first_stage import MuveraFirstStage
 from anchorprune.index.local.files import DIGEST_BYTES, FIX, check_files, page_digest, read_manifest
@@ -57,6 +57,7 @@ class Version:
     content_hashes: list[str]
     digests: np.ndarray | None = None      # [P, 16] uint8 blake2b of each page's stored bytes (None: older versions)
     dense: torch.Tensor | None = None      # [T, d] float32 decoded copy kept in RAM (see LocalIndex.resident_bytes)
+    prepared: PreparedPages | None = None  # the serving copy scored by every search (dense is its float32 view)
     _where: dict[str, int] | None = None   # page id -> position, built on first use
     checked: bool = False                  # vectors.bin's sha256 was checked since this object opened it
     fde: np.ndarray | None = None          # [P, D] float32 MUVERA FDE, loaded at the first muvera search
@@ -118,7 +119,12 @@ class Version:
         return page_digest(np.asarray(self.vecs[lo:hi])) == bytes(self.digests[j])
 
     def check_pages(self, pages: Iterable[int]) -> None:
-        """Raise :class:`CorruptVersionError` naming the first page whose stored vectors fail their digest."""
+        """Raise :class:`CorruptVersionError` naming the first page whose stored vectors fail their digest.
+
+        Nothing to check when searches score the prepared copy: its bytes matched the whole file's sha256
+        when it was read (:meth:`make_resident`), and later damage to the file cannot reach it."""
+        if self.prepared is not None:
+            return
         for j in pages:
             if not self.page_digest_ok(int(j)):
                 raise CorruptVersionError(
@@ -164,28 +170,46 @@ class Version:
                             vectors=int(m["vectors"]), bytes=size, manifest=m)
 
     def make_resident(self, budget: int) -> None:
-        """Keep a decoded float32 copy in RAM when it fits ``budget`` bytes (float16 / bits versions only).
+        """Prepare the serving copy once, when it fits ``budget`` bytes: the vectors in the matmul dtype,
+        padded for chunked matmuls and checked (:func:`anchorprune.evaluation.scoring.prepare`).
 
-        Scoring then skips the per-query float16 -> float32 (or bit-unpacking) pass over every
-        vector; the file on disk keeps its compact encoding.
+        float16 / bits / float32 versions (and bfloat16 ones on a CPU without native bf16) are decoded to
+        float32 (``dense`` is that copy); a bfloat16 version on a CPU with native bf16 is copied as bf16 for
+        the bf16 scan (rescored exactly from the same rows). Scoring then does only matmuls and reductions:
+        no per-query conversion, staging copy or NaN scan. Every byte is read once, so the whole file's
+        sha256 is checked on the way (the copy scored is the file as built); a page holding NaN/inf is
+        refused here, by name. The file on disk keeps its compact encoding.
         """
-        if self.dense is not None or self.dtype == "float32" or (auto_compute(self.dtype) == "bfloat16"):
+        if self.prepared is not None:
             return
         total = self.vecs.shape[0]
-        if total * self.dim * 4 > budget:
+        bf16_scan = self.dtype == "bfloat16" and auto_compute(self.dtype) == "bfloat16"
+        if total * self.dim * (2 if bf16_scan else 4) > budget:
             return
-        dense = torch.empty(total, self.dim, dtype=torch.float32)
-        step = max(1, (1 << 26) // (self.dim * 4))
         sha = hashlib.sha256()          # every byte is read anyway: check the whole file's checksum on the way
-        for a in range(0, total, step):
-            raw = np.asarray(self.vecs[a:a + step])
-            sha.update(raw.tobytes())
-            dense[a:a + step] = torch.from_numpy(quantize.decode(raw, self.dtype, self.dim))
+        if bf16_scan:
+            src, decode, compute = quantize.as_bfloat16(self.vecs), None, "bfloat16"
+            on_rows = lambda raw: sha.update(raw.view(torch.int16).numpy().tobytes())   # noqa: E731
+        else:
+            src, compute = self.vecs, "float32"
+            decode = None if self.dtype == "float32" else (lambda raw: quantize.decode(raw, self.dtype, self.dim))
+            on_rows = lambda raw: sha.update(np.asarray(raw).tobytes())                 # noqa: E731
+        try:
+            prepared = prepare(src, self.offsets, compute, page_ids=self.page_ids, decode=decode, dim=self.dim,
+                               on_rows=on_rows, step_rows=max(1, (1 << 26) // (self.dim * 4)))
+        except ScoringError as exc:
+            raise CorruptVersionError(f"{self.path.name}/vectors.bin: {exc}; {FIX}") from None
         if sha.hexdigest() != self.manifest["files"]["vectors.bin"]["sha256"]:
             raise CorruptVersionError(f"{self.path.name}/vectors.bin does not match its checksum in the manifest "
                                       f"(the file is damaged); {FIX}")
-        self.dense = dense
+        self.prepared = prepared
+        self.dense = prepared.vecs if compute == "float32" else None
         self.checked = True
+
+    def release(self) -> None:
+        """Drop the prepared copy (a swapped-out version); requests still scoring it keep their reference."""
+        self.prepared = None
+        self.dense = None
 
     def token_rows(self, rows: np.ndarray) -> np.ndarray:
         """Decoded float32 vectors ``[len(rows), d]`` of the given token rows (ascending reads the file in order)."""
@@ -210,6 +234,12 @@ class Version:
         bf16 matmuls and rescores the best ``k + margin`` per query exactly in float32 from the stored
         rows (:func:`anchorprune.evaluation.scoring.score_shortlist`); everything else is :meth:`score_all`.
         """
+        pp = self.prepared
+        if pp is not None:
+            ct = chunk_tokens_for(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
+            if pp.compute == "bfloat16":
+                return score_shortlist(queries, pp, None, k, compute="auto", chunk_tokens=ct)
+            return score_packed(queries, pp, chunk_tokens=ct), ComputePath.here("auto", "float32", self.dtype)
         if self.dense is None and self.dtype == "bfloat16":
             ct = chunk_tokens_for(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
             return score_shortlist(queries, quantize.as_bfloat16(self.vecs), torch.from_numpy(self.offsets), k,
@@ -219,9 +249,8 @@ class Version:
     def score_all(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None) -> torch.Tensor:
         """Exact float32 MaxSim ``[Q, P]`` of the queries against every page (what evaluation uses)."""
         chunk_tokens = chunk_tokens_for(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
-        if self.dense is not None:
-            return score_packed(queries, self.dense, torch.from_numpy(self.offsets), chunk_tokens=chunk_tokens,
-                                page_ids=self.page_ids)
+        if self.prepared is not None and self.prepared.compute == "float32":
+            return score_packed(queries, self.prepared, chunk_tokens=chunk_tokens)
         if self.dtype != "bits":   # bfloat16 rows are converted to float32 chunk by chunk
             vecs = quantize.as_bfloat16(self.vecs) if self.dtype == "bfloat16" else torch.from_numpy(self.vecs)
             return score_packed(queries, vecs, torch.from_numpy(self.offsets),
