@@ -43,6 +43,13 @@ class MuveraConfig(Frozen):
         return self
 
 
+#: a rebuild keeps the serving version's token_ivf centroids while the new tokens' mean assignment distance
+#: (1 - cos to the nearest centroid) is at most this much above the training tokens' (anchorprune.index.ivf_update)
+TOKEN_IVF_RETRAIN_DRIFT = 0.10
+#: ... and while the tokens added + dropped since the centroids were trained stay within this share of them
+TOKEN_IVF_RETRAIN_CHANGED = 0.25
+
+
 class TokenIvfConfig(Frozen):
     """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
 
@@ -50,6 +57,10 @@ class TokenIvfConfig(Frozen):
     nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
     iters: int = Field(8, ge=0)                 # k-means iterations
     seed: int = 0
+    # Incremental rebuilds (index/ivf_update.py) keep the serving version's centroids and retrain past either
+    # threshold; 0 retrains at every rebuild. MEASURED: see docs/index.md "Incremental rebuilds"
+    retrain_drift: float = Field(TOKEN_IVF_RETRAIN_DRIFT, ge=0)
+    retrain_changed: float = Field(TOKEN_IVF_RETRAIN_CHANGED, ge=0)
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> TokenIvfConfig:

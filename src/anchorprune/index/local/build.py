@@ -10,7 +10,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import anchorprune.index.ivf_update as ivf_update
 import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.scoring import score_packed
 from anchorprune.index.base import (
@@ -184,7 +186,7 @@ class LocalBuild:
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         save_npy(staging / "offsets.npy", offsets)
-        ivf = self._train_ivf(staging, offsets, int(dim)) if self.built_stage == "token_ivf" else None
+        ivf = self._train_ivf(staging, offsets, int(dim), reuse, source) if self.built_stage == "token_ivf" else None
         save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
         save_npy(staging / "page_digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES))
@@ -201,15 +203,38 @@ class LocalBuild:
         return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
                 "reused_pages": len(reuse), "first_stage": first_stage}
 
-    def _train_ivf(self, staging: Path, offsets: np.ndarray, dim: int) -> TokenIvf:
-        """k-means and inverted lists over the vectors just written (read back from the staging file, as
-        stored: a float16 / bits index clusters what it will score), saved beside them."""
+    def _train_ivf(self, staging: Path, offsets: np.ndarray, dim: int, reuse: Sequence[str] = (),
+                   source: Version | None = None) -> TokenIvf:
+        """The inverted lists over the vectors just written (read back from the staging file, as stored: a
+        float16 / bits index clusters what it will score), saved beside them.
+
+        A rebuild that reuses pages carries the serving version's centroids and lists when the corpus
+        changed little (:mod:`anchorprune.index.ivf_update`: only the new pages' tokens are assigned);
+        otherwise, or past the drift thresholds, k-means is trained from scratch. The decision and the
+        measured drift go into the lists' record (the manifest's ``first_stage.params.update``).
+        """
         total = int(offsets[-1])
         stored = np.memmap(staging / "vectors.bin", dtype=quantize.storage_dtype(self.dtype), mode="r",
                            shape=(total, quantize.stored_width(self.dtype, dim)))
         params = TokenIvfParams.of(self.first_stage_params)
-        log.info("index %s: token_ivf k-means over %d token vectors", self.name, total)
-        ivf = TokenIvf.train(lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim), offsets, params)
+        read = lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim)  # noqa: E731
+
+        serving = None
+        if source is not None:
+            fs = source.manifest.get("first_stage") or {}
+            serving = ivf_update.Serving(source.number, source.ivf, source.offsets, source.dtype,
+                                         dict(fs.get("params") or {}) if fs.get("name") == "token_ivf" else {})
+        change = ivf_update.Change(offsets, len(offsets) - 1 - len(reuse),
+                                   np.array([source.position(pid) for pid in reuse] if source is not None else [],
+                                            dtype=np.int64))
+        ivf, decision = ivf_update.update(serving, change, read, params, self.dtype)
+        log.info("index %s: token_ivf %s (%s)", self.name,
+                 f"keeps the centroids of {decision.get('centroids_from')}" if ivf is not None else "retrains",
+                 decision["reason"])
+        if ivf is None:
+            log.info("index %s: token_ivf k-means over %d token vectors", self.name, total)
+            trained = TokenIvf.train(read, offsets, params)
+            ivf = replace(trained, lineage={**trained.lineage, "update": decision})
         for fname, arr in ivf.arrays().items():
             save_npy(staging / fname, arr)
         return ivf                                    # the read-only map closes with this frame
