@@ -24,6 +24,8 @@ Two measures, both recorded in the manifest (``first_stage.params``):
   relative to the same mean over every token when the centroids were trained (``train_distance``):
   ``drift = fresh_distance / train_distance - 1``. New content the centroids do not cover (another
   domain, another encoder) lands far from every centroid, so its query tokens probe the wrong lists.
+  The drift counts past the threshold only when it is more than 2 standard errors above it (``drift_se``),
+  so a rebuild adding a handful of tokens is not retrained on noise.
 - ``changed_since_train``: the tokens added plus the tokens dropped since the centroids were trained,
   as a share of the tokens they were trained on, summed over successive incremental rebuilds (so ten
   1% rebuilds count as about 20%, added and dropped both counting).
@@ -37,6 +39,7 @@ other k-means settings, or an auto-sized centroid count that changed with the co
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,14 +122,19 @@ def update(serving: Serving | None, change: Change, vectors: RowReader, params: 
     if since >= params.retrain_changed:
         return None, {**decision, "reason": f"{since:.3f} of the tokens changed since the centroids were trained "
                                             f"(>= retrain_changed {params.retrain_changed})"}
-    fresh_codes, dist = assign_rows(vectors, np.arange(fresh), serving.ivf.centroids, "token_ivf: new pages")  # [T_f]
-    fresh_distance = dist / fresh if fresh else 0.0
-    drift = fresh_distance / float(rec["train_distance"]) - 1 if fresh else 0.0
-    decision.update({"fresh_distance": round(fresh_distance, 6), "train_distance": rec["train_distance"],
-                     "drift": round(drift, 6)})
-    if drift > params.retrain_drift:
-        return None, {**decision, "reason": f"the new tokens drift {drift:.3f} from the centroids "
-                                            f"(> retrain_drift {params.retrain_drift})"}
+    fresh_codes, dist, sq = assign_rows(vectors, np.arange(fresh), serving.ivf.centroids,
+                                        "token_ivf: new pages")                             # [T_fresh]
+    base = float(rec["train_distance"])
+    mean = dist / fresh if fresh else 0.0
+    # standard error of the drift: a handful of new tokens is a noisy estimate, and a retrain must not hinge on it
+    se = math.sqrt(max(sq / fresh - mean * mean, 0.0) / fresh) / base if fresh else 0.0
+    drift = mean / base - 1 if fresh else 0.0
+    decision.update({"fresh_distance": round(mean, 6), "train_distance": base, "drift": round(drift, 6),
+                     "drift_se": round(se, 6)})
+    if drift - 2 * se > params.retrain_drift:
+        return None, {**decision, "reason": f"the new tokens drift {drift:.3f} +- {se:.3f} from the centroids "
+                                            f"(more than 2 standard errors above retrain_drift "
+                                            f"{params.retrain_drift})"}
     codes = np.empty(total, dtype=np.int32)                                              # [T]
     codes[:fresh] = fresh_codes
     codes[fresh:] = serving.ivf.codes()[reused_rows(serving.offsets, change)]
