@@ -237,3 +237,34 @@ def test_carrying_refuses_lists_that_are_not_a_permutation():
                    np.zeros(3, dtype=np.int32), TokenIvfParams(centroids=2))
     with pytest.raises(IndexInputError, match="ivf_order.npy names 1 of its 3 token rows twice or never"):
         ivf.codes()
+
+
+# ---------------------------------------------------------------- MUVERA: per-page codes, copied on reuse
+
+
+def test_a_muvera_rebuild_copies_the_reused_pages_fdes_and_encodes_only_the_new_ones(tmp_path, monkeypatch):
+    from anchorprune.index.first_stage import MuveraFirstStage
+
+    pages = corpus(30)
+    params = {"k_sim": 2, "d_proj": 4, "reps": 2, "seed": 0}
+    idx = LocalIndex(tmp_path, "mu", dtype="float16", first_stage="muvera", first_stage_params=params)
+    idx.swap(idx.build(pages, {"config_hash": "c"}))
+    fresh, reuse, _ = one_percent_change(pages, 0)
+    encoded = []
+    real = MuveraFirstStage.encode_document
+    monkeypatch.setattr(MuveraFirstStage, "encode_document", lambda self, v: encoded.append(1) or real(self, v))
+    v2 = idx.build(fresh, {"config_hash": "c"}, reuse=reuse)
+    assert len(encoded) == len(fresh)
+    dims = v2.manifest["first_stage"]["dims"]
+    old = np.fromfile(tmp_path / "mu" / "v1" / "first_stage.bin", dtype=np.float16).reshape(-1, dims)
+    new = np.fromfile(tmp_path / "mu" / "v2" / "first_stage.bin", dtype=np.float16).reshape(-1, dims)
+    ids1 = json.loads((tmp_path / "mu" / "v1" / "pages.json").read_text())["page_ids"]
+    ids2 = json.loads((tmp_path / "mu" / "v2" / "pages.json").read_text())["page_ids"]
+    for pid in reuse:
+        assert np.array_equal(new[ids2.index(pid)], old[ids1.index(pid)])
+    # and the copies are what encoding them again gives
+    vecs = np.fromfile(tmp_path / "mu" / "v2" / "vectors.bin", dtype=np.float16).reshape(-1, DIM)
+    off = np.load(tmp_path / "mu" / "v2" / "offsets.npy")
+    mu = MuveraFirstStage.create(DIM, **params)
+    j = ids2.index(reuse[0])
+    assert np.array_equal(new[j], real(mu, vecs[off[j]:off[j + 1]].astype(np.float32)).astype(np.float16))

@@ -132,12 +132,20 @@ class LocalBuild:
         muvera: MuveraFirstStage | None = None
         fde_out = open(staging / "first_stage.bin", "wb") if self.built_stage == "muvera" else None  # noqa: SIM115
 
-        def add_fde(stored: np.ndarray) -> None:       # FDE of the stored (decoded) page vectors, streamed
+        carried_fde: list[np.ndarray | None] = []     # the serving version's FDEs, when they can be copied
+
+        def add_fde(stored: np.ndarray, reused: int | None = None) -> None:   # FDE of the stored page vectors
             nonlocal muvera
             if fde_out is None:
                 return
             if muvera is None:
                 muvera = make_first_stage("muvera", int(dim), self.first_stage_params)
+            if reused is not None:                    # a reused page's FDE is copied, not encoded again
+                if not carried_fde:
+                    carried_fde.append(_carried_fde(source, muvera, self.dtype))
+                if carried_fde[0] is not None:
+                    fde_out.write(np.asarray(carried_fde[0][reused]).tobytes())
+                    return
             fde_out.write(muvera.encode_document(quantize.decode(stored, self.dtype, int(dim)))
                           .astype(np.float16).tobytes())
 
@@ -173,7 +181,7 @@ class LocalBuild:
                         stored = quantize.encode(quantize.decode(stored, source.dtype, source.dim), self.dtype)
                     out.write(stored.tobytes())
                     digests.append(page_digest(stored))
-                    add_fde(stored)
+                    add_fde(stored, j)
                     ids.append(pid)
                     hashes.append(source.content_hashes[j])
                     lengths.append(hi - lo)
@@ -271,3 +279,15 @@ class LocalBuild:
         if scores.shape != (1, len(sample)) or not torch.isfinite(scores).all():
             raise CorruptVersionError(f"{v.path.name}: the smoke search returned {tuple(scores.shape)} "
                                       "scores or non-finite values")
+
+
+def _carried_fde(source: Version | None, muvera: Any, dtype: str) -> np.ndarray | None:
+    """The serving version's ``[P, D]`` float16 FDEs (a read-only map) when a reused page's FDE can be copied from
+    them: the same stored dtype (the FDE encodes the stored vectors) and the same random matrices; else None."""
+    if source is None or source.muvera is None or source.dtype != dtype or not isinstance(muvera, MuveraFirstStage):
+        return None
+    if source.muvera.dims != muvera.dims or source.muvera.fingerprint() != muvera.fingerprint():
+        return None
+    return np.memmap(source.path / "first_stage.bin", dtype=np.float16, mode="r",
+                     shape=(len(source.page_ids), muvera.dims))
+
