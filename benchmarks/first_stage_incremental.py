@@ -236,6 +236,14 @@ def hardlink_copy(root: Path, src: str, dst: str) -> None:
     LocalIndex(root, dst).swap(n)
 
 
+def checkpoint(args: argparse.Namespace, what: str, value) -> None:
+    """Log a step's result and keep every result so far in ``<out>.partial.json`` (a run cut short keeps them)."""
+    log.info("%s: %s", what, value)
+    path = Path(f"{args.out or ROOT / 'benchmarks' / 'results' / 'first_stage_incremental.json'}.partial.json")
+    done = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**done, what: value}, indent=2) + "\n")
+
+
 def run_main(args: argparse.Namespace, real: dict, root: Path) -> dict:
     timer = Timer()
     queries = real["queries"]
@@ -245,27 +253,30 @@ def run_main(args: argparse.Namespace, real: dict, root: Path) -> dict:
     inc = index(root, "inc")
     log.info("full build of %d pages", len(ids))
     full = build(inc, c, ids, [], timer)
-    log.info("full build: %s", full)
+    checkpoint(args, "full_build", full)
     hardlink_copy(root, "inc", "retrain")
     fresh, reuse, ids = change(c, ids, rng, args.replace, args.delete, args.add)
     retrained = build(index(root, "retrain", retrain_changed=0.0), c, fresh, reuse, timer)
-    log.info("retrain rebuild: %s", retrained)
+    checkpoint(args, "retrain_rebuild", retrained)
     first = build(inc, c, fresh, reuse, timer)
-    log.info("incremental rebuild 1: %s", first)
+    checkpoint(args, "incremental_rebuild_1", first)
     exact = exact_top(root, "inc", queries)
     res_retrain = recall(root, "retrain", queries, exact, args.candidates)
+    checkpoint(args, "retrain_recall@10", res_retrain)
     res_first = recall(root, "inc", queries, exact, args.candidates)
+    checkpoint(args, "incremental_first_recall@10", res_first)
     shutil.rmtree(root / "retrain", ignore_errors=True)
     rounds = [first]
     for r in range(1, args.rounds):
         fresh, reuse, ids = change(c, ids, rng, args.replace, args.delete, args.add)
         rounds.append(build(inc, c, fresh, reuse, timer))
-        log.info("incremental rebuild %d: %s", r + 1, rounds[-1])
+        checkpoint(args, f"incremental_rebuild_{r + 1}", rounds[-1])
     out = {"full_build": full, "retrain_rebuild": {**retrained, "recall@10": res_retrain},
            "incremental_rebuilds": rounds, "incremental_first_recall@10": res_first}
     if args.rounds > 1:
         exact = exact_top(root, "inc", queries)
         out["incremental_last_recall@10"] = recall(root, "inc", queries, exact, args.candidates)
+        checkpoint(args, "incremental_last_recall@10", out["incremental_last_recall@10"])
         if args.retrain_last:
             hardlink_copy(root, "inc", "retrain")
             # the same corpus, its lists retrained: a rebuild reusing every page with retrain_changed 0

@@ -21,7 +21,8 @@ Drift and the decision
 Two measures, both recorded in the manifest (``first_stage.params``):
 
 - ``drift``: the mean assignment distance ``1 - cos(token, nearest centroid)`` of the fresh tokens,
-  relative to the same mean over every token when the centroids were trained (``train_distance``):
+  relative to the same mean over the tokens k-means did not sample when the centroids were trained
+  (``train_distance``; the sample's own distance is optimistic):
   ``drift = fresh_distance / train_distance - 1``. New content the centroids do not cover (another
   domain, another encoder) lands far from every centroid, so its query tokens probe the wrong lists.
   The drift counts past the threshold only when it is more than 2 standard errors above it (``drift_se``),
@@ -122,12 +123,12 @@ def update(serving: Serving | None, change: Change, vectors: RowReader, params: 
     if since >= params.retrain_changed:
         return None, {**decision, "reason": f"{since:.3f} of the tokens changed since the centroids were trained "
                                             f"(>= retrain_changed {params.retrain_changed})"}
-    fresh_codes, dist, sq = assign_rows(vectors, np.arange(fresh), serving.ivf.centroids,
-                                        "token_ivf: new pages")                             # [T_fresh]
+    fresh_codes, dist = assign_rows(vectors, np.arange(fresh), serving.ivf.centroids,
+                                    "token_ivf: new pages")                                 # [T_fresh], [T_fresh]
     base = float(rec["train_distance"])
-    mean = dist / fresh if fresh else 0.0
+    mean = float(dist.mean(dtype=np.float64)) if fresh else 0.0
     # standard error of the drift: a handful of new tokens is a noisy estimate, and a retrain must not hinge on it
-    se = math.sqrt(max(sq / fresh - mean * mean, 0.0) / fresh) / base if fresh else 0.0
+    se = float(dist.std(dtype=np.float64)) / math.sqrt(fresh) / base if fresh else 0.0
     drift = mean / base - 1 if fresh else 0.0
     decision.update({"fresh_distance": round(mean, 6), "train_distance": base, "drift": round(drift, 6),
                      "drift_se": round(se, 6)})

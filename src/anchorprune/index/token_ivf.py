@@ -149,39 +149,37 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
                      or [torch.zeros(0, dtype=torch.int64)])
 
 
-def assign_scored(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    """:func:`assign`, and the sum and the sum of squares of the rows' assignment distances
-    ``1 - cos(x_i, nearest centroid)``.
+def assign_scored(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign`, and each row's assignment distance ``1 - cos(x_i, nearest centroid)`` ``[n]`` float32.
 
     The distance is what the incremental rebuild measures drift with (:mod:`anchorprune.index.ivf_update`):
     the cosine, so it does not depend on the (unnormalised) length of the stored vectors.
     """
     step = max(1, _SIM_ELEMENTS // max(centroids.shape[0], 1))
-    codes, dist, sq = [], 0.0, 0.0
+    codes, dist = [], []
     for a in range(0, x.shape[0], step):
         block = x[a:a + step]                                                             # [r, d]
         best, idx = (block @ centroids.T).max(1)                                          # [r], [r]
-        d = (1 - best / block.norm(dim=1).clamp_min(1e-12)).double()                      # [r]
-        dist += float(d.sum())
-        sq += float((d * d).sum())
+        dist.append(1 - best / block.norm(dim=1).clamp_min(1e-12))
         codes.append(idx)
-    return torch.cat(codes or [torch.zeros(0, dtype=torch.int64)]), dist, sq
+    if not codes:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+    return torch.cat(codes), torch.cat(dist)
 
 
 def assign_rows(vectors: RowReader, rows: np.ndarray, centroids: np.ndarray,
-                desc: str = "token_ivf: assign") -> tuple[np.ndarray, float, float]:
-    """The list of each of ``rows`` (read chunk by chunk through ``vectors``): ``[len(rows)]`` int32, and
-    the sum and sum of squares of the assignment distances (:func:`assign_scored`)."""
+                desc: str = "token_ivf: assign") -> tuple[np.ndarray, np.ndarray]:
+    """The list of each of ``rows`` (read chunk by chunk through ``vectors``) ``[len(rows)]`` int32, and
+    each one's assignment distance ``[len(rows)]`` float32 (:func:`assign_scored`)."""
     ct = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))                 # [K, d]
     codes = np.empty(rows.shape[0], dtype=np.int32)
-    dist = sq = 0.0
+    dist = np.empty(rows.shape[0], dtype=np.float32)
     for a in tqdm(range(0, rows.shape[0], _ASSIGN_CHUNK), desc=desc, unit="chunk", disable=None):
         chunk = torch.from_numpy(np.ascontiguousarray(vectors(rows[a:a + _ASSIGN_CHUNK]), dtype=np.float32))
-        idx, d, d2 = assign_scored(chunk, ct)
+        idx, d = assign_scored(chunk, ct)
         codes[a:a + chunk.shape[0]] = idx.numpy()
-        dist += d
-        sq += d2
-    return codes, dist, sq
+        dist[a:a + chunk.shape[0]] = d.numpy()
+    return codes, dist
 
 
 @dataclass(frozen=True)
@@ -213,9 +211,12 @@ class TokenIvf:
         n_sample = min(total, k * SAMPLE_PER_CENTROID)
         rows = np.sort(rng.choice(total, n_sample, replace=False)) if n_sample < total else np.arange(total)
         cents = kmeans(vectors(rows), k, params.iters, params.seed, inplace=True)          # [K, d] (sample freed)
-        codes, dist, _ = assign_rows(vectors, np.arange(total), cents, f"token_ivf: {k} lists")   # [T]
-        # the assignment distance of every token at training: the baseline later rebuilds measure drift against
-        lineage = {"trained_tokens": total, "train_distance": round(dist / max(total, 1), 6),
+        codes, dist = assign_rows(vectors, np.arange(total), cents, f"token_ivf: {k} lists")   # [T], [T]
+        # the baseline later rebuilds measure drift against: the mean assignment distance of the tokens k-means
+        # did not see (the sample's own distance is optimistic; all tokens when the sample is all of them)
+        held_out = np.ones(total, dtype=bool)
+        held_out[rows] = n_sample == total
+        lineage = {"trained_tokens": total, "train_distance": round(float(dist[held_out].mean()) if total else 0.0, 6),
                    "rebuilds_since_train": 0, "changed_since_train": 0.0}
         return cls.from_codes(cents, codes, offsets, replace(params, centroids=k), lineage)
 
