@@ -12,10 +12,11 @@ Steps (one process; every build streams its pages from a generator):
 1. **full build**: ``v1`` of the ``--pages`` corpus from scratch (vectors written, k-means trained).
 2. **change 1%**: replace ``--replace`` pages (new vectors drawn the same way), delete ``--delete``,
    add ``--add``; the rest are reused.
-3. **retrain rebuild** (what every rebuild did before): the change applied to a copy of ``v1`` (hard
-   links), with ``retrain_changed: 0`` -- vectors reused, k-means retrained.
-4. **incremental rebuild**: the same change with the default thresholds -- centroids carried.
-5. recall@10 of both against exact MaxSim of the changed corpus (all queries in one exact pass).
+3. **incremental rebuild**: the change with the default thresholds -- centroids carried; recall@10
+   against exact MaxSim of the changed corpus (all queries in one exact pass).
+4. **retrain rebuild** (what every rebuild did before): the same change applied to a copy of ``v1`` (hard
+   links), with ``retrain_changed: 0`` -- vectors reused, k-means retrained; its recall@10.
+5. (each step's result is kept in ``<out>.partial.json`` as it finishes; ``--resume`` restarts after step 1)
 6. ``--rounds - 1`` more changes of the same size, each rebuilt incrementally (the decision of each is
    recorded: reuse or retrain), then recall@10 after the last one.
 
@@ -167,7 +168,7 @@ def change(c: Corpus, ids: list[str], rng: np.random.Generator, replace: int, de
     fresh_set = set(fresh)
     reused = [p for p in ids if p not in fresh_set and p not in deleted]
     for pid in deleted:
-        c.pages.pop(pid)
+        c.pages.pop(pid, None)
     return fresh, reused, fresh + reused                         # the build writes fresh pages first
 
 
@@ -251,20 +252,26 @@ def run_main(args: argparse.Namespace, real: dict, root: Path) -> dict:
     rng = np.random.default_rng(args.seed + 1)
     ids = base_ids(c, args.pages)
     inc = index(root, "inc")
-    log.info("full build of %d pages", len(ids))
-    full = build(inc, c, ids, [], timer)
-    checkpoint(args, "full_build", full)
+    if args.resume:       # v1 of an earlier run cut short: its pages are reused as they are, new ones drawn now
+        full = json.loads(Path(f"{args.out}.partial.json").read_text())["full_build"]
+        cur = inc.current()
+        assert cur is not None and cur.pages == args.pages, "nothing to resume"
+        ids = json.loads((root / "inc" / f"v{cur.number}" / "pages.json").read_text())["page_ids"]
+    else:
+        log.info("full build of %d pages", len(ids))
+        full = build(inc, c, ids, [], timer)
+        checkpoint(args, "full_build", full)
     hardlink_copy(root, "inc", "retrain")
     fresh, reuse, ids = change(c, ids, rng, args.replace, args.delete, args.add)
-    retrained = build(index(root, "retrain", retrain_changed=0.0), c, fresh, reuse, timer)
-    checkpoint(args, "retrain_rebuild", retrained)
     first = build(inc, c, fresh, reuse, timer)
     checkpoint(args, "incremental_rebuild_1", first)
     exact = exact_top(root, "inc", queries)
-    res_retrain = recall(root, "retrain", queries, exact, args.candidates)
-    checkpoint(args, "retrain_recall@10", res_retrain)
     res_first = recall(root, "inc", queries, exact, args.candidates)
     checkpoint(args, "incremental_first_recall@10", res_first)
+    retrained = build(index(root, "retrain", retrain_changed=0.0), c, fresh, reuse, timer)
+    checkpoint(args, "retrain_rebuild", retrained)
+    res_retrain = recall(root, "retrain", queries, exact, args.candidates)
+    checkpoint(args, "retrain_recall@10", res_retrain)
     shutil.rmtree(root / "retrain", ignore_errors=True)
     rounds = [first]
     for r in range(1, args.rounds):
@@ -337,6 +344,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, nargs="+", default=[200, 500])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--allow-partial", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="reuse v1 of a run cut short (same --out and --workdir)")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-changed", type=float, nargs="+", default=[0.01, 0.1, 0.25, 0.5])
     ap.add_argument("--sweep-ood", type=float, nargs="+", default=[0.01, 0.05, 0.2])
@@ -347,7 +355,8 @@ def main() -> None:
     logging.getLogger("anchorprune").setLevel(logging.INFO)
     torch.manual_seed(args.seed)
     root = Path(args.workdir) / ("sweep" if args.sweep else f"p{args.pages}")
-    shutil.rmtree(root, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(root, ignore_errors=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load0 = loadavg()
     real = debian_vectors(args)
