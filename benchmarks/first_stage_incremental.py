@@ -257,6 +257,7 @@ def run_main(args: argparse.Namespace, real: dict, root: Path) -> dict:
         cur = inc.current()
         assert cur is not None and cur.pages == args.pages, "nothing to resume"
         ids = json.loads((root / "inc" / f"v{cur.number}" / "pages.json").read_text())["page_ids"]
+        c.made = 10 * args.pages                  # new synthetic ids past every id of v1
     else:
         log.info("full build of %d pages", len(ids))
         full = build(inc, c, ids, [], timer)
