@@ -43,6 +43,20 @@ class MuveraConfig(Frozen):
         return self
 
 
+#: a rebuild keeps the serving version's token_ivf centroids while the new tokens' mean assignment distance
+#: (1 - cos to the nearest centroid) is at most this much above the training tokens' (anchorprune.index.ivf_update).
+#: Measured (benchmarks/results/first_stage_incremental.json, MiniLM stand-in vectors of the Debian corpus):
+#: 1%-page changes of the same corpus drift -0.07..-0.01 (3,000 pages, 10 rounds) and carried lists keep recall@10
+#: within 0.003 of a retrain; pages from a part of the corpus the centroids never saw drift +0.42..+0.44 (lose
+#: 0.0025 at 5% of the pages, 0.0125 at 20%), replacing half the pages +0.145 (loses 0.010; 1,500 pages): 0.10
+#: keeps every measured in-domain 1% change and retrains every measured harmful one
+TOKEN_IVF_RETRAIN_DRIFT = 0.10
+#: ... and while the tokens added + dropped since the centroids were trained stay below this share of them.
+#: Measured as above: after 10 successive 1% rebuilds (15% of the tokens) carried lists gave recall@10 0.996 vs
+#: 0.997 retrained; 75% of the tokens changed lost 0.010; 0.25 is a conservative point between (not pinned down)
+TOKEN_IVF_RETRAIN_CHANGED = 0.25
+
+
 class TokenIvfConfig(Frozen):
     """Token-level first stage (index.first_stage: token_ivf; anchorprune.index.token_ivf)."""
 
@@ -50,6 +64,10 @@ class TokenIvfConfig(Frozen):
     nprobe: int = Field(8, ge=1)                # lists probed per query token (local backend)
     iters: int = Field(8, ge=0)                 # k-means iterations
     seed: int = 0
+    # Incremental rebuilds (index/ivf_update.py) keep the serving version's centroids and retrain past either
+    # threshold; 0 retrains at every rebuild. MEASURED: see docs/index.md "Incremental rebuilds"
+    retrain_drift: float = Field(TOKEN_IVF_RETRAIN_DRIFT, ge=0)
+    retrain_changed: float = Field(TOKEN_IVF_RETRAIN_CHANGED, ge=0)
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> TokenIvfConfig:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,12 +52,16 @@ import torch
 from tqdm.auto import tqdm
 
 from anchorprune.index.base import IndexInputError
+from anchorprune.index_config import TOKEN_IVF_RETRAIN_CHANGED, TOKEN_IVF_RETRAIN_DRIFT
 from anchorprune.limits import KMEANS_SAMPLE_PER_CENTROID
 
 #: ``vectors(rows)``: the float32 token vectors ``[len(rows), d]`` of the given (ascending) rows
 RowReader = Callable[[np.ndarray], np.ndarray]
 #: token vectors the k-means sample holds per centroid (faiss's default ``max_points_per_centroid`` is 256)
 SAMPLE_PER_CENTROID = KMEANS_SAMPLE_PER_CENTROID
+#: defaults of the incremental rebuild's thresholds (the measurement: anchorprune.index_config)
+RETRAIN_DRIFT = TOKEN_IVF_RETRAIN_DRIFT
+RETRAIN_CHANGED = TOKEN_IVF_RETRAIN_CHANGED
 #: rows read back from the stored vectors per step at build
 _ASSIGN_CHUNK = 1 << 16
 #: float32 elements of one ``[rows, K]`` similarity block (64 MiB)
@@ -88,6 +92,10 @@ class TokenIvfParams:
     nprobe: int = 8
     iters: int = 8
     seed: int = 0
+    #: a rebuild keeps the serving version's centroids unless the new tokens drift past this or this share (or more) of
+    #: the tokens changed since training (anchorprune.index.ivf_update; defaults: index_config.TokenIvfConfig)
+    retrain_drift: float = RETRAIN_DRIFT
+    retrain_changed: float = RETRAIN_CHANGED
 
     def __post_init__(self) -> None:
         if self.centroids is not None and self.centroids < 1:
@@ -95,10 +103,13 @@ class TokenIvfParams:
         if self.nprobe < 1 or self.iters < 0:
             raise IndexInputError(f"token_ivf needs nprobe >= 1 and iters >= 0, got nprobe={self.nprobe}, "
                                   f"iters={self.iters}")
+        if self.retrain_drift < 0 or self.retrain_changed < 0:
+            raise IndexInputError(f"token_ivf retrain_drift and retrain_changed must be >= 0 (0: always retrain), "
+                                  f"got {self.retrain_drift} and {self.retrain_changed}")
 
     @classmethod
     def of(cls, params: dict[str, Any] | None) -> TokenIvfParams:
-        p = {k: v for k, v in dict(params or {}).items() if k in ("centroids", "nprobe", "iters", "seed")}
+        p = {k: v for k, v in dict(params or {}).items() if k in cls.__dataclass_fields__}
         return cls(**p)
 
 
@@ -138,6 +149,39 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
                      or [torch.zeros(0, dtype=torch.int64)])
 
 
+def assign_scored(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign`, and each row's assignment distance ``1 - cos(x_i, nearest centroid)`` ``[n]`` float32.
+
+    The distance is what the incremental rebuild measures drift with (:mod:`anchorprune.index.ivf_update`):
+    the cosine, so it does not depend on the (unnormalised) length of the stored vectors.
+    """
+    step = max(1, _SIM_ELEMENTS // max(centroids.shape[0], 1))
+    codes, dist = [], []
+    for a in range(0, x.shape[0], step):
+        block = x[a:a + step]                                                             # [r, d]
+        best, idx = (block @ centroids.T).max(1)                                          # [r], [r]
+        dist.append(1 - best / block.norm(dim=1).clamp_min(1e-12))
+        codes.append(idx)
+    if not codes:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+    return torch.cat(codes), torch.cat(dist)
+
+
+def assign_rows(vectors: RowReader, rows: np.ndarray, centroids: np.ndarray,
+                desc: str = "token_ivf: assign") -> tuple[np.ndarray, np.ndarray]:
+    """The list of each of ``rows`` (read chunk by chunk through ``vectors``) ``[len(rows)]`` int32, and
+    each one's assignment distance ``[len(rows)]`` float32 (:func:`assign_scored`)."""
+    ct = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))                 # [K, d]
+    codes = np.empty(rows.shape[0], dtype=np.int32)
+    dist = np.empty(rows.shape[0], dtype=np.float32)
+    for a in tqdm(range(0, rows.shape[0], _ASSIGN_CHUNK), desc=desc, unit="chunk", disable=None):
+        chunk = torch.from_numpy(np.ascontiguousarray(vectors(rows[a:a + _ASSIGN_CHUNK]), dtype=np.float32))
+        idx, d = assign_scored(chunk, ct)
+        codes[a:a + chunk.shape[0]] = idx.numpy()
+        dist[a:a + chunk.shape[0]] = d.numpy()
+    return codes, dist
+
+
 @dataclass(frozen=True)
 class TokenIvf:
     """Inverted lists over the token vectors of one index version (see the module docstring)."""
@@ -147,6 +191,9 @@ class TokenIvf:
     order: np.ndarray          # [T] int32: token rows grouped by list, ascending within a list
     token_page: np.ndarray     # [T] int32: the page of each row of ``order``
     params: TokenIvfParams
+    #: where the centroids came from (trained here, or carried from an earlier version) and the drift measured
+    #: on the way (:mod:`anchorprune.index.ivf_update`); recorded in the manifest
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     FILES = ("ivf_centroids.npy", "ivf_lists.npy", "ivf_order.npy", "ivf_pages.npy")
 
@@ -164,31 +211,57 @@ class TokenIvf:
         n_sample = min(total, k * SAMPLE_PER_CENTROID)
         rows = np.sort(rng.choice(total, n_sample, replace=False)) if n_sample < total else np.arange(total)
         cents = kmeans(vectors(rows), k, params.iters, params.seed, inplace=True)          # [K, d] (sample freed)
-        ct = torch.from_numpy(cents)
-        codes = np.empty(total, dtype=np.int32)                                            # [T]
-        for a in tqdm(range(0, total, _ASSIGN_CHUNK), desc=f"token_ivf: {k} lists", unit="chunk", disable=None):
-            chunk = torch.from_numpy(np.ascontiguousarray(vectors(np.arange(a, min(a + _ASSIGN_CHUNK, total)))))
-            codes[a:a + chunk.shape[0]] = assign(chunk, ct).numpy()
+        codes, dist = assign_rows(vectors, np.arange(total), cents, f"token_ivf: {k} lists")   # [T], [T]
+        # the baseline later rebuilds measure drift against: the mean assignment distance of the tokens k-means
+        # did not see (the sample's own distance is optimistic; all tokens when the sample is all of them)
+        held_out = np.ones(total, dtype=bool)
+        held_out[rows] = n_sample == total
+        lineage = {"trained_tokens": total, "train_distance": round(float(dist[held_out].mean()) if total else 0.0, 6),
+                   "rebuilds_since_train": 0, "changed_since_train": 0.0}
+        return cls.from_codes(cents, codes, offsets, replace(params, centroids=k), lineage)
+
+    @classmethod
+    def from_codes(cls, centroids: np.ndarray, codes: np.ndarray, offsets: np.ndarray, params: TokenIvfParams,
+                   lineage: dict[str, Any] | None = None) -> TokenIvf:
+        """The lists of token rows whose list numbers are ``codes [T]`` (pages by ``offsets [P + 1]``)."""
+        k = centroids.shape[0]
         order = np.argsort(codes, kind="stable").astype(np.int32)                        # rows ascending per list
         list_offsets = np.zeros(k + 1, dtype=np.int64)
         np.cumsum(np.bincount(codes, minlength=k), out=list_offsets[1:])
         token_page = (np.searchsorted(offsets, order, side="right") - 1).astype(np.int32)
-        return cls(cents, list_offsets, order, token_page, TokenIvfParams(k, params.nprobe, params.iters, params.seed))
+        return cls(centroids, list_offsets, order, token_page, params, dict(lineage or {}))
+
+    def codes(self) -> np.ndarray:
+        """``[T]`` int32: the list of each token row (the inverse of ``order`` / ``list_offsets``).
+
+        Raises :class:`IndexInputError` when ``order`` is not a permutation of the rows (a damaged
+        version: then its lists cannot be carried into a rebuild).
+        """
+        total = self.order.shape[0]
+        codes = np.full(total, -1, dtype=np.int32)
+        codes[np.asarray(self.order)] = np.repeat(np.arange(self.centroids.shape[0], dtype=np.int32),
+                                                  np.diff(self.list_offsets))
+        if total and codes.min() < 0:
+            raise IndexInputError(f"ivf_order.npy names {int((codes < 0).sum())} of its {total} token rows "
+                                  "twice or never: not a permutation")
+        return codes
 
     def record(self) -> dict[str, Any]:
         """What a manifest keeps: the build parameters and the list sizes."""
         sizes = np.diff(self.list_offsets)
         return {"centroids": int(self.centroids.shape[0]), "nprobe": self.params.nprobe, "iters": self.params.iters,
                 "seed": self.params.seed, "sample_per_centroid": SAMPLE_PER_CENTROID,
-                "list_tokens_max": int(sizes.max()), "empty_lists": int((sizes == 0).sum())}
+                "list_tokens_max": int(sizes.max()), "empty_lists": int((sizes == 0).sum()), **self.lineage}
 
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(zip(self.FILES, (self.centroids, self.list_offsets, self.order, self.token_page), strict=True))
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: TokenIvfParams) -> TokenIvf:
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: TokenIvfParams,
+                    lineage: dict[str, Any] | None = None) -> TokenIvf:
         c, lists, order, pages = (arrays[f] for f in cls.FILES)
-        return cls(np.array(c, np.float32), np.array(lists, np.int64), order, pages, params)   # small: copied
+        return cls(np.array(c, np.float32), np.array(lists, np.int64), order, pages, params,   # small: copied
+                   dict(lineage or {}))
 
     def problems(self, pages: int, tokens: int, dim: int) -> list[str]:
         """What is inconsistent with a version of ``pages`` pages, ``tokens`` vectors of ``dim`` dims."""

@@ -10,7 +10,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import anchorprune.index.ivf_update as ivf_update
 import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.scoring import score_packed
 from anchorprune.index.base import (
@@ -131,12 +133,20 @@ class LocalBuild:
         muvera: MuveraFirstStage | None = None
         fde_out = open(staging / "first_stage.bin", "wb") if self.built_stage == "muvera" else None  # noqa: SIM115
 
-        def add_fde(stored: np.ndarray) -> None:       # FDE of the stored (decoded) page vectors, streamed
+        carried_fde: list[np.ndarray | None] = []     # the serving version's FDEs, when they can be copied
+
+        def add_fde(stored: np.ndarray, reused: int | None = None) -> None:   # FDE of the stored page vectors
             nonlocal muvera
             if fde_out is None:
                 return
             if muvera is None:
                 muvera = make_first_stage("muvera", int(dim), self.first_stage_params)
+            if reused is not None:                    # a reused page's FDE is copied, not encoded again
+                if not carried_fde:
+                    carried_fde.append(_carried_fde(source, muvera, self.dtype))
+                if carried_fde[0] is not None:
+                    fde_out.write(np.asarray(carried_fde[0][reused]).tobytes())
+                    return
             fde_out.write(muvera.encode_document(quantize.decode(stored, self.dtype, int(dim)))
                           .astype(np.float16).tobytes())
 
@@ -172,7 +182,7 @@ class LocalBuild:
                         stored = quantize.encode(quantize.decode(stored, source.dtype, source.dim), self.dtype)
                     out.write(stored.tobytes())
                     digests.append(page_digest(stored))
-                    add_fde(stored)
+                    add_fde(stored, j)
                     ids.append(pid)
                     hashes.append(source.content_hashes[j])
                     lengths.append(hi - lo)
@@ -185,7 +195,7 @@ class LocalBuild:
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         save_npy(staging / "offsets.npy", offsets)
-        ivf = self._train_ivf(staging, offsets, int(dim)) if self.built_stage == "token_ivf" else None
+        ivf = self._train_ivf(staging, offsets, int(dim), reuse, source) if self.built_stage == "token_ivf" else None
         calibration = self._calibrate(staging, offsets, int(dim), ivf) if ivf is not None else None
         save_npy(staging / "means.npy", np.stack(means).astype(np.float16))
         write_file(staging / "pages.json", json.dumps({"page_ids": ids, "content_hashes": hashes}).encode())
@@ -204,15 +214,38 @@ class LocalBuild:
         return {"dim": dim, "pages": len(ids), "vectors": int(offsets[-1]), "new_pages": len(seen),
                 "reused_pages": len(reuse), "first_stage": first_stage}
 
-    def _train_ivf(self, staging: Path, offsets: np.ndarray, dim: int) -> TokenIvf:
-        """k-means and inverted lists over the vectors just written (read back from the staging file, as
-        stored: a float16 / bits index clusters what it will score), saved beside them."""
+    def _train_ivf(self, staging: Path, offsets: np.ndarray, dim: int, reuse: Sequence[str] = (),
+                   source: Version | None = None) -> TokenIvf:
+        """The inverted lists over the vectors just written (read back from the staging file, as stored: a
+        float16 / bits index clusters what it will score), saved beside them.
+
+        A rebuild that reuses pages carries the serving version's centroids and lists when the corpus
+        changed little (:mod:`anchorprune.index.ivf_update`: only the new pages' tokens are assigned);
+        otherwise, or past the drift thresholds, k-means is trained from scratch. The decision and the
+        measured drift go into the lists' record (the manifest's ``first_stage.params.update``).
+        """
         total = int(offsets[-1])
         stored = np.memmap(staging / "vectors.bin", dtype=quantize.storage_dtype(self.dtype), mode="r",
                            shape=(total, quantize.stored_width(self.dtype, dim)))
         params = TokenIvfParams.of(self.first_stage_params)
-        log.info("index %s: token_ivf k-means over %d token vectors", self.name, total)
-        ivf = TokenIvf.train(lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim), offsets, params)
+        read = lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim)  # noqa: E731
+
+        serving = None
+        if source is not None:
+            fs = source.manifest.get("first_stage") or {}
+            serving = ivf_update.Serving(source.number, source.ivf, source.offsets, source.dtype,
+                                         dict(fs.get("params") or {}) if fs.get("name") == "token_ivf" else {})
+        change = ivf_update.Change(offsets, len(offsets) - 1 - len(reuse),
+                                   np.array([source.position(pid) for pid in reuse] if source is not None else [],
+                                            dtype=np.int64))
+        ivf, decision = ivf_update.update(serving, change, read, params, self.dtype)
+        log.info("index %s: token_ivf %s (%s)", self.name,
+                 f"keeps the centroids of {decision.get('centroids_from')}" if ivf is not None else "retrains",
+                 decision["reason"])
+        if ivf is None:
+            log.info("index %s: token_ivf k-means over %d token vectors", self.name, total)
+            trained = TokenIvf.train(read, offsets, params)
+            ivf = replace(trained, lineage={**trained.lineage, "update": decision})
         for fname, arr in ivf.arrays().items():
             save_npy(staging / fname, arr)
         return ivf                                    # the read-only map closes with this frame
@@ -270,3 +303,15 @@ class LocalBuild:
         if scores.shape != (1, len(sample)) or not torch.isfinite(scores).all():
             raise CorruptVersionError(f"{v.path.name}: the smoke search returned {tuple(scores.shape)} "
                                       "scores or non-finite values")
+
+
+def _carried_fde(source: Version | None, muvera: Any, dtype: str) -> np.ndarray | None:
+    """The serving version's ``[P, D]`` float16 FDEs (a read-only map) when a reused page's FDE can be copied from
+    them: the same stored dtype (the FDE encodes the stored vectors) and the same random matrices; else None."""
+    if source is None or source.muvera is None or source.dtype != dtype or not isinstance(muvera, MuveraFirstStage):
+        return None
+    if source.muvera.dims != muvera.dims or source.muvera.fingerprint() != muvera.fingerprint():
+        return None
+    return np.memmap(source.path / "first_stage.bin", dtype=np.float16, mode="r",
+                     shape=(len(source.page_ids), muvera.dims))
+
