@@ -158,3 +158,14 @@ def test_status_says_which_first_stage_searches_use(tmp_path):
     idx.swap(3)                                                    # a version without lists falls back
     out = runner.invoke(app, ["index", "status", "--params", str(p)]).output
     assert "v3 was built for none, so it falls back: rebuild to use token_ivf" in out
+
+
+def test_status_line_for_a_rebuilds_first_stage_says_carried_or_retrained_and_why():
+    from anchorprune.cli.index import _update_line
+
+    carried = {"mode": "reuse", "centroids_from": "v3", "reason": "drift and changed share under their thresholds",
+               "drift": -0.0213}
+    assert _update_line(carried) == ("centroids carried from v3 (drift and changed share under their thresholds); "
+                                     "drift -0.021")
+    retrained = {"mode": "retrain", "reason": "0.300 of the tokens changed since the centroids were trained"}
+    assert _update_line(retrained).startswith("k-means retrained (0.300 of the tokens changed")

@@ -190,6 +190,9 @@ def _echo_status(idx, pointer, cur, target, health) -> None:
                           if answers not in ("none", "mean", built) else ""))
             if cal:
                 typer.echo(f"      calibration: {_calibration_line(cal)}")
+            update = (((v.manifest.get("first_stage") or {}).get("params") or {}).get("update"))
+            if update:
+                typer.echo(f"      first stage on this build: {_update_line(update)}")
     if pointer or (cur is not None and not cur.ok):
         typer.echo(f"  fix: `anchorprune index rollback` serves v{target}" if target is not None
                    else "  fix: no healthy version that served is left: `anchorprune index build --force` rebuilds "
@@ -214,6 +217,18 @@ def _search_settings(idx, v, built: str, cal: dict | None) -> str:
                  else "built default")
         nprobe = plan.nprobe if plan.nprobe is not None else (v.manifest["first_stage"].get("params") or {}).get("nprobe")
         out += f", nprobe {nprobe} ({src_n}" + (f"; calibration chose {used['nprobe']}" if pinned and used else "") + ")"
+    return out
+
+
+def _update_line(update: dict) -> str:
+    """Whether a rebuild carried the serving version's token_ivf centroids or retrained them, and why."""
+    if update.get("mode") == "reuse":
+        out = f"centroids carried from {update.get('centroids_from', 'the serving version')}"
+    else:
+        out = "k-means retrained"
+    out += f" ({update.get('reason', '-')})"
+    if "drift" in update:
+        out += f"; drift {update['drift']:+.3f}"
     return out
 
 
