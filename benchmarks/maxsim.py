@@ -493,9 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_flags": cpu_flags(),
             "mkldnn_bf16_supported": mkldnn_bf16_probe(),
-            "path": {"scan": f"score_packed(compute='bfloat16'): bf16 torch.mm into a bf16 [M, chunk] block; per-page "
-                             f"max on its bit patterns (bf16_page_max: int16 reduceat, no float32 copy of the block), "
-                             f"sum per query in float32",
+            "path": {"scan": "score_packed(compute='bfloat16'): bf16 torch.mm into a bf16 [M, chunk] block; per-page "
+                             "max on its bit patterns (bf16_page_max: int16 reduceat, no float32 copy of the block), "
+                             "sum per query in float32",
                      "auto_resolves_to": resolve_compute(torch.bfloat16, "auto")},
             "chunk_profile_ms": {kind: bf16_chunk_profile(m_total, d, -(-(max(1, chunk // n) * n) // 16) * 16, n)
                                  for kind, (_, n, _) in sets.items()},
