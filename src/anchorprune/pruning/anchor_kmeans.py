@@ -37,9 +37,13 @@ from collections.abc import Sequence
 import torch
 
 from anchorprune.features import PageFeatures
-from anchorprune.pruning.anchor_merge import assign_to_anchors, position_mask, weighted_group_means
-from anchorprune.pruning.base import PrunedPage, keep_count, top_k_indices
-from anchorprune.pruning.sap import checked_window_centrality, window_score
+from anchorprune.pruning.anchor_merge import (
+    assign_to_anchors,
+    check_anchor_options,
+    seed_anchors,
+    weighted_group_means,
+)
+from anchorprune.pruning.base import PrunedPage
 
 # Defaults picked by SR on calibration queries only (benchmarks/anchor_kmeans_sweep.py; docs/quality.md): the
 # best mean SR over γ 0.2/0.1/0.05 within 0.002, fewest iterations. Debian calibration (300 queries): 5 plain;
@@ -96,15 +100,9 @@ class AnchorKMeansPruner:
 
     def __init__(self, window: Sequence[int], iters: int = DEFAULT_ITERS, weighted: bool = DEFAULT_WEIGHTED,
                  radius: int | None = None, grid_cols: int | None = None) -> None:
-        self.window = tuple(int(w) for w in window)
-        if not self.window:
-            raise ValueError("anchor_kmeans needs a non-empty SAP window of decoder layers")
+        self.window = check_anchor_options("anchor_kmeans", window, radius, grid_cols)
         if isinstance(iters, bool) or not isinstance(iters, int) or not 1 <= iters <= MAX_ITERS:
             raise ValueError(f"anchor_kmeans iters must be an int in 1..{MAX_ITERS}, got {iters!r}")
-        if radius is not None and radius < 0:
-            raise ValueError(f"radius must be >= 0 (or None for no position prior), got {radius}")
-        if grid_cols is not None and grid_cols < 1:
-            raise ValueError(f"grid_cols must be >= 1, got {grid_cols}")
         self.iters = iters
         self.weighted = bool(weighted)
         self.radius = radius
@@ -112,15 +110,11 @@ class AnchorKMeansPruner:
         self.name = "anchor_kmeans"
 
     def prune(self, features: PageFeatures, gamma: float) -> PrunedPage:
-        c = checked_window_centrality(features, self.window)           # [|W|, N]
-        s = window_score(c, range(len(self.window)))                   # [N]
-        n = features.num_tokens
-        k = keep_count(n, gamma)
-        if k == n:
+        seeded = seed_anchors(features, self.window, gamma, self.radius, self.grid_cols)
+        if seeded is None:
             return PrunedPage(features.page_id, features.content_hash, features.embeddings, None)
-        anchors = top_k_indices(s, k)                                  # [k] ascending
-        allowed = None if self.radius is None else position_mask(features.positions, anchors, self.radius,
-                                                                 self.grid_cols)
+        s, anchors, allowed = seeded                                   # [N], [k], [N, k] | None
+        n, k = features.num_tokens, anchors.numel()
         x = torch.nn.functional.normalize(features.embeddings.to(torch.float32), dim=-1)   # [N, d]
         w = s if self.weighted else torch.ones(n)                      # [N]
         labels, centres, _ = lloyd_labels(x, anchors, w, self.iters, allowed)             # [N], [k, d]

@@ -96,6 +96,32 @@ def position_mask(
     return dist <= radius
 
 
+def check_anchor_options(name: str, window: Sequence[int], radius: int | None, grid_cols: int | None) -> tuple[int, ...]:
+    """The window as a tuple, or a ValueError naming the bad option (anchor_merge and anchor_kmeans)."""
+    window = tuple(int(w) for w in window)
+    if not window:
+        raise ValueError(f"{name} needs a non-empty SAP window of decoder layers")
+    if radius is not None and radius < 0:
+        raise ValueError(f"radius must be >= 0 (or None for no position prior), got {radius}")
+    if grid_cols is not None and grid_cols < 1:
+        raise ValueError(f"grid_cols must be >= 1, got {grid_cols}")
+    return window
+
+
+def seed_anchors(features: PageFeatures, window: Sequence[int], gamma: float, radius: int | None,
+                 grid_cols: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """A page's SAP anchors: ``(scores [N], anchors [k] ascending, allowed [N, k] or None)``, where ``allowed`` is
+    the position prior's mask; None when ``k == N`` (the page is kept whole)."""
+    c = checked_window_centrality(features, window)               # [|W|, N]
+    s = window_score(c, range(len(window)))                       # [N]
+    k = keep_count(features.num_tokens, gamma)
+    if k == features.num_tokens:
+        return None
+    anchors = top_k_indices(s, k)                                  # [k] ascending
+    allowed = None if radius is None else position_mask(features.positions, anchors, radius, grid_cols)
+    return s, anchors, allowed
+
+
 class AnchorMergePruner:
     """SAP anchors + cosine assignment + centrality-weighted, renormalised group means.
 
@@ -109,28 +135,18 @@ class AnchorMergePruner:
     """
 
     def __init__(self, window: Sequence[int], radius: int | None = None, grid_cols: int | None = None) -> None:
-        self.window = tuple(int(w) for w in window)
-        if not self.window:
-            raise ValueError("anchor_merge needs a non-empty SAP window of decoder layers")
-        if radius is not None and radius < 0:
-            raise ValueError(f"radius must be >= 0 (or None for no position prior), got {radius}")
-        if grid_cols is not None and grid_cols < 1:
-            raise ValueError(f"grid_cols must be >= 1, got {grid_cols}")
+        self.window = check_anchor_options("anchor_merge", window, radius, grid_cols)
         self.radius = radius
         self.grid_cols = grid_cols
         self.name = "anchor_merge"
 
     def prune(self, features: PageFeatures, gamma: float) -> PrunedPage:
-        c = checked_window_centrality(features, self.window)           # [|W|, N]
-        s = window_score(c, range(len(self.window)))                   # [N]
-        n = features.num_tokens
-        k = keep_count(n, gamma)
-        if k == n:
+        seeded = seed_anchors(features, self.window, gamma, self.radius, self.grid_cols)
+        if seeded is None:
             return PrunedPage(features.page_id, features.content_hash, features.embeddings, None)
-        anchors = top_k_indices(s, k)                                  # [k] ascending
-        allowed = None if self.radius is None else position_mask(features.positions, anchors, self.radius,
-                                                                 self.grid_cols)
+        s, anchors, allowed = seeded                                   # [N], [k], [N, k] | None
         labels = assign_to_anchors(features.embeddings, anchors, allowed)                # [N]
+        k = anchors.numel()
         vecs = weighted_group_means(features.embeddings, labels, s, k).to(features.embeddings.dtype)  # [k, d]
         return PrunedPage(features.page_id, features.content_hash, vecs, None)
 
