@@ -349,7 +349,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-changed", type=float, nargs="+", default=[0.01, 0.1, 0.25, 0.5])
     ap.add_argument("--sweep-ood", type=float, nargs="+", default=[0.01, 0.05, 0.2])
-    ap.add_argument("--workdir", default="/work/scratch-ivfinc/bench")
+    ap.add_argument("--workdir", default=str(ROOT / "cache" / "bench" / "first_stage_incremental"))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
