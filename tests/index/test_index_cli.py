@@ -165,7 +165,7 @@ def test_status_line_for_a_rebuilds_first_stage_says_carried_or_retrained_and_wh
 
     carried = {"mode": "reuse", "centroids_from": "v3", "reason": "drift and changed share under their thresholds",
                "drift": -0.0213}
-    assert _update_line(carried) == ("centroids carried from v3 (drift and changed share under their thresholds); "
+    assert _update_line(carried) == ("centroids carried from v3: drift and changed share under their thresholds; "
                                      "drift -0.021")
     retrained = {"mode": "retrain", "reason": "0.300 of the tokens changed since the centroids were trained"}
-    assert _update_line(retrained).startswith("k-means retrained (0.300 of the tokens changed")
+    assert _update_line(retrained).startswith("k-means trained: 0.300 of the tokens changed")

@@ -225,8 +225,8 @@ def _update_line(update: dict) -> str:
     if update.get("mode") == "reuse":
         out = f"centroids carried from {update.get('centroids_from', 'the serving version')}"
     else:
-        out = "k-means retrained"
-    out += f" ({update.get('reason', '-')})"
+        out = "k-means trained"
+    out += f": {update.get('reason', '-')}"
     if "drift" in update:
         out += f"; drift {update['drift']:+.3f}"
     return out
