@@ -58,6 +58,7 @@ from anchorprune.evaluation.scoring import (  # noqa: E402
     DEFAULT_BUFFER_ELEMENTS,
     bf16_page_max,
     default_margin,
+    prepare,
     rescore_shortlist,
     resolve_compute,
     score_packed,
@@ -401,8 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     methods = ["mm_pass", "ours"] + ([] if args.skip_reference else ["reference"])
     if args.bf16:
-        methods += ["mm_pass_bf16", "ours_bf16", "ours_auto"]
+        methods += ["mm_pass_bf16", "ours_bf16", "ours_auto", "ours_bf16_prepared"]
         bf16_vecs = {kind: v.to(torch.bfloat16) for kind, (v, _, _) in sets.items()}    # [P * n, d] bf16
+    # the serving path: each slice prepared once (padded, converted, checked), outside the timing, as a serving
+    # version's resident copy is prepared once when it starts serving
+    prepared: dict[tuple[str, int], object] = {}
     times = {(kind, meth): [[] for _ in slices] for kind in sets for meth in methods}
     scores: dict[tuple[str, str], list[torch.Tensor]] = {}
     for kind, (vecs, n_tok, page_list) in sets.items():
@@ -418,10 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     elif meth == "ours":
                         t, out = timed(lambda v=v, off=off: score_packed(queries, v, off,
                                                                          chunk_tokens=args.chunk_tokens), 1)
-                    elif meth in ("mm_pass_bf16", "ours_bf16", "ours_auto"):
+                    elif meth in ("mm_pass_bf16", "ours_bf16", "ours_auto", "ours_bf16_prepared"):
                         v16 = bf16_vecs[kind][a * n_tok:b * n_tok]
                         if meth == "mm_pass_bf16":
                             t, _ = timed(lambda v16=v16, n_tok=n_tok: mm_pass(v16, n_tok), 1)
+                        elif meth == "ours_bf16_prepared":
+                            pp = prepared.get((kind, si))
+                            if pp is None:
+                                pp = prepared[(kind, si)] = prepare(v16, off, compute="bfloat16")
+                            t, out = timed(lambda pp=pp: score_packed(queries, pp, chunk_tokens=args.chunk_tokens), 1)
                         else:
                             how = "bfloat16" if meth == "ours_bf16" else "auto"
                             t, out = timed(lambda v16=v16, off=off, how=how: score_packed(
@@ -474,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ratios[h][f"bf16_fraction_of_mm_pass_bf16_{kind}"] = sec[f"mm_pass_bf16_{kind}"] / sec[f"ours_bf16_{kind}"]
                 ratios[h][f"bf16_speedup_vs_fp32_{kind}"] = sec[f"ours_{kind}"] / sec[f"ours_bf16_{kind}"]
                 ratios[h][f"auto_speedup_vs_fp32_{kind}"] = sec[f"ours_{kind}"] / sec[f"ours_auto_{kind}"]
+                ratios[h][f"bf16_prepared_fraction_of_mm_pass_bf16_{kind}"] = (
+                    sec[f"mm_pass_bf16_{kind}"] / sec[f"ours_bf16_prepared_{kind}"])
     ratios["paper_pruned_speedup_gamma_0.1"] = 7.9
     res["ratios"] = ratios
     eq = {}
