@@ -192,7 +192,8 @@ def debian_vectors(args: argparse.Namespace) -> dict:
     pick = sorted(rng.choice(len(qids), min(args.queries, len(qids)), replace=False))
     qtexts = [queries[qids[i]] for i in pick]
     qvecs = QueryCache(ws.features_dir).get_or_encode(backbone, qtexts, progress=False)
-    meta = {"real_pages": len(pruned), "corpus": "debian-bench (benchmarks/debian-bench.yaml)"
+    meta = {"real_pages": len(pruned), "corpus_pages": len(pruned) + len(missing), "not_yet_encoded": len(missing),
+            "corpus": "debian-bench (benchmarks/debian-bench.yaml)"
             + (f", PARTIAL: only the {len(pruned)} of {len(pruned) + len(missing)} pages in the features cache"
                if missing else ""),
             "tokens_per_page_mean": round(float(np.mean(tokens)), 1),

@@ -59,8 +59,6 @@ from anchorprune.pruning.base import PrunedPage  # noqa: E402
 from recorded import command_line  # noqa: E402
 
 log = logging.getLogger("bench.first_stage_incremental")
-WINDOW = (3, 4)
-GAMMA = 0.1
 
 
 def loadavg() -> list[float]:
@@ -73,43 +71,17 @@ def cpu_flags() -> list[str]:
 
 
 def debian_vectors(args: argparse.Namespace) -> dict:
-    """SAP-pruned vectors of the Debian corpus pages in the features cache (and ``--queries`` query vectors).
+    """SAP-pruned vectors of the Debian corpus pages in the features cache (and ``--queries`` query vectors),
+    read by ``first_stage.debian_vectors`` (cached as .npz under ``--workdir``, so the real pages cannot change
+    between runs); with ``--allow-partial`` pages not yet encoded are skipped."""
+    from first_stage import debian_vectors as read_debian
 
-    As ``first_stage.debian_vectors``, but with ``--allow-partial`` pages not yet encoded are skipped.
-    """
-    from anchorprune.backbones.base import LayerCapture
-    from anchorprune.config import load_settings, project_root
-    from anchorprune.features.cache import FeaturesCache, QueryCache
-    from anchorprune.pruning.sap import SapPruner
-    from anchorprune.stages.workspace import Workspace
-
-    params = ROOT / "benchmarks" / "debian-bench.yaml"
-    ws = Workspace(load_settings(params), project_root(params))
-    backbone = ws.backbone(ws.settings.backbones[0])
-    fc = FeaturesCache(ws.features_dir)
-    capture = LayerCapture.window(WINDOW)
-    pruner = SapPruner(WINDOW)
-    all_pages = list(ws.dataset.pages(images=False))
-    pruned, missing = [], 0
-    for page in all_pages:
-        f = fc.get(backbone, page, capture)
-        if f is None:
-            missing += 1
-            continue
-        pruned.append(pruner.prune(f, GAMMA).vectors.float().numpy().astype(np.float16))
-    if missing and not args.allow_partial:
-        raise SystemExit(f"{missing} pages of the Debian corpus are not in the features cache; run "
-                         "benchmarks/debian_bench.py first (or --allow-partial)")
-    queries = ws.dataset.queries
-    qids = sorted(queries)
-    rng = np.random.default_rng(args.seed)
-    pick = sorted(rng.choice(len(qids), min(args.queries, len(qids)), replace=False))
-    qvecs = QueryCache(ws.features_dir).get_or_encode(backbone, [queries[qids[i]] for i in pick], progress=False)
-    return {"vecs": np.concatenate(pruned), "lengths": np.array([p.shape[0] for p in pruned]),
-            "queries": [q.float() for q in qvecs],
-            "meta": {"real_pages": len(pruned), "corpus_pages": len(all_pages), "not_yet_encoded": missing,
-                     "pruned_vectors_per_page_mean": round(float(np.mean([p.shape[0] for p in pruned])), 1),
-                     "queries": len(qvecs)}}
+    real = read_debian(argparse.Namespace(workdir=args.workdir, partial=args.allow_partial, queries=args.queries,
+                                          seed=args.seed))
+    qoff = np.concatenate([[0], np.cumsum(real["qlengths"])])                      # [Q + 1]
+    queries = [torch.from_numpy(real["qvecs"][a:b]).float() for a, b in zip(qoff[:-1], qoff[1:], strict=True)]
+    return {"vecs": real["vecs"], "lengths": real["lengths"], "queries": queries,
+            "meta": {**real["meta"], "queries": len(queries)}}
 
 
 class Corpus:
