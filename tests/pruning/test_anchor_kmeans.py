@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from anchor_pages import feats
 
-from anchorprune.features import PageFeatures
 from anchorprune.pruning import METHODS, AnchorKMeansPruner, AnchorMergePruner, Pruner, build_pruner
 from anchorprune.pruning.anchor_kmeans import lloyd_labels
 from anchorprune.pruning.anchor_merge import position_mask
-
-
-def feats(emb, cent, page_id="p", positions=None):
-    n = emb.shape[0]
-    cent = torch.as_tensor(cent, dtype=torch.float32).reshape(-1, n)
-    pos = torch.arange(n) if positions is None else torch.as_tensor(positions)
-    return PageFeatures(page_id, "h", emb, cent, torch.zeros_like(cent), pos, tuple(range(cent.shape[0])),
-                        cent.shape[0])
 
 
 def unit_deg(deg: float) -> list[float]:

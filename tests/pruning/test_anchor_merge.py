@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from anchor_pages import feats
 
-from anchorprune.features import PageFeatures
 from anchorprune.pruning import METHODS, AnchorMergePruner, Pruner, build_pruner
 from anchorprune.pruning.anchor_merge import assign_to_anchors, position_mask, weighted_group_means
-
-
-def feats(emb, cent, page_id="p", positions=None):
-    n = emb.shape[0]
-    cent = torch.as_tensor(cent, dtype=torch.float32).reshape(-1, n)
-    pos = torch.arange(n) if positions is None else torch.as_tensor(positions)
-    return PageFeatures(page_id, "h", emb, cent, torch.zeros_like(cent), pos, tuple(range(cent.shape[0])),
-                        cent.shape[0])
-
 
 # 6 tokens in 2-D: three around the x axis, three around the y axis
 EMB = torch.tensor([[1.0, 0.0],     # 0  anchor (score 5)
