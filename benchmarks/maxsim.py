@@ -240,19 +240,22 @@ def mkldnn_bf16_probe() -> bool | None:
 
 
 def bf16_chunk_profile(m: int, d: int, width: int, page_tokens: int, rounds: int = 9) -> dict[str, float]:
-    """Median ms of each step of one bf16 chunk ``[m, d] x [d, width]`` (pages of ``page_tokens`` columns):
-    the matmul, the per-page max as scored now (:func:`bf16_page_max` on the bf16 bits) and, for
-    comparison, the previous steps (widening the bf16 block to float32, then a float32 ``reduceat``)."""
+    """Median ms of each step of one bf16 chunk of ``width`` page vectors against ``m`` query tokens (pages
+    of ``page_tokens`` vectors): the matmul as scored now (``[width, m]``: page rows by query tokens), the
+    per-page max as scored now (:func:`bf16_page_max`: one contiguous reduce per page on the bf16 bits) and,
+    for comparison, the previous layout's steps (the ``[m, width]`` matmul and an int16 ``reduceat`` along its
+    columns, one inner loop per (query token, page))."""
     q = torch.randn(m, d).to(torch.bfloat16)
     c = torch.randn(width, d).to(torch.bfloat16)
     t = width // page_tokens * page_tokens
     starts = np.arange(0, t, page_tokens)
-    s16 = torch.empty(m, width, dtype=torch.bfloat16)
-    s32 = torch.empty(m, width)
-    steps = {"matmul_bf16": lambda: torch.mm(q, c.T, out=s16),
-             "page_max_on_bf16_bits": lambda: bf16_page_max(s16[:, :t], starts),
-             "previous_widen_to_fp32": lambda: s32.copy_(s16),
-             "previous_reduceat_fp32": lambda: np.maximum.reduceat(s32.numpy()[:, :t], starts, axis=1)}
+    rows = torch.empty(width, m, dtype=torch.bfloat16)                 # [width, m]
+    cols = torch.empty(m, width, dtype=torch.bfloat16)                 # [m, width]
+    steps = {"matmul_bf16": lambda: torch.mm(c, q.T, out=rows),
+             "page_max_on_bf16_bits": lambda: bf16_page_max(rows[:t], starts, starts + page_tokens),
+             "previous_matmul_bf16": lambda: torch.mm(q, c.T, out=cols),
+             "previous_column_reduceat": lambda: np.maximum.reduceat(cols.view(torch.int16).numpy()[:, :t],
+                                                                     starts, axis=1)}
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(rounds):
         for k, f in steps.items():
@@ -261,8 +264,8 @@ def bf16_chunk_profile(m: int, d: int, width: int, page_tokens: int, rounds: int
             times[k].append(time.perf_counter() - t0)
     out = {k: 1000 * statistics.median(v) for k, v in times.items()}
     out["now_share_outside_matmul"] = out["page_max_on_bf16_bits"] / (out["matmul_bf16"] + out["page_max_on_bf16_bits"])
-    prev = out["previous_widen_to_fp32"] + out["previous_reduceat_fp32"]
-    out["previous_share_outside_matmul"] = prev / (out["matmul_bf16"] + prev)
+    out["previous_share_outside_matmul"] = out["previous_column_reduceat"] / (
+        out["previous_matmul_bf16"] + out["previous_column_reduceat"])
     return {"width": width, "page_tokens": page_tokens, "m": m, "load_1min": os.getloadavg()[0], **out}
 
 
@@ -504,9 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_flags": cpu_flags(),
             "mkldnn_bf16_supported": mkldnn_bf16_probe(),
-            "path": {"scan": "score_packed(compute='bfloat16'): bf16 torch.mm into a bf16 [M, chunk] block; per-page "
-                             "max on its bit patterns (bf16_page_max: int16 reduceat, no float32 copy of the block), "
-                             "sum per query in float32",
+            "path": {"scan": "score_packed(compute='bfloat16'): bf16 torch.mm into a bf16 [chunk, M] block (page rows "
+                             "by query tokens); per-page max on its bit patterns (bf16_page_max: one contiguous int16 "
+                             "reduce per page, no float32 copy of the block), sum per query in float32",
                      "auto_resolves_to": resolve_compute(torch.bfloat16, "auto")},
             "chunk_profile_ms": {kind: bf16_chunk_profile(m_total, d, -(-(max(1, chunk // n) * n) // 16) * 16, n)
                                  for kind, (_, n, _) in sets.items()},

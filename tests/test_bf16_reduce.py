@@ -11,25 +11,30 @@ from anchorprune.evaluation.scoring import bf16_page_max, pack, prepare, score_p
 
 
 def widened_reduceat(sim16: torch.Tensor, starts: np.ndarray) -> np.ndarray:
-    """The previous path: the whole block converted to float32, then a float max per page."""
-    return np.maximum.reduceat(sim16.to(torch.float32).numpy(), starts, axis=1)
+    """The plain path: the whole ``[t, M]`` block converted to float32, then a float max per page ``[n, M]``."""
+    return np.maximum.reduceat(sim16.to(torch.float32).numpy(), starts, axis=0)
+
+
+def ends_of(starts: np.ndarray, t: int) -> np.ndarray:
+    return np.r_[starts[1:], t]
 
 
 @pytest.mark.parametrize("shift", [0.0, -3.0, 3.0])
 def test_bit_pattern_max_equals_the_float_max(shift):
     g = torch.Generator().manual_seed(7)
-    sim16 = (torch.randn(13, 400, generator=g) + shift).to(torch.bfloat16)           # [M, t]
-    starts = np.unique(np.r_[0, torch.randint(1, 400, (40,), generator=g).numpy()])   # 1- to many-column pages
-    got = bf16_page_max(sim16, starts)
+    sim16 = (torch.randn(400, 13, generator=g) + shift).to(torch.bfloat16)           # [t, M]
+    starts = np.unique(np.r_[0, torch.randint(1, 400, (40,), generator=g).numpy()])   # 1- to many-row pages
+    got = bf16_page_max(sim16, starts, ends_of(starts, 400))
     assert got.dtype == np.float32
     assert np.array_equal(got.view(np.int32), widened_reduceat(sim16, starts).view(np.int32))   # bit for bit
 
 
 def test_signed_zeros_infinities_and_all_negative_pages():
     vals = [[-0.0, -1.0], [0.0, -0.0], [-5.0, -0.5], [float("-inf"), -1e30], [float("inf"), 2.0], [-0.0, 0.0]]
-    sim16 = torch.tensor([sum(vals, [])], dtype=torch.bfloat16)                          # [1, 12]
-    got = bf16_page_max(sim16, np.arange(0, 12, 2))[0]
-    want = widened_reduceat(sim16, np.arange(0, 12, 2))[0]
+    sim16 = torch.tensor([sum(vals, [])], dtype=torch.bfloat16).T.contiguous()          # [12, 1]
+    starts = np.arange(0, 12, 2)
+    got = bf16_page_max(sim16, starts, starts + 2)[:, 0]
+    want = widened_reduceat(sim16, starts)[:, 0]
     assert np.array_equal(got, want)              # equal values (a zero maximum's sign may differ: +0 == -0)
     assert got.tolist() == [-0.0, 0.0, -0.5, float(torch.tensor(-1e30).bfloat16()), float("inf"), 0.0]
 
