@@ -260,3 +260,19 @@ def test_open_index_hands_the_source_and_the_queries_to_the_local_index(tmp_path
                      calibration_queries=qs)
     assert idx.calibration.source == "queries" and idx.calibration_queries is qs
     assert open_index(IndexConfig(name="x"), tmp_path).calibration.source == "none"
+
+
+def test_a_different_calibration_split_rebuilds_and_none_does_not_look_at_it(make_project):
+    from anchorprune.stages.index import index_config_key
+
+    make, encoded = make_project
+    ws = make({"source": "queries", "min_queries": 5})
+    stage_index(ws)
+    assert stage_index(ws).rebuilt is False                        # nothing changed
+    (ws.root / "params.yaml").write_text((ws.root / "params.yaml").read_text()
+                                         .replace("calibration_fraction: 0.3", "calibration_fraction: 0.4"))
+    ws = Workspace(load_settings(ws.root / "params.yaml"), ws.root)
+    assert stage_index(ws).rebuilt is True                         # another split: another calibration sample
+    assert len(encoded[-1][1]) == 16                               # round(40 * 0.4)
+    off = make({"source": "none"})
+    assert "calibration_split" not in index_config_key(off)

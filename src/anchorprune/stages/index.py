@@ -127,8 +127,14 @@ def calibration_queries(ws: Workspace):
 
 
 def index_config_key(ws: Workspace) -> dict:
-    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out)."""
-    return ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out); with
+    ``calibration.source`` queries / auto also the settings that pick the calibration split (a different split is a
+    different calibration sample)."""
+    key = ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+    if ws.settings.index.calibration.source in ("queries", "auto"):
+        d = ws.settings.data
+        key["calibration_split"] = {"calibration_fraction": d.calibration_fraction, "seed": d.seed}
+    return key
 
 
 def serving_is_current(ws: Workspace, index, model: str, model_version: str | int | None,
