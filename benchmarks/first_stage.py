@@ -8,7 +8,9 @@ gamma = 0.1 (window: layers 3-4, the SR-selected window of the stand-in in READM
 Passages: the docstrings of the public functions / classes / methods of ~100 standard-library
 modules of the running Python, grouped in module order into pages of 1,500-3,000 characters.
 Each docstring's first line (its summary) is taken out of the page text; the summaries are the
-query texts, encoded with the stand-in's query encoder (real query vectors).
+query texts, encoded with the stand-in's query encoder (real query vectors). With Python 3.12 there are
+1,157 usable docstrings, all within the first 250 pages (so ``--real-pages 400`` makes 250 pages):
+``--queries N`` draws N of those summaries (seeded), up to 1,157.
 
 Corpora: the R real pruned pages, then synthetic pages up to ``--pages``: each synthetic page
 takes a random third (rounded up) of the pruned vectors of each of 3 distinct random real
@@ -28,6 +30,14 @@ Run (one heavy job at a time machine-wide)::
 
 Each size runs in its own subprocess (so its peak RSS is its own); results are merged into
 ``benchmarks/results/first_stage.json``.
+
+Calibration sample (``--calibration-source``): ``pseudo`` (default) builds token_ivf as the product's pseudo
+source does (``--calibration-queries`` pseudo-queries) and, in a full run, re-measures the grid with the real
+queries (``calibration_transfer``). ``real`` splits the drawn real queries (seeded, ``--seed``) into two
+disjoint halves: the calibration half is given to the token_ivf build (``calibration_queries``, source
+``queries``, as the index stage gives the dataset's calibration split), the evaluation half alone is searched
+for every recall / latency row, and ``calibration_transfer`` re-measures the grid on the evaluation half: does
+a choice made on held-out real queries hold on other real queries? The JSON records both counts and the split.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from anchorprune.index.calibration import tie_aware_recall_scores  # noqa: E402
+from anchorprune.index.calibration import QuerySample, tie_aware_recall_scores  # noqa: E402
 from anchorprune.index.first_stage import MuveraFirstStage  # noqa: E402
 from anchorprune.index.local import LocalIndex  # noqa: E402
 from anchorprune.pruning.base import PrunedPage  # noqa: E402
@@ -201,7 +211,8 @@ def debian_vectors(args: argparse.Namespace) -> dict:
             "queries_in_corpus": len(qids), "query_texts_sample": qtexts[:8],
             "query_tokens_mean": round(float(np.mean([q.shape[0] for q in qvecs])), 1)}
     out = {"vecs": np.concatenate(pruned), "lengths": np.array([p.shape[0] for p in pruned]),
-           "qvecs": np.concatenate([q.numpy() for q in qvecs]), "qlengths": np.array([q.shape[0] for q in qvecs])}
+           "qvecs": np.concatenate([q.numpy() for q in qvecs]), "qlengths": np.array([q.shape[0] for q in qvecs]),
+           "qtexts": np.array(qtexts, dtype=str)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out, meta=json.dumps(meta))
     return out | {"meta": meta}
@@ -214,7 +225,12 @@ def real_vectors(args: argparse.Namespace) -> dict:
     cache = Path(args.workdir) / f"real-{args.real_pages}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
-        return {k: z[k] for k in z.files} | {"meta": json.loads(str(z["meta"]))}
+        meta = json.loads(str(z["meta"]))
+        # a cache drawn with other --queries / --seed is encoded again (one from before they were recorded is
+        # taken when it holds as many queries as asked for, and assumed drawn with seed 0, the default)
+        if meta.get("queries_asked", len(z["qlengths"])) == args.queries and meta.get("seed", 0) == args.seed:
+            return {k: z[k] for k in z.files} | {"meta": meta}
+        log.info("%s was drawn with other --queries / --seed: encoding again", cache)
     from anchorprune.backbones.base import LayerCapture
     from anchorprune.backbones.minilm_text import MiniLMTextBackbone
     from anchorprune.pages import Page
@@ -229,15 +245,20 @@ def real_vectors(args: argparse.Namespace) -> dict:
     pruner = SapPruner(WINDOW)
     pruned = [pruner.prune(f, GAMMA).vectors.float().numpy() for f in feats]
     rng = np.random.default_rng(args.seed)
+    if args.queries > len(queries):
+        log.warning("--queries %d: the %d real pages hold %d docstring summaries; drawing all of them",
+                    args.queries, len(pages), len(queries))
     pick = rng.choice(len(queries), min(args.queries, len(queries)), replace=False)
     qtexts = [queries[i][0] for i in pick]
     qvecs = backbone.encode_queries(qtexts)
-    meta = {"real_pages": len(pages), "encode_s": round(encode_s, 1),
+    meta = {"real_pages": len(pages), "encode_s": round(encode_s, 1), "queries_available": len(queries),
+            "queries_asked": args.queries, "seed": args.seed,
             "tokens_per_page_mean": round(float(np.mean([f.embeddings.shape[0] for f in feats])), 1),
             "pruned_vectors_per_page_mean": round(float(np.mean([p.shape[0] for p in pruned])), 1),
             "query_texts_sample": qtexts[:5], "query_tokens_mean": round(float(np.mean([q.shape[0] for q in qvecs])), 1)}
     out = {"vecs": np.concatenate(pruned), "lengths": np.array([p.shape[0] for p in pruned]),
-           "qvecs": np.concatenate([q.numpy() for q in qvecs]), "qlengths": np.array([q.shape[0] for q in qvecs])}
+           "qvecs": np.concatenate([q.numpy() for q in qvecs]), "qlengths": np.array([q.shape[0] for q in qvecs]),
+           "qtexts": np.array(qtexts, dtype=str)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out, meta=json.dumps(meta))
     return out | {"meta": meta}
@@ -278,6 +299,9 @@ def run_size(args: argparse.Namespace) -> dict:
     q_off = np.concatenate([[0], np.cumsum(real["qlengths"])])
     queries = [torch.from_numpy(real["qvecs"][q_off[i]:q_off[i + 1]])
                for i in range(min(args.queries, len(real["qlengths"])))]
+    calibration_half, split = None, None
+    if args.calibration_source == "real":
+        queries, calibration_half, split = split_real_queries(queries, real.get("qtexts"), args)
     workdir = Path(args.workdir) / f"idx-{n}"
     shutil.rmtree(workdir, ignore_errors=True)
     params = {"k_sim": args.k_sim, "d_proj": args.d_proj, "reps": args.reps, "final_dim": args.final_dim, "seed": 0}
@@ -297,12 +321,20 @@ def run_size(args: argparse.Namespace) -> dict:
     idx.swap(v)
     ivf_build = None
     if "token_ivf" in args.stages:
-        # built as the product builds it: calibration with pseudo-queries (index.calibration defaults) to
-        # --target-recall; the nprobe recorded here is only the version's fallback default
+        # built as the product builds it: calibration to --target-recall, on --calibration-queries pseudo-queries
+        # (source pseudo) or on the calibration half of the real queries (source queries, as the index stage gives
+        # the dataset's calibration split); the nprobe recorded here is only the version's fallback default
         ivf_params = {"centroids": args.centroids, "nprobe": args.nprobe[0], "seed": 0}
+        if calibration_half is None:
+            calibration = {"source": "pseudo", "queries": args.calibration_queries, "recall": args.calibration_recall}
+            given = None
+        else:
+            calibration = {"source": "queries", "recall": args.calibration_recall}
+            given = QuerySample(calibration_half, {"from": "benchmark: the calibration half of the drawn real "
+                                                           "queries (seeded split, disjoint from the evaluation half)"})
         ivf_idx = LocalIndex(workdir, "bench-ivf", dtype="float16", first_stage="token_ivf",
                              first_stage_params=ivf_params, target_recall=args.target_recall,
-                             calibration={"queries": args.calibration_queries, "recall": args.calibration_recall})
+                             calibration=calibration, calibration_queries=given)
         anon1 = AnonPeak.sample()[0]
         t1 = time.perf_counter()
         with AnonPeak() as peak1:
@@ -373,9 +405,10 @@ def run_size(args: argparse.Namespace) -> dict:
         cal = ivf_build["calibration"]
         rows.append(row({"settings": "calibrated (chosen by the index at build, nothing pinned)",
                          "nprobe": cal["nprobe"], "candidates": cal["candidates"]}, None, None, "token_ivf"))
-        transfer = pseudo_to_real(workdir, queries, args)
+        transfer = calibration_transfer(workdir, queries, args)
     out = {
         "pages": n, "vectors": m["vectors"], "dim": m["dim"], "queries": len(queries),
+        "calibration_source": args.calibration_source, "query_split": split,
         "build_s": round(build_s, 1), "build_peak_rss_mib": round(build_rss, 1), "build_memory": build_mem,
         "token_ivf_build": ivf_build, "rss_before_build_mib": round(rss0, 1), "index_resident_mib": round(sum(resident.values()) / 2**20, 1),
         "first_stage": m["first_stage"], "files_bytes": files,
@@ -392,34 +425,63 @@ def run_size(args: argparse.Namespace) -> dict:
     return out
 
 
-def pseudo_to_real(workdir: Path, queries: list[torch.Tensor], args: argparse.Namespace) -> dict:
-    """Does pseudo-query calibration transfer to real queries? The calibration grid measured again on the same
-    version with the real queries as the sample: real recall at the pseudo-queries' choice, the choice real queries
-    would have made, and pseudo vs real recall at every setting."""
+#: the split of the drawn real queries uses its own random stream (the draw itself uses --seed alone)
+SPLIT_STREAM = 31
+
+
+def split_real_queries(queries: list[torch.Tensor], texts: np.ndarray | None,
+                       args: argparse.Namespace) -> tuple[list[torch.Tensor], list[torch.Tensor], dict]:
+    """``(evaluation half, calibration half, record)``: a seeded permutation of the drawn queries, its first
+    ``n // 2`` the calibration half; disjoint by index (the record counts texts that occur in both halves)."""
+    n = len(queries)
+    order = np.random.default_rng([args.seed, SPLIT_STREAM]).permutation(n)
+    cal, ev = sorted(order[:n // 2].tolist()), sorted(order[n // 2:].tolist())
+    assert not set(cal) & set(ev)
+    if len(cal) < 30:
+        log.warning("--calibration-source real: %d calibration queries, below index.calibration.min_queries' "
+                    "default 30 (anchorprune.index_config.CALIBRATION_MIN_QUERIES); raise --queries", len(cal))
+    shared = None if texts is None else len({str(texts[i]) for i in cal} & {str(texts[i]) for i in ev})
+    record = {"drawn": n, "calibration": len(cal), "evaluation": len(ev),
+              "how": f"np.random.default_rng([seed {args.seed}, {SPLIT_STREAM}]).permutation of the drawn queries: "
+                     "the first n // 2 calibrate the token_ivf build (calibration_queries), the rest are the only "
+                     "queries searched for every row (exact ground truth included); disjoint",
+              "texts_in_both_halves": shared,
+              "calibration_indices": cal, "evaluation_indices": ev}
+    log.info("real queries split: %d calibrate the build, %d evaluate", len(cal), len(ev))
+    return [queries[i] for i in ev], [queries[i] for i in cal], record
+
+
+def calibration_transfer(workdir: Path, queries: list[torch.Tensor], args: argparse.Namespace) -> dict:
+    """Does the build's calibration transfer to the queries searched? The calibration grid measured again on the
+    same version with ``queries`` as the sample: their recall at the build's choice, the choice they would have
+    made, and recall on both samples at every setting. Pseudo source: real vs pseudo-queries (the keys name them
+    so); real source: the evaluation half vs the calibration half of the real queries (held_out vs calibration)."""
     from anchorprune.index.calibration import CalibrationParams, calibrate
 
     ix = LocalIndex(workdir, "bench-ivf", first_stage="token_ivf", resident_bytes=args.resident_bytes)
     v = ix._serving().handle
-    pseudo = v.manifest["first_stage"]["calibration"]
+    built = v.manifest["first_stage"]["calibration"]
     params = CalibrationParams(target_recall=args.target_recall, recall=args.calibration_recall)
-    real = calibrate(v.ivf, v.token_rows, v.offsets, params, [q.numpy() for q in queries])
-    at = {(s["nprobe"], s["candidates"]): s for s in real["settings"]}
-    chosen = at.get((pseudo["nprobe"], pseudo["candidates"]), {})
-    pairs = [(s, at[(s["nprobe"], s["candidates"])]) for s in pseudo["settings"] if (s["nprobe"], s["candidates"]) in at]
+    other = calibrate(v.ivf, v.token_rows, v.offsets, params, [q.numpy() for q in queries])
+    at = {(s["nprobe"], s["candidates"]): s for s in other["settings"]}
+    chosen = at.get((built["nprobe"], built["candidates"]), {})
+    pairs = [(s, at[(s["nprobe"], s["candidates"])]) for s in built["settings"] if (s["nprobe"], s["candidates"]) in at]
     gap = [r["recall_tie_aware"] - p["recall_tie_aware"] for p, r in pairs]
+    cal, ev = ("pseudo", "real") if args.calibration_source == "pseudo" else ("calibration", "held_out")
     return {
-        "pseudo_choice": {k: pseudo.get(k) for k in ("nprobe", "candidates", "recall", "recall_tie_aware",
-                                                    "recall_lower_bound", "cost", "met")},
-        "real_recall_at_pseudo_choice": {k: chosen.get(k) for k in ("recall", "recall_tie_aware")},
-        "real_choice": {k: real.get(k) for k in ("nprobe", "candidates", "recall", "recall_tie_aware",
-                                                "recall_lower_bound", "cost", "met")},
-        "real_queries": len(queries),
-        "real_minus_pseudo_tie_aware_recall": {"mean": round(float(np.mean(gap)), 4),
+        "calibrated_on": built["sample"]["kind"], "calibration_queries": built["sample"]["queries"],
+        f"{cal}_choice": {k: built.get(k) for k in ("nprobe", "candidates", "recall", "recall_tie_aware",
+                                                   "recall_lower_bound", "cost", "met")},
+        f"{ev}_recall_at_{cal}_choice": {k: chosen.get(k) for k in ("recall", "recall_tie_aware")},
+        f"{ev}_choice": {k: other.get(k) for k in ("nprobe", "candidates", "recall", "recall_tie_aware",
+                                                  "recall_lower_bound", "cost", "met")},
+        f"{ev}_queries": len(queries),
+        f"{ev}_minus_{cal}_tie_aware_recall": {"mean": round(float(np.mean(gap)), 4),
                                                "min": round(float(np.min(gap)), 4),
                                                "max": round(float(np.max(gap)), 4), "settings": len(gap)},
         "settings": [{"nprobe": p["nprobe"], "candidates": p["candidates"], "cost": p["cost"],
-                      "pseudo_recall": p["recall"], "pseudo_tie_aware": p["recall_tie_aware"],
-                      "real_recall": r["recall"], "real_tie_aware": r["recall_tie_aware"]} for p, r in pairs],
+                      f"{cal}_recall": p["recall"], f"{cal}_tie_aware": p["recall_tie_aware"],
+                      f"{ev}_recall": r["recall"], f"{ev}_tie_aware": r["recall_tie_aware"]} for p, r in pairs],
     }
 
 
@@ -434,6 +496,9 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8], help="token_ivf lists probed per query token")
     ap.add_argument("--centroids", type=int, default=None, help="token_ivf k-means lists (default: auto)")
     ap.add_argument("--target-recall", type=float, default=0.99, help="index.target_recall of the token_ivf build")
+    ap.add_argument("--calibration-source", choices=["pseudo", "real"], default="pseudo",
+                    help="token_ivf calibration sample: pseudo-queries, or the calibration half of the drawn real "
+                         "queries (the other half evaluates; see the module docstring)")
     ap.add_argument("--calibration-queries", type=int, default=200, help="index.calibration.queries (pseudo)")
     ap.add_argument("--calibration-recall", choices=["tie_aware", "plain"], default="tie_aware",
                     help="index.calibration.recall: the recall the target is met on")
@@ -492,7 +557,7 @@ def main() -> None:
         "token_ivf": {"nprobe": args.nprobe, "centroids": args.centroids or "auto (index/token_ivf.auto_centroids)",
                       "definition": "src/anchorprune/index/token_ivf.py: each query token probes its nprobe nearest "
                                     "k-means lists; pages ranked by MaxSim over the probed tokens"},
-        "stages": list(args.stages), "corpora": sizes,
+        "stages": list(args.stages), "calibration_source": args.calibration_source, "corpora": sizes,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

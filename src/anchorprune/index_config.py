@@ -78,17 +78,64 @@ class TokenIvfConfig(Frozen):
         return self
 
 
-class CalibrationConfig(Frozen):
-    """How a build calibrates its token_ivf first stage to ``index.target_recall`` (anchorprune.index.calibration)."""
+#: the lower confidence bound the calibration applies (``mean - 1.645 sd / sqrt(n)``) is only as good as its sample:
+#: when every one of ``n`` queries gets its full top 10, ``sd`` is 0 and the bound says 1.0 whatever ``n`` is. The
+#: exact 95% bound in that case (rule of three) is that at most ~3/n of queries lose a page; with a lost page
+#: costing 0.1 of a query's recall@10 that is recall >= 1 - 0.3/n, which reaches 0.99 (the default target) from
+#: n = 30. At 30 one query missing one page still passes (mean 0.9967, sd 0.018, bound 0.9912), two do not.
+#: (20, promote.min_queries, would certify only ~0.985.) Hence 30 held-out queries before they are trusted
+CALIBRATION_MIN_QUERIES = 30
 
-    # pseudo-queries measured; 0 (the default): no calibration, fixed settings. Opt-in because on the docstrings
-    # corpus pseudo-queries overestimated real-query recall (chose nprobe 2 / 100 candidates: 0.995 on pseudo-,
-    # 0.862 on real queries, where the fixed 8 / 500 gave 0.995; benchmarks/results/first_stage_calibration_docstrings.json)
-    queries: int = Field(0, ge=0)
+
+class CalibrationConfig(Frozen):
+    """How a build calibrates its token_ivf first stage to ``index.target_recall`` (anchorprune.index.calibration).
+
+    ``source`` picks the sample: ``none`` (no calibration: fixed settings), ``queries`` (the dataset's
+    calibration-split queries, those ``data.calibration_fraction`` holds out for SR calibration, never the
+    evaluation ones, encoded with the serving backbone's query encoder), ``pseudo`` (pseudo-queries drawn from
+    the page tokens) or ``auto`` (``queries`` when the split holds at least ``min_queries``, else ``pseudo``).
+    Left out, it keeps what ``queries`` meant before ``source`` existed: ``pseudo`` when ``queries > 0``,
+    ``none`` when 0.
+
+    >>> CalibrationConfig().source, CalibrationConfig(queries=80).source, CalibrationConfig(queries=0).source
+    ('none', 'pseudo', 'none')
+    """
+
+    # Off by default; `queries` is the recommended source. On the docstrings corpus pseudo-queries overestimated
+    # real-query recall (chose nprobe 2 / 100 candidates: 0.995 on pseudo-, 0.862 on real queries, where the fixed
+    # 8 / 500 gave 0.995; benchmarks/results/first_stage_calibration_docstrings.json), and `auto` falls back to them
+    source: Literal["none", "queries", "pseudo", "auto"] = "none"
+    # the sample size: pseudo-queries drawn, or at most this many of the calibration split (a seeded draw when it
+    # holds more). 0 (only with source none / left out): no calibration, as before `source` existed
+    queries: int = Field(200, ge=0)
+    min_queries: int = Field(CALIBRATION_MIN_QUERIES, ge=2)   # queries / auto: fewer split queries than this
     query_tokens: tuple[int, int] = (4, 16)     # pseudo-query length in tokens, uniform in [lo, hi]
     noise: float = Field(0.5, ge=0)             # relative Gaussian noise on each pseudo-query token
     recall: Literal["tie_aware", "plain"] = "tie_aware"   # the recall the target is met on
-    seed: int = 0
+    seed: int = 0                               # pseudo-queries, and the draw from a split larger than `queries`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_left_out_keeps_the_old_meaning(cls, data: Any) -> Any:
+        """No ``source``: ``queries > 0`` meant pseudo-query calibration and ``0`` none (params.yaml before
+        ``source``); YAML reads ``source: off`` as false, which means ``none`` too."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("source") is False:
+            return {**data, "source": "none"}
+        if "source" not in data and "queries" in data:
+            q = data["queries"]
+            if isinstance(q, int) and not isinstance(q, bool):
+                return {**data, "source": "pseudo" if q > 0 else "none"}
+        return data
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_named(cls, v: Any) -> Any:
+        if v not in ("none", "queries", "pseudo", "auto"):
+            raise ValueError(f"index.calibration.source must be none | queries | pseudo | auto, got {v!r} "
+                             "(queries: the dataset's held-out calibration queries, the recommended source)")
+        return v
 
     @field_validator("query_tokens")
     @classmethod
@@ -96,6 +143,16 @@ class CalibrationConfig(Frozen):
         if not 1 <= v[0] <= v[1]:
             raise ValueError(f"query_tokens must be [lo, hi] with 1 <= lo <= hi, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _sample_size_fits_the_source(self) -> CalibrationConfig:
+        if self.source != "none" and self.queries < 1:
+            raise ValueError(f"index.calibration.queries is the sample size and must be >= 1 with source "
+                             f"{self.source!r}, got {self.queries}; to turn calibration off write source: none")
+        if self.source in ("queries", "auto") and self.queries < self.min_queries:
+            raise ValueError(f"index.calibration.queries ({self.queries}) caps the calibration queries measured, so "
+                             f"it must be >= min_queries ({self.min_queries}) with source {self.source!r}")
+        return self
 
 
 class IndexConfig(Frozen):

@@ -232,10 +232,24 @@ def _update_line(update: dict) -> str:
     return out
 
 
+def _sample_words(sample: dict) -> str:
+    """``200 pseudo-queries`` / ``40 held-out queries (the dataset's calibration split)``, and why auto fell back."""
+    n = sample.get("queries", "?")
+    if sample.get("kind") == "pseudo":
+        out = f"{n} pseudo-queries"
+    elif "split_queries" in sample:
+        drawn = sample.get("drawn", "all")
+        out = f"{n} held-out queries (the dataset's calibration split{'' if drawn == 'all' else ', ' + drawn})"
+    else:
+        out = f"{n} held-out queries"
+    if sample.get("fallback"):
+        out += f" ({sample['fallback']})"
+    return out
+
+
 def _calibration_line(cal: dict) -> str:
     """What a version's first-stage calibration measured and chose (its manifest's ``first_stage.calibration``)."""
-    sample = cal.get("sample") or {}
-    where = f"{sample.get('queries', '?')} {'pseudo-queries' if sample.get('kind') == 'pseudo' else 'queries'}"
+    where = _sample_words(cal.get("sample") or {})
     k, target = cal.get("k", 10), cal.get("target_recall")
     if not cal.get("met") and not (cal.get("grid") or {}).get("candidates"):
         return f"too few pages ({cal.get('k', 10)}) to calibrate: every page is a candidate (exact search)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from anchorprune.config import IndexConfig
 from anchorprune.index.base import (
@@ -38,8 +39,13 @@ class BackendConfigError(IndexStoreError, ValueError):
     """The configured backend cannot be opened (e.g. Elasticsearch without ``ELASTICSEARCH_URL``)."""
 
 
-def open_index(cfg: IndexConfig, root: Path | str) -> Index:
+def open_index(cfg: IndexConfig, root: Path | str, calibration_queries: Any = None) -> Index:
     """The index named by ``cfg`` (local under ``root/<cfg.name>/``, or the Elasticsearch alias ``cfg.name``).
+
+    ``calibration_queries``: what a local token_ivf build calibrates on when ``index.calibration.source`` is
+    ``queries`` or ``auto`` (query matrices, a :class:`~anchorprune.index.calibration.QuerySample` or a
+    callable giving one; see :class:`LocalIndex`); searching never needs it. Elasticsearch does not calibrate
+    (``docs/index.md``, "Recall targets") and ignores it.
 
     >>> import tempfile
     >>> from anchorprune.config import IndexConfig
@@ -61,7 +67,7 @@ def open_index(cfg: IndexConfig, root: Path | str) -> Index:
         kwargs["first_stage_params"] = {k: v for k, v in kwargs["first_stage_params"].items() if k != "nprobe"}
     return LocalIndex(Path(root), cfg.name, dtype=cfg.dtype, two_stage=cfg.two_stage,
                       candidates=pinned.get("candidates"), target_recall=cfg.target_recall,
-                      calibration=cfg.calibration.model_dump(), **kwargs)
+                      calibration=cfg.calibration.model_dump(), calibration_queries=calibration_queries, **kwargs)
 
 
 def first_stage_kwargs(cfg: IndexConfig) -> dict:

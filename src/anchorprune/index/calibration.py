@@ -5,11 +5,13 @@ candidates on the Debian-derived 100k corpus, but 0.943 on the docstrings corpus
 (``benchmarks/results/first_stage*.json``). So a build calibrates the version it wrote, and search uses
 what it chose (unless ``params.yaml`` pins ``index.candidates`` / ``index.token_ivf.nprobe``).
 
-**Sample.** Real held-out queries when the caller gives some; otherwise ``queries`` *pseudo-queries*:
-each takes a seeded uniform page, ``m`` of its token vectors (``m`` uniform in ``query_tokens``, at most
-the page's length) and perturbs every token with Gaussian noise of relative size ``noise``
-(``t + noise * |t| * g / sqrt(d)``, ``g ~ N(0, I)``, rescaled to ``|t|``), so its source page does not win
-by construction. Ground truth is **exact MaxSim of the pseudo-query over every page of the version**
+**Sample** (``source``). ``queries``: real held-out query matrices the caller gives (a :class:`QuerySample`
+says where they come from; the index stage gives the dataset's calibration split); ``pseudo``: ``queries``
+*pseudo-queries*; ``auto`` (the index's default): the given queries when there are any, else pseudo-queries
+(``queries = 0``: none); ``none``: no calibration. A pseudo-query takes a seeded uniform page, ``m`` of its
+token vectors (``m`` uniform in ``query_tokens``, at most the page's length) and perturbs every token with
+Gaussian noise of relative size ``noise`` (``t + noise * |t| * g / sqrt(d)``, ``g ~ N(0, I)``, rescaled to
+``|t|``), so its source page does not win by construction. Ground truth is **exact MaxSim of the pseudo-query over every page of the version**
 (its exact top ``k``), never "did the source page come back": a pseudo-query is scored exactly like a
 real one.
 
@@ -49,7 +51,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -84,12 +86,21 @@ def check_target_recall(target: float) -> float:
     return float(target)
 
 
+#: the sample sources a build knows (``index.calibration.source``; see the module docstring)
+SOURCES = ("none", "queries", "pseudo", "auto")
+
+
 @dataclass(frozen=True)
 class CalibrationParams:
-    """How a build calibrates its first stage (``index.target_recall`` and ``index.calibration``)."""
+    """How a build calibrates its first stage (``index.target_recall`` and ``index.calibration``).
+
+    ``source`` ``auto`` with ``queries`` > 0 is what a :class:`~anchorprune.index.local.LocalIndex` built
+    without a calibration config has always done: held-out queries when it is given some, else pseudo-queries.
+    """
 
     target_recall: float = 0.99
-    queries: int = 200                            # sample size (0: no calibration)
+    queries: int = 200                            # pseudo sample size (0: none; with given queries: unused)
+    source: str = "auto"                          # none | queries (given ones, required) | pseudo | auto
     query_tokens: tuple[int, int] = (4, 16)       # pseudo-query length, uniform in [lo, hi]
     noise: float = 0.5                            # relative Gaussian noise on each pseudo-query token
     k: int = 10                                   # recall@k
@@ -98,6 +109,8 @@ class CalibrationParams:
 
     def __post_init__(self) -> None:
         check_target_recall(self.target_recall)
+        if self.source not in SOURCES:
+            raise IndexInputError(f"calibration source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.recall not in ("tie_aware", "plain"):
             raise IndexInputError(f"calibration recall must be 'tie_aware' or 'plain', got {self.recall!r}")
         lo, hi = self.query_tokens
@@ -106,12 +119,42 @@ class CalibrationParams:
                                   f"and noise >= 0; got queries={self.queries}, k={self.k}, "
                                   f"query_tokens={list(self.query_tokens)}, noise={self.noise}")
 
+    def sample_kind(self, given: bool) -> str | None:
+        """The sample a build measures: ``queries`` or ``pseudo``, or None (no calibration); raises
+        :class:`IndexInputError` for ``source: queries`` without given queries.
+
+        >>> CalibrationParams().sample_kind(False), CalibrationParams().sample_kind(True)
+        ('pseudo', 'queries')
+        >>> CalibrationParams(queries=0).sample_kind(False), CalibrationParams(source="none").sample_kind(True)
+        (None, None)
+        """
+        if self.source == "none":
+            return None
+        if self.source == "queries" and not given:
+            raise IndexInputError(
+                "index.calibration.source is 'queries' but this build was given no query matrices: build through "
+                "the index stage (`anchorprune index build` encodes the dataset's calibration split), pass "
+                "calibration_queries=..., or set index.calibration.source to auto, pseudo or none")
+        if given and self.source != "pseudo":
+            return "queries"
+        return "pseudo" if self.queries > 0 else None
+
     @classmethod
     def of(cls, params: dict[str, Any] | None) -> CalibrationParams:
         p = dict(params or {})
         if "query_tokens" in p:
             p["query_tokens"] = tuple(p["query_tokens"])
         return cls(**{k: v for k, v in p.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class QuerySample:
+    """Held-out query matrices ``[m_i, d]`` for a calibration, and what they are (``about``: recorded in the
+    manifest's ``sample``, e.g. which dataset split they come from). No ``queries``: none to give (``source``
+    ``auto`` measures pseudo-queries and records ``about``, e.g. why)."""
+
+    queries: Sequence[Any]
+    about: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- recall
@@ -260,12 +303,14 @@ def choose(settings: Sequence[Setting], target: float) -> Setting | None:
 
 
 def calibrate(ivf: TokenIvf, vectors: RowReader, offsets: np.ndarray, params: CalibrationParams,
-              queries: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
+              queries: Sequence[np.ndarray] | None = None, about: dict[str, Any] | None = None) -> dict[str, Any]:
     """Calibrate token_ivf over one version (``offsets [P + 1]``, ``vectors`` reads its token rows).
 
-    Returns the manifest record: the chosen ``nprobe`` and ``candidates`` (``candidates = pages`` and
-    ``met: false`` when no setting reaches the target: exact search), the measured recalls of the choice,
-    the sample (size, how it was made), the grid measured and the seconds spent.
+    ``queries``: held-out query matrices (None: ``params.queries`` pseudo-queries); ``about``: what they are,
+    added to the recorded sample. Returns the manifest record: the chosen ``nprobe`` and ``candidates``
+    (``candidates = pages`` and ``met: false`` when no setting reaches the target: exact search), the measured
+    recalls of the choice, the sample (``kind`` queries | pseudo, size, how it was made), the grid measured and
+    the seconds spent.
     """
     recall = params.recall
     t0 = time.perf_counter()
@@ -273,7 +318,8 @@ def calibrate(ivf: TokenIvf, vectors: RowReader, offsets: np.ndarray, params: Ca
     given = queries is not None
     qs = [np.asarray(q, dtype=np.float32) for q in queries] if given else pseudo_queries(vectors, offsets, params)
     if not qs:
-        raise IndexInputError("calibration needs at least one query (index.calibration.queries >= 1)")
+        raise IndexInputError("calibration needs at least one query: index.calibration.queries >= 1, or a "
+                              "non-empty calibration_queries")
     exact = exact_scores(qs, vectors, offsets)                                           # [Q, P]
     k = min(params.k, n_pages)
     nprobes, cands = grid(int(ivf.centroids.shape[0]), n_pages, k)
@@ -284,11 +330,12 @@ def calibrate(ivf: TokenIvf, vectors: RowReader, offsets: np.ndarray, params: Ca
                "seed": params.seed,
                "how": "m uniform tokens of a seeded uniform page, each plus relative Gaussian noise; ground truth = "
                       "exact MaxSim over every page"})
+    sample.update({k: v for k, v in (about or {}).items() if k not in ("kind", "queries")})
     record: dict[str, Any] = {
         "target_recall": params.target_recall, "k": k, "recall_kind": recall,
         "margin": f"one-sided 95% lower bound of the mean per-query recall (mean - {Z_95} sd / sqrt(n)) >= target",
         "cost": "token vectors read per query: m * centroids + probed list tokens + candidates * tokens/page",
-        "sample": sample, "grid": {"nprobe": nprobes, "candidates": cands},
+        "source": params.source, "sample": sample, "grid": {"nprobe": nprobes, "candidates": cands},
     }
     if best is None:
         most = max(settings, key=lambda s: (s.recall_lower_bound, -s.cost), default=None)

@@ -23,7 +23,9 @@ def index_backbone(ws: Workspace) -> BackboneConfig:
     return ws.settings.backbone(name)
 
 
-def open_serving_index(ws: Workspace):
+def open_serving_index(ws: Workspace, calibration_queries: Any = None):
+    """The configured index; ``calibration_queries`` (builds only: see :func:`calibration_queries`) is what a
+    token_ivf build calibrates on."""
     from anchorprune.index import open_index
     from anchorprune.index.local import index_root
 
@@ -34,12 +36,105 @@ def open_serving_index(ws: Workspace):
         if blocker is not None and not blocker.is_dir():
             raise IndexStageError(f"paths.index_dir {local}: {blocker} is a file, not a folder; point "
                                   "paths.index_dir at a folder (it is created if missing) or move that file away")
-    return open_index(ws.settings.index, index_root(root))
+    return open_index(ws.settings.index, index_root(root), calibration_queries=calibration_queries)
+
+
+class SplitQueries:
+    """The dataset's calibration-split queries as query matrices: the ids :meth:`Workspace.split` holds out for SR
+    calibration (never its evaluation queries), encoded through the query cache with the query encoder of the
+    backbone the index serves (:meth:`use`, given once the champion is read). A build calls it only when it
+    calibrates; the result is kept."""
+
+    def __init__(self, ws: Workspace, qids: list[str], about: dict[str, Any]):
+        self.ws, self.qids, self.about = ws, qids, about
+        self.backbone = None
+        self._sample = None
+
+    def use(self, backbone) -> None:
+        """Encode with ``backbone`` (the champion's: the one search encodes queries with)."""
+        self.backbone, self._sample = backbone, None
+
+    def texts(self) -> list[str]:
+        queries = self.ws.dataset.queries
+        return [queries[q] for q in self.qids]
+
+    def __call__(self):
+        from anchorprune.features.cache import QueryCache
+        from anchorprune.index.calibration import QuerySample
+
+        if self._sample is None:
+            if self.backbone is None:
+                raise IndexStageError("calibration queries asked for before the serving backbone was known")
+            vecs = QueryCache(self.ws.features_dir).get_or_encode(self.backbone, self.texts(), progress=False)
+            log.info("index: calibrating token_ivf on %d queries of the dataset's calibration split", len(vecs))
+            self._sample = QuerySample([v.float() for v in vecs],
+                                       {**self.about, "query_encoder": getattr(self.backbone, "name", "?")})
+        return self._sample
+
+
+def calibration_queries(ws: Workspace):
+    """What a build of this workspace's index calibrates token_ivf on, from ``index.calibration.source``.
+
+    ``queries`` / ``auto``: the dataset's calibration split (:class:`SplitQueries`, encoded only if the build
+    calibrates; a seeded draw of ``index.calibration.queries`` of them when it holds more); below
+    ``min_queries`` ``queries`` is refused (:class:`IndexStageError`, naming the count and what to set) and
+    ``auto`` gives an empty :class:`~anchorprune.index.calibration.QuerySample` whose note the pseudo-query
+    record keeps. None (nothing to give) for ``none`` / ``pseudo``, for the Elasticsearch backend (it does not
+    calibrate), and when the build will not calibrate: a first stage other than token_ivf, or ``auto`` below
+    ``first_stage_threshold`` pages (that version searches exactly).
+    """
+    import hashlib
+
+    import numpy as np
+
+    from anchorprune.index.calibration import QuerySample
+    from anchorprune.index.first_stage import auto_stage, resolve_first_stage
+
+    icfg = ws.settings.index
+    cal = icfg.calibration
+    if icfg.backend != "local" or cal.source not in ("queries", "auto"):
+        return None
+    if auto_stage(resolve_first_stage(icfg.first_stage, icfg.two_stage), len(ws.dataset.page_ids),
+                  icfg.first_stage_threshold, icfg.first_stage_auto) != "token_ivf":
+        return None                             # the build will not calibrate (the same test as LocalBuild's)
+    calib, evalq = ws.split()
+    d = ws.settings.data
+    n = len(calib)
+    if n < cal.min_queries:
+        why = (f"the calibration split of dataset {d.dataset!r} holds {n} queries (data.calibration_fraction "
+               f"{d.calibration_fraction} of {n + len(evalq)} queries with a relevant page), below "
+               f"index.calibration.min_queries {cal.min_queries}")
+        if cal.source == "queries":
+            raise IndexStageError(
+                f"index.calibration.source is 'queries' but {why}: set index.calibration.min_queries: {max(n, 2)} "
+                f"or lower (a looser lower bound on fewer queries), raise data.calibration_fraction (the SR "
+                f"calibration uses the same split), or set source: auto (pseudo-queries below min_queries) or none")
+        log.warning("index: calibration source auto: %s; calibrating on pseudo-queries", why)
+        return QuerySample((), {"fallback": f"source auto: {why}"})
+    overlap = set(calib) & set(evalq)
+    if overlap:                                  # split_queries guarantees it; never calibrate on evaluation queries
+        raise IndexStageError(f"the calibration and evaluation splits share queries {sorted(overlap)[:5]}")
+    qids = list(calib)
+    if n > cal.queries:
+        rng = np.random.default_rng(cal.seed)
+        qids = [qids[i] for i in sorted(rng.choice(n, cal.queries, replace=False).tolist())]
+    about = {"from": "the dataset's calibration split (data.calibration_fraction, held out for SR calibration; "
+                     "never its evaluation queries)",
+             "dataset": d.dataset, "calibration_fraction": d.calibration_fraction, "split_seed": d.seed,
+             "split_queries": n, "drawn": (f"{len(qids)} of {n}, seed {cal.seed}" if n > cal.queries else "all"),
+             "query_ids_sha256": hashlib.sha256("\n".join(qids).encode()).hexdigest()}
+    return SplitQueries(ws, qids, about)
 
 
 def index_config_key(ws: Workspace) -> dict:
-    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out)."""
-    return ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+    """The index settings a built version depends on (``keep_versions`` only prunes, so it is left out); with
+    ``calibration.source`` queries / auto also the settings that pick the calibration split (a different split is a
+    different calibration sample)."""
+    key = ws.settings.index.model_dump(mode="json", exclude={"keep_versions"})
+    if ws.settings.index.calibration.source in ("queries", "auto"):
+        d = ws.settings.data
+        key["calibration_split"] = {"calibration_fraction": d.calibration_fraction, "seed": d.seed}
+    return key
 
 
 def serving_is_current(ws: Workspace, index, model: str, model_version: str | int | None,
@@ -141,16 +236,19 @@ def stage_index(ws: Workspace, wait: bool = False, force: bool = False) -> Index
     what fails after it (retention, ``reports/index.json``) is logged as a warning and returned in
     :attr:`IndexBuildResult.warnings`, and the stage succeeds, since the new version serves.
     """
-    index = open_serving_index(ws)
+    sample = calibration_queries(ws)     # checked before anything runs; encoded only if the build calibrates
+    index = open_serving_index(ws, calibration_queries=sample)
     with index.rebuild(wait=wait) as started_from:
-        return _stage_index_locked(ws, index, started_from, force=force)
+        return _stage_index_locked(ws, index, started_from, force=force, calibration=sample)
 
 
 INDEX_CHUNK_PAGES = 256         # pages encoded and pruned per step of an index build (bounds its memory)
 
 
-def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False) -> IndexBuildResult:
-    """:func:`stage_index`'s body, run with the build lock held.
+def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: bool = False,
+                        calibration: Any = None) -> IndexBuildResult:
+    """:func:`stage_index`'s body, run with the build lock held (``calibration``: the index's calibration queries,
+    given the champion's backbone here).
 
     Pages whose content hash is already in the serving version are not re-encoded;
     the rest, and reused pages whose stored vectors fail their checksum, are encoded with
@@ -188,6 +286,8 @@ def _stage_index_locked(ws: Workspace, index, started_from: int | None, force: b
             return same
     spec_bcfg = spec.backbone_config()
     backbone = ws.backbone(spec_bcfg)
+    if isinstance(calibration, SplitQueries):
+        calibration.use(backbone)           # the query encoder search uses: the champion's backbone
     pruner = spec.pruner()          # everything (window, γ, κ) from the spec: nothing recomputed here
     capture = spec.capture(backbone.num_layers)
     pages = list(ws.dataset.pages())

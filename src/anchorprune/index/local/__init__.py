@@ -17,7 +17,7 @@ then scores the candidates exactly: the final ranking is always exact MaxSim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from anchorprune.index.base import (
     normalized_mean,
     query_matrix,
 )
-from anchorprune.index.calibration import CalibrationParams, check_target_recall
+from anchorprune.index.calibration import CalibrationParams, QuerySample, check_target_recall
 from anchorprune.index.facade import SearchPlan, Serving, VersionedIndex
 from anchorprune.index.first_stage import top_candidates
 from anchorprune.index.lifecycle import Lifecycle
@@ -44,6 +44,9 @@ from anchorprune.index.local.version import Version, chunk_tokens_for, top_k
 from anchorprune.limits import LOCAL_INDEX_NAME, check_index_name
 
 __all__ = ["LocalIndex", "LocalStore", "index_root"]
+
+#: what ``LocalIndex(calibration_queries=...)`` takes: query matrices, a QuerySample, or a callable giving either
+CalibrationQueries = Sequence[Any] | QuerySample | Callable[[], "Sequence[Any] | QuerySample | None"]
 
 
 class LocalIndex(LocalBuild, VersionedIndex):
@@ -63,10 +66,14 @@ class LocalIndex(LocalBuild, VersionedIndex):
         version's calibrated value, else ``facade.DEFAULT_CANDIDATES``; a number pins it).
     target_recall, calibration, calibration_queries
         token_ivf builds calibrate ``nprobe`` and ``candidates`` to reach recall@10 >= ``target_recall``
-        (:mod:`anchorprune.index.calibration`; ``calibration``: ``queries`` (0: off), ``query_tokens``,
-        ``noise``, ``recall``, ``seed``) on ``calibration_queries`` (held-out query matrices) or, when None,
-        pseudo-queries drawn from the pages; the manifest records the choice. A ``nprobe`` in
-        ``first_stage_params`` pins nprobe as ``candidates`` pins candidates.
+        (:mod:`anchorprune.index.calibration`; ``calibration``: ``source`` (none | queries | pseudo | auto, the
+        default: the given queries if any, else pseudo-queries), ``queries`` (pseudo sample size; 0: none),
+        ``query_tokens``, ``noise``, ``recall``, ``seed``) on ``calibration_queries`` or pseudo-queries drawn
+        from the pages; the manifest records the choice and the sample. ``calibration_queries``: held-out query
+        matrices ``[m, d]``, a :class:`~anchorprune.index.calibration.QuerySample` (matrices and what they are),
+        or a callable returning either, called once by a build that calibrates (so queries are encoded only
+        when they are used). ``auto`` builds under ``first_stage_threshold`` pages search exactly and do not
+        calibrate. A ``nprobe`` in ``first_stage_params`` pins nprobe as ``candidates`` pins candidates.
     first_stage, first_stage_params
         ``none`` | ``mean`` | ``muvera`` | ``token_ivf`` | ``auto`` (None: ``mean`` if ``two_stage`` else ``none``) and its
         parameters (MUVERA: ``k_sim``, ``d_proj``, ``reps``, ``final_dim``, ``seed``). ``muvera``
@@ -109,7 +116,7 @@ class LocalIndex(LocalBuild, VersionedIndex):
                  first_stage_params: dict[str, Any] | None = None, first_stage_threshold: int | None = None,
                  first_stage_auto: str = "token_ivf", target_recall: float = 0.99,
                  calibration: dict[str, Any] | None = None,
-                 calibration_queries: Sequence[torch.Tensor] | None = None):
+                 calibration_queries: CalibrationQueries | None = None):
         try:
             check_index_name(name, LOCAL_INDEX_NAME)
         except ValueError as exc:

@@ -34,8 +34,8 @@ from anchorprune.index.base import (
     now_iso,
     validated_pages,
 )
-from anchorprune.index.calibration import CalibrationParams, calibrate
-from anchorprune.index.first_stage import MuveraFirstStage, make_first_stage, stage_record
+from anchorprune.index.calibration import CalibrationParams, QuerySample, calibrate
+from anchorprune.index.first_stage import MuveraFirstStage, auto_stage, make_first_stage, stage_record
 from anchorprune.index.local.files import (
     DIGEST_BYTES,
     FILES,
@@ -252,24 +252,43 @@ class LocalBuild:
 
     def _calibrate(self, staging: Path, offsets: np.ndarray, dim: int, ivf: TokenIvf) -> dict[str, Any] | None:
         """The cheapest token_ivf search settings that reach ``target_recall`` on this version
-        (:mod:`anchorprune.index.calibration`), measured over the vectors as stored; None when turned off."""
+        (:mod:`anchorprune.index.calibration`), measured over the vectors as stored; None when turned off, or
+        when the version searches exactly (``auto`` under its threshold: no setting of it would be used)."""
         params: CalibrationParams = self.calibration
-        if params.queries == 0 and self.calibration_queries is None:
+        if params.source == "none":
+            return None
+        pages = int(offsets.shape[0]) - 1
+        if auto_stage(self.first_stage, pages, self.first_stage_threshold, self.first_stage_auto) != "token_ivf":
+            log.info("index %s: not calibrating token_ivf: %d pages are below first_stage_threshold %s, so this "
+                     "version searches exactly", self.name, pages, self.first_stage_threshold)
+            return None
+        sample = self._calibration_sample() if params.source != "pseudo" else QuerySample(())
+        kind = params.sample_kind(len(sample.queries) > 0)
+        if kind is None:
             return None
         total = int(offsets[-1])
         stored = np.memmap(staging / "vectors.bin", dtype=quantize.storage_dtype(self.dtype), mode="r",
                            shape=(total, quantize.stored_width(self.dtype, dim)))
-        queries = (None if self.calibration_queries is None
+        queries = (None if kind == "pseudo"
                    else [np.asarray(q.float().numpy() if isinstance(q, torch.Tensor) else q, dtype=np.float32)
-                         for q in self.calibration_queries])
+                         for q in sample.queries])
         record = calibrate(ivf, lambda rows: quantize.decode(np.asarray(stored[rows]), self.dtype, dim), offsets,
-                           params, queries)
+                           params, queries, sample.about)
         log.info("index %s: token_ivf calibrated in %.1f s on %d %s: nprobe %s, candidates %s, recall@%d %.4f "
                  "(tie-aware %s)%s", self.name, record["seconds"], record["sample"]["queries"],
                  record["sample"]["kind"], record["nprobe"], record["candidates"], record["k"],
                  record.get("recall", float("nan")), record.get("recall_tie_aware", "-"),
                  "" if record["met"] else f"; no setting reached {params.target_recall}: searches are exact")
         return record
+
+    def _calibration_sample(self) -> QuerySample:
+        """The held-out queries given as ``calibration_queries`` (a callable is called now, once per build)."""
+        given = self.calibration_queries
+        if callable(given):
+            given = given()
+        if given is None:
+            return QuerySample(())
+        return given if isinstance(given, QuerySample) else QuerySample(list(given))
 
     def _write_manifest(self, staging: Path, number: int, meta: dict[str, Any], counts: dict[str, Any],
                         source: Version | None) -> None:
