@@ -19,6 +19,8 @@ from anchorprune.index.base import IndexInputError
 from anchorprune.index.calibration import (
     CalibrationParams,
     exact_scores,
+    Setting,
+    choose,
     lower_bound,
     plain_recall,
     pseudo_queries,
@@ -76,6 +78,13 @@ def test_lower_bound_is_below_the_mean_and_tightens_with_more_queries():
     few = np.array([1.0, 0.9] * 5)                                                 # [10]
     many = np.array([1.0, 0.9] * 500)                                              # [1000]
     assert lower_bound(few) < lower_bound(many) < many.mean()
+
+
+def test_a_small_all_perfect_sample_cannot_certify_099():
+    """sd 0 made the normal bound 1.0 for any all-perfect sample; the slot-level Wilson cap needs 30 queries of
+    recall@10 before 0.99 can be certified."""
+    assert lower_bound(np.ones(10), slots=10) < 0.99 <= lower_bound(np.ones(30), slots=10)
+    assert choose([Setting(2, 50, 1.0, 1.0, lower_bound(np.ones(10), slots=10), 1.0)], 0.99) is None
 
 
 # ---------------------------------------------------------------- build-time calibration
