@@ -181,10 +181,12 @@ def test_bf16_detection_follows_torch_probes(monkeypatch):
     assert bf16.bf16_accelerated() is False
 
 
-def test_bf16_nan_page_is_named():
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan"), -float("nan")])
+def test_bf16_nan_page_is_named(bad):
+    """bf16 chunks are screened on their magnitude bits first: every non-finite value, of either sign, is found."""
     qs, ps = _ragged(3, pages=4)
     ps[2] = ps[2].clone()
-    ps[2][0, 0] = float("inf")
+    ps[2][-1, -1] = bad
     vecs, off = pack(ps)
     with pytest.raises(ScoringError, match="page 2 .*NaN or inf"):
         score_packed(qs, vecs.to(torch.bfloat16), off, compute="bfloat16")

@@ -70,9 +70,15 @@ def resolve_compute(vecs_dtype: torch.dtype, compute: Compute = "float32") -> st
 
 
 def _nonfinite_rows(chunk: torch.Tensor) -> np.ndarray:
-    """``[t]`` bool: rows holding NaN/inf (numpy, single-threaded; bfloat16 checked on its bits)."""
+    """``[t]`` bool: rows holding NaN/inf (numpy, single-threaded; bfloat16 checked on its bits).
+
+    bfloat16 is screened first with one max over the magnitude bits (a third of the row-wise test's time):
+    the rows are only looked for when some value has its exponent all ones.
+    """
     if chunk.dtype == torch.bfloat16:
         bits = chunk.view(torch.int16).numpy()
+        if bits.size == 0 or int(np.max(bits & 0x7FFF)) < 0x7F80:       # no exponent all ones: all finite
+            return np.zeros(bits.shape[0], dtype=bool)
         return ((bits & 0x7F80) == 0x7F80).any(axis=1)                  # exponent all ones: inf or NaN
     return ~np.isfinite(chunk.numpy()).all(axis=1)
 
