@@ -178,10 +178,13 @@ class LocalBuild:
                             f"v{source.number}/vectors.bin: the stored vectors of reused page {pid!r} do not match "
                             "their checksum; re-encode it (pass it in `pages`, not `reuse`: "
                             "`anchorprune index build` does this by itself)")
-                    if source.dtype != self.dtype:      # float32 -> float16 / bits, float16 -> float32 / bits
+                    same = source.dtype == self.dtype
+                    if not same:                        # float32 -> float16 / bits, float16 -> float32 / bits
                         stored = quantize.encode(quantize.decode(stored, source.dtype, source.dim), self.dtype)
                     out.write(stored.tobytes())
-                    digests.append(page_digest(stored))
+                    # the same bytes as those whose digest was just checked: carry it instead of hashing again
+                    digests.append(bytes(source.digests[j]) if same and source.digests is not None
+                                   else page_digest(stored))
                     add_fde(stored, j)
                     ids.append(pid)
                     hashes.append(source.content_hashes[j])
