@@ -211,6 +211,16 @@ def test_a_callable_is_called_once_and_only_by_a_build_that_calibrates(tmp_path)
     assert calls == [1]                                            # pseudo: the queries are not even asked for
 
 
+def test_a_local_index_without_a_calibration_config_does_not_calibrate(tmp_path):
+    """Off by default from the API too (index.calibration.source: none); a config without source still calibrates."""
+    pages = make_pages(60, dim=16, per_page=6)
+    plain = LocalIndex(tmp_path, "d", dtype="float32", first_stage="token_ivf", first_stage_params={"centroids": 8})
+    assert "calibration" not in plain.build(pages, {}).manifest["first_stage"]
+    legacy = LocalIndex(tmp_path, "l", dtype="float32", first_stage="token_ivf", first_stage_params={"centroids": 8},
+                        calibration={"queries": 20})
+    assert legacy.build(pages, {}).manifest["first_stage"]["calibration"]["sample"]["kind"] == "pseudo"
+
+
 def test_source_queries_without_queries_is_refused_naming_the_fix(tmp_path):
     idx = LocalIndex(tmp_path, "q", dtype="float32", first_stage="token_ivf", first_stage_params={"centroids": 8},
                      calibration={"source": "queries"})

@@ -66,8 +66,10 @@ class LocalIndex(LocalBuild, VersionedIndex):
         version's calibrated value, else ``facade.DEFAULT_CANDIDATES``; a number pins it).
     target_recall, calibration, calibration_queries
         token_ivf builds calibrate ``nprobe`` and ``candidates`` to reach recall@10 >= ``target_recall``
-        (:mod:`anchorprune.index.calibration`; ``calibration``: ``source`` (none | queries | pseudo | auto, the
-        default: the given queries if any, else pseudo-queries), ``queries`` (pseudo sample size; 0: none),
+        (:mod:`anchorprune.index.calibration`; ``calibration``: ``source`` (none | queries | pseudo | auto: the
+        given queries if any, else pseudo-queries); with no ``calibration`` and no ``calibration_queries`` no
+        calibration runs, and a ``calibration`` dict without ``source`` means ``auto``), ``queries`` (pseudo
+        sample size; 0: none),
         ``query_tokens``, ``noise``, ``recall``, ``seed``) on ``calibration_queries`` or pseudo-queries drawn
         from the pages; the manifest records the choice and the sample. ``calibration_queries``: held-out query
         matrices ``[m, d]``, a :class:`~anchorprune.index.calibration.QuerySample` (matrices and what they are),
@@ -123,7 +125,10 @@ class LocalIndex(LocalBuild, VersionedIndex):
             raise IndexInputError(str(exc)) from None
         self._configure(name, dtype, two_stage, candidates, first_stage, first_stage_params, first_stage_threshold,
                         first_stage_auto)
-        self.calibration = CalibrationParams.of({**(calibration or {}),
+        # no calibration config and no queries: no calibration, as index.calibration.source defaults to none
+        # (pseudo-queries were measured not to transfer to real ones; at 100k pages they cost more than k-means)
+        default = {"source": "none"} if calibration is None and calibration_queries is None else {}
+        self.calibration = CalibrationParams.of({**(calibration or default),
                                                  "target_recall": check_target_recall(target_recall)})
         self.calibration_queries = calibration_queries
         self.chunk_tokens = chunk_tokens
