@@ -127,6 +127,21 @@ def bf16_page_max(sim16: torch.Tensor, starts: np.ndarray, ends: np.ndarray) -> 
     return (hi.astype(np.int32) << 16).view(np.float32)                 # bf16 bits -> the same float32
 
 
+def page_rows(offsets: np.ndarray, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The packed rows of ``pages`` (in that order) and their offsets packed anew: ``(rows [t] int64,
+    local offsets [len(pages) + 1] int64)`` for packed pages ``offsets [P + 1]``.
+
+    >>> rows, local = page_rows(np.array([0, 2, 3, 5]), np.array([2, 0]))
+    >>> rows.tolist(), local.tolist()
+    ([3, 4, 0, 1], [0, 2, 4])
+    """
+    pages = np.asarray(pages, dtype=np.int64)
+    starts, lengths = offsets[pages], offsets[pages + 1] - offsets[pages]
+    local = np.zeros(len(pages) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=local[1:])
+    return np.repeat(starts - local[:-1], lengths) + np.arange(local[-1]), local
+
+
 def _round_up(x: int, k: int) -> int:
     return -(-x // k) * k
 
@@ -254,11 +269,9 @@ class PreparedPages:
         pages = np.asarray(pages, dtype=np.int64)
         if pages.ndim != 1 or len(pages) == 0 or pages.min() < 0 or pages.max() >= self.num_pages:
             raise ScoringError(f"take() needs 1 to {self.num_pages} page positions in 0..{self.num_pages - 1}")
-        starts, lengths = self.offsets[pages], self.offsets[pages + 1] - self.offsets[pages]
-        local = np.zeros(len(pages) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=local[1:])
+        rows, local = page_rows(self.offsets, pages)
         n = int(local[-1])
-        idx = torch.from_numpy(np.repeat(starts - local[:-1], lengths) + np.arange(n))    # [n] source rows
+        idx = torch.from_numpy(rows)                                                     # [n] source rows
         padded = torch.empty(n + _ALIGN, self.padded.shape[1], dtype=self.padded.dtype)  # [n + _ALIGN, d]
         torch.index_select(self.padded, 0, idx, out=padded[:n])
         padded[n:].zero_()
@@ -493,11 +506,7 @@ def gather_pages(vecs: torch.Tensor, offsets: torch.Tensor | np.ndarray,
     ([3.0, 4.0, 0.0, 1.0], [0, 2, 4])
     """
     off = np.asarray(offsets.numpy() if isinstance(offsets, torch.Tensor) else offsets, dtype=np.int64)
-    pages = np.asarray(pages, dtype=np.int64)
-    starts, lengths = off[pages], off[pages + 1] - off[pages]
-    local = np.zeros(len(pages) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=local[1:])
-    idx = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1])
+    idx, local = page_rows(off, pages)
     return vecs[torch.from_numpy(idx)], torch.from_numpy(local)
 
 

@@ -19,7 +19,14 @@ import torch
 
 import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.bf16 import ComputePath, auto_compute
-from anchorprune.evaluation.scoring import PreparedPages, ScoringError, prepare, score_packed, score_shortlist
+from anchorprune.evaluation.scoring import (
+    PreparedPages,
+    ScoringError,
+    page_rows,
+    prepare,
+    score_packed,
+    score_shortlist,
+)
 from anchorprune.index.base import CorruptVersionError, Hit, IndexVersion
 from anchorprune.index.first_stage import MuveraFirstStage
 from anchorprune.index.local.files import DIGEST_BYTES, FIX, check_files, page_digest, read_manifest
@@ -219,11 +226,7 @@ class Version:
 
     def rows(self, pages: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded float32 vectors of the given pages (in that order) and their local offsets."""
-        starts, ends = self.offsets[pages], self.offsets[pages + 1]
-        lengths = ends - starts
-        local = np.zeros(len(pages) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=local[1:])
-        idx = np.repeat(starts - local[:-1], lengths) + np.arange(local[-1])
+        idx, local = page_rows(self.offsets, pages)
         return torch.from_numpy(self.token_rows(idx)), torch.from_numpy(local)
 
     def score_search(self, queries: Sequence[torch.Tensor], chunk_tokens: int | None,
