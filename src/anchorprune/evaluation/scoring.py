@@ -83,6 +83,17 @@ def _nonfinite_rows(chunk: torch.Tensor) -> np.ndarray:
     return ~np.isfinite(chunk.numpy()).all(axis=1)
 
 
+def _check_finite(rows: torch.Tensor, first: int, off: np.ndarray, page_ids: Sequence[str] | None) -> None:
+    """Raise :class:`ScoringError` naming the page (and vector) of the first NaN/inf in ``rows [t, d]``, the packed
+    rows ``first..first + t`` of pages ``off [P + 1]``."""
+    bad = _nonfinite_rows(rows)
+    if bad.any():
+        bad_row = first + int(np.flatnonzero(bad)[0])
+        p = int(np.searchsorted(off, bad_row, side="right")) - 1
+        raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
+                           "re-encode it or drop it from the index")
+
+
 def page_max(sim: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Per-page maxima ``[n, M]`` of a similarity block ``sim [t, M]`` whose rows are page vectors (page ``i``
     is rows ``starts[i]:ends[i]``): one contiguous reduce over each page's rows, vectorised across the ``M``
@@ -323,12 +334,7 @@ def prepare(
             raise ScoringError(f"rows have dimension {rows.shape[1]}, expected {d}")
         dest = padded[a:a + rows.shape[0]]
         dest.copy_(rows)                                                    # -> float32 / bf16 (round to nearest)
-        bad = _nonfinite_rows(dest)
-        if bad.any():
-            bad_row = a + int(np.flatnonzero(bad)[0])
-            p = int(np.searchsorted(off, bad_row, side="right")) - 1
-            raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
-                               "re-encode it or drop it from the index")
+        _check_finite(dest, a, off, page_ids)
     return PreparedPages(padded, off, how, str(storage_dtype).removeprefix("torch."), page_ids)
 
 
@@ -445,12 +451,7 @@ def score_packed(
                 stage[:t].copy_(chunk)                                   # float16/bf16 -> float32 here too
                 stage[t:t_pad].zero_()
                 chunk = stage[:t_pad]
-            bad = _nonfinite_rows(chunk[:t])
-            if bad.any():
-                bad_row = lo + int(np.flatnonzero(bad)[0])
-                p = int(np.searchsorted(off, bad_row, side="right")) - 1
-                raise ScoringError(f"{_name(page_ids, p)} contains NaN or inf (vector {bad_row - int(off[p])}); "
-                                   "re-encode it or drop it from the index")
+            _check_finite(chunk[:t], lo, off, page_ids)
         starts, ends = off[a:b] - lo, off[a + 1:b + 1] - lo                 # [b - a] rows of each page
         if mm_dtype == torch.bfloat16:
             sim16 = buffer16[: t_pad * m].view(t_pad, m)                 # [t_pad, M] bf16 (fp32 accumulation)
