@@ -550,29 +550,22 @@ def score_shortlist(
     if isinstance(vecs, PreparedPages):          # the scan runs in the dtype the pages were prepared for
         if compute not in ("auto", vecs.compute):
             raise ScoringError(f"these pages were prepared for {vecs.compute} matmuls, not {compute}")
-        storage, how, offsets = vecs.storage, vecs.compute, torch.from_numpy(vecs.offsets)
-        if how == "float32":
-            return score_packed(queries, vecs, chunk_tokens=chunk_tokens), ComputePath.here(requested, how, storage)
-        if rescore_vecs is None and vecs.storage != "bfloat16":
+        storage, how, offsets, stored = vecs.storage, vecs.compute, torch.from_numpy(vecs.offsets), vecs.vecs
+        if how == "bfloat16" and rescore_vecs is None and vecs.storage != "bfloat16":
             raise ScoringError(f"pages prepared for bf16 from {vecs.storage} vectors: pass rescore_vecs (the "
                                "float32 rows) for the exact rescoring")
         scan = score_packed(queries, vecs, chunk_tokens=chunk_tokens)
-        keep = min(scan.shape[1], k + (default_margin(k) if margin is None else margin))
-        source = rescore_vecs if rescore_vecs is not None else vecs.vecs
-        out = rescore_shortlist(queries, scan, source, offsets, keep)
-        return out, ComputePath.here(requested, "bfloat16", storage, rescored=True, shortlist=keep,
-                                     rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
-    storage = str(vecs.dtype).removeprefix("torch.")
-    how = resolve_compute(vecs.dtype, compute)
+    else:
+        storage, how, stored = str(vecs.dtype).removeprefix("torch."), resolve_compute(vecs.dtype, compute), vecs
+        if how == "bfloat16" and rescore_vecs is not None and (rescore_vecs.shape != vecs.shape
+                                                              or rescore_vecs.dtype != torch.float32):
+            raise ScoringError(f"rescore_vecs must be float32 {tuple(vecs.shape)} (a copy of the scanned rows), "
+                               f"got {rescore_vecs.dtype} {tuple(rescore_vecs.shape)}")
+        scan = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute=how)
     if how == "float32":
-        scores = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="float32")
-        return scores, ComputePath.here(requested, "float32", storage)
-    if rescore_vecs is not None and (rescore_vecs.shape != vecs.shape or rescore_vecs.dtype != torch.float32):
-        raise ScoringError(f"rescore_vecs must be float32 {tuple(vecs.shape)} (a copy of the scanned rows), "
-                           f"got {rescore_vecs.dtype} {tuple(rescore_vecs.shape)}")
-    scan = score_packed(queries, vecs, offsets, chunk_tokens=chunk_tokens, page_ids=page_ids, compute="bfloat16")
+        return scan, ComputePath.here(requested, "float32", storage)
     keep = min(scan.shape[1], k + (default_margin(k) if margin is None else margin))
-    out = rescore_shortlist(queries, scan, rescore_vecs if rescore_vecs is not None else vecs, offsets, keep)
+    out = rescore_shortlist(queries, scan, rescore_vecs if rescore_vecs is not None else stored, offsets, keep)
     return out, ComputePath.here(requested, "bfloat16", storage, rescored=True, shortlist=keep,
                                  rescore_source="float32 copy" if rescore_vecs is not None else "stored vectors")
 
