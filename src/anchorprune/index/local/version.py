@@ -20,6 +20,7 @@ import torch
 import anchorprune.index.quantize as quantize
 from anchorprune.evaluation.bf16 import ComputePath, auto_compute
 from anchorprune.evaluation.scoring import (
+    DEFAULT_BUFFER_ELEMENTS,
     PreparedPages,
     ScoringError,
     page_rows,
@@ -34,8 +35,9 @@ from anchorprune.index.token_ivf import TokenIvf, TokenIvfParams
 
 #: page vectors decoded at once when scoring sign-bit pages
 BITS_CHUNK_TOKENS = 1 << 18
-#: default bound, in float32 elements, on each scoring work buffer ([M, chunk] similarities, [chunk, d] staging)
-WORK_ELEMENTS = 1 << 24
+#: default bound, in elements, on each scoring work buffer ([chunk, M] similarities, [chunk, d] staging): the
+#: scorer's own (anchorprune.evaluation.scoring.DEFAULT_BUFFER_ELEMENTS)
+WORK_ELEMENTS = DEFAULT_BUFFER_ELEMENTS
 
 
 def chunk_tokens_for(explicit: int | None, m: int, dim: int, total: int) -> int:
@@ -237,14 +239,10 @@ class Version:
         bf16 matmuls and rescores the best ``k + margin`` per query exactly in float32 from the stored
         rows (:func:`anchorprune.evaluation.scoring.score_shortlist`); everything else is :meth:`score_all`.
         """
-        pp = self.prepared
-        if pp is not None:
+        if self.dense is None and self.dtype == "bfloat16":        # a bf16 prepared copy, or the memory map
             ct = chunk_tokens_for(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
-            if pp.compute == "bfloat16":
-                return score_shortlist(queries, pp, None, k, compute="auto", chunk_tokens=ct)
-            return score_packed(queries, pp, chunk_tokens=ct), ComputePath.here("auto", "float32", self.dtype)
-        if self.dense is None and self.dtype == "bfloat16":
-            ct = chunk_tokens_for(chunk_tokens, sum(q.shape[0] for q in queries), self.dim, self.vecs.shape[0])
+            if self.prepared is not None:
+                return score_shortlist(queries, self.prepared, None, k, compute="auto", chunk_tokens=ct)
             return score_shortlist(queries, quantize.as_bfloat16(self.vecs), torch.from_numpy(self.offsets), k,
                                    compute="auto", chunk_tokens=ct, page_ids=self.page_ids)
         return self.score_all(queries, chunk_tokens), ComputePath.here("auto", "float32", self.dtype)
