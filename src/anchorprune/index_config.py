@@ -22,6 +22,7 @@ from anchorprune.limits import (
     kmeans_memory_problem,
     muvera_dims,
     muvera_memory_problem,
+    target_recall_problem,
 )
 
 
@@ -204,8 +205,9 @@ class IndexConfig(Frozen):
     @field_validator("target_recall")
     @classmethod
     def _recall_in_unit_interval(cls, v: float) -> float:
-        if not 0 < v <= 1:
-            raise ValueError(f"target_recall must be in (0, 1], got {v}")
+        problem = target_recall_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     def pinned(self) -> dict[str, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 #: ``dense_vector`` dimension limit (DenseVectorFieldMapper.MAX_DIMS_COUNT); the MUVERA defaults stay within it
 ES_MAX_DIMS = 4096
@@ -83,6 +84,17 @@ def candidates_problem(candidates: int) -> str | None:
     return (f"candidates={candidates} is outside [1, {KNN_MAX_CANDIDATES}]: above {KNN_MAX_CANDIDATES}, the most "
             f"kNN candidates Elasticsearch accepts (num_candidates); use {KNN_MAX_CANDIDATES} or fewer in "
             "index.candidates")
+
+
+def target_recall_problem(target: Any) -> str | None:
+    """Why ``target`` is not a recall target (a number in (0, 1]), or None.
+
+    >>> target_recall_problem(0.99) is None, target_recall_problem(1.5)
+    (True, 'target_recall must be in (0, 1], got 1.5')
+    """
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+        return f"target_recall must be in (0, 1], got {target!r}"
+    return None
 
 
 # ---------------------------------------------------------------- sizes the machine cannot hold

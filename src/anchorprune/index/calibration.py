@@ -61,6 +61,7 @@ import torch
 from anchorprune.evaluation.scoring import score_packed
 from anchorprune.index.base import IndexInputError
 from anchorprune.index.token_ivf import RowReader, TokenIvf
+from anchorprune.limits import target_recall_problem
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def check_target_recall(target: float) -> float:
     >>> check_target_recall(0.99)
     0.99
     """
-    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
-        raise IndexInputError(f"target_recall must be in (0, 1], got {target!r}")
+    problem = target_recall_problem(target)
+    if problem:
+        raise IndexInputError(problem)
     return float(target)
 
 
